@@ -1,0 +1,114 @@
+"""The terminal's side of the wallet protocol: builds command APDUs, follows response chaining, keeps a trace."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from ecny_nfc.reader import CardConnection
+from wallet import apdu as sw
+from wallet.apdu import CommandApdu, ResponseApdu
+from wallet.errors import EcnyError
+from wallet.protocol import (
+    AID,
+    CLA_ISO,
+    CLA_PROPRIETARY,
+    INS_GET_LAST,
+    INS_GET_RESPONSE,
+    INS_LOAD,
+    INS_NAMES,
+    INS_PAY,
+    INS_READ_INFO,
+    INS_SELECT,
+    CardInfo,
+    LoadToken,
+    PayRequest,
+)
+
+MAX_CHAINED = 16 * 1024  # refuse a card that keeps chaining past any answer this protocol has
+
+
+class CardStatusError(EcnyError):
+    """The card answered a command with a status word other than 9000."""
+
+    def __init__(self, command: str, status: int) -> None:
+        super().__init__(f"{command}: card answered {status:04X} ({sw.sw_name(status)})")
+        self.command = command
+        self.status = status
+
+
+@dataclass(frozen=True, slots=True)
+class TraceEntry:
+    """One APDU exchange: command, response (None when the card vanished), a one-line meaning, duration."""
+
+    command: bytes
+    response: bytes | None
+    meaning: str
+    ms: float
+
+    def to_json(self) -> dict[str, object]:
+        return {"command": self.command.hex(" ").upper(),
+                "response": None if self.response is None else self.response.hex(" ").upper(),
+                "meaning": self.meaning, "ms": round(self.ms, 3)}
+
+
+def describe(command: bytes, response: bytes | None) -> str:
+    """A one-line meaning of an exchange, for the APDU trace."""
+    name = INS_NAMES.get(command[1], f"INS {command[1]:02X}") if len(command) >= 2 else "?"
+    if response is None:
+        return f"{name}: no answer (card left the field)"
+    if len(response) < 2:
+        return f"{name}: malformed answer"
+    status = int.from_bytes(response[-2:], "big")
+    return f"{name}: {sw.sw_name(status)}, {len(response) - 2} bytes"
+
+
+class WalletClient:
+    """Talks to one wallet card through a reader connection."""
+
+    def __init__(self, conn: CardConnection, trace: list[TraceEntry] | None = None) -> None:
+        self.conn = conn
+        self.trace = trace if trace is not None else []
+
+    def _raw(self, command: bytes) -> ResponseApdu:
+        t0 = time.perf_counter()
+        try:
+            response = self.conn.transceive(command)
+        except BaseException:
+            self.trace.append(TraceEntry(command, None, describe(command, None), (time.perf_counter() - t0) * 1e3))
+            raise
+        self.trace.append(TraceEntry(command, response, describe(command, response), (time.perf_counter() - t0) * 1e3))
+        return ResponseApdu.parse(response)
+
+    def exchange(self, cmd: CommandApdu) -> bytes:
+        """Send ``cmd``, follow 61xx (GET RESPONSE) and 6Cxx (resend with Le); return data or raise."""
+        name = INS_NAMES.get(cmd.ins, f"INS {cmd.ins:02X}")
+        resp = self._raw(cmd.to_bytes())
+        if resp.sw & 0xFF00 == sw.SW_WRONG_LE:
+            cmd = CommandApdu(cmd.cla, cmd.ins, cmd.p1, cmd.p2, cmd.data, le=(resp.sw & 0xFF) or 256)
+            resp = self._raw(cmd.to_bytes())
+        data = resp.data
+        while resp.sw & 0xFF00 == sw.SW_BYTES_REMAINING:
+            if len(data) > MAX_CHAINED:
+                raise CardStatusError(name, resp.sw)
+            resp = self._raw(CommandApdu(CLA_ISO, INS_GET_RESPONSE, le=(resp.sw & 0xFF) or 256).to_bytes())
+            data += resp.data
+        if resp.sw != sw.SW_OK:
+            raise CardStatusError(name, resp.sw)
+        return data
+
+    def select(self) -> bytes:
+        return self.exchange(CommandApdu(CLA_ISO, INS_SELECT, 0x04, 0x00, AID, le=256))
+
+    def read_info(self) -> CardInfo:
+        return CardInfo.decode(self.exchange(CommandApdu(CLA_PROPRIETARY, INS_READ_INFO, le=256)))
+
+    def pay(self, request: PayRequest) -> bytes:
+        return self.exchange(CommandApdu(CLA_PROPRIETARY, INS_PAY, data=request.encode(), le=256))
+
+    def last_transaction(self, challenge: bytes) -> bytes:
+        return self.exchange(CommandApdu(CLA_PROPRIETARY, INS_GET_LAST, data=challenge, le=256))
+
+    def load(self, token: LoadToken) -> int:
+        data = self.exchange(CommandApdu(CLA_PROPRIETARY, INS_LOAD, data=token.encode(), le=256))
+        return int.from_bytes(data, "big")

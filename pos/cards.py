@@ -1,0 +1,96 @@
+"""Tester operations on mock cards: issue (every tier, expired or foreign certificates), load, clone, describe."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from ecny_nfc.mock import Faults, MockReader
+from pos.card_client import CardStatusError, WalletClient
+from pos.home import Home
+from pos.reasons import Reason, reason_for_status
+from pos.session import Outcome, PaymentSession
+from wallet.card import CardState
+from wallet.issuance import issue_card
+from wallet.protocol import STATUS_ACTIVE, LoadToken
+
+
+class LoadRefused(CardStatusError):
+    """The card refused a load token."""
+
+    @property
+    def reason(self) -> Reason:
+        return reason_for_status(self.status)
+
+
+def issue_cards(home: Home, tier: int, balance_fen: int, count: int = 1, *, expired: bool = False,
+                foreign: bool = False, note: str = "") -> list[CardState]:
+    """Issue ``count`` cards into the home's card store, certified by the operator CA (or a foreign one)."""
+    pki = home.foreign_pki() if foreign else home.pki
+    caps = home.config.risk.caps
+    store = home.cards
+    out = []
+    with store.allocating():
+        for _ in range(count):
+            state = issue_card(pki, store.new_id(), tier, balance_fen, caps, expired=expired)
+            state.note = note
+            store.add(state)
+            out.append(state)
+    return out
+
+
+def make_load_token(home: Home, state: CardState, amount_fen: int) -> LoadToken:
+    """A load token for the card's next load counter, signed by the embedded operator's wallet CA."""
+    return LoadToken(state.wallet_id, state.load_counter + 1, amount_fen, time.time_ns() // 1_000_000).signed(
+        home.pki.wallet_ca.key)
+
+
+def apply_load(home: Home, card_id: str, token_factory: Any = None, amount_fen: int = 0) -> tuple[int, LoadToken]:
+    """Tap the card on a mock reader and LOAD it; returns the new balance and the token used."""
+    with home.cards.open(card_id) as applet:
+        token = (token_factory or (lambda s: make_load_token(home, s, amount_fen)))(applet.state)
+        reader = MockReader()
+        reader.present(applet)
+        conn = reader.connect(timeout=1)
+        client = WalletClient(conn)
+        client.select()
+        try:
+            balance = client.load(token)
+        except CardStatusError as exc:
+            raise LoadRefused(exc.command, exc.status) from None
+    return balance, token
+
+
+def describe_card(state: CardState) -> dict[str, Any]:
+    """The JSON shape of ``pos card show``."""
+    return {
+        "card_id": state.card_id, "wallet_id": state.wallet_id, "tier": state.tier,
+        "balance_fen": state.balance_fen, "counter": state.counter, "load_counter": state.load_counter,
+        "status": "active" if state.status == STATUS_ACTIVE else "blocked",
+        "limits": {"single_max_fen": state.single_max, "daily_max_fen": state.daily_max,
+                   "balance_max_fen": state.balance_max, "offline_single_max_fen": state.offline_single_max,
+                   "offline_cumulative_max_fen": state.offline_cumulative_max,
+                   "offline_count_max": state.offline_count_max},
+        "offline_usage": {"amount_fen": state.offline_amount, "count": state.offline_count},
+        "day": state.day, "day_spent_fen": state.day_spent,
+        "clone_of": state.clone_of, "note": state.note,
+    }
+
+
+def tap_mock_card(home: Home, terminal_id: str, card_id: str, amount_fen: int, faults: Faults | None = None,
+                  retap: bool = False, timeout: float = 5.0) -> Outcome:
+    """Pay ``amount_fen`` at ``terminal_id`` with a stored mock card (the headless ``pos pay``).
+
+    The card is locked for the whole tap, so concurrent commands on one card run one after the other. With
+    ``retap`` the card comes back into the field after a tear, as a customer asked to tap again would.
+    """
+    home.terminal(terminal_id)
+    with home.cards.open(card_id) as applet, home.ledger(terminal_id) as ledger:
+        reader = MockReader()
+        reader.present(applet, faults)
+        if retap:
+            reader.present(applet)
+        ctx = home.context(terminal_id, ledger)
+        if not retap:
+            ctx.recovery_timeout = 0
+        return PaymentSession(ctx, reader).pay(amount_fen, timeout=timeout)

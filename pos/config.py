@@ -1,0 +1,200 @@
+"""merchants.yaml: demo merchants, terminals, catalogs, tickets, the operator endpoint and offline risk settings.
+
+The file is validated on load; a bad file raises :class:`ConfigError` naming the file, the key path and the problem.
+Prices are written in yuan and held as integer fen; YAML numbers are read as exact decimals, never floats.
+"""
+
+from __future__ import annotations
+
+import os
+from decimal import Decimal
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+
+from pos.money import parse_yuan
+from wallet.errors import InvalidInput
+from wallet.limits import OfflineCaps
+
+PACKAGE_DEFAULT = Path(__file__).resolve().parent.parent / "merchants.yaml"
+
+
+class ConfigError(InvalidInput):
+    """merchants.yaml (or another config file) is missing or invalid."""
+
+
+def _yuan(value: Any) -> int:
+    if isinstance(value, float):
+        raise ValueError("write amounts as exact decimals, e.g. 12.50")
+    try:
+        return parse_yuan(value)
+    except InvalidInput as exc:
+        raise ValueError(str(exc)) from None
+
+
+Fen = Annotated[int, BeforeValidator(_yuan)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Names(_Model):
+    zh: str = Field(min_length=1)
+    en: str = Field(min_length=1)
+
+    def get(self, lang: str) -> str:
+        return self.zh if lang.startswith("zh") else self.en
+
+
+class Product(_Model):
+    sku: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,31}$")
+    name: Names
+    price: Fen
+
+
+class Terminal(_Model):
+    id: str = Field(pattern=r"^[A-Z0-9]{8}$")
+    kind: Literal["counter", "gate"]
+    name: Names | None = None
+
+
+class GateSettings(_Model):
+    daily_capacity: int = Field(default=5000, gt=0)
+    passback_window_s: int = Field(default=600, ge=0)
+    result_hold_s: float = Field(default=2.0, gt=0, le=30)
+
+
+class Merchant(_Model):
+    id: str = Field(pattern=r"^\d{15}$")
+    name: Names
+    category: Literal["carrier_store", "scenic_spot", "museum", "restaurant", "shop"]
+    terminals: list[Terminal] = Field(min_length=1)
+    catalog: list[Product] = []
+    tickets: list[Product] = []
+    gate: GateSettings | None = None
+
+    @model_validator(mode="after")
+    def _gates_sell_tickets(self) -> Merchant:
+        if any(t.kind == "gate" for t in self.terminals) and not self.tickets:
+            raise ValueError("a merchant with gate terminals needs tickets")
+        skus = [p.sku for p in (*self.catalog, *self.tickets)]
+        if len(skus) != len(set(skus)):
+            raise ValueError("product skus must be unique within a merchant")
+        return self
+
+
+class OperatorSettings(_Model):
+    name: Names
+    url: str = Field(pattern=r"^https?://[^\s/]+(:\d+)?/?$")
+    fee_bps: int = Field(default=0, ge=0, le=10000)
+
+
+class RiskSettings(_Model):
+    offline_single_max: Fen = 50_000
+    offline_cumulative_max: Fen = 500_000
+    offline_count_max: int = Field(default=10, ge=1, le=65535)
+    tap_timeout_s: float = Field(default=30, gt=0, le=600)
+    recovery_timeout_s: float = Field(default=10, ge=0, le=600)
+
+    @property
+    def caps(self) -> OfflineCaps:
+        return OfflineCaps(self.offline_single_max, self.offline_cumulative_max, self.offline_count_max)
+
+
+class Config(_Model):
+    operator: OperatorSettings
+    risk: RiskSettings = RiskSettings()
+    language: Literal["zh-CN", "en"] = "zh-CN"
+    merchants: list[Merchant] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _unique_ids(self) -> Config:
+        mids = [m.id for m in self.merchants]
+        if len(mids) != len(set(mids)):
+            raise ValueError("merchant ids must be unique")
+        tids = [t.id for m in self.merchants for t in m.terminals]
+        if len(tids) != len(set(tids)):
+            raise ValueError("terminal ids must be unique")
+        return self
+
+    def terminal(self, terminal_id: str) -> tuple[Merchant, Terminal]:
+        """The merchant and terminal for ``terminal_id``; raises :class:`ConfigError` when unknown."""
+        for m in self.merchants:
+            for t in m.terminals:
+                if t.id == terminal_id:
+                    return m, t
+        known = ", ".join(t.id for m in self.merchants for t in m.terminals)
+        raise ConfigError(f"unknown terminal {terminal_id!r}; merchants.yaml has: {known}")
+
+    def first_terminal(self, kind: str) -> str:
+        for m in self.merchants:
+            for t in m.terminals:
+                if t.kind == kind:
+                    return t.id
+        raise ConfigError(f"merchants.yaml has no {kind} terminal")
+
+
+class _Loader(yaml.SafeLoader):
+    """Safe YAML with exact decimals for floats and refusal of duplicate keys."""
+
+
+def _construct_decimal(loader: _Loader, node: yaml.ScalarNode) -> Decimal:
+    return Decimal(loader.construct_scalar(node).replace("_", ""))
+
+
+def _construct_mapping(loader: _Loader, node: yaml.MappingNode) -> dict[Any, Any]:
+    seen: set[Any] = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
+        seen.add(key)
+    return loader.construct_mapping(node)
+
+
+_Loader.add_constructor("tag:yaml.org,2002:float", _construct_decimal)
+_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def _loc(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif not part.startswith(("function-", "list[")):
+            out += f".{part}" if out else part
+    return out or "(top level)"
+
+
+def load_config(path: Path) -> Config:
+    """Load and validate a config file."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+    try:
+        data = yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader derives from SafeLoader
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: (top level): expected a mapping of settings")
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        more = f" (and {exc.error_count() - 1} more problems)" if exc.error_count() > 1 else ""
+        msg = err["msg"].removeprefix("Value error, ")
+        raise ConfigError(f"{path}: {_loc(err['loc'])}: {msg}{more}") from None
+
+
+def find_config(explicit: str | os.PathLike[str] | None, home: Path) -> Path:
+    """Where the config comes from: ``--config``, ``POS_CONFIG``, ``HOME/merchants.yaml``, else the shipped one."""
+    for candidate in (explicit, os.environ.get("POS_CONFIG")):
+        if candidate:
+            return Path(candidate)
+    if (home / "merchants.yaml").exists():
+        return home / "merchants.yaml"
+    return PACKAGE_DEFAULT

@@ -1,0 +1,91 @@
+"""The home directory: the operator's local CA, mock cards, terminal ledgers. One place, one layout.
+
+    HOME/merchants.yaml          optional: overrides the shipped merchants.yaml
+    HOME/pki/                    the operator CA (root, wallet CA, terminal CA) when the operator is embedded
+    HOME/foreign-pki/            a tester's rogue issuer (cards from it must be refused)
+    HOME/cards/c0001.json        mock cards
+    HOME/terminals/TID/          one terminal: ledger.db, ledger.key
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import platformdirs
+from filelock import FileLock
+
+from pos.config import Config, Merchant, Terminal, find_config, load_config
+from pos.ledger import Ledger
+from pos.session import TerminalContext
+from wallet.certs import OperatorPki, cert_der
+from wallet.ids import check_terminal_id
+from wallet.store import CardStore
+
+
+def default_home() -> Path:
+    env = os.environ.get("POS_HOME")
+    return Path(env) if env else platformdirs.user_data_path("ecny-pos")
+
+
+@dataclass
+class Home:
+    """Paths and lazily opened state under one home directory."""
+
+    root: Path
+    config_path: Path | None = None
+    _config: Config | None = field(default=None, repr=False)
+    _pki: OperatorPki | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        self.root = Path(self.root).expanduser()
+
+    @property
+    def config(self) -> Config:
+        if self._config is None:
+            self._config = load_config(find_config(self.config_path, self.root))
+        return self._config
+
+    def _pki_at(self, name: str) -> OperatorPki:
+        directory = self.root / name
+        directory.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(directory / ".lock"), timeout=60):
+            return OperatorPki.load_or_create(directory)
+
+    @property
+    def pki(self) -> OperatorPki:
+        if self._pki is None:
+            self._pki = self._pki_at("pki")
+        return self._pki
+
+    def foreign_pki(self) -> OperatorPki:
+        return self._pki_at("foreign-pki")
+
+    def roots(self) -> tuple[bytes, ...]:
+        """The trust anchors terminals verify cards against: the operator root."""
+        return (cert_der(self.pki.root.cert),)
+
+    @property
+    def cards(self) -> CardStore:
+        return CardStore(self.root / "cards")
+
+    def terminal(self, terminal_id: str) -> tuple[Merchant, Terminal]:
+        check_terminal_id(terminal_id)
+        return self.config.terminal(terminal_id)
+
+    def terminal_dir(self, terminal_id: str) -> Path:
+        check_terminal_id(terminal_id)
+        return self.root / "terminals" / terminal_id
+
+    def ledger(self, terminal_id: str) -> Ledger:
+        self.terminal(terminal_id)
+        return Ledger(self.terminal_dir(terminal_id) / "ledger.db")
+
+    def context(self, terminal_id: str, ledger: Ledger | None = None) -> TerminalContext:
+        merchant, _ = self.terminal(terminal_id)
+        risk = self.config.risk
+        return TerminalContext(
+            merchant_id=merchant.id, terminal_id=terminal_id, roots=self.roots(),
+            ledger=ledger or self.ledger(terminal_id), caps=risk.caps, recovery_timeout=risk.recovery_timeout_s,
+        )

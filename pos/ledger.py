@@ -1,0 +1,305 @@
+"""The terminal's durable ledger: SQLite through sqlite-utils, WAL, ``synchronous=FULL``, append-only, hash-chained.
+
+Every entry carries the SHA-256 of its content and of the entry before it; the head (last seq and hash) is kept
+with an HMAC under a key stored beside the database, so :meth:`Ledger.verify` finds any edit, insertion or deletion
+made behind the ledger's back, including a cut-off tail. Triggers refuse UPDATE and DELETE of entries. A payment
+is recorded at most once per voucher id (a partial unique index), and settlement state changes are new entries.
+
+Entry kinds: ``intent`` (written before PAY is sent: what a torn tap needs to be recovered after a crash),
+``payment`` (an approved voucher), ``void`` (an intent proven unpaid), ``denylist`` (wallets refused from a version
+on), and later ``settlement`` and ``refund``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import hmac
+import json
+import os
+import secrets
+import sqlite3
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+from filelock import FileLock
+
+from wallet.errors import EcnyError
+
+GENESIS = "0" * 64
+MIGRATIONS = sqlite_utils.Migrations("ecny-pos-ledger")
+
+
+class LedgerError(EcnyError):
+    """The ledger cannot be opened or written."""
+
+
+class LedgerTampered(LedgerError):
+    """The ledger's content does not match its hash chain or its authenticated head."""
+
+
+@MIGRATIONS()
+def m001_entries(db: sqlite_utils.Database) -> None:
+    db.execute("""
+        CREATE TABLE entries (
+            seq INTEGER PRIMARY KEY,
+            time TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            voucher_id TEXT,
+            wallet_id TEXT,
+            counter INTEGER,
+            amount_fen INTEGER NOT NULL DEFAULT 0,
+            data TEXT NOT NULL,
+            prev_hash TEXT NOT NULL,
+            hash TEXT NOT NULL
+        )""")
+    db.execute("CREATE UNIQUE INDEX entries_one_payment ON entries(voucher_id) WHERE kind = 'payment'")
+    db.execute("CREATE INDEX entries_wallet ON entries(wallet_id, kind, counter)")
+    db.execute("CREATE INDEX entries_kind ON entries(kind, time)")
+    db.execute("""CREATE TRIGGER entries_no_update BEFORE UPDATE ON entries
+                  BEGIN SELECT RAISE(ABORT, 'ledger entries are append-only'); END""")
+    db.execute("""CREATE TRIGGER entries_no_delete BEFORE DELETE ON entries
+                  BEGIN SELECT RAISE(ABORT, 'ledger entries are append-only'); END""")
+    db.execute("""CREATE TABLE head (id INTEGER PRIMARY KEY CHECK (id = 1), seq INTEGER NOT NULL,
+                  hash TEXT NOT NULL, mac TEXT NOT NULL)""")
+    db.execute("CREATE TABLE certificates (fingerprint TEXT PRIMARY KEY, der BLOB NOT NULL)")
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    seq: int
+    time: str
+    kind: str
+    voucher_id: str | None
+    wallet_id: str | None
+    counter: int | None
+    amount_fen: int
+    data: dict[str, Any]
+    prev_hash: str
+    hash: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"seq": self.seq, "kind": self.kind, "voucher_id": self.voucher_id, "wallet_id": self.wallet_id,
+                "counter": self.counter, "amount_fen": self.amount_fen, "time": self.time, **self.data}
+
+
+@dataclass
+class VerifyReport:
+    entries: int
+    head_seq: int
+    head_hash: str
+    problems: list[str] = field(default_factory=list)
+
+
+def _entry_hash(seq: int, time: str, kind: str, voucher_id: str | None, wallet_id: str | None,
+                counter: int | None, amount_fen: int, data: str, prev_hash: str) -> str:
+    blob = json.dumps([seq, time, kind, voucher_id, wallet_id, counter, amount_fen, data, prev_hash],
+                      separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def utc_now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+_COLS = "seq, time, kind, voucher_id, wallet_id, counter, amount_fen, data, prev_hash, hash"
+
+
+def _row_entry(row: tuple[Any, ...]) -> Entry:
+    return Entry(row[0], row[1], row[2], row[3], row[4], row[5], row[6], json.loads(row[7]), row[8], row[9])
+
+
+class Ledger:
+    """One terminal's ledger file. Safe for several processes; one connection per thread."""
+
+    def __init__(self, path: Path, key: bytes | None = None) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._key = key if key is not None else self._load_key()
+        try:
+            conn = sqlite3.connect(str(self.path), timeout=30, check_same_thread=False)
+            self.db = sqlite_utils.Database(conn)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=FULL")
+            with FileLock(str(self.path) + ".lock", timeout=60):
+                MIGRATIONS.apply(self.db)
+        except sqlite3.DatabaseError as exc:
+            raise LedgerError(f"cannot open ledger {self.path}: {exc}") from exc
+        self.conn = conn
+
+    def _load_key(self) -> bytes:
+        key_path = self.path.with_suffix(".key")
+        if not key_path.exists():
+            with FileLock(str(key_path) + ".lock", timeout=30):
+                if not key_path.exists():
+                    from wallet.certs import write_atomic
+
+                    write_atomic(key_path, secrets.token_bytes(32), mode=0o600)
+        key = key_path.read_bytes()
+        if len(key) != 32:
+            raise LedgerError(f"ledger key {key_path} is damaged")
+        return key
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def __enter__(self) -> Ledger:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _mac(self, seq: int, h: str) -> str:
+        return hmac.new(self._key, f"{seq}:{h}".encode(), hashlib.sha256).hexdigest()
+
+    # -- writing ----------------------------------------------------------------------------------------------------
+    def begin(self) -> None:
+        """Start a write transaction that holds the write lock until commit (serializes writers across processes)."""
+        self.conn.execute("BEGIN IMMEDIATE")
+
+    def commit(self) -> None:
+        self.conn.execute("COMMIT")
+
+    def rollback(self) -> None:
+        if self.conn.in_transaction:
+            self.conn.execute("ROLLBACK")
+
+    def _append(self, kind: str, *, voucher_id: str | None = None, wallet_id: str | None = None,
+                counter: int | None = None, amount_fen: int = 0, data: dict[str, Any] | None = None,
+                time: str | None = None) -> Entry:
+        """Append inside an open transaction."""
+        row = self.conn.execute("SELECT seq, hash FROM head WHERE id = 1").fetchone()
+        prev_seq, prev_hash = row if row else (0, GENESIS)
+        seq = prev_seq + 1
+        time = time or utc_now()
+        data_text = json.dumps(data or {}, separators=(",", ":"), sort_keys=True, ensure_ascii=False)
+        h = _entry_hash(seq, time, kind, voucher_id, wallet_id, counter, amount_fen, data_text, prev_hash)
+        self.conn.execute(f"INSERT INTO entries ({_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                          (seq, time, kind, voucher_id, wallet_id, counter, amount_fen, data_text, prev_hash, h))
+        self.conn.execute("INSERT INTO head (id, seq, hash, mac) VALUES (1, ?, ?, ?) ON CONFLICT(id) DO UPDATE "
+                          "SET seq = excluded.seq, hash = excluded.hash, mac = excluded.mac",
+                          (seq, h, self._mac(seq, h)))
+        return Entry(seq, time, kind, voucher_id, wallet_id, counter, amount_fen, data or {}, prev_hash, h)
+
+    def append(self, kind: str, **fields: Any) -> Entry:
+        """Append one entry durably (its own transaction)."""
+        self.begin()
+        try:
+            entry = self._append(kind, **fields)
+            self.commit()
+        except BaseException:
+            self.rollback()
+            raise
+        return entry
+
+    def add_certificate(self, fingerprint: str, der: bytes) -> None:
+        """Remember a certificate by fingerprint, inside the caller's transaction."""
+        self.conn.execute("INSERT INTO certificates (fingerprint, der) VALUES (?, ?) ON CONFLICT DO NOTHING",
+                          (fingerprint, der))
+
+    def certificate(self, fingerprint: str) -> bytes | None:
+        row = self.conn.execute("SELECT der FROM certificates WHERE fingerprint = ?", (fingerprint,)).fetchone()
+        return row[0] if row else None
+
+    # -- reading ----------------------------------------------------------------------------------------------------
+    def entries(self, kind: str | None = None, since_seq: int = 0, wallet_id: str | None = None) -> Iterator[Entry]:
+        sql = f"SELECT {_COLS} FROM entries WHERE seq > ?"
+        args: list[Any] = [since_seq]
+        if kind:
+            sql += " AND kind = ?"
+            args.append(kind)
+        if wallet_id:
+            sql += " AND wallet_id = ?"
+            args.append(wallet_id)
+        for row in self.conn.execute(sql + " ORDER BY seq", args):
+            yield _row_entry(row)
+
+    def payment(self, voucher_id: str) -> Entry | None:
+        row = self.conn.execute(f"SELECT {_COLS} FROM entries WHERE kind = 'payment' AND voucher_id = ?",
+                                (voucher_id,)).fetchone()
+        return _row_entry(row) if row else None
+
+    def max_counter(self, wallet_id: str) -> int:
+        """The highest transaction counter this terminal has recorded a payment for (0 if none)."""
+        row = self.conn.execute("SELECT MAX(counter) FROM entries WHERE wallet_id = ? AND kind = 'payment'",
+                                (wallet_id,)).fetchone()
+        return row[0] or 0
+
+    def open_intents(self, wallet_id: str | None = None) -> list[Entry]:
+        """Intents (PAY sent) with neither a payment nor a void entry after them: torn taps awaiting the card."""
+        sql = f"""SELECT {_COLS} FROM entries i WHERE i.kind = 'intent' {"AND i.wallet_id = ?" if wallet_id else ""}
+                  AND NOT EXISTS (SELECT 1 FROM entries r WHERE r.kind IN ('payment', 'void')
+                                  AND r.wallet_id = i.wallet_id AND r.counter = i.counter AND r.seq > i.seq
+                                  AND json_extract(r.data, '$.intent') = i.seq)
+                  ORDER BY i.seq"""
+        return [_row_entry(r) for r in self.conn.execute(sql, (wallet_id,) if wallet_id else ())]
+
+    def denylist_version(self) -> int:
+        row = self.conn.execute(
+            "SELECT MAX(CAST(json_extract(data, '$.version') AS INTEGER)) FROM entries WHERE kind = 'denylist'"
+        ).fetchone()
+        return row[0] or 0
+
+    def is_denylisted(self, wallet_id: str) -> bool:
+        row = self.conn.execute(
+            "SELECT json_extract(data, '$.action') FROM entries WHERE kind = 'denylist' AND wallet_id = ? "
+            "ORDER BY seq DESC LIMIT 1", (wallet_id,)).fetchone()
+        return bool(row) and row[0] == "add"
+
+    def apply_denylist(self, version: int, added: list[str], removed: list[str] = ()) -> None:  # type: ignore[assignment]
+        """Record a denylist change as entries (one per wallet), all in one transaction."""
+        self.begin()
+        try:
+            for w in added:
+                self._append("denylist", wallet_id=w, data={"version": version, "action": "add"})
+            for w in removed:
+                self._append("denylist", wallet_id=w, data={"version": version, "action": "remove"})
+            self.commit()
+        except BaseException:
+            self.rollback()
+            raise
+
+    def count(self) -> int:
+        return self.conn.execute("SELECT COUNT(*) FROM entries").fetchone()[0]
+
+    # -- verification -----------------------------------------------------------------------------------------------
+    def verify(self) -> VerifyReport:
+        """Check the whole chain and the authenticated head; raise :class:`LedgerTampered` listing what is wrong."""
+        problems: list[str] = []
+        expected_prev = GENESIS
+        expected_seq = 1
+        n = 0
+        for row in self.conn.execute(f"SELECT {_COLS} FROM entries ORDER BY seq"):
+            n += 1
+            seq, time, kind, vid, wid, counter, amount, data, prev_hash, h = row
+            if seq != expected_seq:
+                problems.append(f"entries {expected_seq}..{seq - 1} are missing" if seq > expected_seq
+                                else f"entry {seq} out of order")
+            if prev_hash != expected_prev:
+                problems.append(f"entry {seq} does not follow the entry before it (chain broken)")
+            if _entry_hash(seq, time, kind, vid, wid, counter, amount, data, prev_hash) != h:
+                problems.append(f"entry {seq} ({kind}) was altered: its content does not match its hash")
+            expected_prev = h
+            expected_seq = seq + 1
+        head = self.conn.execute("SELECT seq, hash, mac FROM head WHERE id = 1").fetchone()
+        head_seq, head_hash = (head[0], head[1]) if head else (0, GENESIS)
+        if head is None and n:
+            problems.append("the ledger head is missing")
+        elif head is not None:
+            if not hmac.compare_digest(head[2], self._mac(head[0], head[1])):
+                problems.append("the ledger head was altered (its authentication code does not match)")
+            if head_seq != expected_seq - 1 or head_hash != expected_prev:
+                problems.append(f"the ledger ends at entry {expected_seq - 1} but its head says {head_seq}: "
+                                "entries were removed or added behind its back")
+        if problems:
+            raise LedgerTampered("; ".join(problems))
+        return VerifyReport(n, head_seq, head_hash)
+
+
+def open_ledger(terminal_dir: Path) -> Ledger:
+    """The ledger of the terminal whose data lives in ``terminal_dir``."""
+    os.makedirs(terminal_dir, exist_ok=True)
+    return Ledger(terminal_dir / "ledger.db")

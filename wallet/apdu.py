@@ -1,0 +1,134 @@
+"""ISO 7816-4 command and response APDUs (short form) and the status words the wallet uses."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from wallet.errors import ApduError
+
+# Status words (ISO 7816-4 where one fits; 94xx are this wallet's proprietary decline codes).
+SW_OK = 0x9000
+SW_BYTES_REMAINING = 0x6100  # low byte: bytes still available through GET RESPONSE
+SW_WRONG_LENGTH = 0x6700
+SW_SECURITY_STATUS = 0x6982
+SW_AUTH_METHOD_BLOCKED = 0x6983
+SW_CONDITIONS_NOT_SATISFIED = 0x6985
+SW_COMMAND_NOT_ALLOWED = 0x6986
+SW_WRONG_DATA = 0x6A80
+SW_FUNC_NOT_SUPPORTED = 0x6A81
+SW_FILE_NOT_FOUND = 0x6A82
+SW_WRONG_P1P2 = 0x6B00
+SW_WRONG_LE = 0x6C00  # low byte: the exact Le to use
+SW_REFERENCED_DATA_NOT_FOUND = 0x6A88
+SW_INS_NOT_SUPPORTED = 0x6D00
+SW_CLA_NOT_SUPPORTED = 0x6E00
+SW_MEMORY_FAILURE = 0x6581
+SW_INSUFFICIENT_BALANCE = 0x9401
+SW_OVER_SINGLE_LIMIT = 0x9402
+SW_OVER_DAILY_LIMIT = 0x9403
+SW_OVER_OFFLINE_LIMIT = 0x9404
+SW_OVER_BALANCE_LIMIT = 0x9405
+SW_TOKEN_REPLAYED = 0x9406
+
+SW_NAMES: dict[int, str] = {
+    SW_OK: "success",
+    SW_WRONG_LENGTH: "wrong length",
+    SW_SECURITY_STATUS: "security status not satisfied",
+    SW_AUTH_METHOD_BLOCKED: "card blocked",
+    SW_CONDITIONS_NOT_SATISFIED: "conditions of use not satisfied",
+    SW_COMMAND_NOT_ALLOWED: "command not allowed",
+    SW_WRONG_DATA: "incorrect data",
+    SW_FUNC_NOT_SUPPORTED: "function not supported",
+    SW_FILE_NOT_FOUND: "application not found",
+    SW_WRONG_P1P2: "wrong P1/P2",
+    SW_REFERENCED_DATA_NOT_FOUND: "referenced data not found",
+    SW_INS_NOT_SUPPORTED: "instruction not supported",
+    SW_CLA_NOT_SUPPORTED: "class not supported",
+    SW_MEMORY_FAILURE: "memory failure",
+    SW_INSUFFICIENT_BALANCE: "insufficient balance",
+    SW_OVER_SINGLE_LIMIT: "over single-payment limit",
+    SW_OVER_DAILY_LIMIT: "over daily limit",
+    SW_OVER_OFFLINE_LIMIT: "over offline limit",
+    SW_OVER_BALANCE_LIMIT: "over balance limit",
+    SW_TOKEN_REPLAYED: "load token replayed",
+}
+
+
+def sw_name(sw: int) -> str:
+    """A short English name for a status word."""
+    if sw & 0xFF00 == SW_BYTES_REMAINING:
+        return f"{sw & 0xFF or 256} bytes remaining"
+    if sw & 0xFF00 == SW_WRONG_LE:
+        return f"wrong Le, use {sw & 0xFF}"
+    return SW_NAMES.get(sw, "unknown status")
+
+
+@dataclass(frozen=True, slots=True)
+class CommandApdu:
+    """A short command APDU: CLA INS P1 P2 [Lc data] [Le]. ``le`` is None (absent) or 1..256."""
+
+    cla: int
+    ins: int
+    p1: int = 0
+    p2: int = 0
+    data: bytes = b""
+    le: int | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("cla", "ins", "p1", "p2"):
+            if not 0 <= getattr(self, name) <= 0xFF:
+                raise ApduError(f"{name} out of range")
+        if len(self.data) > 255:
+            raise ApduError("command data longer than 255 bytes needs an extended APDU")
+        if self.le is not None and not 1 <= self.le <= 256:
+            raise ApduError("Le out of range")
+
+    def to_bytes(self) -> bytes:
+        """Serialize to the bytes sent over the air."""
+        out = bytes([self.cla, self.ins, self.p1, self.p2])
+        if self.data:
+            out += bytes([len(self.data)]) + self.data
+        if self.le is not None:
+            out += bytes([self.le & 0xFF])
+        return out
+
+    @classmethod
+    def parse(cls, raw: bytes) -> CommandApdu:
+        """Parse a short APDU (cases 1-4); anything else raises :class:`ApduError`."""
+        if len(raw) < 4:
+            raise ApduError("APDU shorter than its 4-byte header")
+        cla, ins, p1, p2 = raw[0], raw[1], raw[2], raw[3]
+        body = raw[4:]
+        if not body:
+            return cls(cla, ins, p1, p2)
+        if len(body) == 1:
+            return cls(cla, ins, p1, p2, le=body[0] or 256)
+        lc = body[0]
+        if lc == 0:
+            raise ApduError("extended-length APDUs are not supported")
+        if len(body) == 1 + lc:
+            return cls(cla, ins, p1, p2, bytes(body[1:]))
+        if len(body) == 2 + lc:
+            return cls(cla, ins, p1, p2, bytes(body[1:-1]), le=body[-1] or 256)
+        raise ApduError(f"Lc {lc} does not match the {len(body) - 1} bytes that follow")
+
+
+@dataclass(frozen=True, slots=True)
+class ResponseApdu:
+    """A response APDU: data followed by SW1 SW2."""
+
+    data: bytes
+    sw: int
+
+    @property
+    def ok(self) -> bool:
+        return self.sw == SW_OK
+
+    def to_bytes(self) -> bytes:
+        return self.data + self.sw.to_bytes(2, "big")
+
+    @classmethod
+    def parse(cls, raw: bytes) -> ResponseApdu:
+        if len(raw) < 2:
+            raise ApduError("response shorter than its status word")
+        return cls(bytes(raw[:-2]), int.from_bytes(raw[-2:], "big"))

@@ -1,0 +1,331 @@
+"""The operator's certificate authority and certificate-chain verification (X.509 through ``cryptography``).
+
+Chain: the operator root CA certifies two issuing CAs, one for wallets and one for terminals. A wallet certificate
+carries the wallet id (subject serialNumber), the KYC tier (a private extension) and the card's P-256 public key.
+Verification raises :class:`CertificateError` with a decline reason code; it never returns a bool.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID, ObjectIdentifier
+
+from wallet.errors import CertificateError
+
+OID_ARC = "1.3.6.1.4.1.64321"  # private arc of the ecny-pos simulator
+OID_WALLET_TIER = ObjectIdentifier(f"{OID_ARC}.1.1")
+OID_KP_WALLET = ObjectIdentifier(f"{OID_ARC}.2.1")
+OID_KP_TERMINAL = ObjectIdentifier(f"{OID_ARC}.2.2")
+UTC = dt.UTC
+
+
+def new_key() -> ec.EllipticCurvePrivateKey:
+    """A fresh P-256 private key."""
+    return ec.generate_private_key(ec.SECP256R1())
+
+
+def key_to_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+
+
+def key_from_pem(pem: bytes) -> ec.EllipticCurvePrivateKey:
+    key = serialization.load_pem_private_key(pem, password=None)
+    if not isinstance(key, ec.EllipticCurvePrivateKey):
+        raise CertificateError("bad_certificate", "not an EC private key")
+    return key
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(UTC)
+
+
+def _name(cn: str, serial: str | None = None, org_id: str | None = None) -> x509.Name:
+    attrs = [x509.NameAttribute(NameOID.ORGANIZATION_NAME, "ecny-pos demo operator"),
+             x509.NameAttribute(NameOID.COMMON_NAME, cn)]
+    if serial:
+        attrs.append(x509.NameAttribute(NameOID.SERIAL_NUMBER, serial))
+    if org_id:
+        attrs.append(x509.NameAttribute(NameOID.ORGANIZATION_IDENTIFIER, org_id))
+    return x509.Name(attrs)
+
+
+@dataclass
+class CertificateAuthority:
+    """A CA: its key and its certificate."""
+
+    key: ec.EllipticCurvePrivateKey
+    cert: x509.Certificate
+
+    @classmethod
+    def create_root(cls, name: str = "Demo e-CNY Operator Root CA", years: int = 20) -> CertificateAuthority:
+        key = new_key()
+        subject = _name(name)
+        now = _now()
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(subject)
+            .issuer_name(subject)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(days=1))
+            .not_valid_after(now + dt.timedelta(days=365 * years))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=1), critical=True)
+            .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+            .sign(key, hashes.SHA256())
+        )
+        return cls(key, cert)
+
+    def create_sub_ca(self, name: str, years: int = 10) -> CertificateAuthority:
+        key = new_key()
+        now = _now()
+        cert = (
+            self._builder(_name(name), key.public_key(), now - dt.timedelta(days=1),
+                          now + dt.timedelta(days=365 * years))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+            .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
+            .sign(self.key, hashes.SHA256())
+        )
+        return CertificateAuthority(key, cert)
+
+    def _builder(self, subject: x509.Name, public_key: ec.EllipticCurvePublicKey,
+                 not_before: dt.datetime, not_after: dt.datetime) -> x509.CertificateBuilder:
+        return (
+            x509.CertificateBuilder()
+            .subject_name(subject)
+            .issuer_name(self.cert.subject)
+            .public_key(public_key)
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(not_before)
+            .not_valid_after(not_after)
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
+            .add_extension(
+                x509.AuthorityKeyIdentifier.from_issuer_public_key(self.key.public_key()), critical=False
+            )
+        )
+
+    def issue_wallet_cert(self, wallet_id: str, tier: int, public_key: ec.EllipticCurvePublicKey,
+                          not_before: dt.datetime | None = None,
+                          not_after: dt.datetime | None = None) -> x509.Certificate:
+        """Certify a card's key for ``wallet_id`` at ``tier`` (valid five years unless told otherwise)."""
+        not_before = not_before or _now() - dt.timedelta(minutes=5)
+        not_after = not_after or not_before + dt.timedelta(days=5 * 365)
+        return (
+            self._builder(_name(f"e-CNY wallet {wallet_id}", serial=wallet_id), public_key, not_before, not_after)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.KeyUsage(True, False, False, False, False, False, False, False, False), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([OID_KP_WALLET]), critical=False)
+            .add_extension(x509.UnrecognizedExtension(OID_WALLET_TIER, bytes([0x02, 0x01, tier])), critical=False)
+            .sign(self.key, hashes.SHA256())
+        )
+
+    def issue_terminal_cert(self, terminal_id: str, merchant_id: str, public_key: ec.EllipticCurvePublicKey,
+                            years: int = 5) -> x509.Certificate:
+        """Certify a terminal's key; the merchant id rides in organizationIdentifier."""
+        now = _now()
+        return (
+            self._builder(_name(f"terminal {terminal_id}", serial=terminal_id, org_id=merchant_id), public_key,
+                          now - dt.timedelta(minutes=5), now + dt.timedelta(days=365 * years))
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.KeyUsage(True, False, False, False, False, False, False, False, False), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([OID_KP_TERMINAL, ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+            .sign(self.key, hashes.SHA256())
+        )
+
+    def save(self, directory: Path, stem: str) -> None:
+        """Write ``stem.key`` (mode 0600) and ``stem.pem`` atomically."""
+        directory.mkdir(parents=True, exist_ok=True)
+        write_atomic(directory / f"{stem}.key", key_to_pem(self.key), mode=0o600)
+        write_atomic(directory / f"{stem}.pem", self.cert.public_bytes(serialization.Encoding.PEM))
+
+    @classmethod
+    def load(cls, directory: Path, stem: str) -> CertificateAuthority:
+        key = key_from_pem((directory / f"{stem}.key").read_bytes())
+        cert = x509.load_pem_x509_certificate((directory / f"{stem}.pem").read_bytes())
+        return cls(key, cert)
+
+
+def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
+    """Write a file so that a crash leaves either the old or the new content, never a mix."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    dirfd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dirfd)
+    finally:
+        os.close(dirfd)
+
+
+@dataclass
+class OperatorPki:
+    """The operator's three CAs, kept under one directory."""
+
+    root: CertificateAuthority
+    wallet_ca: CertificateAuthority
+    terminal_ca: CertificateAuthority
+
+    @classmethod
+    def create(cls, name: str = "Demo e-CNY Operator") -> OperatorPki:
+        root = CertificateAuthority.create_root(f"{name} Root CA")
+        return cls(root, root.create_sub_ca(f"{name} Wallet CA"), root.create_sub_ca(f"{name} Terminal CA"))
+
+    @classmethod
+    def load_or_create(cls, directory: Path) -> OperatorPki:
+        if (directory / "root.pem").exists():
+            return cls(*(CertificateAuthority.load(directory, s) for s in ("root", "wallet-ca", "terminal-ca")))
+        pki = cls.create()
+        pki.wallet_ca.save(directory, "wallet-ca")
+        pki.terminal_ca.save(directory, "terminal-ca")
+        pki.root.save(directory, "root")  # last: its presence marks a complete set
+        return pki
+
+
+def cert_der(cert: x509.Certificate) -> bytes:
+    return cert.public_bytes(serialization.Encoding.DER)
+
+
+@dataclass(frozen=True, slots=True)
+class WalletCertInfo:
+    """What a verified wallet certificate says."""
+
+    wallet_id: str
+    tier: int
+    public_key: ec.EllipticCurvePublicKey
+    not_before: dt.datetime
+    not_after: dt.datetime
+
+
+def _parse(der: bytes) -> x509.Certificate:
+    try:
+        return x509.load_der_x509_certificate(der)
+    except ValueError as exc:
+        raise CertificateError("bad_certificate", f"certificate does not parse: {exc}") from exc
+
+
+def _is_ca(cert: x509.Certificate) -> bool:
+    try:
+        return bool(cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca)
+    except x509.ExtensionNotFound:
+        return False
+
+
+@functools.lru_cache(maxsize=4096)
+def _verified_chain(leaf_der: bytes, intermediates: tuple[bytes, ...],
+                    roots: tuple[bytes, ...]) -> tuple[x509.Certificate, ...]:
+    """Verify the signatures and CA flags from leaf to a trusted root; return the chain leaf first.
+
+    Pure in its arguments, so it is cached: a card seen again costs no signature verification.
+    """
+    leaf = _parse(leaf_der)
+    pool = [_parse(d) for d in intermediates]
+    trusted = [_parse(d) for d in roots]
+    chain = [leaf]
+    current = leaf
+    for _ in range(len(pool) + 1):
+        for root in trusted:
+            if current.issuer == root.subject:
+                _check_signed_by(current, root)
+                return (*chain, root)
+        issuer = next((c for c in pool if c.subject == current.issuer and c not in chain), None)
+        if issuer is None:
+            break
+        if not _is_ca(issuer):
+            raise CertificateError("bad_certificate", "issuer certificate is not a CA")
+        _check_signed_by(current, issuer)
+        chain.append(issuer)
+        current = issuer
+    raise CertificateError("unknown_issuer", f"no chain to a trusted root for {leaf.subject.rfc4514_string()}")
+
+
+def _check_signed_by(cert: x509.Certificate, issuer: x509.Certificate) -> None:
+    try:
+        cert.verify_directly_issued_by(issuer)
+    except (InvalidSignature, ValueError, TypeError) as exc:
+        raise CertificateError("bad_certificate", f"certificate signature does not verify: {exc}") from exc
+
+
+def verify_chain(leaf_der: bytes, intermediates: list[bytes] | tuple[bytes, ...],
+                 roots: list[bytes] | tuple[bytes, ...], at: dt.datetime) -> list[x509.Certificate]:
+    """Verify ``leaf_der`` up to one of ``roots`` and check every certificate's validity at ``at``."""
+    chain = _verified_chain(leaf_der, tuple(intermediates), tuple(roots))
+    for cert in chain:
+        if at < cert.not_valid_before_utc:
+            raise CertificateError("certificate_not_yet_valid",
+                                   f"{cert.subject.rfc4514_string()} is valid only from {cert.not_valid_before_utc}")
+        if at > cert.not_valid_after_utc:
+            raise CertificateError("expired_certificate",
+                                   f"{cert.subject.rfc4514_string()} expired on {cert.not_valid_after_utc}")
+    return list(chain)
+
+
+@functools.lru_cache(maxsize=4096)
+def _wallet_info(leaf_der: bytes) -> WalletCertInfo:
+    cert = _parse(leaf_der)
+    try:
+        eku = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+        tier_ext = cert.extensions.get_extension_for_oid(OID_WALLET_TIER).value
+        serial = cert.subject.get_attributes_for_oid(NameOID.SERIAL_NUMBER)[0].value
+    except (x509.ExtensionNotFound, IndexError) as exc:
+        raise CertificateError("bad_certificate", "not a wallet certificate") from exc
+    if OID_KP_WALLET not in eku:
+        raise CertificateError("bad_certificate", "certificate is not for a wallet")
+    raw = tier_ext.value if isinstance(tier_ext, x509.UnrecognizedExtension) else b""
+    if len(raw) != 3 or raw[:2] != b"\x02\x01":
+        raise CertificateError("bad_certificate", "wallet tier extension malformed")
+    key = cert.public_key()
+    if not isinstance(key, ec.EllipticCurvePublicKey) or not isinstance(key.curve, ec.SECP256R1):
+        raise CertificateError("bad_certificate", "wallet key is not P-256")
+    return WalletCertInfo(str(serial), raw[2], key, cert.not_valid_before_utc, cert.not_valid_after_utc)
+
+
+def verify_wallet_certificate(leaf_der: bytes, intermediates: list[bytes] | tuple[bytes, ...],
+                              roots: list[bytes] | tuple[bytes, ...], at: dt.datetime) -> WalletCertInfo:
+    """Verify a wallet certificate chain at ``at`` and return what the certificate says."""
+    verify_chain(leaf_der, intermediates, roots, at)
+    return _wallet_info(leaf_der)
+
+
+@dataclass(frozen=True, slots=True)
+class TerminalCertInfo:
+    terminal_id: str
+    merchant_id: str
+    public_key: ec.EllipticCurvePublicKey
+
+
+def verify_terminal_certificate(leaf_der: bytes, intermediates: list[bytes] | tuple[bytes, ...],
+                                roots: list[bytes] | tuple[bytes, ...], at: dt.datetime) -> TerminalCertInfo:
+    """Verify a terminal certificate chain at ``at`` and return the terminal and merchant ids it names."""
+    chain = verify_chain(leaf_der, intermediates, roots, at)
+    cert = chain[0]
+    try:
+        eku = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+        tid = cert.subject.get_attributes_for_oid(NameOID.SERIAL_NUMBER)[0].value
+        mid = cert.subject.get_attributes_for_oid(NameOID.ORGANIZATION_IDENTIFIER)[0].value
+    except (x509.ExtensionNotFound, IndexError) as exc:
+        raise CertificateError("bad_certificate", "not a terminal certificate") from exc
+    if OID_KP_TERMINAL not in eku:
+        raise CertificateError("bad_certificate", "certificate is not for a terminal")
+    key = cert.public_key()
+    if not isinstance(key, ec.EllipticCurvePublicKey):
+        raise CertificateError("bad_certificate", "terminal key is not EC")
+    return TerminalCertInfo(str(tid), str(mid), key)

@@ -1,0 +1,43 @@
+"""The one exception hierarchy of ecny-pos.
+
+Every error the project raises on purpose derives from :class:`EcnyError`, so a caller (the CLI, the UI, a test)
+can catch them all in one place and tell them apart by type.
+"""
+
+from __future__ import annotations
+
+
+class EcnyError(Exception):
+    """Base class of every error ecny-pos raises on purpose."""
+
+
+class InvalidInput(EcnyError):
+    """A value given by a user or a file is malformed or out of range (CLI exit status 2)."""
+
+
+class EncodingError(EcnyError):
+    """Bytes that should hold a TLV structure, an APDU or a voucher do not parse."""
+
+
+class ApduError(EncodingError):
+    """A command or response APDU is malformed."""
+
+
+class CertificateError(EcnyError):
+    """A certificate or certificate chain does not verify. ``reason`` is a decline reason code."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class SignatureError(EcnyError):
+    """A signature does not verify, or names an algorithm suite we do not accept."""
+
+
+class CardStoreError(EcnyError):
+    """The mock card store cannot find, lock or persist a card."""
+
+
+class CardNotFound(CardStoreError, InvalidInput):
+    """No card with that id in the store."""

@@ -1,0 +1,131 @@
+"""Strict BER-TLV encoding, as used on smart cards (ISO 7816-4 / EMV).
+
+Only the canonical form is accepted: tags of one to three bytes, definite lengths in their shortest form. A value
+that parses re-encodes to the same bytes, which is what makes signed TLV structures safe to compare.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from wallet.errors import EncodingError
+
+
+def encode_tag(tag: int) -> bytes:
+    """Return the bytes of ``tag`` (an int such as 0x5F2A or 0xDF01)."""
+    if tag <= 0:
+        raise ValueError(f"bad tag {tag:#x}")
+    return tag.to_bytes((tag.bit_length() + 7) // 8, "big")
+
+
+def encode_length(n: int) -> bytes:
+    """Return the shortest definite-form encoding of length ``n``."""
+    if n < 0x80:
+        return bytes([n])
+    body = n.to_bytes((n.bit_length() + 7) // 8, "big")
+    if len(body) > 3:
+        raise ValueError("TLV value too long")
+    return bytes([0x80 | len(body)]) + body
+
+
+def encode(tag: int, value: bytes) -> bytes:
+    """Encode one TLV."""
+    return encode_tag(tag) + encode_length(len(value)) + value
+
+
+def encode_all(items: Iterable[tuple[int, bytes]]) -> bytes:
+    """Encode TLVs one after another, in the order given."""
+    return b"".join(encode(tag, value) for tag, value in items)
+
+
+def _read_tag(data: bytes, pos: int) -> tuple[int, int]:
+    start = pos
+    if pos >= len(data):
+        raise EncodingError("TLV ends before a tag")
+    first = data[pos]
+    pos += 1
+    if first in (0x00, 0xFF):
+        raise EncodingError(f"padding byte {first:#04x} where a tag should be")
+    if first & 0x1F == 0x1F:
+        while True:
+            if pos >= len(data):
+                raise EncodingError("TLV ends inside a multi-byte tag")
+            b = data[pos]
+            pos += 1
+            if b & 0x80 == 0:
+                break
+            if pos - start >= 3:
+                raise EncodingError("TLV tag longer than 3 bytes")
+    return int.from_bytes(data[start:pos], "big"), pos
+
+
+def _read_length(data: bytes, pos: int) -> tuple[int, int]:
+    if pos >= len(data):
+        raise EncodingError("TLV ends before a length")
+    first = data[pos]
+    pos += 1
+    if first < 0x80:
+        return first, pos
+    count = first & 0x7F
+    if count == 0 or count > 3:
+        raise EncodingError("indefinite or oversized TLV length")
+    if pos + count > len(data):
+        raise EncodingError("TLV ends inside a length")
+    n = int.from_bytes(data[pos : pos + count], "big")
+    if encode_length(n) != data[pos - 1 : pos + count]:
+        raise EncodingError("TLV length not in its shortest form")
+    return n, pos + count
+
+
+def decode(data: bytes) -> list[tuple[int, bytes]]:
+    """Decode a sequence of TLVs into ``(tag, value)`` pairs; constructed values stay as raw bytes."""
+    out: list[tuple[int, bytes]] = []
+    pos = 0
+    while pos < len(data):
+        tag, pos = _read_tag(data, pos)
+        n, pos = _read_length(data, pos)
+        if pos + n > len(data):
+            raise EncodingError(f"TLV value of tag {tag:#x} runs past the end ({n} bytes announced)")
+        out.append((tag, bytes(data[pos : pos + n])))
+        pos += n
+    return out
+
+
+def decode_one(data: bytes, tag: int) -> bytes:
+    """Decode exactly one TLV with the given tag and return its value."""
+    items = decode(data)
+    if len(items) != 1 or items[0][0] != tag:
+        raise EncodingError(f"expected a single TLV with tag {tag:#x}")
+    return items[0][1]
+
+
+def decode_map(data: bytes) -> dict[int, bytes]:
+    """Decode TLVs into a dict, refusing duplicate tags."""
+    out: dict[int, bytes] = {}
+    for tag, value in decode(data):
+        if tag in out:
+            raise EncodingError(f"duplicate TLV tag {tag:#x}")
+        out[tag] = value
+    return out
+
+
+def uint(value: bytes, size: int, name: str) -> int:
+    """Read a fixed-size big-endian unsigned integer field."""
+    if len(value) != size:
+        raise EncodingError(f"{name}: expected {size} bytes, got {len(value)}")
+    return int.from_bytes(value, "big")
+
+
+def text(value: bytes, size: int | None, name: str, digits: bool = False) -> str:
+    """Read an ASCII text field, optionally of fixed size and digits only."""
+    if size is not None and len(value) != size:
+        raise EncodingError(f"{name}: expected {size} characters, got {len(value)}")
+    try:
+        s = value.decode("ascii")
+    except UnicodeDecodeError as exc:
+        raise EncodingError(f"{name}: not ASCII") from exc
+    if digits and not s.isdigit():
+        raise EncodingError(f"{name}: not all digits")
+    if not s.isprintable():
+        raise EncodingError(f"{name}: not printable")
+    return s

@@ -1,0 +1,137 @@
+"""The payment voucher: what a card signs when it pays, in a canonical BER-TLV encoding.
+
+A voucher binds the wallet id, the card's transaction counter, the amount in fen, the currency, the payee merchant
+and terminal, the terminal's random challenge and timestamp, the balance after payment and the algorithm suite.
+The signature covers the exact body bytes; two vouchers are the same payment when their bodies are equal.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from wallet import suites, tlv
+from wallet.errors import EncodingError
+from wallet.ids import voucher_id
+
+CNY = 156  # ISO 4217 numeric
+
+T_VOUCHER = 0x70
+T_BODY = 0xBF20
+T_WALLET_ID = 0xDF01
+T_COUNTER = 0xDF02
+T_AMOUNT = 0xDF03
+T_CURRENCY = 0x5F2A
+T_MERCHANT_ID = 0xDF05
+T_TERMINAL_ID = 0xDF06
+T_CHALLENGE = 0xDF07
+T_TIMESTAMP = 0xDF08
+T_BALANCE_AFTER = 0xDF09
+T_SUITE = 0xDF0A
+T_SIGNATURE = 0xDF0B
+
+CHALLENGE_SIZE = 16
+
+
+@dataclass(frozen=True, slots=True)
+class VoucherBody:
+    """The signed fields of a voucher."""
+
+    wallet_id: str
+    counter: int
+    amount_fen: int
+    currency: int
+    merchant_id: str
+    terminal_id: str
+    challenge: bytes
+    timestamp_ms: int
+    balance_after_fen: int
+    suite: int = suites.DEFAULT_SUITE
+
+    @property
+    def voucher_id(self) -> str:
+        return voucher_id(self.wallet_id, self.counter)
+
+    @property
+    def time(self) -> dt.datetime:
+        return dt.datetime.fromtimestamp(self.timestamp_ms / 1000, dt.UTC)
+
+    def encode(self) -> bytes:
+        """Canonical bytes of the body (the bytes that are signed)."""
+        return tlv.encode(T_BODY, tlv.encode_all([
+            (T_WALLET_ID, self.wallet_id.encode("ascii")),
+            (T_COUNTER, self.counter.to_bytes(4, "big")),
+            (T_AMOUNT, self.amount_fen.to_bytes(8, "big")),
+            (T_CURRENCY, self.currency.to_bytes(2, "big")),
+            (T_MERCHANT_ID, self.merchant_id.encode("ascii")),
+            (T_TERMINAL_ID, self.terminal_id.encode("ascii")),
+            (T_CHALLENGE, self.challenge),
+            (T_TIMESTAMP, self.timestamp_ms.to_bytes(8, "big")),
+            (T_BALANCE_AFTER, self.balance_after_fen.to_bytes(8, "big")),
+            (T_SUITE, bytes([self.suite])),
+        ]))
+
+    @classmethod
+    def decode(cls, raw: bytes) -> VoucherBody:
+        """Parse body bytes, accepting only the canonical encoding."""
+        items = tlv.decode(tlv.decode_one(raw, T_BODY))
+        order = [T_WALLET_ID, T_COUNTER, T_AMOUNT, T_CURRENCY, T_MERCHANT_ID, T_TERMINAL_ID, T_CHALLENGE,
+                 T_TIMESTAMP, T_BALANCE_AFTER, T_SUITE]
+        if [t for t, _ in items] != order:
+            raise EncodingError("voucher body fields missing, extra or out of order")
+        v = [val for _, val in items]
+        if len(v[6]) != CHALLENGE_SIZE:
+            raise EncodingError("voucher challenge must be 16 bytes")
+        body = cls(
+            wallet_id=tlv.text(v[0], 16, "wallet id", digits=True),
+            counter=tlv.uint(v[1], 4, "counter"),
+            amount_fen=tlv.uint(v[2], 8, "amount"),
+            currency=tlv.uint(v[3], 2, "currency"),
+            merchant_id=tlv.text(v[4], 15, "merchant id", digits=True),
+            terminal_id=tlv.text(v[5], 8, "terminal id"),
+            challenge=v[6],
+            timestamp_ms=tlv.uint(v[7], 8, "timestamp"),
+            balance_after_fen=tlv.uint(v[8], 8, "balance after"),
+            suite=tlv.uint(v[9], 1, "suite"),
+        )
+        if body.encode() != raw:
+            raise EncodingError("voucher body is not in canonical form")
+        return body
+
+
+@dataclass(frozen=True, slots=True)
+class Voucher:
+    """A signed voucher: its body and the card's signature over the body bytes."""
+
+    body: VoucherBody
+    signature: bytes
+
+    @property
+    def voucher_id(self) -> str:
+        return self.body.voucher_id
+
+    @classmethod
+    def sign(cls, body: VoucherBody, key: ec.EllipticCurvePrivateKey) -> Voucher:
+        return cls(body, suites.sign(key, body.encode(), body.suite))
+
+    def verify(self, public_key: ec.EllipticCurvePublicKey) -> None:
+        """Raise :class:`~wallet.errors.SignatureError` unless the card's key signed this body."""
+        suites.verify(public_key, self.body.encode(), self.signature, self.body.suite)
+
+    def encode(self) -> bytes:
+        return tlv.encode(T_VOUCHER, self.body.encode() + tlv.encode(T_SIGNATURE, self.signature))
+
+    @classmethod
+    def decode(cls, raw: bytes) -> Voucher:
+        """Parse a voucher, accepting only the canonical encoding; raises :class:`EncodingError`."""
+        inner = tlv.decode_one(raw, T_VOUCHER)
+        items = tlv.decode(inner)
+        if [t for t, _ in items] != [T_BODY, T_SIGNATURE]:
+            raise EncodingError("voucher must hold a body and a signature")
+        body_raw = tlv.encode(T_BODY, items[0][1])
+        voucher = cls(VoucherBody.decode(body_raw), items[1][1])
+        if voucher.encode() != raw:
+            raise EncodingError("voucher is not in canonical form")
+        return voucher
