@@ -7,9 +7,10 @@ from typing import Any
 
 from ecny_nfc.mock import Faults, MockReader
 from pos.card_client import CardStatusError, WalletClient
+from pos.checkout import take_payment
 from pos.home import Home
 from pos.reasons import Reason, reason_for_status
-from pos.session import Outcome, PaymentSession
+from pos.session import Outcome
 from wallet.card import CardState
 from wallet.issuance import issue_card
 from wallet.protocol import STATUS_ACTIVE, LoadToken
@@ -85,12 +86,10 @@ def tap_mock_card(home: Home, terminal_id: str, card_id: str, amount_fen: int, f
     ``retap`` the card comes back into the field after a tear, as a customer asked to tap again would.
     """
     home.terminal(terminal_id)
-    with home.cards.open(card_id) as applet, home.ledger(terminal_id) as ledger:
+    with home.cards.open(card_id) as applet:
         reader = MockReader()
         reader.present(applet, faults)
         if retap:
             reader.present(applet)
-        ctx = home.context(terminal_id, ledger)
-        if not retap:
-            ctx.recovery_timeout = 0
-        return PaymentSession(ctx, reader).pay(amount_fen, timeout=timeout)
+        return take_payment(home, terminal_id, reader, amount_fen, timeout=timeout,
+                            recovery_timeout=None if retap else 0)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import importlib
 import json
 import sys
 from collections.abc import Callable, Sequence
@@ -122,12 +123,26 @@ def cmd_card_clone(args: argparse.Namespace, home: Home) -> int:
 
 # -- pay ------------------------------------------------------------------------------------------------------------
 def cmd_pay(args: argparse.Namespace, home: Home) -> int:
+    from ecny_nfc.factory import open_reader
     from pos.cards import tap_mock_card
+    from pos.checkout import take_payment
 
     lang = args.lang or "en"
-    faults = Faults(tear_after=args.tear_after, corrupt_response=args.corrupt, delay=args.slow)
-    outcome = tap_mock_card(home, args.terminal, args.card, args.amount, faults, retap=args.retap,
-                            timeout=args.timeout)
+    if args.reader == "mock":
+        if not args.card:
+            raise InvalidInput("--card is required with the mock reader")
+        faults = Faults(tear_after=args.tear_after, corrupt_response=args.corrupt, delay=args.slow)
+        outcome = tap_mock_card(home, args.terminal, args.card, args.amount, faults, retap=args.retap,
+                                timeout=args.timeout)
+    else:
+        if args.card or args.tear_after is not None or args.corrupt is not None or args.slow:
+            raise InvalidInput("--card and fault options work with the mock reader only")
+        home.terminal(args.terminal)
+        reader = open_reader(args.reader)
+        try:
+            outcome = take_payment(home, args.terminal, reader, args.amount, timeout=args.timeout)
+        finally:
+            reader.close()
     data = outcome.to_json(lang, trace=args.trace)
     if outcome.approved:
         text = (f"APPROVED {format_fen(outcome.amount_fen)}  voucher {outcome.voucher_id}  "
@@ -210,21 +225,46 @@ def _common() -> argparse.ArgumentParser:
     return p
 
 
+class Commands:
+    """Adds subcommands that share the common options; command modules get one in ``register(commands)``."""
+
+    def __init__(self, sub: Any, common: argparse.ArgumentParser) -> None:
+        self.sub = sub
+        self.common = common
+        self._groups: dict[str, Any] = {}
+
+    def add(self, name: str, handler: Handler, help_text: str, group: str | None = None) -> argparse.ArgumentParser:
+        parent = self.sub if group is None else self.group(group)
+        p = parent.add_parser(name, parents=[self.common], help=help_text, description=help_text)
+        p.set_defaults(handler=handler)
+        return p
+
+    def group(self, name: str, help_text: str = "") -> Any:
+        """A command group such as ``card`` (created on first use)."""
+        if name not in self._groups:
+            self._groups[name] = self.sub.add_parser(name, help=help_text).add_subparsers(
+                dest=f"{name}_command", required=True, metavar="ACTION")
+        return self._groups[name]
+
+
+# Modules that add their own commands through ``register(commands: Commands)``.
+COMMAND_MODULES = ("pos.cli_operator", "pos.cli_readers", "pos.tui.commands")
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = _common()
     parser = argparse.ArgumentParser(prog="pos", parents=[common],
                                      description="ecny-pos: an e-CNY tap-to-pay terminal simulator")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands = Commands(sub, common)
 
-    def add(name: str, handler: Handler, help_text: str, parent: Any = sub) -> argparse.ArgumentParser:
-        p = parent.add_parser(name, parents=[common], help=help_text, description=help_text)
-        p.set_defaults(handler=handler)
-        return p
+    def add(name: str, handler: Handler, help_text: str, parent: str | None = None) -> argparse.ArgumentParser:
+        return commands.add(name, handler, help_text, parent)
 
     add("merchants", cmd_merchants, "list merchants and their terminals")
 
-    card = sub.add_parser("card", help="mock wallet cards (tester)").add_subparsers(dest="card_command",
-                                                                                    required=True, metavar="ACTION")
+    card = "card"
+    commands.group(card, "mock wallet cards (tester)")
     p = add("issue", cmd_card_issue, "issue mock cards", card)
     p.add_argument("--tier", type=int, required=True, choices=[1, 2, 3, 4])
     p.add_argument("--balance", type=_amount, required=True, metavar="YUAN")
@@ -242,8 +282,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("pay", cmd_pay, "tap a mock card on a terminal (headless, full protocol)")
     p.add_argument("--terminal", required=True)
-    p.add_argument("--card", required=True)
+    p.add_argument("--card", help="mock card id (with --reader mock)")
     p.add_argument("--amount", type=_amount, required=True, metavar="YUAN")
+    p.add_argument("--reader", default="mock", help="mock (default), usb[:VID:PID], tty:PORT:DRIVER, udp:HOST:PORT, "
+                                                   "pcsc[:NAME]")
     p.add_argument("--tear-after", type=_nonneg_int, metavar="N", help="pull the card after the N-th APDU")
     p.add_argument("--retap", action="store_true", help="after a tear, tap the same card again")
     p.add_argument("--corrupt", type=_nonneg_int, metavar="N", help="flip a byte in the N-th response")
@@ -252,8 +294,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trace", action="store_true", help="show the APDU trace")
     p.add_argument("--lang", choices=["en", "zh-CN"])
 
-    led = sub.add_parser("ledger", help="a terminal's ledger").add_subparsers(dest="ledger_command", required=True,
-                                                                              metavar="ACTION")
+    led = "ledger"
+    commands.group(led, "a terminal's ledger")
     p = add("list", cmd_ledger_list, "list ledger entries", led)
     p.add_argument("--terminal", required=True)
     p.add_argument("--kind")
@@ -265,6 +307,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("demo", cmd_demo, "headless demo: issue demo cards, take payments, show the ledger")
     p.add_argument("--terminal")
+    for module_name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name is None or not module_name.startswith(exc.name):
+                raise
+            continue
+        module.register(commands)
     return parser
 
 

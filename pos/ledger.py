@@ -7,7 +7,8 @@ is recorded at most once per voucher id (a partial unique index), and settlement
 
 Entry kinds: ``intent`` (written before PAY is sent: what a torn tap needs to be recovered after a crash),
 ``payment`` (an approved voucher), ``void`` (an intent proven unpaid), ``denylist`` (wallets refused from a version
-on), and later ``settlement`` and ``refund``.
+on), ``settlement`` (the operator's answer for one voucher: data ``status`` settled | duplicate | rejected and
+``reason``), ``sync`` (one completed sync: counts and the denylist version) and ``refund``.
 """
 
 from __future__ import annotations
@@ -84,6 +85,14 @@ class Entry:
     def to_json(self) -> dict[str, Any]:
         return {"seq": self.seq, "kind": self.kind, "voucher_id": self.voucher_id, "wallet_id": self.wallet_id,
                 "counter": self.counter, "amount_fen": self.amount_fen, "time": self.time, **self.data}
+
+
+@dataclass(frozen=True, slots=True)
+class SyncStatus:
+    pending_count: int
+    pending_fen: int
+    last_sync: str | None
+    denylist_version: int
 
 
 @dataclass
@@ -261,6 +270,23 @@ class Ledger:
         except BaseException:
             self.rollback()
             raise
+
+    def outbox(self, limit: int | None = None) -> list[Entry]:
+        """Payments not yet answered by the operator (no ``settlement`` entry): what sync must upload."""
+        sql = f"""SELECT {_COLS} FROM entries p WHERE p.kind = 'payment' AND NOT EXISTS
+                  (SELECT 1 FROM entries s WHERE s.kind = 'settlement' AND s.voucher_id = p.voucher_id)
+                  ORDER BY p.seq"""
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        return [_row_entry(r) for r in self.conn.execute(sql)]
+
+    def sync_status(self) -> SyncStatus:
+        """What the status bar shows: vouchers and money waiting for settlement, last sync, denylist version."""
+        pending = self.conn.execute(
+            """SELECT COUNT(*), COALESCE(SUM(amount_fen), 0) FROM entries p WHERE p.kind = 'payment' AND NOT EXISTS
+               (SELECT 1 FROM entries s WHERE s.kind = 'settlement' AND s.voucher_id = p.voucher_id)""").fetchone()
+        last = self.conn.execute("SELECT time FROM entries WHERE kind = 'sync' ORDER BY seq DESC LIMIT 1").fetchone()
+        return SyncStatus(pending[0], pending[1], last[0] if last else None, self.denylist_version())
 
     def count(self) -> int:
         return self.conn.execute("SELECT COUNT(*) FROM entries").fetchone()[0]

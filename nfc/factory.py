@@ -1,0 +1,20 @@
+"""Open a reader from its spec string: ``mock`` (default), nfcpy paths (``usb``, ``usb:VID:PID``,
+``tty:USB0:pn532``, ``udp:HOST:PORT``) and ``pcsc`` / ``pcsc:READER-NAME-PREFIX``."""
+
+from __future__ import annotations
+
+from ecny_nfc.mock import MockReader
+from ecny_nfc.reader import Reader, ReaderNotFound
+
+NFCPY_PREFIXES = ("usb", "tty", "udp")
+
+
+def open_reader(spec: str = "mock") -> Reader:
+    """The reader named by ``spec``; raises :class:`ReaderNotFound` (with the fix) when it cannot be opened."""
+    kind = spec.split(":", 1)[0]
+    if spec == "mock":
+        return MockReader()
+    if kind in NFCPY_PREFIXES or kind == "pcsc":
+        raise ReaderNotFound(f"reader {spec!r}: this build has no {kind} support yet")
+    raise ReaderNotFound(f"unknown reader {spec!r}: use mock, usb[:VID:PID], tty:PORT:DRIVER, udp:HOST:PORT or "
+                         "pcsc[:NAME]")
