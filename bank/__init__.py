@@ -1,0 +1,1 @@
+"""The operator backend (the authorized bank): CA, wallets, terminals, settlement, denylist, refunds, reports."""
