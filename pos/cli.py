@@ -37,7 +37,10 @@ def emit(args: argparse.Namespace, data: dict[str, Any], text: str) -> None:
 
 
 def _amount(text: str) -> int:
-    return parse_yuan(text)
+    try:
+        return parse_yuan(text)
+    except InvalidInput as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _nonneg_int(text: str) -> int:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import re
+import unicodedata
 from decimal import Decimal, InvalidOperation
 
 from wallet.errors import InvalidInput
 
 MAX_AMOUNT_FEN = 10**12  # ten billion yuan: far above any wallet cap, far below the 8-byte field
-_YUAN_RE = re.compile(r"^(\d{1,10})(?:\.(\d{0,2}))?$")
+_YUAN_RE = re.compile(r"^(\d{1,10})(?:\.(\d{0,2}))?$", re.ASCII)
 
 
 def parse_yuan(text: str | int | Decimal, *, allow_zero: bool = False) -> int:
@@ -27,7 +28,7 @@ def parse_yuan(text: str | int | Decimal, *, allow_zero: bool = False) -> int:
         text = format(text, "f")
     elif not isinstance(text, str):
         raise InvalidInput("amount must be a number of yuan")
-    s = text.strip().removeprefix("¥").removeprefix("￥").strip()
+    s = unicodedata.normalize("NFKC", text).strip().removeprefix("¥").strip()  # full-width digits from IMEs
     m = _YUAN_RE.match(s)
     if not m:
         raise InvalidInput(f"bad amount {text!r}: use yuan with at most two decimals, e.g. 12.30")

@@ -1,0 +1,74 @@
+"""Shared fixtures: a fresh home with the shipped merchants.yaml, cards, a terminal context and a mock reader."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from ecny_nfc.mock import Faults, MockReader
+from pos.home import Home
+from pos.ledger import Ledger
+from pos.session import Outcome, PaymentSession, TerminalContext
+from wallet.card import CardState, WalletApplet
+from wallet.issuance import issue_card
+from wallet.limits import OfflineCaps
+
+COUNTER = "CMGQ0001"
+COUNTER_2 = "CMGQ0002"
+MERCHANT = "320508000000101"
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Home:
+    return Home(tmp_path / "home")
+
+
+@pytest.fixture
+def ledger(home: Home) -> Iterator[Ledger]:
+    with home.ledger(COUNTER) as led:
+        yield led
+
+
+@pytest.fixture
+def ctx(home: Home, ledger: Ledger) -> TerminalContext:
+    c = home.context(COUNTER, ledger)
+    c.recovery_timeout = 0.2
+    return c
+
+
+class Taps:
+    """Tap in-memory cards on one terminal, with faults, and look at the results."""
+
+    def __init__(self, home: Home, ctx: TerminalContext) -> None:
+        self.home = home
+        self.ctx = ctx
+        self._n = 0
+
+    def card(self, tier: int = 4, balance_fen: int = 100_000, caps: OfflineCaps | None = None,
+             **kwargs: object) -> WalletApplet:
+        self._n += 1
+        state = issue_card(self.home.pki, f"c{self._n:04d}", tier, balance_fen, caps or self.ctx.caps, **kwargs)
+        return WalletApplet(state)
+
+    def pay(self, card: WalletApplet, amount_fen: int, faults: Faults | None = None, retap: bool = False,
+            ctx: TerminalContext | None = None) -> Outcome:
+        reader = MockReader()
+        reader.present(card, faults)
+        if retap:
+            reader.present(card)
+        return PaymentSession(ctx or self.ctx, reader).pay(amount_fen, timeout=1)
+
+
+@pytest.fixture
+def taps(home: Home, ctx: TerminalContext) -> Taps:
+    return Taps(home, ctx)
+
+
+def payments(ledger: Ledger) -> list:
+    return list(ledger.entries(kind="payment"))
+
+
+def state_of(card: WalletApplet) -> CardState:
+    return card.state

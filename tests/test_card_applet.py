@@ -1,0 +1,161 @@
+"""The wallet applet: APDU handling, chaining, LOAD tokens, atomic persistence, fuzzed commands."""
+
+from __future__ import annotations
+
+import copy
+import time
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from ecny_nfc.mock import MockReader
+from pos.card_client import CardStatusError, WalletClient
+from wallet import apdu as sw
+from wallet.apdu import CommandApdu, ResponseApdu
+from wallet.card import WalletApplet
+from wallet.certs import OperatorPki
+from wallet.errors import ApduError
+from wallet.issuance import issue_card
+from wallet.protocol import AID, LoadToken
+
+PKI = OperatorPki.create()
+
+
+def _card(balance: int = 10_000, tier: int = 4) -> WalletApplet:
+    return WalletApplet(issue_card(PKI, "c0001", tier, balance))
+
+
+def _client(card: WalletApplet) -> WalletClient:
+    reader = MockReader()
+    reader.present(card)
+    client = WalletClient(reader.connect(timeout=1))
+    client.select()
+    return client
+
+
+def _token(card: WalletApplet, amount: int, counter: int | None = None, key=None) -> LoadToken:
+    s = card.state
+    return LoadToken(s.wallet_id, s.load_counter + 1 if counter is None else counter, amount,
+                     time.time_ns() // 10**6).signed(key or PKI.wallet_ca.key)
+
+
+def test_select_returns_fci_and_unknown_aid_is_not_found() -> None:
+    card = _card()
+    resp = ResponseApdu.parse(card.process(CommandApdu(0x00, 0xA4, 0x04, 0x00, AID, le=256).to_bytes()))
+    assert resp.ok and AID in resp.data
+    resp = ResponseApdu.parse(card.process(CommandApdu(0x00, 0xA4, 0x04, 0x00, b"\xa0\x00\x00", le=256).to_bytes()))
+    assert resp.sw == sw.SW_FILE_NOT_FOUND
+
+
+def test_status_words_for_bad_commands() -> None:
+    card = _card()
+    assert card.process(bytes.fromhex("80CA000000"))[-2:] == b"\x69\x85"  # not selected
+    card.process(CommandApdu(0x00, 0xA4, 0x04, 0x00, AID).to_bytes())
+    assert card.process(bytes.fromhex("80EE0000"))[-2:] == b"\x6d\x00"
+    assert card.process(bytes.fromhex("A0CA0000"))[-2:] == b"\x6e\x00"
+    assert card.process(bytes.fromhex("80CA00"))[-2:] == b"\x67\x00"
+    assert card.process(bytes.fromhex("80CA0100"))[-2:] == b"\x6b\x00"
+    assert card.process(bytes.fromhex("00C0000000"))[-2:] == b"\x69\x85"  # nothing to get
+
+
+def test_read_info_is_chained_and_reassembled() -> None:
+    card = _card()
+    client = _client(card)
+    info = client.read_info()
+    assert info.wallet_id == card.state.wallet_id
+    assert len(card.state.info().encode()) > 1000
+    assert sum(1 for t in client.trace if "GET RESPONSE" in t.meaning) >= 4
+
+
+def test_load_credits_and_resets_offline_usage() -> None:
+    card = _card(balance=1000)
+    card.state.offline_count, card.state.offline_amount = 3, 900
+    client = _client(card)
+    assert client.load(_token(card, 5000)) == 6000
+    assert card.state.balance_fen == 6000
+    assert (card.state.offline_count, card.state.offline_amount) == (0, 0)
+    assert card.state.load_counter == 1
+
+
+def test_replayed_load_token_is_refused() -> None:
+    card = _card(balance=1000)
+    client = _client(card)
+    token = _token(card, 5000)
+    client.load(token)
+    with pytest.raises(CardStatusError) as exc:
+        client.load(token)
+    assert exc.value.status == sw.SW_TOKEN_REPLAYED
+    assert card.state.balance_fen == 6000
+
+
+def test_foreign_or_tampered_token_is_refused() -> None:
+    card = _card(balance=1000)
+    client = _client(card)
+    with pytest.raises(CardStatusError) as exc:
+        client.load(_token(card, 5000, key=OperatorPki.create().wallet_ca.key))
+    assert exc.value.status == sw.SW_SECURITY_STATUS
+    t = _token(card, 5000)
+    forged = LoadToken(t.wallet_id, t.load_counter, 500_000, t.timestamp_ms, t.signature)
+    with pytest.raises(CardStatusError):
+        client.load(forged)
+    other = _card()
+    with pytest.raises(CardStatusError):
+        client.load(_token(other, 100))
+    assert card.state.balance_fen == 1000 and card.state.load_counter == 0
+
+
+def test_load_over_balance_cap_is_refused() -> None:
+    card = _card(balance=1_000_000)  # tier 4 cap: 10,000 yuan
+    with pytest.raises(CardStatusError) as exc:
+        _client(card).load(_token(card, 1))
+    assert exc.value.status == sw.SW_OVER_BALANCE_LIMIT
+
+
+def test_failed_persist_leaves_the_card_unchanged() -> None:
+    state = issue_card(PKI, "c0001", 4, 10_000)
+    calls = []
+
+    def broken(new_state) -> None:
+        calls.append(new_state)
+        raise OSError(28, "No space left on device")
+
+    card = WalletApplet(state, persist=broken)
+    client = _client(card)
+    before = copy.deepcopy(card.state)
+    with pytest.raises(CardStatusError) as exc:
+        client.load(_token(card, 100))
+    assert exc.value.status == sw.SW_MEMORY_FAILURE
+    assert calls and card.state == before
+
+
+def test_command_apdu_round_trip_and_errors() -> None:
+    cmd = CommandApdu(0x80, 0x50, data=b"\x01\x02", le=256)
+    assert CommandApdu.parse(cmd.to_bytes()) == cmd
+    for bad in (b"", b"\x80\x50", b"\x80\x50\x00\x00\x05\x01", b"\x80\x50\x00\x00\x00\x00\x01"):
+        with pytest.raises(ApduError):
+            CommandApdu.parse(bad)
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.one_of(
+    st.binary(max_size=270),
+    st.builds(lambda cla, ins, p1, p2, data: bytes([cla, ins, p1, p2, len(data)]) + data,
+              st.sampled_from([0x00, 0x80, 0x84, 0xFF]), st.sampled_from([0xA4, 0xC0, 0xCA, 0x50, 0x52, 0x54, 0x00]),
+              st.integers(0, 255), st.integers(0, 255), st.binary(max_size=255)),
+), max_size=6))
+def test_fuzzed_apdus_never_crash_or_change_money(commands: list[bytes]) -> None:
+    card = _card()
+    before = copy.deepcopy(card.state)
+    card.process(CommandApdu(0x00, 0xA4, 0x04, 0x00, AID).to_bytes())
+    for raw in commands:
+        out = card.process(raw)
+        assert isinstance(out, bytes) and len(out) >= 2
+    # Random bytes cannot forge a signed PAY request's effect beyond what PAY allows, nor a LOAD without a
+    # valid token: the balance may only drop through a well-formed PAY, and never rise.
+    assert card.state.balance_fen <= before.balance_fen
+    assert card.state.load_counter == before.load_counter
+    if card.state.balance_fen != before.balance_fen:
+        assert card.state.counter > before.counter
+    else:
+        assert card.state.counter == before.counter

@@ -1,0 +1,172 @@
+"""The CLI contract: names, flags, JSON shapes, exit statuses; concurrent payments on one card store."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pos.cli import main
+
+
+def run(capsys: pytest.CaptureFixture[str], home: Path, *args: str) -> tuple[int, dict]:
+    code = main(["--home", str(home), *args, "--json"])
+    out = capsys.readouterr().out
+    return code, json.loads(out) if out.strip() else {}
+
+
+@pytest.fixture
+def h(tmp_path: Path) -> Path:
+    return tmp_path / "home"
+
+
+def test_merchants(capsys, h) -> None:
+    code, data = run(capsys, h, "merchants")
+    assert code == 0
+    ids = [m["id"] for m in data["merchants"]]
+    assert len(ids) >= 5 and all(len(i) == 15 for i in ids)
+    kinds = {t["kind"] for m in data["merchants"] for t in m["terminals"]}
+    assert kinds == {"counter", "gate"}
+
+
+def test_issue_pay_show_list_ledger(capsys, h, tmp_path) -> None:
+    code, data = run(capsys, h, "card", "issue", "--tier", "4", "--balance", "1000", "--count", "2")
+    assert code == 0 and [c["card_id"] for c in data["cards"]] == ["c0001", "c0002"]
+    assert data["cards"][0]["balance_fen"] == 100_000 and len(data["cards"][0]["wallet_id"]) == 16
+
+    code, paid = run(capsys, h, "pay", "--terminal", "CMGQ0001", "--card", "c0001", "--amount", "12.3")
+    assert code == 0
+    assert paid["status"] == "approved" and paid["reason"] is None
+    assert paid["amount_fen"] == 1230 and paid["balance_after_fen"] == 98_770
+    assert set(paid) >= {"status", "reason", "message", "voucher_id", "amount_fen", "balance_after_fen"}
+
+    code, declined = run(capsys, h, "pay", "--terminal", "CMGQ0001", "--card", "c0002", "--amount", "600")
+    assert code == 1 and declined["status"] == "declined" and declined["reason"] == "over_offline_limit"
+
+    code, shown = run(capsys, h, "card", "show", "c0001")
+    assert shown["balance_fen"] == 98_770 and shown["counter"] == 1
+    assert shown["offline_usage"] == {"amount_fen": 1230, "count": 1}
+
+    code, listed = run(capsys, h, "card", "list")
+    assert [c["card_id"] for c in listed["cards"]] == ["c0001", "c0002"]
+
+    code, led = run(capsys, h, "ledger", "list", "--terminal", "CMGQ0001")
+    pays = [e for e in led["entries"] if e["kind"] == "payment"]
+    assert [(e["voucher_id"], e["amount_fen"]) for e in pays] == [(paid["voucher_id"], 1230)]
+    assert {"seq", "kind", "voucher_id", "wallet_id", "amount_fen", "time"} <= set(pays[0])
+
+    code, ver = run(capsys, h, "ledger", "verify", "--terminal", "CMGQ0001")
+    assert code == 0 and ver["ok"] is True
+
+    out = tmp_path / "ledger.csv"
+    code, exp = run(capsys, h, "ledger", "export", "--terminal", "CMGQ0001", "--csv", str(out))
+    assert code == 0 and exp["entries"] >= 2
+    text = out.read_text()
+    assert "12.30" in text and paid["voucher_id"] in text
+
+
+def test_tear_then_retap_recovers(capsys, h) -> None:
+    run(capsys, h, "card", "issue", "--tier", "4", "--balance", "100")
+    code, torn = run(capsys, h, "pay", "--terminal", "CMGQ0001", "--card", "c0001", "--amount", "5",
+                     "--tear-after", "7")
+    assert code == 1 and torn["reason"] == "card_removed" and torn["pending_recovery"] is True
+    code, nxt = run(capsys, h, "pay", "--terminal", "CMGQ0001", "--card", "c0001", "--amount", "1")
+    assert code == 0 and nxt["recovered"] == [torn["wallet_id"] + "-00000001"]
+    code, shown = run(capsys, h, "card", "show", "c0001")
+    assert shown["balance_fen"] == 10_000 - 600
+    code, retapped = run(capsys, h, "pay", "--terminal", "CMGQ0001", "--card", "c0001", "--amount", "2",
+                         "--tear-after", "7", "--retap")
+    assert code == 0 and retapped["status"] == "approved"
+
+
+def test_load_and_clone(capsys, h) -> None:
+    run(capsys, h, "card", "issue", "--tier", "3", "--balance", "10")
+    code, loaded = run(capsys, h, "card", "load", "c0001", "--amount", "90")
+    assert code == 0 and loaded["balance_fen"] == 10_000 and loaded["load_counter"] == 1
+    code, clone = run(capsys, h, "card", "clone", "c0001")
+    assert code == 0 and clone["card_id"] == "c0002"
+    code, shown = run(capsys, h, "card", "show", "c0002")
+    assert shown["clone_of"] == "c0001" and shown["balance_fen"] == 10_000
+
+
+def test_expired_and_foreign_cards_are_declined(capsys, h) -> None:
+    run(capsys, h, "card", "issue", "--tier", "4", "--balance", "100", "--expired")
+    run(capsys, h, "card", "issue", "--tier", "4", "--balance", "100", "--foreign")
+    assert run(capsys, h, "pay", "--terminal", "CMGQ0001", "--card", "c0001", "--amount", "1")[1]["reason"] == \
+        "expired_certificate"
+    assert run(capsys, h, "pay", "--terminal", "CMGQ0001", "--card", "c0002", "--amount", "1")[1]["reason"] == \
+        "unknown_issuer"
+
+
+@pytest.mark.parametrize("args", [
+    ["pay", "--terminal", "CMGQ0001", "--card", "c0001", "--amount", "-1"],
+    ["pay", "--terminal", "CMGQ0001", "--card", "c0001", "--amount", "1.234"],
+    ["pay", "--terminal", "CMGQ0001", "--card", "c0001", "--amount", "abc"],
+    ["pay", "--terminal", "NOPE0001", "--card", "c0001", "--amount", "1"],
+    ["pay", "--terminal", "CMGQ0001", "--card", "c0009", "--amount", "1"],
+    ["pay", "--terminal", "CMGQ0001", "--card", "../../etc", "--amount", "1"],
+    ["card", "issue", "--tier", "4", "--balance", "20000"],
+    ["card", "issue", "--tier", "5", "--balance", "1"],
+    ["card", "show", "c0042"],
+])
+def test_bad_input_exits_2_and_writes_nothing(capsys, h, args) -> None:
+    code = None
+    try:
+        code = main(["--home", str(h), *args])
+    except SystemExit as exc:  # argparse usage errors
+        code = exc.code
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.strip()
+    assert not (h / "cards").exists() or not list((h / "cards").glob("c*.json"))
+    assert not (h / "terminals").exists() or not list((h / "terminals").rglob("ledger.db"))
+
+
+def test_bad_config_names_file_key_and_problem(capsys, h, tmp_path) -> None:
+    bad = tmp_path / "merchants.yaml"
+    bad.write_text((Path(__file__).parent.parent / "merchants.yaml").read_text().replace("CMGQ0002", "CMGQ02"))
+    code = main(["--home", str(h), "--config", str(bad), "merchants"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert str(bad) in err and "merchants[0].terminals[1].id" in err
+
+
+def test_tampered_ledger_verify_exits_1(capsys, h) -> None:
+    import sqlite3
+
+    run(capsys, h, "card", "issue", "--tier", "4", "--balance", "100")
+    run(capsys, h, "pay", "--terminal", "CMGQ0001", "--card", "c0001", "--amount", "1")
+    conn = sqlite3.connect(h / "terminals" / "CMGQ0001" / "ledger.db")
+    conn.execute("DROP TRIGGER entries_no_update")
+    conn.execute("UPDATE entries SET amount_fen = 1 WHERE kind = 'payment'")
+    conn.commit()
+    code, data = run(capsys, h, "ledger", "verify", "--terminal", "CMGQ0001")
+    assert code == 1 and data["ok"] is False and any("altered" in p for p in data["problems"])
+
+
+def test_concurrent_cli_payments_on_one_card_store(h) -> None:
+    """Several processes pay with the same card at two terminals at once: every approval is one debit."""
+    env = {**os.environ, "POS_HOME": str(h)}
+    pos = [sys.executable, "-m", "pos.cli"]
+    subprocess.run([*pos, "card", "issue", "--tier", "4", "--balance", "100"], env=env, check=True,
+                   capture_output=True)
+    procs = [subprocess.Popen([*pos, "pay", "--terminal", tid, "--card", "c0001", "--amount", "3", "--json"],
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for tid in ("CMGQ0001", "CMGQ0002") * 3]
+    results = [json.loads(p.communicate(timeout=60)[0]) for p in procs]
+    approved = [r for r in results if r["status"] == "approved"]
+    assert len(approved) == 6
+    assert len({r["voucher_id"] for r in approved}) == 6
+    shown = json.loads(subprocess.run([*pos, "card", "show", "c0001", "--json"], env=env, check=True,
+                                      capture_output=True, text=True).stdout)
+    assert shown["balance_fen"] == 10_000 - 6 * 300 and shown["counter"] == 6
+    total = 0
+    for tid in ("CMGQ0001", "CMGQ0002"):
+        led = json.loads(subprocess.run([*pos, "ledger", "list", "--terminal", tid, "--kind", "payment", "--json"],
+                                        env=env, check=True, capture_output=True, text=True).stdout)
+        total += sum(e["amount_fen"] for e in led["entries"])
+    assert total == 6 * 300

@@ -1,0 +1,121 @@
+"""The ledger: append-only, hash-chained, authenticated head; tampering behind its back is found."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from pos.ledger import Ledger, LedgerTampered
+
+
+@pytest.fixture
+def led(tmp_path: Path) -> Ledger:
+    ledger = Ledger(tmp_path / "ledger.db")
+    for i in range(5):
+        ledger.append("payment", voucher_id=f"v{i}", wallet_id="w", counter=i + 1, amount_fen=100 * (i + 1),
+                      data={"n": i})
+    return ledger
+
+
+def _raw(led: Ledger) -> sqlite3.Connection:
+    conn = sqlite3.connect(led.path)
+    conn.execute("DROP TRIGGER entries_no_update")
+    conn.execute("DROP TRIGGER entries_no_delete")
+    return conn
+
+
+def test_settings_are_durable(led: Ledger) -> None:
+    assert led.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert led.conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+
+
+def test_clean_ledger_verifies(led: Ledger) -> None:
+    report = led.verify()
+    assert report.entries == 5 and report.head_seq == 5
+
+
+def test_update_and_delete_are_refused(led: Ledger) -> None:
+    with pytest.raises(sqlite3.DatabaseError, match="append-only"):
+        led.conn.execute("UPDATE entries SET amount_fen = 1 WHERE seq = 2")
+    with pytest.raises(sqlite3.DatabaseError, match="append-only"):
+        led.conn.execute("DELETE FROM entries WHERE seq = 2")
+    led.conn.rollback()
+    led.verify()
+
+
+def test_one_payment_per_voucher_id(led: Ledger) -> None:
+    with pytest.raises(sqlite3.IntegrityError):
+        led.append("payment", voucher_id="v1", wallet_id="w", counter=2, amount_fen=200)
+    assert led.count() == 5
+    led.verify()
+
+
+def test_edit_behind_its_back_is_found(led: Ledger) -> None:
+    conn = _raw(led)
+    conn.execute("UPDATE entries SET amount_fen = 1 WHERE seq = 3")
+    conn.commit()
+    with pytest.raises(LedgerTampered, match=r"entry 3 .* altered"):
+        led.verify()
+
+
+def test_deleted_middle_entry_is_found(led: Ledger) -> None:
+    conn = _raw(led)
+    conn.execute("DELETE FROM entries WHERE seq = 2")
+    conn.commit()
+    with pytest.raises(LedgerTampered, match="missing"):
+        led.verify()
+
+
+def test_cut_tail_is_found_even_with_head_rewritten(led: Ledger) -> None:
+    conn = _raw(led)
+    conn.execute("DELETE FROM entries WHERE seq = 5")
+    prev = conn.execute("SELECT hash FROM entries WHERE seq = 4").fetchone()[0]
+    conn.execute("UPDATE head SET seq = 4, hash = ?", (prev,))
+    conn.commit()
+    with pytest.raises(LedgerTampered, match="head was altered"):
+        led.verify()
+
+
+def test_inserted_entry_is_found(led: Ledger) -> None:
+    conn = _raw(led)
+    row = conn.execute("SELECT * FROM entries WHERE seq = 5").fetchone()
+    conn.execute("INSERT INTO entries VALUES (6, ?, 'payment', 'v9', 'w', 9, 99999, '{}', ?, ?)",
+                 (row[1], row[9], "f" * 64))
+    conn.commit()
+    with pytest.raises(LedgerTampered):
+        led.verify()
+
+
+def test_reopen_keeps_everything(led: Ledger) -> None:
+    path = led.path
+    led.close()
+    again = Ledger(path)
+    assert again.count() == 5
+    again.append("payment", voucher_id="v5", wallet_id="w", counter=6, amount_fen=1)
+    assert again.verify().entries == 6
+
+
+def test_failed_append_changes_nothing(led: Ledger) -> None:
+    with pytest.raises(TypeError):
+        led.append("payment", voucher_id="vx", data={"bad": object()})
+    assert led.count() == 5
+    led.verify()
+
+
+def test_damaged_key_is_a_typed_error(tmp_path: Path) -> None:
+    from pos.ledger import LedgerError
+
+    Ledger(tmp_path / "l.db").close()
+    (tmp_path / "l.key").write_bytes(b"short")
+    with pytest.raises(LedgerError):
+        Ledger(tmp_path / "l.db")
+
+
+def test_corrupted_file_is_a_typed_error(tmp_path: Path) -> None:
+    from pos.ledger import LedgerError
+
+    (tmp_path / "x.db").write_bytes(b"this is not a database" * 100)
+    with pytest.raises(LedgerError):
+        Ledger(tmp_path / "x.db")

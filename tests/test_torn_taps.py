@@ -1,0 +1,152 @@
+"""Torn taps: the card pulled away at every APDU step. Money is conserved, never recorded twice."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from ecny_nfc.mock import Faults, MockReader
+from pos.reasons import Reason
+from pos.session import PaymentSession
+from tests.conftest import Taps, payments
+from wallet.card import WalletApplet
+
+APDUS_IN_A_PAYMENT = 7  # SELECT, READ INFO, 3 x GET RESPONSE, ... , PAY
+
+
+def _count_apdus(taps: Taps) -> int:
+    card = taps.card()
+    reader = MockReader()
+    seen: list[bytes] = []
+    reader.observe(lambda c, r: seen.append(c))
+    reader.present(card)
+    assert PaymentSession(taps.ctx, reader).pay(100, timeout=1).approved
+    return len(seen)
+
+
+def test_payment_apdu_count_is_what_the_property_test_covers(taps: Taps) -> None:
+    assert _count_apdus(taps) == APDUS_IN_A_PAYMENT
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(tear=st.integers(min_value=0, max_value=APDUS_IN_A_PAYMENT), retap=st.booleans(),
+       amount=st.integers(min_value=1, max_value=50_000))
+def test_tear_at_any_step_conserves_money(taps: Taps, tear: int, retap: bool, amount: int) -> None:
+    card = taps.card(balance_fen=100_000)
+    ledger = taps.ctx.ledger
+    start = card.state.balance_fen
+    before_payments = {e.voucher_id for e in payments(ledger)}
+
+    out = taps.pay(card, amount, Faults(tear_after=tear), retap=retap)
+    new = [e for e in payments(ledger) if e.voucher_id not in before_payments]
+    charged = start - card.state.balance_fen
+
+    assert charged in (0, amount)
+    if out.approved:
+        assert [e.amount_fen for e in new] == [amount] and charged == amount
+        assert out.voucher_id == new[0].voucher_id
+    else:
+        assert out.reason is Reason.CARD_REMOVED
+        assert new == []
+        # Either certainly not charged, or held for recovery.
+        assert out.pending_recovery == (charged == amount)
+        # The next tap of the same card (any amount) recovers the held payment exactly once.
+        follow = taps.pay(card, 1)
+        assert follow.approved
+        recovered = [e for e in payments(ledger) if e.voucher_id not in before_payments]
+        assert sum(e.amount_fen for e in recovered) == start - card.state.balance_fen
+        assert len({e.voucher_id for e in recovered}) == len(recovered)
+        assert follow.recovered == ([new_id for new_id in [f"{card.state.wallet_id}-00000001"]]
+                                    if charged else [])
+    assert ledger.open_intents(card.state.wallet_id) == []
+    ledger.verify()
+
+
+def test_torn_pay_recovered_on_retap_in_the_same_session(taps: Taps) -> None:
+    card = taps.card()
+    out = taps.pay(card, 777, Faults(tear_after=APDUS_IN_A_PAYMENT), retap=True)
+    assert out.approved
+    assert out.voucher_id == f"{card.state.wallet_id}-00000001"
+    assert card.state.balance_fen == 100_000 - 777
+    kinds = [e.kind for e in taps.ctx.ledger.entries()]
+    assert kinds == ["intent", "payment"]
+
+
+def test_torn_pay_without_retap_is_pending_and_recovered_later(taps: Taps) -> None:
+    card = taps.card()
+    out = taps.pay(card, 500, Faults(tear_after=APDUS_IN_A_PAYMENT))
+    assert out.reason is Reason.CARD_REMOVED and out.pending_recovery
+    assert "may have been charged" in out.message("en")
+    assert len(taps.ctx.ledger.open_intents()) == 1
+    later = taps.pay(card, 200)
+    assert later.approved
+    assert later.recovered == [f"{card.state.wallet_id}-00000001"]
+    assert [e.amount_fen for e in payments(taps.ctx.ledger)] == [500, 200]
+
+
+def test_terminal_crash_after_pay_is_recovered_from_the_intent(taps: Taps, home) -> None:
+    """The terminal dies after sending PAY: a new session (new process) recovers from the durable intent."""
+    card = taps.card()
+    ledger = taps.ctx.ledger
+
+    class Crash(Exception):
+        pass
+
+    original = card.process
+
+    def dying(apdu: bytes) -> bytes:
+        response = original(apdu)
+        if apdu[1] == 0x50:
+            raise Crash  # the terminal never sees the answer
+        return response
+
+    card.process = dying  # type: ignore[method-assign]
+    with pytest.raises(Crash):
+        taps.pay(card, 300)
+    card.process = original  # type: ignore[method-assign]
+    assert payments(ledger) == [] and card.state.counter == 1
+    # "Restart": a fresh ledger connection and a fresh session.
+    with home.ledger("CMGQ0001") as ledger2:
+        ctx2 = replace(taps.ctx, ledger=ledger2)
+        out = taps.pay(card, 100, ctx=ctx2)
+        assert out.approved and out.recovered == [f"{card.state.wallet_id}-00000001"]
+        assert sum(e.amount_fen for e in ledger2.entries(kind="payment")) == 400
+
+
+def test_other_wallet_on_retap_does_not_resolve_the_torn_one(taps: Taps) -> None:
+    card, other = taps.card(), taps.card()
+    reader = MockReader()
+    reader.present(card, Faults(tear_after=APDUS_IN_A_PAYMENT))
+    reader.present(other)
+    out = PaymentSession(taps.ctx, reader).pay(100, timeout=1)
+    assert out.reason is Reason.CARD_REMOVED and out.pending_recovery
+    assert other.state.counter == 0
+    assert taps.pay(card, 1).recovered == [f"{card.state.wallet_id}-00000001"]
+
+
+def test_intent_voided_when_card_paid_elsewhere_since(taps: Taps) -> None:
+    """A torn PAY that never reached the card, then the card pays at another terminal: the intent is voided."""
+    card = taps.card()
+    out = taps.pay(card, 100, Faults(tear_after=APDUS_IN_A_PAYMENT - 1))
+    assert out.reason is Reason.CARD_REMOVED
+    # Tear before PAY: nothing pending.
+    assert taps.ctx.ledger.open_intents() == []
+    assert card.state.counter == 0
+
+
+def test_corrupted_voucher_in_transit_is_reread(taps: Taps) -> None:
+    card = taps.card()
+    out = taps.pay(card, 250, Faults(corrupt_response=APDUS_IN_A_PAYMENT))
+    assert out.approved
+    assert len(payments(taps.ctx.ledger)) == 1
+    assert any("GET LAST" in t.meaning for t in out.trace)
+
+
+def test_clone_card_is_a_card_with_the_same_keys(taps: Taps) -> None:
+    card = taps.card()
+    clone = WalletApplet(replace(card.state, card_id="c0777"))
+    assert taps.pay(clone, 100).approved
+    assert taps.pay(card, 100).reason is Reason.REPLAYED_COUNTER

@@ -1,0 +1,115 @@
+"""Vouchers: canonical encoding, signatures, and every byte flip rejected; certificate chains."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import os
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from wallet.certs import OperatorPki, cert_der, new_key, verify_wallet_certificate
+from wallet.errors import CertificateError, EncodingError, SignatureError
+from wallet.voucher import CNY, Voucher, VoucherBody
+
+KEY = new_key()
+OTHER = new_key()
+BODY = VoucherBody("0991000000000008", 7, 1230, CNY, "320508000000101", "CMGQ0001", os.urandom(16),
+                   1_790_000_000_000, 98_770)
+RAW = Voucher.sign(BODY, KEY).encode()
+
+
+def test_round_trip_and_id() -> None:
+    v = Voucher.decode(RAW)
+    assert v.body == BODY
+    assert v.voucher_id == "0991000000000008-00000007"
+    v.verify(KEY.public_key())
+
+
+def test_signature_by_another_key_fails() -> None:
+    with pytest.raises(SignatureError):
+        Voucher.decode(RAW).verify(OTHER.public_key())
+
+
+def test_unknown_suite_fails() -> None:
+    body = VoucherBody(**{**{f: getattr(BODY, f) for f in BODY.__slots__}, "suite": 9})  # type: ignore[attr-defined]
+    with pytest.raises(SignatureError):
+        Voucher(body, b"\x00" * 64).verify(KEY.public_key())
+
+
+@pytest.mark.parametrize("index", range(len(RAW)))
+def test_every_byte_flip_is_rejected(index: int) -> None:
+    flipped = bytearray(RAW)
+    flipped[index] ^= 0x01
+    with pytest.raises((EncodingError, SignatureError)):
+        Voucher.decode(bytes(flipped)).verify(KEY.public_key())
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=300))
+def test_decoding_garbage_raises_only_encoding_error(data: bytes) -> None:
+    with contextlib.suppress(EncodingError):
+        Voucher.decode(data)
+
+
+def test_non_canonical_length_refused() -> None:
+    # Re-encode the outer length in long form: same content, not canonical.
+    assert RAW[1] == 0x81
+    inner = RAW[3:]
+    longer = bytes([0x70, 0x82, 0x00, len(inner)]) + inner
+    with pytest.raises(EncodingError):
+        Voucher.decode(longer)
+
+
+PKI = OperatorPki.create()
+NOW = dt.datetime.now(dt.UTC)
+
+
+def _wallet_cert(pki: OperatorPki, **kw) -> bytes:
+    return cert_der(pki.wallet_ca.issue_wallet_cert("0991000000000008", 4, new_key().public_key(), **kw))
+
+
+def test_wallet_chain_verifies_to_the_root() -> None:
+    info = verify_wallet_certificate(_wallet_cert(PKI), [cert_der(PKI.wallet_ca.cert)], [cert_der(PKI.root.cert)],
+                                     NOW)
+    assert (info.wallet_id, info.tier) == ("0991000000000008", 4)
+
+
+def test_foreign_ca_is_unknown_issuer_even_with_the_same_names() -> None:
+    foreign = OperatorPki.create()  # same subject names, other keys
+    with pytest.raises(CertificateError) as exc:
+        verify_wallet_certificate(_wallet_cert(foreign), [cert_der(foreign.wallet_ca.cert)],
+                                  [cert_der(PKI.root.cert)], NOW)
+    assert exc.value.reason == "unknown_issuer"
+
+
+def test_missing_intermediate_is_unknown_issuer() -> None:
+    with pytest.raises(CertificateError) as exc:
+        verify_wallet_certificate(_wallet_cert(PKI), [], [cert_der(PKI.root.cert)], NOW)
+    assert exc.value.reason == "unknown_issuer"
+
+
+def test_expired_and_not_yet_valid() -> None:
+    der = _wallet_cert(PKI, not_before=NOW - dt.timedelta(days=10), not_after=NOW - dt.timedelta(days=1))
+    with pytest.raises(CertificateError) as exc:
+        verify_wallet_certificate(der, [cert_der(PKI.wallet_ca.cert)], [cert_der(PKI.root.cert)], NOW)
+    assert exc.value.reason == "expired_certificate"
+    der = _wallet_cert(PKI, not_before=NOW + dt.timedelta(days=1), not_after=NOW + dt.timedelta(days=10))
+    with pytest.raises(CertificateError) as exc:
+        verify_wallet_certificate(der, [cert_der(PKI.wallet_ca.cert)], [cert_der(PKI.root.cert)], NOW)
+    assert exc.value.reason == "certificate_not_yet_valid"
+
+
+def test_terminal_cert_is_not_a_wallet_cert() -> None:
+    der = cert_der(PKI.terminal_ca.issue_terminal_cert("CMGQ0001", "320508000000101", new_key().public_key()))
+    with pytest.raises(CertificateError) as exc:
+        verify_wallet_certificate(der, [cert_der(PKI.terminal_ca.cert)], [cert_der(PKI.root.cert)], NOW)
+    assert exc.value.reason == "bad_certificate"
+
+
+def test_garbage_certificate_is_bad_certificate() -> None:
+    with pytest.raises(CertificateError) as exc:
+        verify_wallet_certificate(b"\x30\x03\x02\x01\x01", [], [cert_der(PKI.root.cert)], NOW)
+    assert exc.value.reason == "bad_certificate"
