@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from ecny_nfc.reader import CardConnection
+from ecny_nfc.reader import CardConnection, CardRemoved, ReaderError
 from wallet import apdu as sw
 from wallet.apdu import CommandApdu, ResponseApdu
 from wallet.errors import EcnyError
@@ -74,8 +74,11 @@ class WalletClient:
         t0 = time.perf_counter()
         try:
             response = self.conn.transceive(command)
-        except BaseException:
+        except BaseException as exc:
             self.trace.append(TraceEntry(command, None, describe(command, None), (time.perf_counter() - t0) * 1e3))
+            if isinstance(exc, ReaderError) and not isinstance(exc, CardRemoved):
+                # The reader failed mid-exchange: for the payment this is a card gone with its state unknown.
+                raise CardRemoved(f"reader failed during the exchange: {exc}") from exc
             raise
         self.trace.append(TraceEntry(command, response, describe(command, response), (time.perf_counter() - t0) * 1e3))
         return ResponseApdu.parse(response)

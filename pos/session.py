@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from ecny_nfc.reader import Cancelled, CardConnection, CardRemoved, MultipleCards, NoCard, Reader
+from ecny_nfc.reader import Cancelled, CardConnection, CardRemoved, MultipleCards, NoCard, Reader, ReaderError
 from pos.card_client import CardStatusError, TraceEntry, WalletClient
 from pos.ledger import Entry, Ledger
 from pos.reasons import Reason, reason_for_status
@@ -59,6 +59,7 @@ class Outcome:
     detail: str = ""
     recovered: list[str] = field(default_factory=list)
     pending_recovery: bool = False
+    torn: bool = False  # the wallet left mid-payment; this outcome came from the re-tap
     trace: list[TraceEntry] = field(default_factory=list)
     time_ms: int = 0
     elapsed_ms: float = 0.0
@@ -85,7 +86,7 @@ class Outcome:
             "status": self.status, "reason": self.reason.value if self.reason else None,
             "message": self.message(lang), "voucher_id": self.voucher_id, "amount_fen": self.amount_fen,
             "balance_after_fen": self.balance_after_fen, "wallet_id": self.wallet_id,
-            "recovered": self.recovered, "pending_recovery": self.pending_recovery,
+            "recovered": self.recovered, "pending_recovery": self.pending_recovery, "torn": self.torn,
         }
         if self.detail:
             out["detail"] = self.detail
@@ -120,12 +121,14 @@ class PaymentSession:
         self.ctx = ctx
         self.reader = reader
         self.trace: list[TraceEntry] = []
+        self._torn_seen = False
 
     # -- public -----------------------------------------------------------------------------------------------------
     def pay(self, amount_fen: int, timeout: float | None = 30.0, cancel: threading.Event | None = None) -> Outcome:
         """Wait for a card and take ``amount_fen`` from it. Never raises for anything a card or reader does."""
         t0 = time.perf_counter()
         outcome = self._pay(amount_fen, timeout, cancel)
+        outcome.torn = outcome.torn or self._torn_seen
         outcome.trace = self.trace
         outcome.time_ms = self.ctx.now_ms()
         outcome.elapsed_ms = (time.perf_counter() - t0) * 1e3
@@ -148,10 +151,14 @@ class PaymentSession:
                 return Outcome("declined", amount_fen, reason)
             except MultipleCards as exc:
                 return Outcome("declined", amount_fen, Reason.MULTIPLE_CARDS, detail=str(exc))
+            except ReaderError as exc:
+                return Outcome("declined", amount_fen, Reason.TERMINAL_ERROR, detail=str(exc),
+                               wallet_id=torn.wallet_id if torn else None, pending_recovery=torn is not None)
             try:
                 return self._tap(conn, amount_fen, torn)
             except _Torn as exc:
                 torn = exc.intent
+                self._torn_seen = True
                 wait = self.ctx.recovery_timeout
                 if wait <= 0:
                     return Outcome("declined", amount_fen, Reason.CARD_REMOVED, wallet_id=torn.wallet_id,

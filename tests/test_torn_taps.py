@@ -150,3 +150,45 @@ def test_clone_card_is_a_card_with_the_same_keys(taps: Taps) -> None:
     clone = WalletApplet(replace(card.state, card_id="c0777"))
     assert taps.pay(clone, 100).approved
     assert taps.pay(card, 100).reason is Reason.REPLAYED_COUNTER
+
+
+def test_reader_failure_mid_pay_is_held_for_recovery_not_lost(taps: Taps) -> None:
+    """A reader that dies mid-PAY (unplugged): the decline says so and the payment is recovered on the next tap."""
+    from ecny_nfc.reader import ReaderError
+
+    card = taps.card()
+
+    class DyingConnection:
+        uid = b"\x01"
+
+        def __init__(self) -> None:
+            self.n = 0
+
+        def transceive(self, apdu: bytes) -> bytes:
+            response = card.process(apdu)
+            if apdu[1] == 0x50:
+                raise ReaderError("USB device unplugged")
+            return response
+
+        def is_present(self) -> bool:
+            return True
+
+        def release(self) -> None: ...
+
+    class DyingReader:
+        name = "dying"
+        calls = 0
+
+        def connect(self, timeout=None, cancel=None):
+            self.calls += 1
+            if self.calls > 1:
+                raise ReaderError("reader is gone")
+            card.reset()
+            return DyingConnection()
+
+        def close(self) -> None: ...
+
+    out = PaymentSession(taps.ctx, DyingReader()).pay(100, timeout=1)
+    assert out.reason is Reason.TERMINAL_ERROR and out.pending_recovery
+    assert card.state.counter == 1 and payments(taps.ctx.ledger) == []
+    assert taps.pay(card, 1).recovered == [f"{card.state.wallet_id}-00000001"]

@@ -215,6 +215,7 @@ class WalletCertInfo:
     not_after: dt.datetime
 
 
+@functools.lru_cache(maxsize=8192)
 def _parse(der: bytes) -> x509.Certificate:
     try:
         return x509.load_der_x509_certificate(der)

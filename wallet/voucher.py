@@ -35,7 +35,7 @@ T_SIGNATURE = 0xDF0B
 CHALLENGE_SIZE = 16
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class VoucherBody:
     """The signed fields of a voucher."""
 
@@ -59,7 +59,14 @@ class VoucherBody:
         return dt.datetime.fromtimestamp(self.timestamp_ms / 1000, dt.UTC)
 
     def encode(self) -> bytes:
-        """Canonical bytes of the body (the bytes that are signed)."""
+        """Canonical bytes of the body (the bytes that are signed); computed once per body."""
+        cached = self.__dict__.get("_encoded")
+        if cached is None:
+            cached = self._encode()
+            object.__setattr__(self, "_encoded", cached)
+        return cached
+
+    def _encode(self) -> bytes:
         return tlv.encode(T_BODY, tlv.encode_all([
             (T_WALLET_ID, self.wallet_id.encode("ascii")),
             (T_COUNTER, self.counter.to_bytes(4, "big")),

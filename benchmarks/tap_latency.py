@@ -1,0 +1,113 @@
+"""Tap latency through the mock reader and the full protocol, against the floor of its unavoidable work.
+
+    .venv/bin/python benchmarks/tap_latency.py [--taps 1000]
+
+Each tap is a different customer (a fresh card, so the terminal verifies the whole certificate chain every time):
+SELECT, READ INFO (chained), certificate chain and limit checks, a durable intent, PAY (the card signs),
+voucher verification and the durable payment commit. The floor, measured in the same run, is one card signature +
+the terminal's three signature verifications (wallet CA -> card certificate, root -> wallet CA, the voucher) +
+one durable SQLite commit (WAL, synchronous=FULL) on the same disk.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sqlite3
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from cryptography import x509  # noqa: E402
+
+from ecny_nfc.mock import MockReader  # noqa: E402
+from pos.home import Home  # noqa: E402
+from pos.session import PaymentSession  # noqa: E402
+from wallet.card import WalletApplet  # noqa: E402
+from wallet.certs import _verified_chain, new_key  # noqa: E402
+from wallet.issuance import issue_card  # noqa: E402
+from wallet.limits import OfflineCaps  # noqa: E402
+from wallet.voucher import CNY, Voucher, VoucherBody  # noqa: E402
+
+
+def pct(values: list[float], p: float) -> float:
+    s = sorted(values)
+    return s[min(len(s) - 1, round(p / 100 * (len(s) - 1)))]
+
+
+def floor_ms(home: Home, tmp: Path, n: int = 300) -> dict[str, float]:
+    key = new_key()
+    body = VoucherBody("0991000000000008", 1, 100, CNY, "320508000000101", "CMGQ0001", os.urandom(16),
+                       1_790_000_000_000, 1000)
+    t0 = time.perf_counter()
+    for _ in range(n):
+        v = Voucher.sign(body, key)
+    sign = (time.perf_counter() - t0) / n * 1e3
+    pub = key.public_key()
+    card = issue_card(home.pki, "c9999", 4, 1000)
+    leaf = x509.load_der_x509_certificate(card.cert_der)
+    issuer = x509.load_der_x509_certificate(card.issuer_der)
+    t0 = time.perf_counter()
+    for _ in range(n):
+        v.verify(pub)
+        leaf.verify_directly_issued_by(issuer)
+        issuer.verify_directly_issued_by(home.pki.root.cert)
+    verify3 = (time.perf_counter() - t0) / n * 1e3
+    conn = sqlite3.connect(tmp / "floor.db", isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=FULL")
+    conn.execute("CREATE TABLE t (seq INTEGER PRIMARY KEY, data TEXT)")
+    t0 = time.perf_counter()
+    for i in range(n):
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute("INSERT INTO t (data) VALUES (?)", ("x" * 400,))
+        conn.execute("COMMIT")
+    commit = (time.perf_counter() - t0) / n * 1e3
+    conn.close()
+    return {"sign": sign, "verify3": verify3, "commit": commit, "total": sign + verify3 + commit}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--taps", type=int, default=1000)
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_DIR")) as d:
+        tmp = Path(d)
+        home = Home(tmp / "home")
+        caps = OfflineCaps(10**9, 10**12, 65535)
+        cards = [WalletApplet(issue_card(home.pki, f"c{i:04d}", 1, 10**8, caps)) for i in range(args.taps)]
+        with home.ledger("CMGQ0001") as ledger:
+            ctx = home.context("CMGQ0001", ledger)
+            ctx.caps = caps
+            times = []
+            for card in cards[:20]:  # warm-up (imports, first-use caches); not counted
+                r = MockReader()
+                r.present(WalletApplet(issue_card(home.pki, "c9998", 1, 10**8, caps)))
+                PaymentSession(ctx, r).pay(100, timeout=1)
+            _verified_chain.cache_clear()
+            for card in cards:
+                reader = MockReader()
+                reader.present(card)
+                t0 = time.perf_counter()
+                out = PaymentSession(ctx, reader).pay(1234, timeout=1)
+                times.append((time.perf_counter() - t0) * 1e3)
+                assert out.approved, out
+            ledger.verify()
+        fl = floor_ms(home, tmp)
+    p50, p99 = pct(times, 50), pct(times, 99)
+    print(f"taps {len(times)} (mock reader, full protocol, a fresh card each tap)")
+    print(f"p50 {p50:.2f} ms")
+    print(f"p99 {p99:.2f} ms")
+    print(f"mean {statistics.fmean(times):.2f} ms  max {max(times):.2f} ms")
+    print(f"floor {fl['total']:.2f} ms (sign {fl['sign']:.3f} + 3 verifies {fl['verify3']:.3f} + "
+          f"durable commit {fl['commit']:.3f})")
+    print(f"p99/floor {p99 / fl['total']:.2f}x  (bar: p99 <= 30 ms and <= 3x floor: "
+          f"{'PASS' if p99 <= 30 and p99 <= 3 * fl['total'] else 'FAIL'})")
+
+
+if __name__ == "__main__":
+    main()
