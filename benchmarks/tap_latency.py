@@ -5,13 +5,16 @@
 Each tap is a different customer (a fresh card, so the terminal verifies the whole certificate chain every time):
 SELECT, READ INFO (chained), certificate chain and limit checks, a durable intent, PAY (the card signs),
 voucher verification and the durable payment commit. The floor, measured in the same run, is one card signature +
-the terminal's three signature verifications (wallet CA -> card certificate, root -> wallet CA, the voucher) +
-one durable SQLite commit (WAL, synchronous=FULL) on the same disk.
+the terminal's signature verifications for a new card (its certificate by the wallet CA, and the voucher; the
+wallet CA's own link to the root is the same for every card and verified once) + one durable SQLite commit (WAL,
+synchronous=FULL) on the same disk. The session makes two durable commits per tap (the write-ahead intent before
+PAY, the payment after), so the run also prints the floor with two commits.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import statistics
 import sqlite3
@@ -55,8 +58,7 @@ def floor_ms(home: Home, tmp: Path, n: int = 300) -> dict[str, float]:
     for _ in range(n):
         v.verify(pub)
         leaf.verify_directly_issued_by(issuer)
-        issuer.verify_directly_issued_by(home.pki.root.cert)
-    verify3 = (time.perf_counter() - t0) / n * 1e3
+    verify2 = (time.perf_counter() - t0) / n * 1e3
     conn = sqlite3.connect(tmp / "floor.db", isolation_level=None)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=FULL")
@@ -68,7 +70,7 @@ def floor_ms(home: Home, tmp: Path, n: int = 300) -> dict[str, float]:
         conn.execute("COMMIT")
     commit = (time.perf_counter() - t0) / n * 1e3
     conn.close()
-    return {"sign": sign, "verify3": verify3, "commit": commit, "total": sign + verify3 + commit}
+    return {"sign": sign, "verify2": verify2, "commit": commit, "total": sign + verify2 + commit}
 
 
 def main() -> None:
@@ -84,6 +86,8 @@ def main() -> None:
             ctx = home.context("CMGQ0001", ledger)
             ctx.caps = caps
             times = []
+            gc.collect()
+            gc.freeze()  # as a long-running terminal does after start-up: start-up objects leave the GC's scans
             for card in cards[:20]:  # warm-up (imports, first-use caches); not counted
                 r = MockReader()
                 r.present(WalletApplet(issue_card(home.pki, "c9998", 1, 10**8, caps)))
@@ -103,10 +107,12 @@ def main() -> None:
     print(f"p50 {p50:.2f} ms")
     print(f"p99 {p99:.2f} ms")
     print(f"mean {statistics.fmean(times):.2f} ms  max {max(times):.2f} ms")
-    print(f"floor {fl['total']:.2f} ms (sign {fl['sign']:.3f} + 3 verifies {fl['verify3']:.3f} + "
+    print(f"floor {fl['total']:.2f} ms (sign {fl['sign']:.3f} + 2 verifies {fl['verify2']:.3f} + "
           f"durable commit {fl['commit']:.3f})")
-    print(f"p99/floor {p99 / fl['total']:.2f}x  (bar: p99 <= 30 ms and <= 3x floor: "
-          f"{'PASS' if p99 <= 30 and p99 <= 3 * fl['total'] else 'FAIL'})")
+    print(f"p50/floor {p50 / fl['total']:.2f}x  p99/floor {p99 / fl['total']:.2f}x  "
+          f"(bar: p99 <= 30 ms and <= 3x floor: {'PASS' if p99 <= 30 and p99 <= 3 * fl['total'] else 'FAIL'})")
+    two = fl["total"] + fl["commit"]
+    print(f"floor with the session's two durable commits {two:.2f} ms: p99/floor {p99 / two:.2f}x")
 
 
 if __name__ == "__main__":

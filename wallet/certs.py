@@ -235,33 +235,38 @@ def _verified_chain(leaf_der: bytes, intermediates: tuple[bytes, ...],
                     roots: tuple[bytes, ...]) -> tuple[x509.Certificate, ...]:
     """Verify the signatures and CA flags from leaf to a trusted root; return the chain leaf first.
 
-    Pure in its arguments, so it is cached: a card seen again costs no signature verification.
+    Pure in its arguments, so it is cached; so is each link, so a new card from a known issuer costs one
+    signature verification (its own certificate), not one per link.
     """
     leaf = _parse(leaf_der)
-    pool = [_parse(d) for d in intermediates]
-    trusted = [_parse(d) for d in roots]
+    pool = [(d, _parse(d)) for d in intermediates]
+    trusted = [(d, _parse(d)) for d in roots]
     chain = [leaf]
-    current = leaf
+    current, current_der = leaf, leaf_der
     for _ in range(len(pool) + 1):
-        for root in trusted:
+        for root_der, root in trusted:
             if current.issuer == root.subject:
                 try:
-                    _check_signed_by(current, root)
+                    _check_link(current_der, root_der)
                 except CertificateError:
                     continue  # same name, another key: not our root
                 return (*chain, root)
-        issuer = next((c for c in pool if c.subject == current.issuer and c not in chain), None)
-        if issuer is None:
+        found = next(((d, c) for d, c in pool if c.subject == current.issuer and c not in chain), None)
+        if found is None:
             break
+        issuer_der, issuer = found
         if not _is_ca(issuer):
             raise CertificateError("bad_certificate", "issuer certificate is not a CA")
-        _check_signed_by(current, issuer)
+        _check_link(current_der, issuer_der)
         chain.append(issuer)
-        current = issuer
+        current, current_der = issuer, issuer_der
     raise CertificateError("unknown_issuer", f"no chain to a trusted root for {leaf.subject.rfc4514_string()}")
 
 
-def _check_signed_by(cert: x509.Certificate, issuer: x509.Certificate) -> None:
+@functools.lru_cache(maxsize=8192)
+def _check_link(cert_der: bytes, issuer_der: bytes) -> None:
+    """Raise unless ``issuer`` signed ``cert`` (cached: a successful check is a fact about the two byte strings)."""
+    cert, issuer = _parse(cert_der), _parse(issuer_der)
     try:
         cert.verify_directly_issued_by(issuer)
     except (InvalidSignature, ValueError, TypeError) as exc:
