@@ -16,25 +16,22 @@ from __future__ import annotations
 import argparse
 import gc
 import os
-import statistics
 import sqlite3
-import sys
+import statistics
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from cryptography import x509
 
-from cryptography import x509  # noqa: E402
-
-from ecny_nfc.mock import MockReader  # noqa: E402
-from pos.home import Home  # noqa: E402
-from pos.session import PaymentSession  # noqa: E402
-from wallet.card import WalletApplet  # noqa: E402
-from wallet.certs import _verified_chain, new_key  # noqa: E402
-from wallet.issuance import issue_card  # noqa: E402
-from wallet.limits import OfflineCaps  # noqa: E402
-from wallet.voucher import CNY, Voucher, VoucherBody  # noqa: E402
+from ecny_nfc.mock import MockReader
+from pos.home import Home
+from pos.session import PaymentSession
+from wallet.card import WalletApplet
+from wallet.certs import _verified_chain, new_key
+from wallet.issuance import issue_card
+from wallet.limits import OfflineCaps
+from wallet.voucher import CNY, Voucher, VoucherBody
 
 
 def pct(values: list[float], p: float) -> float:
@@ -64,7 +61,7 @@ def floor_ms(home: Home, tmp: Path, n: int = 300) -> dict[str, float]:
     conn.execute("PRAGMA synchronous=FULL")
     conn.execute("CREATE TABLE t (seq INTEGER PRIMARY KEY, data TEXT)")
     t0 = time.perf_counter()
-    for i in range(n):
+    for _ in range(n):
         conn.execute("BEGIN IMMEDIATE")
         conn.execute("INSERT INTO t (data) VALUES (?)", ("x" * 400,))
         conn.execute("COMMIT")
@@ -88,7 +85,7 @@ def main() -> None:
             times = []
             gc.collect()
             gc.freeze()  # as a long-running terminal does after start-up: start-up objects leave the GC's scans
-            for card in cards[:20]:  # warm-up (imports, first-use caches); not counted
+            for _ in range(20):  # warm-up (imports, first-use caches); not counted
                 r = MockReader()
                 r.present(WalletApplet(issue_card(home.pki, "c9998", 1, 10**8, caps)))
                 PaymentSession(ctx, r).pay(100, timeout=1)
