@@ -10,11 +10,18 @@ NFCPY_PREFIXES = ("usb", "tty", "udp")
 
 
 def open_reader(spec: str = "mock") -> Reader:
-    """The reader named by ``spec``; raises :class:`ReaderNotFound` (with the fix) when it cannot be opened."""
+    """The reader named by ``spec``; raises :class:`ReaderNotFound`, :class:`ReaderBusy` or
+    :class:`ReaderNotPermitted` (each saying how to fix it) when it cannot be opened."""
     kind = spec.split(":", 1)[0]
     if spec == "mock":
         return MockReader()
-    if kind in NFCPY_PREFIXES or kind == "pcsc":
-        raise ReaderNotFound(f"reader {spec!r}: this build has no {kind} support yet")
+    if kind in NFCPY_PREFIXES:
+        from ecny_nfc.nfcpy_reader import NfcpyReader
+
+        return NfcpyReader(spec)
+    if kind == "pcsc":
+        from ecny_nfc.pcsc_reader import PcscReader
+
+        return PcscReader(spec[len("pcsc:"):] if spec.startswith("pcsc:") else "")
     raise ReaderNotFound(f"unknown reader {spec!r}: use mock, usb[:VID:PID], tty:PORT:DRIVER, udp:HOST:PORT or "
                          "pcsc[:NAME]")

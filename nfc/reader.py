@@ -74,3 +74,7 @@ class Reader(Protocol):
     def close(self) -> None:
         """Release the reader."""
         ...
+
+
+class ReaderNotPermitted(ReaderError):
+    """The reader exists but this user may not open it."""
