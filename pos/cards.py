@@ -1,8 +1,15 @@
-"""Tester operations on mock cards: issue (every tier, expired or foreign certificates), load, clone, describe."""
+"""Tester operations on mock cards: issue (every tier, expired or foreign certificates), load, clone, describe.
+
+Issuing registers each wallet with the operator (its opening balance is what the operator counts as loaded), and a
+load asks the operator for a signed load token. When the operator cannot be reached, both fall back to the embedded
+operator of the home (the CA under HOME/pki and its SQLite database), so the tester's tools work offline.
+"""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from ecny_nfc.mock import Faults, MockReader
@@ -25,8 +32,13 @@ class LoadRefused(CardStatusError):
 
 
 def issue_cards(home: Home, tier: int, balance_fen: int, count: int = 1, *, expired: bool = False,
-                foreign: bool = False, note: str = "") -> list[CardState]:
-    """Issue ``count`` cards into the home's card store, certified by the operator CA (or a foreign one)."""
+                foreign: bool = False, note: str = "", register: bool = True,
+                operator_url: str | None = None) -> list[CardState]:
+    """Issue ``count`` cards into the home's card store, certified by the operator CA (or a foreign one).
+
+    With ``register`` (default) the operator's wallets get each card's opening balance (foreign and expired cards
+    are not the operator's to register).
+    """
     pki = home.foreign_pki() if foreign else home.pki
     caps = home.config.risk.caps
     store = home.cards
@@ -37,7 +49,58 @@ def issue_cards(home: Home, tier: int, balance_fen: int, count: int = 1, *, expi
             state.note = note
             store.add(state)
             out.append(state)
+    if register and not foreign and not expired:
+        register_wallets(home, out, operator_url)
     return out
+
+
+def register_wallets(home: Home, states: list[CardState], operator_url: str | None = None) -> str:
+    """Put wallets on file at the operator; returns "operator", or "local" when the embedded operator did it."""
+    from pos.operator_client import OperatorClient, OperatorRefused, OperatorUnavailable, RetryPolicy
+
+    try:
+        with OperatorClient.for_admin(home, operator_url, retry=RetryPolicy(attempts=1), timeout=5.0) as cli:
+            for s in states:
+                cli.register_wallet(s.wallet_id, s.tier, s.cert_der, s.balance_fen)
+        return "operator"
+    except (OperatorUnavailable, OperatorRefused):
+        pass  # not reachable, or another operator (another home) answers on that port: use the embedded one
+    with _local_operator(home) as op:
+        for s in states:
+            op.register_wallet(s.wallet_id, s.tier, s.cert_der, s.balance_fen)
+    return "local"
+
+
+@contextmanager
+def _local_operator(home: Home) -> Iterator[Any]:
+    from bank.service import Operator
+
+    op = Operator.for_home(home)
+    try:
+        yield op
+    finally:
+        op.close()
+
+
+def operator_load_token(home: Home, state: CardState, amount_fen: int, operator_url: str | None = None) -> LoadToken:
+    """A load token from the operator (HTTP), else from the embedded operator, else from the local CA alone."""
+    from bank.errors import NotFound
+    from pos.operator_client import OperatorClient, OperatorRefused, OperatorUnavailable, RetryPolicy
+
+    try:
+        with OperatorClient.for_admin(home, operator_url, retry=RetryPolicy(attempts=2), timeout=5.0) as cli:
+            answer = cli.load_token(state.wallet_id, amount_fen, state.load_counter)
+        return LoadToken.decode(bytes.fromhex(answer["token"]))
+    except OperatorUnavailable:
+        pass
+    except OperatorRefused as exc:
+        if exc.code not in ("unknown_wallet", "bad_admin_token"):
+            raise  # e.g. wallet_revoked: the operator will not load it
+    with _local_operator(home) as op:
+        try:
+            return op.issue_load_token(state.wallet_id, amount_fen, state.load_counter)
+        except NotFound:
+            return make_load_token(home, state, amount_fen)
 
 
 def make_load_token(home: Home, state: CardState, amount_fen: int) -> LoadToken:
@@ -49,7 +112,7 @@ def make_load_token(home: Home, state: CardState, amount_fen: int) -> LoadToken:
 def apply_load(home: Home, card_id: str, token_factory: Any = None, amount_fen: int = 0) -> tuple[int, LoadToken]:
     """Tap the card on a mock reader and LOAD it; returns the new balance and the token used."""
     with home.cards.open(card_id) as applet:
-        token = (token_factory or (lambda s: make_load_token(home, s, amount_fen)))(applet.state)
+        token = (token_factory or (lambda s: operator_load_token(home, s, amount_fen)))(applet.state)
         reader = MockReader()
         reader.present(applet)
         conn = reader.connect(timeout=1)

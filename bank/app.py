@@ -1,0 +1,189 @@
+"""The operator's HTTP API (FastAPI). OpenAPI at ``/openapi.json``, health at ``/healthz``.
+
+Terminal calls (``/v1/settlements``, ``/v1/denylist``, ``/v1/refunds``, ``/v1/reports``) are signed with the
+terminal key (:mod:`bank.auth`). Back-office calls (``/v1/admin/...``) carry ``Authorization: Bearer <token>``.
+Every error is a 4xx/5xx with a typed body ``{"error": {"code", "message"}}``; a refused request changes nothing.
+"""
+
+from __future__ import annotations
+
+import binascii
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, Header, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
+
+from bank.errors import BadRequest, Forbidden, OperatorError
+from bank.service import MAX_BATCH, Operator, TerminalRecord, UploadItem
+from wallet.errors import EcnyError, InvalidInput
+
+HEX = r"^([0-9a-f]{2})*$"
+
+
+class VoucherUpload(BaseModel):
+    voucher: str = Field(pattern=HEX, max_length=4096, description="the voucher TLV, hex")
+    cert: str = Field(pattern=r"^[0-9a-f]{64}$", description="SHA-256 fingerprint of the wallet certificate")
+    issuer: str = Field(pattern=r"^[0-9a-f]{64}$", description="SHA-256 fingerprint of the issuing CA certificate")
+
+
+class SettlementRequest(BaseModel):
+    vouchers: list[VoucherUpload] = Field(max_length=MAX_BATCH)
+    certificates: dict[str, Annotated[str, Field(pattern=HEX, max_length=8192)]] = Field(
+        description="DER certificates by fingerprint, hex")
+
+
+class VoucherAnswer(BaseModel):
+    voucher_id: str | None
+    status: str = Field(description="settled | duplicate | rejected")
+    reason: str | None
+
+
+class SettlementResponse(BaseModel):
+    results: list[VoucherAnswer]
+    denylist_version: int
+
+
+class DenylistResponse(BaseModel):
+    version: int
+    since: int
+    added: list[str]
+    removed: list[str]
+
+
+class RefundRequest(BaseModel):
+    refund_id: str = Field(min_length=1, max_length=80)
+    voucher_id: str = Field(pattern=r"^\d{16}-\d{8}$")
+    amount_fen: int | None = Field(default=None, gt=0, le=10**12)
+
+
+class ProvisionRequest(BaseModel):
+    terminal_id: str = Field(pattern=r"^[A-Z0-9]{8}$")
+    public_key_pem: str = Field(max_length=4096)
+
+
+class WalletRequest(BaseModel):
+    wallet_id: str = Field(pattern=r"^\d{16}$")
+    tier: int = Field(ge=1, le=4)
+    certificate: str = Field(pattern=HEX, max_length=8192)
+    opening_balance_fen: int = Field(ge=0, le=10**12)
+
+
+class LoadTokenRequest(BaseModel):
+    amount_fen: int = Field(gt=0, le=10**12)
+    after_counter: int = Field(default=0, ge=0, le=0xFFFFFFFF)
+
+
+def _hex(text: str) -> bytes:
+    try:
+        return bytes.fromhex(text)
+    except (ValueError, binascii.Error):
+        raise BadRequest("not hex") from None
+
+
+async def _terminal(request: Request) -> TerminalRecord:
+    """Authenticate the signed request (see :mod:`bank.auth`)."""
+    op: Operator = request.app.state.operator
+    body = await request.body()
+    headers = {k.lower(): v for k, v in request.headers.items()}
+    return await run_in_threadpool(op.authenticate, headers, request.method, request.url.path, request.url.query,
+                                   body)
+
+
+def _admin(request: Request, authorization: Annotated[str | None, Header()] = None) -> None:
+    token = authorization.removeprefix("Bearer ").strip() if authorization else None
+    request.app.state.operator.check_admin(token)
+
+
+Terminal = Annotated[TerminalRecord, Depends(_terminal)]
+
+
+def create_app(op: Operator) -> FastAPI:
+    """The ASGI app over one :class:`Operator`."""
+    app = FastAPI(title="ecny-pos operator", version="1",
+                  description="Settlement, denylist, refunds and reports for e-CNY terminals (simulator).")
+    app.state.operator = op
+
+    @app.exception_handler(OperatorError)
+    async def _operator_error(_: Request, exc: OperatorError) -> JSONResponse:
+        return JSONResponse(exc.to_json(), status_code=exc.status)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        return JSONResponse({"error": {"code": "bad_request", "message": f"{where}: {first.get('msg', 'invalid')}"}},
+                            status_code=400)
+
+    @app.exception_handler(EcnyError)
+    async def _ecny(_: Request, exc: EcnyError) -> JSONResponse:
+        status = 400 if isinstance(exc, InvalidInput) else 500
+        code = "bad_request" if status == 400 else "operator_error"
+        return JSONResponse({"error": {"code": code, "message": str(exc)}}, status_code=status)
+
+    @app.get("/healthz")
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.post("/v1/settlements", response_model=SettlementResponse)
+    def settle(req: SettlementRequest, term: Terminal) -> dict[str, Any]:
+        """Upload a batch of vouchers; one answer per voucher, in order. Safe to repeat."""
+        certs = {fp: _hex(der) for fp, der in req.certificates.items()}
+        items = []
+        for v in req.vouchers:
+            if v.cert not in certs or v.issuer not in certs:
+                raise BadRequest(f"certificate {v.cert if v.cert not in certs else v.issuer} not in the request")
+            items.append(UploadItem(_hex(v.voucher), certs[v.cert], certs[v.issuer]))
+        results = op.settle(term, items)
+        return {"results": results, "denylist_version": op.denylist_since(0)["version"]}
+
+    @app.get("/v1/denylist", response_model=DenylistResponse)
+    def get_denylist(term: Terminal, since: Annotated[int, Query(ge=0)] = 0) -> dict[str, Any]:
+        """Denylist changes after version ``since``."""
+        return op.denylist_since(since)
+
+    @app.post("/v1/refunds")
+    def refund(req: RefundRequest, term: Terminal) -> dict[str, Any]:
+        """Refund part or all of a settled voucher to the wallet's online balance (idempotent by refund_id)."""
+        return op.refund(term, req.refund_id, req.voucher_id, req.amount_fen)
+
+    @app.get("/v1/reports/{terminal_id}/{day}")
+    def report(terminal_id: str, day: str, term: Terminal) -> dict[str, Any]:
+        """The settlement report of one terminal for one China Standard Time day (only the terminal's own)."""
+        if terminal_id != term.terminal_id:
+            raise Forbidden("a terminal may read only its own reports", "not_your_report")
+        return op.report(term, day)
+
+    @app.post("/v1/admin/terminals", dependencies=[Depends(_admin)])
+    def provision(req: ProvisionRequest) -> dict[str, Any]:
+        """Certify a terminal's key (back office)."""
+        return op.provision_terminal(req.terminal_id, req.public_key_pem.encode())
+
+    @app.post("/v1/admin/terminals/{terminal_id}/revoke", dependencies=[Depends(_admin)])
+    def revoke_terminal(terminal_id: str) -> dict[str, Any]:
+        return op.revoke_terminal(terminal_id)
+
+    @app.post("/v1/admin/wallets", dependencies=[Depends(_admin)])
+    def register_wallet(req: WalletRequest) -> dict[str, Any]:
+        """Put a newly issued wallet on file with its opening balance."""
+        return op.register_wallet(req.wallet_id, req.tier, _hex(req.certificate), req.opening_balance_fen)
+
+    @app.get("/v1/admin/wallets/{wallet_id}", dependencies=[Depends(_admin)])
+    def get_wallet(wallet_id: str) -> dict[str, Any]:
+        return op.wallet(wallet_id)
+
+    @app.post("/v1/admin/wallets/{wallet_id}/load-tokens", dependencies=[Depends(_admin)])
+    def load_token(wallet_id: str, req: LoadTokenRequest) -> dict[str, Any]:
+        """A signed load token for the wallet (the card refuses replays by load counter)."""
+        token = op.issue_load_token(wallet_id, req.amount_fen, req.after_counter)
+        return {"wallet_id": wallet_id, "load_counter": token.load_counter, "amount_fen": token.amount_fen,
+                "token": token.encode().hex()}
+
+    @app.get("/v1/admin/accounts/{merchant_id}", dependencies=[Depends(_admin)])
+    def account(merchant_id: str) -> dict[str, Any]:
+        """A merchant's account: settled, fees, refunds, balance (fen)."""
+        return op.account(merchant_id)
+
+    return app

@@ -1,0 +1,90 @@
+"""Running the operator: in a background thread on a free loopback port (demo, UI, tests) or in the foreground.
+
+    with run_embedded(home) as op:          # op.url == "http://127.0.0.1:PORT"
+        sync_once(home, "CMGQ0001", operator_url=op.url)
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import uvicorn
+
+from bank.app import create_app
+from bank.errors import OperatorError
+from bank.service import Operator
+
+if TYPE_CHECKING:
+    from pos.home import Home
+
+
+@dataclass
+class EmbeddedOperator:
+    """An operator served by uvicorn in a daemon thread. ``stop()`` shuts it down and closes the database."""
+
+    operator: Operator
+    host: str = "127.0.0.1"
+    port: int = 0
+    _server: uvicorn.Server | None = field(default=None, repr=False)
+    _thread: threading.Thread | None = field(default=None, repr=False)
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def start(self, timeout: float = 10.0) -> EmbeddedOperator:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((self.host, self.port))
+        self.port = sock.getsockname()[1]
+        config = uvicorn.Config(create_app(self.operator), log_level="warning", lifespan="off",
+                                timeout_graceful_shutdown=2)
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [sock]},
+                                        name=f"operator:{self.port}", daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + timeout
+        while not self._server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                sock.close()
+                raise OperatorError(f"the embedded operator did not start on {self.url}")
+            time.sleep(0.01)
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        self.operator.close()
+
+
+def start_embedded(home: Home, db_url: str | None = None, port: int = 0,
+                   host: str = "127.0.0.1") -> EmbeddedOperator:
+    """Start the operator of ``home`` (its CA under HOME/pki, its DB) on a free loopback port; call ``stop()``."""
+    return EmbeddedOperator(Operator.for_home(home, db_url), host, port).start()
+
+
+@contextmanager
+def run_embedded(home: Home, db_url: str | None = None, port: int = 0) -> Iterator[EmbeddedOperator]:
+    """Context manager around :func:`start_embedded`."""
+    op = start_embedded(home, db_url, port)
+    try:
+        yield op
+    finally:
+        op.stop()
+
+
+def serve(home: Home, host: str = "127.0.0.1", port: int = 8700, db_url: str | None = None) -> None:
+    """Serve in the foreground until interrupted (``pos operator serve``)."""
+    op = Operator.for_home(home, db_url)
+    try:
+        uvicorn.run(create_app(op), host=host, port=port, log_level="info", lifespan="off")
+    finally:
+        op.close()

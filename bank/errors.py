@@ -1,0 +1,55 @@
+"""Typed errors of the operator backend. Each maps to one HTTP status and one stable error code."""
+
+from __future__ import annotations
+
+from wallet.errors import EcnyError, InvalidInput
+
+
+class OperatorError(EcnyError):
+    """An operator call failed. ``status`` is the HTTP status, ``code`` the stable error code in the body."""
+
+    status = 500
+    code = "operator_error"
+
+    def __init__(self, message: str, code: str | None = None) -> None:
+        super().__init__(message)
+        if code is not None:
+            self.code = code
+
+    def to_json(self) -> dict[str, object]:
+        return {"error": {"code": self.code, "message": str(self)}}
+
+
+class BadRequest(OperatorError, InvalidInput):
+    """The request is malformed or out of range (400); nothing was changed."""
+
+    status = 400
+    code = "bad_request"
+
+
+class Unauthenticated(OperatorError):
+    """The caller could not be authenticated (401): unknown terminal, bad signature, stale or replayed request."""
+
+    status = 401
+    code = "unauthenticated"
+
+
+class Forbidden(OperatorError):
+    """The caller is known but may not do this (403): revoked terminal, another merchant's voucher or report."""
+
+    status = 403
+    code = "forbidden"
+
+
+class NotFound(OperatorError, InvalidInput):
+    """The thing asked for does not exist (404)."""
+
+    status = 404
+    code = "not_found"
+
+
+class Conflict(OperatorError):
+    """The request contradicts what the operator already recorded (409), e.g. a refund over the original."""
+
+    status = 409
+    code = "conflict"

@@ -1,0 +1,160 @@
+"""The operator's storage: one SQLAlchemy Core schema for SQLite (embedded default) and PostgreSQL.
+
+Exactly-once settlement is the database's job, not the application's: ``vouchers`` has a unique
+(wallet_id, counter), ``refunds`` a unique refund id, ``denylist`` a unique version, ``nonces`` a unique
+(terminal_id, nonce). Every settlement batch is one transaction; a unique violation from a concurrent worker rolls
+the batch back and it is judged again. On SQLite, write transactions start with ``BEGIN IMMEDIATE`` so two
+processes sharing the file serialize instead of failing at commit.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Engine,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    UniqueConstraint,
+    create_engine,
+    event,
+)
+
+metadata = MetaData()
+
+terminals = Table(
+    "terminals", metadata,
+    Column("terminal_id", String(8), primary_key=True),
+    Column("merchant_id", String(15), nullable=False),
+    Column("cert_der", LargeBinary, nullable=False),
+    Column("status", String(16), nullable=False),  # active | revoked
+    Column("created_ms", BigInteger, nullable=False),
+)
+
+wallets = Table(
+    "wallets", metadata,
+    Column("wallet_id", String(16), primary_key=True),
+    Column("tier", Integer, nullable=False),
+    Column("cert_der", LargeBinary),
+    Column("loaded_fen", BigInteger),  # opening balance + load tokens issued; NULL: not known to the operator
+    Column("spent_fen", BigInteger, nullable=False, default=0),  # settled offline spending
+    Column("online_fen", BigInteger, nullable=False, default=0),  # the online balance (refunds land here)
+    Column("load_counter", Integer, nullable=False, default=0),
+    Column("status", String(16), nullable=False),  # active | revoked
+    Column("revoked_reason", String(32)),
+    Column("created_ms", BigInteger, nullable=False),
+)
+
+vouchers = Table(
+    "vouchers", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("voucher_id", String(25), nullable=False, unique=True),
+    Column("wallet_id", String(16), nullable=False),
+    Column("counter", BigInteger, nullable=False),
+    Column("body_hash", String(64), nullable=False),
+    Column("voucher", LargeBinary, nullable=False),
+    Column("amount_fen", BigInteger, nullable=False),
+    Column("fee_fen", BigInteger, nullable=False),
+    Column("refunded_fen", BigInteger, nullable=False, default=0),
+    Column("merchant_id", String(15), nullable=False),
+    Column("terminal_id", String(8), nullable=False),
+    Column("timestamp_ms", BigInteger, nullable=False),
+    Column("day", String(10), nullable=False),  # China Standard Time day of the voucher
+    Column("settled_ms", BigInteger, nullable=False),
+    UniqueConstraint("wallet_id", "counter", name="vouchers_one_per_counter"),
+    Index("vouchers_terminal_day", "terminal_id", "day"),
+    Index("vouchers_wallet_day", "wallet_id", "day"),
+)
+
+rejections = Table(
+    "rejections", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("terminal_id", String(8), nullable=False),
+    Column("voucher_hash", String(64), nullable=False),  # SHA-256 of the voucher bytes as uploaded
+    Column("voucher_id", String(64)),
+    Column("wallet_id", String(16)),
+    Column("amount_fen", BigInteger, nullable=False),
+    Column("reason", String(40), nullable=False),
+    Column("day", String(10), nullable=False),
+    Column("created_ms", BigInteger, nullable=False),
+    UniqueConstraint("terminal_id", "voucher_hash", name="rejections_once"),
+    Index("rejections_terminal_day", "terminal_id", "day"),
+)
+
+denylist = Table(
+    "denylist", metadata,
+    Column("version", Integer, primary_key=True, autoincrement=False),
+    Column("wallet_id", String(16), nullable=False),
+    Column("action", String(8), nullable=False),  # add | remove
+    Column("reason", String(40), nullable=False),
+    Column("created_ms", BigInteger, nullable=False),
+)
+
+accounts = Table(
+    "accounts", metadata,
+    Column("merchant_id", String(15), primary_key=True),
+    Column("balance_fen", BigInteger, nullable=False),  # settled - fees - refunds
+    Column("settled_fen", BigInteger, nullable=False),
+    Column("fee_fen", BigInteger, nullable=False),
+    Column("refunded_fen", BigInteger, nullable=False),
+)
+
+refunds = Table(
+    "refunds", metadata,
+    Column("refund_id", String(80), primary_key=True),  # the terminal's idempotency key
+    Column("voucher_id", String(25), nullable=False),
+    Column("terminal_id", String(8), nullable=False),
+    Column("merchant_id", String(15), nullable=False),
+    Column("wallet_id", String(16), nullable=False),
+    Column("amount_fen", BigInteger, nullable=False),
+    Column("day", String(10), nullable=False),
+    Column("created_ms", BigInteger, nullable=False),
+    Index("refunds_terminal_day", "terminal_id", "day"),
+    Index("refunds_voucher", "voucher_id"),
+)
+
+load_tokens = Table(
+    "load_tokens", metadata,
+    Column("wallet_id", String(16), primary_key=True),
+    Column("load_counter", Integer, primary_key=True),
+    Column("amount_fen", BigInteger, nullable=False),
+    Column("created_ms", BigInteger, nullable=False),
+)
+
+nonces = Table(
+    "nonces", metadata,
+    Column("terminal_id", String(8), primary_key=True),
+    Column("nonce", String(64), primary_key=True),
+    Column("time_ms", BigInteger, nullable=False),
+    Index("nonces_time", "time_ms"),
+)
+
+
+def make_engine(url: str, **kwargs: Any) -> Engine:
+    """An engine for ``url`` (``sqlite:///path`` or ``postgresql+psycopg://...``) with the schema created."""
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False},
+                               **kwargs)
+
+        @event.listens_for(engine, "connect")
+        def _connect(dbapi_conn: Any, _record: Any) -> None:
+            dbapi_conn.isolation_level = None  # we issue BEGIN ourselves (pysqlite's implicit BEGIN is too late)
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=FULL")
+            cur.execute("PRAGMA busy_timeout=30000")
+            cur.close()
+
+        @event.listens_for(engine, "begin")
+        def _begin(conn: Any) -> None:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+    else:
+        engine = create_engine(url, pool_pre_ping=True, **kwargs)
+    metadata.create_all(engine)
+    return engine

@@ -1,0 +1,720 @@
+"""The operator's business logic: terminals, wallets, load tokens, settlement, double spends, denylist, accounts,
+refunds and reconciliation reports. The HTTP layer (:mod:`bank.app`) is a thin shell around :class:`Operator`; the
+terminal's offline fallbacks (issuing cards, loading them) call the same class on the embedded database.
+
+Settlement trusts nothing the terminal says. Per voucher: canonical decoding, payee (merchant and terminal) equal to
+the authenticated uploader, certificate chain to the operator root valid at the voucher's time, the certificate
+naming the voucher's wallet, the card's signature, the tier's single and daily limits and the offline single cap.
+Then, inside one transaction per batch: a voucher whose (wallet, counter) is already settled with the same body is a
+``duplicate``; with another body, or one that would take the wallet's settled spending over what was loaded onto
+it, it is a ``double_spend``: the first settled stands, the wallet is revoked and the denylist version bumped.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import os
+import secrets
+import time
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from filelock import FileLock
+from sqlalchemy import Connection, Engine, and_, bindparam, func, insert, select, update
+from sqlalchemy.exc import IntegrityError, OperationalError
+
+from bank import auth
+from bank.errors import BadRequest, Conflict, Forbidden, NotFound, Unauthenticated
+from bank.schema import (
+    accounts,
+    denylist,
+    load_tokens,
+    make_engine,
+    nonces,
+    refunds,
+    rejections,
+    terminals,
+    vouchers,
+    wallets,
+)
+from wallet import suites
+from wallet.card import CHINA_TZ
+from wallet.certs import (
+    OperatorPki,
+    cert_der,
+    verify_terminal_certificate,
+    verify_wallet_certificate,
+    write_atomic,
+)
+from wallet.errors import CertificateError, EncodingError, InvalidInput, SignatureError
+from wallet.ids import check_terminal_id, check_wallet_id
+from wallet.limits import TIER_LIMITS
+from wallet.protocol import LoadToken
+from wallet.voucher import CNY, Voucher
+
+if TYPE_CHECKING:
+    from pos.home import Home
+
+MAX_BATCH = 1000
+MAX_FUTURE_MS = 24 * 3600 * 1000  # a voucher dated more than a day ahead of the operator's clock is refused
+RETRIES = 8
+
+# Reason codes of the operator (besides the certificate codes shared with terminals).
+DOUBLE_SPEND = "double_spend"
+BAD_VOUCHER = "bad_voucher"
+BAD_SIGNATURE = "bad_signature"
+WRONG_PAYEE = "wrong_payee"
+WRONG_TERMINAL = "wrong_terminal"
+WALLET_MISMATCH = "wallet_mismatch"
+FUTURE_TIMESTAMP = "future_timestamp"
+OVER_SINGLE_LIMIT = "over_single_limit"
+OVER_DAILY_LIMIT = "over_daily_limit"
+OVER_OFFLINE_LIMIT = "over_offline_limit"
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def china_day_text(timestamp_ms: int) -> str:
+    """The China Standard Time calendar day of a timestamp, as YYYY-MM-DD (the merchant's business day)."""
+    return dt.datetime.fromtimestamp(timestamp_ms / 1000, CHINA_TZ).date().isoformat()
+
+
+def load_admin_token(pki_dir: Path) -> str:
+    """The operator's back-office bearer token (``pki_dir/admin.token``, created on first use, mode 0600)."""
+    path = pki_dir / "admin.token"
+    pki_dir.mkdir(parents=True, exist_ok=True)
+    if not path.exists():
+        with FileLock(str(pki_dir / ".lock"), timeout=60):
+            if not path.exists():
+                write_atomic(path, secrets.token_hex(32).encode(), mode=0o600)
+    return path.read_text().strip()
+
+
+def default_db_url(home_root: Path) -> str:
+    """The embedded default database: a SQLite file under the home."""
+    directory = home_root / "operator"
+    directory.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{directory / 'operator.db'}"
+
+
+@dataclass(frozen=True, slots=True)
+class TerminalRecord:
+    """An authenticated terminal."""
+
+    terminal_id: str
+    merchant_id: str
+
+
+@dataclass
+class UploadItem:
+    """One voucher as uploaded, with the certificates the terminal read from the card."""
+
+    voucher: bytes
+    cert_der: bytes
+    issuer_der: bytes
+
+
+@dataclass
+class _Judged:
+    index: int
+    vhash: str
+    voucher: Voucher | None = None
+    body_hash: str = ""
+    tier: int = 0
+    cert_der: bytes = b""
+    voucher_id: str | None = None
+    wallet_id: str | None = None
+    amount_fen: int = 0
+    day: str = ""
+    status: str | None = None
+    reason: str | None = None
+
+    def answer(self) -> dict[str, Any]:
+        return {"voucher_id": self.voucher_id, "status": self.status, "reason": self.reason}
+
+
+@dataclass
+class _WalletState:
+    loaded: int | None
+    spent: int
+    status: str
+    spent_delta: int = 0
+    revoke: bool = False
+
+
+@dataclass
+class Operator:
+    """The operator backend over one database."""
+
+    engine: Engine
+    pki: OperatorPki
+    terminal_merchants: dict[str, str] = field(default_factory=dict)  # configured terminal -> merchant
+    fee_bps: int = 0
+    offline_single_max: int | None = None
+    admin_token: str | None = None
+    fault: str | None = None  # test fault injection: "crash_before_commit" | "crash_after_commit"
+
+    def __post_init__(self) -> None:
+        self.roots = (cert_der(self.pki.root.cert),)
+        self._terminal_keys: dict[tuple[str, bytes], ec.EllipticCurvePublicKey] = {}
+        self._last_prune = 0
+
+    @classmethod
+    def for_home(cls, home: Home, db_url: str | None = None) -> Operator:
+        """The operator of a home: its CA under HOME/pki, settings from merchants.yaml, DB (default: embedded)."""
+        cfg = home.config
+        return cls(
+            engine=make_engine(db_url or default_db_url(home.root)),
+            pki=home.pki,
+            terminal_merchants={t.id: m.id for m in cfg.merchants for t in m.terminals},
+            fee_bps=cfg.operator.fee_bps,
+            offline_single_max=cfg.risk.offline_single_max,
+            admin_token=load_admin_token(home.root / "pki"),
+            fault=os.environ.get("ECNY_OPERATOR_FAULT") or None,
+        )
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # -- transactions -----------------------------------------------------------------------------------------------
+    def _write(self, fn: Any, *args: Any) -> Any:
+        """Run ``fn(conn, *args)`` in one transaction, again from the start after a unique-key race or a lock."""
+        for attempt in range(RETRIES):
+            try:
+                with self.engine.begin() as conn:
+                    return fn(conn, *args)
+            except IntegrityError:
+                if attempt == RETRIES - 1:
+                    raise
+            except OperationalError as exc:
+                if attempt == RETRIES - 1 or "locked" not in str(exc).lower():
+                    raise
+                time.sleep(0.05 * (attempt + 1))
+        raise AssertionError("unreachable")
+
+    def check_admin(self, token: str | None) -> None:
+        """Raise :class:`Unauthenticated` unless ``token`` is the back-office token."""
+        if not self.admin_token or not token or not secrets.compare_digest(token, self.admin_token):
+            raise Unauthenticated("admin token missing or wrong", "bad_admin_token")
+
+    # -- terminals --------------------------------------------------------------------------------------------------
+    def provision_terminal(self, terminal_id: str, public_key_pem: bytes) -> dict[str, Any]:
+        """Certify a terminal's key and put it on file. Returns the certificate and chain as PEM text."""
+        try:
+            check_terminal_id(terminal_id)
+        except InvalidInput as exc:
+            raise BadRequest(str(exc)) from None
+        merchant_id = self.terminal_merchants.get(terminal_id)
+        if merchant_id is None:
+            raise NotFound(f"terminal {terminal_id} is not in the operator's merchant list", "unknown_terminal")
+        try:
+            key = serialization.load_pem_public_key(public_key_pem)
+        except ValueError as exc:
+            raise BadRequest(f"public key does not parse: {exc}") from None
+        if not isinstance(key, ec.EllipticCurvePublicKey) or not isinstance(key.curve, ec.SECP256R1):
+            raise BadRequest("terminal key must be EC P-256")
+        cert = self.pki.terminal_ca.issue_terminal_cert(terminal_id, merchant_id, key)
+        der = cert_der(cert)
+
+        def run(conn: Connection) -> None:
+            row = conn.execute(select(terminals.c.status).where(terminals.c.terminal_id == terminal_id)).first()
+            if row is not None and row.status == "revoked":
+                raise Forbidden(f"terminal {terminal_id} is revoked", "terminal_revoked")
+            if row is None:
+                conn.execute(insert(terminals).values(terminal_id=terminal_id, merchant_id=merchant_id, cert_der=der,
+                                                      status="active", created_ms=now_ms()))
+            else:
+                conn.execute(update(terminals).where(terminals.c.terminal_id == terminal_id)
+                             .values(cert_der=der, merchant_id=merchant_id))
+
+        self._write(run)
+        pem = serialization.Encoding.PEM
+        return {"terminal_id": terminal_id, "merchant_id": merchant_id,
+                "certificate": cert.public_bytes(pem).decode(),
+                "chain": self.pki.terminal_ca.cert.public_bytes(pem).decode(),
+                "root": self.pki.root.cert.public_bytes(pem).decode()}
+
+    def revoke_terminal(self, terminal_id: str) -> dict[str, Any]:
+        def run(conn: Connection) -> int:
+            return conn.execute(update(terminals).where(terminals.c.terminal_id == terminal_id)
+                                .values(status="revoked")).rowcount
+
+        if not self._write(run):
+            raise NotFound(f"no terminal {terminal_id}", "unknown_terminal")
+        return {"terminal_id": terminal_id, "status": "revoked"}
+
+    def authenticate(self, headers: dict[str, str], method: str, path: str, query: str,
+                     body: bytes) -> TerminalRecord:
+        """Check a signed request (see :mod:`bank.auth`); raise :class:`Unauthenticated` or :class:`Forbidden`."""
+        tid = headers.get(auth.H_TERMINAL.lower(), "")
+        nonce = headers.get(auth.H_NONCE.lower(), "")
+        if not tid or not nonce or auth.H_SIGNATURE.lower() not in headers or auth.H_TIME.lower() not in headers:
+            raise Unauthenticated("request is not signed by a terminal", "unsigned_request")
+        if len(nonce) != 32 or any(c not in "0123456789abcdef" for c in nonce):
+            raise Unauthenticated("nonce must be 32 lowercase hex digits", "bad_nonce")
+        try:
+            t = int(headers[auth.H_TIME.lower()])
+            sig = auth.decode_signature(headers[auth.H_SIGNATURE.lower()])
+        except ValueError:
+            raise Unauthenticated("malformed time or signature header", "bad_request_signature") from None
+        with self.engine.connect() as conn:
+            row = conn.execute(select(terminals).where(terminals.c.terminal_id == tid)).first()
+        if row is None:
+            raise Unauthenticated(f"unknown terminal {tid!r}", "unknown_terminal")
+        if row.status != "active":
+            raise Forbidden(f"terminal {tid} is revoked", "terminal_revoked")
+        key = self._terminal_key(tid, row.cert_der)
+        now = now_ms()
+        if abs(now - t) > auth.MAX_SKEW_MS:
+            raise Unauthenticated("request time is too far from the operator's clock", "stale_request")
+        try:
+            suites.verify(key, auth.signing_string(method, path, query, t, nonce, body), sig, suites.DEFAULT_SUITE)
+        except SignatureError:
+            raise Unauthenticated(f"request signature does not verify for terminal {tid}",
+                                  "bad_request_signature") from None
+
+        def remember(conn: Connection) -> None:
+            conn.execute(insert(nonces).values(terminal_id=tid, nonce=nonce, time_ms=t))
+            if now - self._last_prune > 60_000:
+                self._last_prune = now
+                conn.execute(nonces.delete().where(nonces.c.time_ms < now - 3 * auth.MAX_SKEW_MS))
+
+        try:
+            with self.engine.begin() as conn:
+                remember(conn)
+        except IntegrityError:
+            raise Unauthenticated("request replayed (nonce already used)", "replayed_request") from None
+        return TerminalRecord(tid, row.merchant_id)
+
+    def _terminal_key(self, tid: str, der: bytes) -> ec.EllipticCurvePublicKey:
+        key = self._terminal_keys.get((tid, der))
+        if key is None:
+            try:
+                info = verify_terminal_certificate(der, (cert_der(self.pki.terminal_ca.cert),), self.roots,
+                                                   dt.datetime.now(dt.UTC))
+            except CertificateError as exc:
+                raise Forbidden(f"terminal certificate refused: {exc}", "terminal_certificate") from None
+            if info.terminal_id != tid:
+                raise Forbidden("terminal certificate names another terminal", "terminal_certificate")
+            key = info.public_key
+            self._terminal_keys[(tid, der)] = key
+        return key
+
+    # -- wallets and loads ------------------------------------------------------------------------------------------
+    def register_wallet(self, wallet_id: str, tier: int, certificate: bytes, opening_fen: int) -> dict[str, Any]:
+        """Put a newly issued wallet on file with its opening balance (idempotent for the same certificate)."""
+        try:
+            check_wallet_id(wallet_id)
+            info = verify_wallet_certificate(certificate, (cert_der(self.pki.wallet_ca.cert),), self.roots,
+                                             dt.datetime.now(dt.UTC))
+        except (InvalidInput, CertificateError) as exc:
+            raise BadRequest(str(exc), "bad_wallet") from None
+        if info.wallet_id != wallet_id or info.tier != tier:
+            raise BadRequest("the certificate names another wallet or tier", "bad_wallet")
+        if opening_fen < 0:
+            raise BadRequest("opening balance must not be negative")
+
+        def run(conn: Connection) -> None:
+            row = conn.execute(select(wallets.c.cert_der, wallets.c.loaded_fen)
+                               .where(wallets.c.wallet_id == wallet_id)).first()
+            if row is None:
+                conn.execute(insert(wallets).values(
+                    wallet_id=wallet_id, tier=tier, cert_der=certificate, loaded_fen=opening_fen, spent_fen=0,
+                    online_fen=0, load_counter=0, status="active", created_ms=now_ms()))
+            elif row.cert_der != certificate:
+                raise Conflict(f"wallet {wallet_id} is registered with another certificate", "wallet_exists")
+
+        self._write(run)
+        return {"wallet_id": wallet_id, "tier": tier, "status": "registered"}
+
+    def issue_load_token(self, wallet_id: str, amount_fen: int, after_counter: int = 0) -> LoadToken:
+        """A signed load token numbered past both the operator's and the card's last load counter."""
+        if amount_fen <= 0:
+            raise BadRequest("load amount must be positive")
+
+        def run(conn: Connection) -> LoadToken:
+            row = conn.execute(select(wallets).where(wallets.c.wallet_id == wallet_id)).first()
+            if row is None:
+                raise NotFound(f"wallet {wallet_id} is not registered", "unknown_wallet")
+            if row.status != "active":
+                raise Forbidden(f"wallet {wallet_id} is revoked", "wallet_revoked")
+            limit = TIER_LIMITS[row.tier].balance_max
+            if limit is not None and amount_fen > limit:
+                raise BadRequest("load over the wallet balance cap", "over_balance_limit")
+            counter = max(row.load_counter, after_counter) + 1
+            conn.execute(update(wallets).where(wallets.c.wallet_id == wallet_id).values(
+                load_counter=counter,
+                loaded_fen=None if row.loaded_fen is None else wallets.c.loaded_fen + amount_fen))
+            t = now_ms()
+            conn.execute(insert(load_tokens).values(wallet_id=wallet_id, load_counter=counter, amount_fen=amount_fen,
+                                                    created_ms=t))
+            return LoadToken(wallet_id, counter, amount_fen, t).signed(self.pki.wallet_ca.key)
+
+        return self._write(run)
+
+    def wallet(self, wallet_id: str) -> dict[str, Any]:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(wallets).where(wallets.c.wallet_id == wallet_id)).first()
+        if row is None:
+            raise NotFound(f"wallet {wallet_id} is not registered", "unknown_wallet")
+        return {"wallet_id": row.wallet_id, "tier": row.tier, "status": row.status, "loaded_fen": row.loaded_fen,
+                "spent_fen": row.spent_fen, "online_fen": row.online_fen, "load_counter": row.load_counter,
+                "revoked_reason": row.revoked_reason}
+
+    # -- settlement -------------------------------------------------------------------------------------------------
+    def settle(self, terminal: TerminalRecord, items: Sequence[UploadItem]) -> list[dict[str, Any]]:
+        """Judge and settle a batch; one answer per item, in order. Safe to repeat any number of times."""
+        if len(items) > MAX_BATCH:
+            raise BadRequest(f"at most {MAX_BATCH} vouchers per batch")
+        judged = [self._parse(i, item, terminal) for i, item in enumerate(items)]
+        open_ = [j for j in judged if j.status is None]
+        self._prior_answers(terminal, open_)
+        for j in open_:
+            if j.status is None:
+                self._verify(j, items[j.index])
+        candidates = [j for j in judged if j.status is None]
+        self._write(self._commit_batch, terminal, judged, candidates)
+        return [j.answer() for j in judged]
+
+    def _parse(self, index: int, item: UploadItem, terminal: TerminalRecord) -> _Judged:
+        j = _Judged(index, hashlib.sha256(item.voucher).hexdigest())
+        try:
+            v = Voucher.decode(item.voucher)
+        except EncodingError:
+            j.status, j.reason, j.day = "rejected", BAD_VOUCHER, china_day_text(now_ms())
+            return j
+        b = v.body
+        j.voucher, j.voucher_id, j.wallet_id, j.amount_fen = v, v.voucher_id, b.wallet_id, b.amount_fen
+        j.body_hash = hashlib.sha256(b.encode()).hexdigest()
+        j.day = china_day_text(b.timestamp_ms)
+        if b.merchant_id != terminal.merchant_id:
+            j.status, j.reason = "rejected", WRONG_PAYEE
+        elif b.terminal_id != terminal.terminal_id:
+            j.status, j.reason = "rejected", WRONG_TERMINAL
+        elif b.currency != CNY or b.amount_fen <= 0:
+            j.status, j.reason = "rejected", BAD_VOUCHER
+        return j
+
+    def _prior_answers(self, terminal: TerminalRecord, open_: list[_Judged]) -> None:
+        """Answer re-uploads from what is on file: same settled body -> duplicate; same rejected bytes -> same."""
+        if not open_:
+            return
+        with self.engine.connect() as conn:
+            settled = _in_chunks(conn, select(vouchers.c.voucher_id, vouchers.c.body_hash), vouchers.c.voucher_id,
+                                 [j.voucher_id for j in open_])
+            rejected = _in_chunks(conn, select(rejections.c.voucher_hash, rejections.c.reason),
+                                  rejections.c.voucher_hash, [j.vhash for j in open_],
+                                  rejections.c.terminal_id == terminal.terminal_id)
+        bodies = dict(settled)
+        reasons = dict(rejected)
+        for j in open_:
+            if bodies.get(j.voucher_id) == j.body_hash:
+                j.status = "duplicate"
+            elif j.vhash in reasons:
+                j.status, j.reason = "rejected", reasons[j.vhash]
+
+    def _verify(self, j: _Judged, item: UploadItem) -> None:
+        v = j.voucher
+        assert v is not None
+        b = v.body
+        if b.timestamp_ms > now_ms() + MAX_FUTURE_MS:
+            j.status, j.reason = "rejected", FUTURE_TIMESTAMP
+            return
+        try:
+            info = verify_wallet_certificate(item.cert_der, (item.issuer_der,), self.roots, b.time)
+        except CertificateError as exc:
+            j.status, j.reason = "rejected", exc.reason
+            return
+        if info.wallet_id != b.wallet_id:
+            j.status, j.reason = "rejected", WALLET_MISMATCH
+            return
+        try:
+            v.verify(info.public_key)
+        except SignatureError:
+            j.status, j.reason = "rejected", BAD_SIGNATURE
+            return
+        limits = TIER_LIMITS.get(info.tier)
+        if limits is None:
+            j.status, j.reason = "rejected", BAD_VOUCHER
+        elif limits.single_max is not None and b.amount_fen > limits.single_max:
+            j.status, j.reason = "rejected", OVER_SINGLE_LIMIT
+        elif self.offline_single_max is not None and b.amount_fen > self.offline_single_max:
+            j.status, j.reason = "rejected", OVER_OFFLINE_LIMIT
+        j.tier = info.tier
+        j.cert_der = item.cert_der
+
+    def _commit_batch(self, conn: Connection, terminal: TerminalRecord, judged: list[_Judged],
+                      candidates: list[_Judged]) -> None:
+        """Settle the verified ``candidates`` of a batch in the caller's transaction (re-run whole on a race)."""
+        for j in candidates:
+            j.status, j.reason = None, None
+        t = now_ms()
+        new_rows: list[dict[str, Any]] = []
+        if candidates:
+            on_file = dict(_in_chunks(conn, select(vouchers.c.voucher_id, vouchers.c.body_hash),
+                                      vouchers.c.voucher_id, [j.voucher_id for j in candidates]))
+            wids = sorted({j.wallet_id for j in candidates if j.wallet_id})
+            states = self._wallet_states(conn, candidates, wids)
+            days = sorted({j.day for j in candidates})
+            daily: dict[tuple[str, str], int] = defaultdict(int)
+            for wid, day, total in _in_chunks(
+                    conn, select(vouchers.c.wallet_id, vouchers.c.day, func.sum(vouchers.c.amount_fen)),
+                    vouchers.c.wallet_id, wids, vouchers.c.day.in_(days),
+                    group_by=(vouchers.c.wallet_id, vouchers.c.day)):
+                daily[(wid, day)] = int(total)
+            for j in candidates:
+                assert j.voucher is not None and j.wallet_id is not None and j.voucher_id is not None
+                w = states[j.wallet_id]
+                if j.voucher_id in on_file:
+                    if on_file[j.voucher_id] == j.body_hash:
+                        j.status = "duplicate"
+                        continue
+                    j.status, j.reason = "rejected", DOUBLE_SPEND
+                    w.revoke = True
+                    continue
+                if w.loaded is not None and w.spent + w.spent_delta + j.amount_fen > w.loaded:
+                    j.status, j.reason = "rejected", DOUBLE_SPEND
+                    w.revoke = True
+                    continue
+                daily_max = TIER_LIMITS[j.tier].daily_max
+                if daily_max is not None and daily[(j.wallet_id, j.day)] + j.amount_fen > daily_max:
+                    j.status, j.reason = "rejected", OVER_DAILY_LIMIT
+                    continue
+                daily[(j.wallet_id, j.day)] += j.amount_fen
+                w.spent_delta += j.amount_fen
+                on_file[j.voucher_id] = j.body_hash
+                j.status = "settled"
+                fee = j.amount_fen * self.fee_bps // 10_000
+                new_rows.append({
+                    "voucher_id": j.voucher_id, "wallet_id": j.wallet_id, "counter": j.voucher.body.counter,
+                    "body_hash": j.body_hash, "voucher": j.voucher.encode(), "amount_fen": j.amount_fen,
+                    "fee_fen": fee, "refunded_fen": 0, "merchant_id": terminal.merchant_id,
+                    "terminal_id": terminal.terminal_id, "timestamp_ms": j.voucher.body.timestamp_ms, "day": j.day,
+                    "settled_ms": t})
+            if new_rows:
+                conn.execute(insert(vouchers), new_rows)
+            self._update_wallets(conn, states, t)
+            if new_rows:
+                gross = sum(r["amount_fen"] for r in new_rows)
+                fees = sum(r["fee_fen"] for r in new_rows)
+                self._credit(conn, terminal.merchant_id, gross, fees)
+        rejected = [{"terminal_id": terminal.terminal_id, "voucher_hash": j.vhash, "voucher_id": j.voucher_id,
+                     "wallet_id": j.wallet_id, "amount_fen": j.amount_fen, "reason": j.reason, "day": j.day,
+                     "created_ms": t} for j in judged if j.status == "rejected"]
+        if rejected:
+            conn.execute(_insert_ignore(conn, rejections), rejected)
+        if self.fault == "crash_before_commit" and new_rows:
+            os._exit(137)
+        if self.fault == "crash_after_commit" and new_rows:
+            conn.commit()
+            os._exit(137)
+
+    def _wallet_states(self, conn: Connection, candidates: list[_Judged], wids: list[str]) -> dict[str, _WalletState]:
+        query = select(wallets.c.wallet_id, wallets.c.loaded_fen, wallets.c.spent_fen, wallets.c.status)
+        if conn.dialect.name != "sqlite":
+            query = query.with_for_update()
+        rows = {r[0]: r for r in _in_chunks(conn, query, wallets.c.wallet_id, wids)}
+        missing = [w for w in wids if w not in rows]
+        if missing:
+            # A wallet the operator has no record of, but certified by its own CA: on file from now on, with its
+            # loaded amount unknown (only the counter rule can catch its double spends).
+            first = {j.wallet_id: j for j in reversed(candidates)}
+            conn.execute(_insert_ignore(conn, wallets), [
+                {"wallet_id": w, "tier": first[w].tier, "cert_der": first[w].cert_der, "loaded_fen": None,
+                 "spent_fen": 0, "online_fen": 0, "load_counter": 0, "status": "active", "created_ms": now_ms()}
+                for w in missing])
+            rows.update({r[0]: r for r in _in_chunks(conn, query, wallets.c.wallet_id, missing)})
+        return {w: _WalletState(r[1], r[2], r[3]) for w, r in rows.items()}
+
+    def _update_wallets(self, conn: Connection, states: dict[str, _WalletState], t: int) -> None:
+        spent = [{"w": w, "d": s.spent_delta} for w, s in states.items() if s.spent_delta]
+        if spent:
+            conn.execute(update(wallets).where(wallets.c.wallet_id == bindparam("w"))
+                         .values(spent_fen=wallets.c.spent_fen + bindparam("d")), spent)
+        for w, s in states.items():
+            if s.revoke and s.status == "active":
+                conn.execute(update(wallets).where(wallets.c.wallet_id == w)
+                             .values(status="revoked", revoked_reason=DOUBLE_SPEND))
+                version = (conn.execute(select(func.max(denylist.c.version))).scalar() or 0) + 1
+                conn.execute(insert(denylist).values(version=version, wallet_id=w, action="add",
+                                                     reason=DOUBLE_SPEND, created_ms=t))
+
+    def _credit(self, conn: Connection, merchant_id: str, gross: int, fees: int, refunded: int = 0) -> None:
+        conn.execute(_insert_ignore(conn, accounts), [{"merchant_id": merchant_id, "balance_fen": 0,
+                                                       "settled_fen": 0, "fee_fen": 0, "refunded_fen": 0}])
+        conn.execute(update(accounts).where(accounts.c.merchant_id == merchant_id).values(
+            balance_fen=accounts.c.balance_fen + gross - fees - refunded,
+            settled_fen=accounts.c.settled_fen + gross, fee_fen=accounts.c.fee_fen + fees,
+            refunded_fen=accounts.c.refunded_fen + refunded))
+
+    # -- denylist ---------------------------------------------------------------------------------------------------
+    def denylist_since(self, since: int) -> dict[str, Any]:
+        """Denylist changes after version ``since``: the wallets added and removed, and the current version."""
+        if since < 0:
+            raise BadRequest("since must be 0 or more")
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(denylist.c.version, denylist.c.wallet_id, denylist.c.action)
+                                .where(denylist.c.version > since).order_by(denylist.c.version)).all()
+            version = conn.execute(select(func.max(denylist.c.version))).scalar() or 0
+        state: dict[str, str] = {}
+        for _, wid, action in rows:
+            state[wid] = action
+        return {"version": max(version, since) if rows else version, "since": since,
+                "added": sorted(w for w, a in state.items() if a == "add"),
+                "removed": sorted(w for w, a in state.items() if a == "remove")}
+
+    def revoke_wallet(self, wallet_id: str, reason: str = "revoked") -> dict[str, Any]:
+        """Back-office revocation (lost card): the wallet goes on the denylist."""
+        def run(conn: Connection) -> int:
+            n = conn.execute(update(wallets).where(and_(wallets.c.wallet_id == wallet_id,
+                                                        wallets.c.status == "active"))
+                             .values(status="revoked", revoked_reason=reason)).rowcount
+            if n:
+                version = (conn.execute(select(func.max(denylist.c.version))).scalar() or 0) + 1
+                conn.execute(insert(denylist).values(version=version, wallet_id=wallet_id, action="add",
+                                                     reason=reason, created_ms=now_ms()))
+            return n
+
+        self._write(run)
+        return self.wallet(wallet_id)
+
+    # -- merchant accounts and refunds ------------------------------------------------------------------------------
+    def account(self, merchant_id: str) -> dict[str, Any]:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(accounts).where(accounts.c.merchant_id == merchant_id)).first()
+        if row is None:
+            return {"merchant_id": merchant_id, "balance_fen": 0, "settled_fen": 0, "fee_fen": 0, "refunded_fen": 0}
+        return dict(row._mapping)
+
+    def refund(self, terminal: TerminalRecord, refund_id: str, voucher_id: str,
+               amount_fen: int | None) -> dict[str, Any]:
+        """Refund part or all of a settled voucher to the wallet's online balance, once per ``refund_id``.
+
+        The total refunded never exceeds the voucher's amount (a conditional update, atomic on both databases).
+        Repeating a refund id with the same request answers the first result; with another request, 409.
+        """
+        if not refund_id or len(refund_id) > 80:
+            raise BadRequest("refund_id must be 1 to 80 characters")
+        if amount_fen is not None and amount_fen <= 0:
+            raise BadRequest("refund amount must be positive")
+
+        def run(conn: Connection) -> dict[str, Any]:
+            prior = conn.execute(select(refunds).where(refunds.c.refund_id == refund_id)).first()
+            v = conn.execute(select(vouchers).where(vouchers.c.voucher_id == voucher_id)).first()
+            if prior is not None:
+                if prior.voucher_id != voucher_id or prior.terminal_id != terminal.terminal_id or (
+                        amount_fen is not None and amount_fen != prior.amount_fen):
+                    raise Conflict(f"refund {refund_id} was already made for another request", "refund_id_reused")
+                return _refund_answer(prior, v, replayed=True)
+            if v is None:
+                raise NotFound(f"voucher {voucher_id} is not settled", "not_settled")
+            if v.merchant_id != terminal.merchant_id:
+                raise Forbidden(f"voucher {voucher_id} was paid to another merchant", "wrong_payee")
+            amount = amount_fen if amount_fen is not None else v.amount_fen - v.refunded_fen
+            if amount <= 0:
+                raise Conflict(f"voucher {voucher_id} is fully refunded", "over_refund")
+            n = conn.execute(update(vouchers).where(and_(
+                vouchers.c.voucher_id == voucher_id,
+                vouchers.c.refunded_fen + amount <= vouchers.c.amount_fen)).values(
+                refunded_fen=vouchers.c.refunded_fen + amount)).rowcount
+            if n != 1:
+                raise Conflict(f"refund of {amount} fen would exceed what is left of voucher {voucher_id} "
+                               f"({v.amount_fen - v.refunded_fen} fen)", "over_refund")
+            t = now_ms()
+            conn.execute(insert(refunds).values(refund_id=refund_id, voucher_id=voucher_id,
+                                                terminal_id=terminal.terminal_id, merchant_id=v.merchant_id,
+                                                wallet_id=v.wallet_id, amount_fen=amount,
+                                                day=china_day_text(t), created_ms=t))
+            conn.execute(update(wallets).where(wallets.c.wallet_id == v.wallet_id)
+                         .values(online_fen=wallets.c.online_fen + amount))
+            self._credit(conn, v.merchant_id, 0, 0, refunded=amount)
+            row = conn.execute(select(refunds).where(refunds.c.refund_id == refund_id)).first()
+            v2 = conn.execute(select(vouchers).where(vouchers.c.voucher_id == voucher_id)).first()
+            return _refund_answer(row, v2, replayed=False)
+
+        return self._write(run)
+
+    # -- reconciliation ---------------------------------------------------------------------------------------------
+    def report(self, terminal: TerminalRecord, day: str) -> dict[str, Any]:
+        """The operator's settlement report for one terminal and one (China Standard Time) day."""
+        try:
+            dt.date.fromisoformat(day)
+        except ValueError:
+            raise BadRequest(f"day {day!r} is not YYYY-MM-DD") from None
+        tid = terminal.terminal_id
+        with self.engine.connect() as conn:
+            settled = conn.execute(select(vouchers.c.voucher_id, vouchers.c.amount_fen, vouchers.c.fee_fen)
+                                   .where(and_(vouchers.c.terminal_id == tid, vouchers.c.day == day))
+                                   .order_by(vouchers.c.voucher_id)).all()
+            rejected = conn.execute(select(rejections.c.voucher_id, rejections.c.amount_fen, rejections.c.reason)
+                                    .where(and_(rejections.c.terminal_id == tid, rejections.c.day == day))
+                                    .order_by(rejections.c.id)).all()
+            refunded = conn.execute(select(refunds.c.refund_id, refunds.c.voucher_id, refunds.c.amount_fen)
+                                    .where(and_(refunds.c.terminal_id == tid, refunds.c.day == day))
+                                    .order_by(refunds.c.created_ms)).all()
+        reasons: dict[str, int] = defaultdict(int)
+        for r in rejected:
+            reasons[r.reason] += 1
+        s_total = sum(r.amount_fen for r in settled)
+        fees = sum(r.fee_fen for r in settled)
+        r_total = sum(r.amount_fen for r in refunded)
+        return {
+            "terminal_id": tid, "merchant_id": terminal.merchant_id, "date": day,
+            "count": len(settled) + len(rejected), "total_fen": s_total + sum(r.amount_fen for r in rejected),
+            "settled": {"count": len(settled), "total_fen": s_total, "fee_fen": fees, "net_fen": s_total - fees},
+            "rejected": {"count": len(rejected), "total_fen": sum(r.amount_fen for r in rejected),
+                         "reasons": dict(reasons)},
+            "refunds": {"count": len(refunded), "total_fen": r_total},
+            "vouchers": [[r.voucher_id, r.amount_fen, "settled"] for r in settled]
+            + [[r.voucher_id, r.amount_fen, f"rejected:{r.reason}"] for r in rejected],
+            "refund_list": [[r.refund_id, r.voucher_id, r.amount_fen] for r in refunded],
+        }
+
+
+def _refund_answer(row: Any, v: Any, replayed: bool) -> dict[str, Any]:
+    total = v.refunded_fen if v is not None else row.amount_fen
+    original = v.amount_fen if v is not None else row.amount_fen
+    return {"refund_id": row.refund_id, "voucher_id": row.voucher_id, "status": "refunded",
+            "amount_fen": row.amount_fen, "refunded_total_fen": total, "remaining_fen": original - total,
+            "wallet_id": row.wallet_id, "day": row.day, "created_ms": row.created_ms, "replayed": replayed}
+
+
+def _insert_ignore(conn: Connection, table: Any) -> Any:
+    """INSERT ... ON CONFLICT DO NOTHING for the connection's dialect."""
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        return pg_insert(table).on_conflict_do_nothing()
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+    return sqlite_insert(table).on_conflict_do_nothing()
+
+
+def _in_chunks(conn: Connection, query: Any, column: Any, values: Iterable[Any], *where: Any,
+               group_by: tuple[Any, ...] = (), size: int = 500) -> list[Any]:
+    """Run ``query WHERE column IN values`` in chunks (SQLite bounds the number of parameters)."""
+    vals = list(dict.fromkeys(v for v in values if v is not None))
+    out: list[Any] = []
+    for i in range(0, len(vals), size):
+        q = query.where(column.in_(vals[i:i + size]), *where)
+        if group_by:
+            q = q.group_by(*group_by)
+        out.extend(conn.execute(q).all())
+    return out
+
+
+def parse_certificate(der: bytes) -> x509.Certificate:
+    """A DER certificate, or :class:`BadRequest`."""
+    try:
+        return x509.load_der_x509_certificate(der)
+    except ValueError as exc:
+        raise BadRequest(f"certificate does not parse: {exc}") from None

@@ -1,0 +1,246 @@
+"""The terminal's HTTP client for the operator: signed requests, retries with exponential backoff and jitter.
+
+Every terminal call is signed with the terminal key (scheme in :mod:`bank.auth`); back-office calls (provisioning,
+wallet registration, load tokens) carry the operator's admin token. ``transport`` is the seam for tests: pass any
+``httpx.BaseTransport`` (e.g. one that injects timeouts, 500s or truncated answers).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import time
+import urllib.parse
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import httpx
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from bank import auth
+from wallet.certs import key_from_pem
+from wallet.errors import EcnyError, InvalidInput
+
+if TYPE_CHECKING:
+    from pos.home import Home
+
+ENV_URL = "POS_OPERATOR_URL"
+ENV_ADMIN_TOKEN = "POS_OPERATOR_ADMIN_TOKEN"  # noqa: S105 - the name of a variable, not a secret
+
+
+class OperatorUnavailable(EcnyError):
+    """The operator could not be reached or kept failing (network error, timeout, 5xx, cut-off answer)."""
+
+
+class OperatorRefused(EcnyError):
+    """The operator answered with a 4xx error. ``status`` and ``code`` say which."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(f"operator refused ({status} {code}): {message}")
+        self.status = status
+        self.code = code
+
+
+class OperatorBadInput(OperatorRefused, InvalidInput):
+    """The operator found the request malformed or the thing asked for unknown (400, 404)."""
+
+
+class NotProvisioned(InvalidInput):
+    """The terminal has no key and certificate yet (``pos terminal provision TID``)."""
+
+
+@dataclass
+class RetryPolicy:
+    """Exponential backoff with full jitter: attempt n waits uniform(0, min(cap, base * 2**n)) seconds."""
+
+    attempts: int = 5
+    base: float = 0.2
+    cap: float = 5.0
+    sleep: Callable[[float], None] = field(default=time.sleep, repr=False)
+
+    def delay(self, attempt: int) -> float:
+        return random.uniform(0, min(self.cap, self.base * 2 ** attempt))
+
+
+def resolve_url(home: Home, explicit: str | None = None) -> str:
+    """``--operator URL``, else ``POS_OPERATOR_URL``, else merchants.yaml's operator url."""
+    url = explicit or os.environ.get(ENV_URL) or home.config.operator.url
+    parsed = urllib.parse.urlparse(url)
+    if parsed.scheme not in ("http", "https") or not parsed.netloc:
+        raise InvalidInput(f"operator URL {url!r} must look like http://host:port")
+    return url.rstrip("/")
+
+
+def terminal_key_path(home: Home, terminal_id: str) -> Path:
+    return home.terminal_dir(terminal_id) / "terminal.key"
+
+
+class OperatorClient:
+    """Calls to one operator. Use as a context manager or call :meth:`close`."""
+
+    def __init__(self, url: str, terminal_id: str | None = None, key: ec.EllipticCurvePrivateKey | None = None,
+                 admin_token: str | None = None, transport: httpx.BaseTransport | None = None,
+                 timeout: float = 10.0, retry: RetryPolicy | None = None) -> None:
+        self.url = url.rstrip("/")
+        self.prefix = urllib.parse.urlparse(self.url).path
+        self.terminal_id = terminal_id
+        self.key = key
+        self.admin_token = admin_token
+        self.retry = retry or RetryPolicy()
+        self.http = httpx.Client(base_url=self.url, transport=transport, timeout=timeout)
+
+    @classmethod
+    def for_terminal(cls, home: Home, terminal_id: str, operator_url: str | None = None,
+                     transport: httpx.BaseTransport | None = None, retry: RetryPolicy | None = None,
+                     timeout: float = 10.0) -> OperatorClient:
+        """A client that signs as ``terminal_id`` with its key under HOME/terminals/TID/."""
+        home.terminal(terminal_id)
+        path = terminal_key_path(home, terminal_id)
+        if not path.exists():
+            raise NotProvisioned(f"terminal {terminal_id} has no key yet: run `pos terminal provision {terminal_id}`")
+        return cls(resolve_url(home, operator_url), terminal_id, key_from_pem(path.read_bytes()),
+                   transport=transport, retry=retry, timeout=timeout)
+
+    @classmethod
+    def for_admin(cls, home: Home, operator_url: str | None = None, transport: httpx.BaseTransport | None = None,
+                  retry: RetryPolicy | None = None, timeout: float = 10.0) -> OperatorClient:
+        """A back-office client: token from ``POS_OPERATOR_ADMIN_TOKEN``, else HOME/pki/admin.token."""
+        token = os.environ.get(ENV_ADMIN_TOKEN)
+        if not token:
+            from bank.service import load_admin_token
+
+            token = load_admin_token(home.root / "pki")
+        return cls(resolve_url(home, operator_url), admin_token=token, transport=transport, retry=retry,
+                   timeout=timeout)
+
+    def close(self) -> None:
+        self.http.close()
+
+    def __enter__(self) -> OperatorClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- the one request path ---------------------------------------------------------------------------------------
+    def call(self, method: str, path: str, body: dict[str, Any] | None = None,
+             params: dict[str, Any] | None = None, signed: bool = True) -> dict[str, Any]:
+        """Send one request, retrying transport errors, timeouts, 5xx and cut-off answers; return the JSON."""
+        content = b"" if body is None else json.dumps(body, separators=(",", ":")).encode()
+        query = urllib.parse.urlencode(params or {})
+        target = path + (f"?{query}" if query else "")
+        last = "no attempt made"
+        for attempt in range(self.retry.attempts):
+            if attempt:
+                self.retry.sleep(self.retry.delay(attempt - 1))
+            headers = {"content-type": "application/json"} if body is not None else {}
+            if signed:
+                if self.key is None or self.terminal_id is None:
+                    raise NotProvisioned("this client has no terminal key")
+                headers.update(auth.sign_request(self.key, self.terminal_id, method, self.prefix + path, query,
+                                                 content))
+            elif self.admin_token:
+                headers["authorization"] = f"Bearer {self.admin_token}"
+            try:
+                resp = self.http.request(method, target, content=content or None, headers=headers)
+            except httpx.TransportError as exc:
+                last = f"{type(exc).__name__}: {exc}"
+                continue
+            if resp.status_code >= 500 or resp.status_code == 429:
+                last = f"HTTP {resp.status_code}"
+                continue
+            try:
+                data = resp.json()
+            except ValueError:
+                last = f"HTTP {resp.status_code} with a cut-off or non-JSON body"
+                continue
+            if resp.status_code >= 400:
+                err = data.get("error", {}) if isinstance(data, dict) else {}
+                cls = OperatorBadInput if resp.status_code in (400, 404, 422) else OperatorRefused
+                raise cls(resp.status_code, str(err.get("code", "error")), str(err.get("message", resp.text[:200])))
+            if not isinstance(data, dict):
+                last = "answer is not a JSON object"
+                continue
+            return data
+        raise OperatorUnavailable(f"operator at {self.url} unavailable after {self.retry.attempts} attempts: {last}")
+
+    # -- terminal calls ---------------------------------------------------------------------------------------------
+    def settle(self, vouchers: list[dict[str, str]], certificates: dict[str, str]) -> dict[str, Any]:
+        return self.call("POST", "/v1/settlements", {"vouchers": vouchers, "certificates": certificates})
+
+    def denylist(self, since: int) -> dict[str, Any]:
+        return self.call("GET", "/v1/denylist", params={"since": since})
+
+    def refund(self, refund_id: str, voucher_id: str, amount_fen: int | None) -> dict[str, Any]:
+        return self.call("POST", "/v1/refunds", {"refund_id": refund_id, "voucher_id": voucher_id,
+                                                  "amount_fen": amount_fen})
+
+    def report(self, day: str) -> dict[str, Any]:
+        return self.call("GET", f"/v1/reports/{self.terminal_id}/{day}")
+
+    def health(self) -> dict[str, Any]:
+        return self.call("GET", "/healthz", signed=False)
+
+    # -- back-office calls ------------------------------------------------------------------------------------------
+    def provision(self, terminal_id: str, public_key_pem: str) -> dict[str, Any]:
+        return self.call("POST", "/v1/admin/terminals", {"terminal_id": terminal_id, "public_key_pem": public_key_pem},
+                         signed=False)
+
+    def revoke_terminal(self, terminal_id: str) -> dict[str, Any]:
+        return self.call("POST", f"/v1/admin/terminals/{terminal_id}/revoke", {}, signed=False)
+
+    def register_wallet(self, wallet_id: str, tier: int, certificate: bytes, opening_fen: int) -> dict[str, Any]:
+        return self.call("POST", "/v1/admin/wallets", {"wallet_id": wallet_id, "tier": tier,
+                                                        "certificate": certificate.hex(),
+                                                        "opening_balance_fen": opening_fen}, signed=False)
+
+    def wallet(self, wallet_id: str) -> dict[str, Any]:
+        return self.call("GET", f"/v1/admin/wallets/{wallet_id}", signed=False)
+
+    def load_token(self, wallet_id: str, amount_fen: int, after_counter: int) -> dict[str, Any]:
+        return self.call("POST", f"/v1/admin/wallets/{wallet_id}/load-tokens",
+                         {"amount_fen": amount_fen, "after_counter": after_counter}, signed=False)
+
+    def account(self, merchant_id: str) -> dict[str, Any]:
+        return self.call("GET", f"/v1/admin/accounts/{merchant_id}", signed=False)
+
+
+def provision_terminal(home: Home, terminal_id: str, operator_url: str | None = None,
+                       transport: httpx.BaseTransport | None = None) -> dict[str, Any]:
+    """Give a terminal a fresh P-256 key and an operator certificate (HOME/terminals/TID/terminal.key, .pem).
+
+    Asks the operator's back office over HTTP; when it cannot be reached, certifies with the embedded operator
+    (the CA under HOME/pki and the embedded database), so a demo works offline. The key never leaves the terminal.
+    """
+    from cryptography.hazmat.primitives import serialization
+
+    from wallet.certs import key_to_pem, new_key, write_atomic
+
+    home.terminal(terminal_id)
+    key = new_key()
+    pub = key.public_key().public_bytes(serialization.Encoding.PEM,
+                                        serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+    via = "operator"
+    try:
+        with OperatorClient.for_admin(home, operator_url, transport=transport, retry=RetryPolicy(attempts=2),
+                                      timeout=5.0) as cli:
+            answer = cli.provision(terminal_id, pub)
+    except OperatorUnavailable:
+        from bank.service import Operator
+
+        via = "local"
+        op = Operator.for_home(home)
+        try:
+            answer = op.provision_terminal(terminal_id, pub.encode())
+        finally:
+            op.close()
+    directory = home.terminal_dir(terminal_id)
+    directory.mkdir(parents=True, exist_ok=True)
+    write_atomic(directory / "terminal.key", key_to_pem(key), mode=0o600)
+    write_atomic(directory / "terminal.pem", answer["certificate"].encode())
+    write_atomic(directory / "chain.pem", (answer["chain"] + answer["root"]).encode())
+    return {"terminal_id": terminal_id, "merchant_id": answer["merchant_id"], "provisioned_by": via,
+            "certificate": str(directory / "terminal.pem"), "key": str(directory / "terminal.key")}
