@@ -65,12 +65,16 @@ class UdpCardEmulator:
     ``serve(stop)`` runs until ``stop`` is set (or :meth:`close`); :meth:`start` runs it in a daemon thread.
     """
 
-    def __init__(self, source: CardSource, host: str = "127.0.0.1", port: int = 0,
+    def __init__(self, source: CardSource | None, host: str = "127.0.0.1", port: int = 0,
                  faults: EmulatorFaults | None = None, uid: bytes = b"\x08\x45\x43\x4e",
                  card: EmulatedCard | None = None) -> None:
         if len(uid) != 4:
             raise ValueError("uid must be 4 bytes")
-        self.card = card or EmulatedCard(source, faults)
+        if card is None:
+            if source is None:
+                raise ValueError("give a card source or an EmulatedCard")
+            card = EmulatedCard(source, faults)
+        self.card = card
         self.uid = uid
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         try:

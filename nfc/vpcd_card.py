@@ -44,10 +44,14 @@ def parse_vpcd_address(text: str) -> tuple[str, int]:
 class VpcdCard:
     """A wallet card inserted into a vpcd reader at ``host:port`` (it reconnects after a tear, like a retap)."""
 
-    def __init__(self, source: CardSource, host: str = "localhost", port: int = VPCD_PORT,
+    def __init__(self, source: CardSource | None, host: str = "localhost", port: int = VPCD_PORT,
                  faults: EmulatorFaults | None = None, card: EmulatedCard | None = None,
                  connect_timeout: float = 10.0) -> None:
-        self.card = card or EmulatedCard(source, faults)
+        if card is None:
+            if source is None:
+                raise ValueError("give a card source or an EmulatedCard")
+            card = EmulatedCard(source, faults)
+        self.card = card
         self.host, self.port = host, port
         self.connect_timeout = connect_timeout
         self._stop = threading.Event()
