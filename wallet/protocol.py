@@ -19,17 +19,13 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from wallet import suites, tlv
 from wallet.errors import EncodingError
 from wallet.voucher import (
-    CHALLENGE_SIZE,
-    T_AMOUNT,
-    T_CHALLENGE,
+    F_AMOUNT,
+    F_SUITE,
+    F_TIMESTAMP,
+    F_WALLET_ID,
+    REQUEST_FIELDS,
     T_COUNTER,
-    T_CURRENCY,
-    T_MERCHANT_ID,
     T_SIGNATURE,
-    T_SUITE,
-    T_TERMINAL_ID,
-    T_TIMESTAMP,
-    T_WALLET_ID,
 )
 
 AID = bytes.fromhex("F045434E59504159")  # F0 + "ECNYPAY": proprietary, unregistered RID
@@ -99,35 +95,11 @@ class PayRequest:
     timestamp_ms: int
 
     def encode(self) -> bytes:
-        return tlv.encode(T_PAY_REQUEST, tlv.encode_all([
-            (T_AMOUNT, self.amount_fen.to_bytes(8, "big")),
-            (T_CURRENCY, self.currency.to_bytes(2, "big")),
-            (T_MERCHANT_ID, self.merchant_id.encode("ascii")),
-            (T_TERMINAL_ID, self.terminal_id.encode("ascii")),
-            (T_CHALLENGE, self.challenge),
-            (T_TIMESTAMP, self.timestamp_ms.to_bytes(8, "big")),
-        ]))
+        return tlv.encode_record(T_PAY_REQUEST, REQUEST_FIELDS, self)
 
     @classmethod
     def decode(cls, raw: bytes) -> PayRequest:
-        items = tlv.decode(tlv.decode_one(raw, T_PAY_REQUEST))
-        if [t for t, _ in items] != [T_AMOUNT, T_CURRENCY, T_MERCHANT_ID, T_TERMINAL_ID, T_CHALLENGE, T_TIMESTAMP]:
-            raise EncodingError("PAY request fields missing, extra or out of order")
-        v = [val for _, val in items]
-        if len(v[4]) != CHALLENGE_SIZE:
-            raise EncodingError("challenge must be 16 bytes")
-        return cls(
-            amount_fen=tlv.uint(v[0], 8, "amount"),
-            currency=tlv.uint(v[1], 2, "currency"),
-            merchant_id=tlv.text(v[2], 15, "merchant id", digits=True),
-            terminal_id=tlv.text(v[3], 8, "terminal id"),
-            challenge=v[4],
-            timestamp_ms=tlv.uint(v[5], 8, "timestamp"),
-        )
-
-
-def _opt(tag: int, value: int | None, size: int) -> list[tuple[int, bytes]]:
-    return [] if value is None else [(tag, value.to_bytes(size, "big"))]
+        return cls(**tlv.decode_record(raw, T_PAY_REQUEST, REQUEST_FIELDS, "PAY request"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,60 +126,33 @@ class CardInfo:
     issuer_der: bytes
 
     def encode(self) -> bytes:
-        items: list[tuple[int, bytes]] = [
-            (T_WALLET_ID, self.wallet_id.encode("ascii")),
-            (T_TIER, bytes([self.tier])),
-            (T_BALANCE, self.balance_fen.to_bytes(8, "big")),
-            (T_COUNTER, self.counter.to_bytes(4, "big")),
-            (T_LOAD_COUNTER, self.load_counter.to_bytes(4, "big")),
-            (T_STATUS, bytes([self.status])),
-            *_opt(T_SINGLE_MAX, self.single_max, 8),
-            *_opt(T_DAILY_MAX, self.daily_max, 8),
-            *_opt(T_BALANCE_MAX, self.balance_max, 8),
-            (T_OFF_SINGLE_MAX, self.offline_single_max.to_bytes(8, "big")),
-            (T_OFF_CUMULATIVE_MAX, self.offline_cumulative_max.to_bytes(8, "big")),
-            (T_OFF_COUNT_MAX, self.offline_count_max.to_bytes(2, "big")),
-            (T_OFFLINE_AMOUNT, self.offline_amount.to_bytes(8, "big")),
-            (T_OFFLINE_COUNT, self.offline_count.to_bytes(2, "big")),
-            (T_DAY, self.day.to_bytes(4, "big")),
-            (T_DAY_SPENT, self.day_spent.to_bytes(8, "big")),
-            (T_CERT, self.cert_der),
-            (T_ISSUER_CERT, self.issuer_der),
-        ]
-        return tlv.encode(T_INFO, tlv.encode_all(items))
+        return tlv.encode_record(T_INFO, INFO_FIELDS, self)
 
     @classmethod
     def decode(cls, raw: bytes) -> CardInfo:
-        m = tlv.decode_map(tlv.decode_one(raw, T_INFO))
+        return cls(**tlv.decode_record(raw, T_INFO, INFO_FIELDS, "wallet info"))
 
-        def need(tag: int) -> bytes:
-            if tag not in m:
-                raise EncodingError(f"wallet info lacks tag {tag:#x}")
-            return m[tag]
 
-        def opt(tag: int) -> int | None:
-            return tlv.uint(m[tag], 8, f"limit {tag:#x}") if tag in m else None
-
-        return cls(
-            wallet_id=tlv.text(need(T_WALLET_ID), 16, "wallet id", digits=True),
-            tier=tlv.uint(need(T_TIER), 1, "tier"),
-            balance_fen=tlv.uint(need(T_BALANCE), 8, "balance"),
-            counter=tlv.uint(need(T_COUNTER), 4, "counter"),
-            load_counter=tlv.uint(need(T_LOAD_COUNTER), 4, "load counter"),
-            status=tlv.uint(need(T_STATUS), 1, "status"),
-            single_max=opt(T_SINGLE_MAX),
-            daily_max=opt(T_DAILY_MAX),
-            balance_max=opt(T_BALANCE_MAX),
-            offline_single_max=tlv.uint(need(T_OFF_SINGLE_MAX), 8, "offline single max"),
-            offline_cumulative_max=tlv.uint(need(T_OFF_CUMULATIVE_MAX), 8, "offline cumulative max"),
-            offline_count_max=tlv.uint(need(T_OFF_COUNT_MAX), 2, "offline count max"),
-            offline_amount=tlv.uint(need(T_OFFLINE_AMOUNT), 8, "offline amount"),
-            offline_count=tlv.uint(need(T_OFFLINE_COUNT), 2, "offline count"),
-            day=tlv.uint(need(T_DAY), 4, "day"),
-            day_spent=tlv.uint(need(T_DAY_SPENT), 8, "day spent"),
-            cert_der=need(T_CERT),
-            issuer_der=need(T_ISSUER_CERT),
-        )
+INFO_FIELDS = (
+    F_WALLET_ID,
+    tlv.Field(T_TIER, "tier", "uint", 1),
+    tlv.Field(T_BALANCE, "balance_fen", "uint", 8),
+    tlv.Field(T_COUNTER, "counter", "uint", 4),
+    tlv.Field(T_LOAD_COUNTER, "load_counter", "uint", 4),
+    tlv.Field(T_STATUS, "status", "uint", 1),
+    tlv.Field(T_SINGLE_MAX, "single_max", "uint", 8, optional=True),
+    tlv.Field(T_DAILY_MAX, "daily_max", "uint", 8, optional=True),
+    tlv.Field(T_BALANCE_MAX, "balance_max", "uint", 8, optional=True),
+    tlv.Field(T_OFF_SINGLE_MAX, "offline_single_max", "uint", 8),
+    tlv.Field(T_OFF_CUMULATIVE_MAX, "offline_cumulative_max", "uint", 8),
+    tlv.Field(T_OFF_COUNT_MAX, "offline_count_max", "uint", 2),
+    tlv.Field(T_OFFLINE_AMOUNT, "offline_amount", "uint", 8),
+    tlv.Field(T_OFFLINE_COUNT, "offline_count", "uint", 2),
+    tlv.Field(T_DAY, "day", "uint", 4),
+    tlv.Field(T_DAY_SPENT, "day_spent", "uint", 8),
+    tlv.Field(T_CERT, "cert_der", "bytes"),
+    tlv.Field(T_ISSUER_CERT, "issuer_der", "bytes"),
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,13 +167,7 @@ class LoadToken:
     suite: int = suites.DEFAULT_SUITE
 
     def body(self) -> bytes:
-        return tlv.encode(T_LOAD_BODY, tlv.encode_all([
-            (T_WALLET_ID, self.wallet_id.encode("ascii")),
-            (T_LOAD_COUNTER, self.load_counter.to_bytes(4, "big")),
-            (T_AMOUNT, self.amount_fen.to_bytes(8, "big")),
-            (T_TIMESTAMP, self.timestamp_ms.to_bytes(8, "big")),
-            (T_SUITE, bytes([self.suite])),
-        ]))
+        return tlv.encode_record(T_LOAD_BODY, LOAD_FIELDS, self)
 
     def signed(self, key: ec.EllipticCurvePrivateKey) -> LoadToken:
         return LoadToken(self.wallet_id, self.load_counter, self.amount_fen, self.timestamp_ms,
@@ -245,18 +184,11 @@ class LoadToken:
         items = tlv.decode(tlv.decode_one(raw, T_LOAD_TOKEN))
         if [t for t, _ in items] != [T_LOAD_BODY, T_SIGNATURE]:
             raise EncodingError("load token must hold a body and a signature")
-        body = tlv.decode(items[0][1])
-        if [t for t, _ in body] != [T_WALLET_ID, T_LOAD_COUNTER, T_AMOUNT, T_TIMESTAMP, T_SUITE]:
-            raise EncodingError("load token fields missing, extra or out of order")
-        v = [val for _, val in body]
-        token = cls(
-            wallet_id=tlv.text(v[0], 16, "wallet id", digits=True),
-            load_counter=tlv.uint(v[1], 4, "load counter"),
-            amount_fen=tlv.uint(v[2], 8, "amount"),
-            timestamp_ms=tlv.uint(v[3], 8, "timestamp"),
-            suite=tlv.uint(v[4], 1, "suite"),
-            signature=items[1][1],
-        )
+        body = tlv.decode_record(tlv.encode(T_LOAD_BODY, items[0][1]), T_LOAD_BODY, LOAD_FIELDS, "load token")
+        token = cls(**body, signature=items[1][1])
         if token.encode() != raw:
             raise EncodingError("load token is not in canonical form")
         return token
+
+
+LOAD_FIELDS = (F_WALLET_ID, tlv.Field(T_LOAD_COUNTER, "load_counter", "uint", 4), F_AMOUNT, F_TIMESTAMP, F_SUITE)

@@ -6,7 +6,9 @@ that parses re-encodes to the same bytes, which is what makes signed TLV structu
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 from wallet.errors import EncodingError
 
@@ -129,3 +131,65 @@ def text(value: bytes, size: int | None, name: str, digits: bool = False) -> str
     if not s.isprintable():
         raise EncodingError(f"{name}: not printable")
     return s
+
+
+@dataclass(frozen=True, slots=True)
+class Field:
+    """One field of a TLV record: its tag, the attribute it maps to, its kind and fixed size.
+
+    Kinds: ``uint`` (big-endian, ``size`` bytes), ``digits`` / ``text`` (ASCII, ``size`` characters or any length
+    when ``size`` is None), ``bytes`` (``size`` bytes or any length). An ``optional`` field may be absent (None).
+    """
+
+    tag: int
+    name: str
+    kind: str
+    size: int | None = None
+    optional: bool = False
+
+    def encode(self, value: Any) -> bytes:
+        if self.kind == "uint":
+            return int(value).to_bytes(self.size or 8, "big")
+        if self.kind in ("digits", "text"):
+            return str(value).encode("ascii")
+        return bytes(value)
+
+    def decode(self, value: bytes) -> Any:
+        if self.kind == "uint":
+            return uint(value, self.size or 8, self.name)
+        if self.kind in ("digits", "text"):
+            return text(value, self.size, self.name, digits=self.kind == "digits")
+        if self.size is not None and len(value) != self.size:
+            raise EncodingError(f"{self.name}: expected {self.size} bytes, got {len(value)}")
+        return value
+
+
+def encode_record(tag: int, fields: Sequence[Field], obj: Any) -> bytes:
+    """Encode the attributes of ``obj`` named by ``fields``, in order, inside one constructed TLV."""
+    items = []
+    for f in fields:
+        value = getattr(obj, f.name)
+        if value is None:
+            if not f.optional:
+                raise ValueError(f"{f.name} is required")
+            continue
+        items.append((f.tag, f.encode(value)))
+    return encode(tag, encode_all(items))
+
+
+def decode_record(raw: bytes, tag: int, fields: Sequence[Field], what: str) -> dict[str, Any]:
+    """Decode a record written by :func:`encode_record`: exactly these fields, in this order, canonical."""
+    items = decode(decode_one(raw, tag))
+    out: dict[str, Any] = {}
+    i = 0
+    for f in fields:
+        if i < len(items) and items[i][0] == f.tag:
+            out[f.name] = f.decode(items[i][1])
+            i += 1
+        elif f.optional:
+            out[f.name] = None
+        else:
+            raise EncodingError(f"{what}: {f.name} missing or out of order")
+    if i != len(items):
+        raise EncodingError(f"{what}: unexpected tag {items[i][0]:#x}")
+    return out

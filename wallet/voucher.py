@@ -34,6 +34,27 @@ T_SIGNATURE = 0xDF0B
 
 CHALLENGE_SIZE = 16
 
+F_WALLET_ID = tlv.Field(T_WALLET_ID, "wallet_id", "digits", 16)
+F_AMOUNT = tlv.Field(T_AMOUNT, "amount_fen", "uint", 8)
+F_TIMESTAMP = tlv.Field(T_TIMESTAMP, "timestamp_ms", "uint", 8)
+F_SUITE = tlv.Field(T_SUITE, "suite", "uint", 1)
+# What the terminal asks for; the voucher binds the same fields, in the same order.
+REQUEST_FIELDS = (
+    F_AMOUNT,
+    tlv.Field(T_CURRENCY, "currency", "uint", 2),
+    tlv.Field(T_MERCHANT_ID, "merchant_id", "digits", 15),
+    tlv.Field(T_TERMINAL_ID, "terminal_id", "text", 8),
+    tlv.Field(T_CHALLENGE, "challenge", "bytes", CHALLENGE_SIZE),
+    F_TIMESTAMP,
+)
+BODY_FIELDS = (
+    F_WALLET_ID,
+    tlv.Field(T_COUNTER, "counter", "uint", 4),
+    *REQUEST_FIELDS,
+    tlv.Field(T_BALANCE_AFTER, "balance_after_fen", "uint", 8),
+    F_SUITE,
+)
+
 
 @dataclass(frozen=True)
 class VoucherBody:
@@ -67,42 +88,12 @@ class VoucherBody:
         return cached
 
     def _encode(self) -> bytes:
-        return tlv.encode(T_BODY, tlv.encode_all([
-            (T_WALLET_ID, self.wallet_id.encode("ascii")),
-            (T_COUNTER, self.counter.to_bytes(4, "big")),
-            (T_AMOUNT, self.amount_fen.to_bytes(8, "big")),
-            (T_CURRENCY, self.currency.to_bytes(2, "big")),
-            (T_MERCHANT_ID, self.merchant_id.encode("ascii")),
-            (T_TERMINAL_ID, self.terminal_id.encode("ascii")),
-            (T_CHALLENGE, self.challenge),
-            (T_TIMESTAMP, self.timestamp_ms.to_bytes(8, "big")),
-            (T_BALANCE_AFTER, self.balance_after_fen.to_bytes(8, "big")),
-            (T_SUITE, bytes([self.suite])),
-        ]))
+        return tlv.encode_record(T_BODY, BODY_FIELDS, self)
 
     @classmethod
     def decode(cls, raw: bytes) -> VoucherBody:
         """Parse body bytes, accepting only the canonical encoding."""
-        items = tlv.decode(tlv.decode_one(raw, T_BODY))
-        order = [T_WALLET_ID, T_COUNTER, T_AMOUNT, T_CURRENCY, T_MERCHANT_ID, T_TERMINAL_ID, T_CHALLENGE,
-                 T_TIMESTAMP, T_BALANCE_AFTER, T_SUITE]
-        if [t for t, _ in items] != order:
-            raise EncodingError("voucher body fields missing, extra or out of order")
-        v = [val for _, val in items]
-        if len(v[6]) != CHALLENGE_SIZE:
-            raise EncodingError("voucher challenge must be 16 bytes")
-        body = cls(
-            wallet_id=tlv.text(v[0], 16, "wallet id", digits=True),
-            counter=tlv.uint(v[1], 4, "counter"),
-            amount_fen=tlv.uint(v[2], 8, "amount"),
-            currency=tlv.uint(v[3], 2, "currency"),
-            merchant_id=tlv.text(v[4], 15, "merchant id", digits=True),
-            terminal_id=tlv.text(v[5], 8, "terminal id"),
-            challenge=v[6],
-            timestamp_ms=tlv.uint(v[7], 8, "timestamp"),
-            balance_after_fen=tlv.uint(v[8], 8, "balance after"),
-            suite=tlv.uint(v[9], 1, "suite"),
-        )
+        body = cls(**tlv.decode_record(raw, T_BODY, BODY_FIELDS, "voucher body"))
         if body.encode() != raw:
             raise EncodingError("voucher body is not in canonical form")
         return body
