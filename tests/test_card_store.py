@@ -1,0 +1,79 @@
+"""The mock card store: atomic files, locks, ids allocated once under concurrency, corrupted files refused."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from pos.cards import issue_cards
+from pos.home import Home
+from wallet.errors import CardNotFound, CardStoreError, InvalidInput
+
+
+def test_issue_and_reload(tmp_path: Path) -> None:
+    home = Home(tmp_path)
+    [card] = issue_cards(home, 2, 123_45)
+    again = home.cards.load(card.card_id)
+    assert again == card
+    assert oct((tmp_path / "cards" / f"{card.card_id}.json").stat().st_mode & 0o777) == "0o600"
+
+
+def test_corrupted_card_file_is_a_clear_error_and_stays_untouched(tmp_path: Path) -> None:
+    home = Home(tmp_path)
+    [card] = issue_cards(home, 4, 100)
+    path = tmp_path / "cards" / f"{card.card_id}.json"
+    path.write_text('{"card_id": "c0001", "wallet_id": ')
+    with pytest.raises(CardStoreError, match="corrupted"):
+        home.cards.load(card.card_id)
+    with pytest.raises(CardStoreError), home.cards.open(card.card_id):
+        pass
+    assert path.read_text() == '{"card_id": "c0001", "wallet_id": '
+
+
+def test_unknown_and_malformed_ids(tmp_path: Path) -> None:
+    store = Home(tmp_path).cards
+    with pytest.raises(CardNotFound):
+        store.load("c0001")
+    for bad in ("../x", "c1", "C0001", "c0001.json"):
+        with pytest.raises(InvalidInput):
+            store.load(bad)
+
+
+def test_a_card_is_in_one_field_at_a_time(tmp_path: Path) -> None:
+    home = Home(tmp_path)
+    [card] = issue_cards(home, 4, 100)
+    entered = threading.Event()
+    release = threading.Event()
+
+    def hold() -> None:
+        with home.cards.open(card.card_id):
+            entered.set()
+            release.wait(5)
+
+    t = threading.Thread(target=hold)
+    t.start()
+    entered.wait(5)
+    with pytest.raises(CardStoreError, match="busy"), home.cards.open(card.card_id, timeout=0.1):
+        pass
+    release.set()
+    t.join()
+    with home.cards.open(card.card_id, timeout=1) as applet:
+        assert applet.state.card_id == card.card_id
+
+
+def test_concurrent_issuing_allocates_distinct_ids(tmp_path: Path) -> None:
+    env = {**os.environ, "POS_HOME": str(tmp_path)}
+    cmd = [sys.executable, "-m", "pos.cli", "card", "issue", "--tier", "4", "--balance", "1", "--count", "3",
+           "--json"]
+    procs = [subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, text=True) for _ in range(4)]
+    ids = [c["card_id"] for p in procs for c in json.loads(p.communicate(timeout=60)[0])["cards"]]
+    assert len(ids) == 12 and len(set(ids)) == 12
+    assert sorted(ids) == [f"c{n:04d}" for n in range(1, 13)]
+    wallets = {Home(tmp_path).cards.load(i).wallet_id for i in ids}
+    assert len(wallets) == 12
