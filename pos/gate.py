@@ -1,0 +1,334 @@
+"""Ticket gate decisions: sell a ticket on a tap, anti-passback, daily capacity, entries today.
+
+A tap at a gate pays for ``quantity`` tickets of the selected product in one offline payment and opens the gate
+once. The wallet then holds a *pass* for the rest of the day: each later tap of the same wallet opens the gate again
+without charging until every ticket on the pass has been used (a parent taps once per family member). A wallet whose
+tickets are used up is refused for ``passback_window_s`` after its last entry (anti-passback); after the window a tap
+buys new tickets. Daily capacity caps the tickets sold per day (China Standard Time).
+
+Counts live in ``gate.db`` beside the terminal's ledger (SQLite, WAL, ``synchronous=FULL``), so a restart keeps
+them; only the current day's two counters are held in memory, so a day of taps does not grow the process.
+
+Before charging, the gate reads the wallet's identity (SELECT, READ INFO, certificate chain) to apply the rules; the
+payment itself then runs through :class:`pos.session.PaymentSession` on the same connection. A re-entry on a pass is
+granted on the certified wallet id alone (no fresh signature): the wallet protocol has no challenge-response
+command besides PAY, so a clone of a wallet with unused tickets could use them. That is the same exposure as a
+paper ticket and is caught by nothing; it is documented, not hidden.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ecny_nfc.reader import Cancelled, CardConnection, CardRemoved, MultipleCards, NoCard, Reader
+from pos.card_client import CardStatusError, TraceEntry, WalletClient
+from pos.config import GateSettings, Product
+from pos.home import Home
+from pos.i18n import tr
+from pos.reasons import Reason
+from pos.session import Outcome, PaymentSession
+from wallet import apdu as sw
+from wallet.card import china_day
+from wallet.certs import verify_wallet_certificate
+from wallet.errors import CertificateError, EcnyError, EncodingError, InvalidInput
+
+Clock = Callable[[], int]  # milliseconds since the epoch
+
+# Gate-specific decision codes (payment declines use pos.reasons.Reason values).
+PAID = "paid"
+PREPAID = "prepaid"
+ANTI_PASSBACK = "anti_passback"
+CAPACITY = "capacity"
+
+
+class GateError(EcnyError):
+    """The gate cannot run (wrong terminal kind, unknown product, unusable gate database)."""
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@dataclass
+class GateDecision:
+    """The gate's answer to one tap: open or stop, why, and the day's counts after it."""
+
+    open: bool
+    code: str
+    entries_today: int
+    remaining: int
+    wallet_id: str | None = None
+    sku: str | None = None
+    tickets: int = 0
+    used: int = 0
+    amount_fen: int = 0
+    last_entry_ms: int | None = None
+    window_s: int = 0
+    outcome: Outcome | None = None
+    trace: list[TraceEntry] = field(default_factory=list)
+    time_ms: int = 0
+
+    def message(self, lang: str) -> str:
+        """The reason in plain words."""
+        if self.code == PAID:
+            return tr("gate.paid", lang, n=self.tickets)
+        if self.code == PREPAID:
+            return tr("gate.prepaid", lang, used=self.used, tickets=self.tickets)
+        if self.code == ANTI_PASSBACK:
+            return tr("gate.passback", lang, used=self.used, tickets=self.tickets,
+                      minutes=max(1, round(self.window_s / 60)))
+        if self.code == CAPACITY:
+            return tr("gate.capacity", lang)
+        if self.outcome is not None:
+            return self.outcome.message(lang)
+        return Reason(self.code).message(lang)
+
+    def next_step(self, lang: str) -> str:
+        if self.open:
+            return tr("gate.walk_through", lang)
+        if self.code == ANTI_PASSBACK:
+            return tr("gate.passback_next", lang)
+        if self.code == CAPACITY:
+            return tr("gate.capacity_next", lang)
+        return Reason(self.code).next_step(lang)
+
+    def to_json(self, lang: str = "en") -> dict[str, Any]:
+        """The shape of ``pos pay --json`` plus the gate's fields."""
+        if self.outcome is not None:
+            out = self.outcome.to_json(lang)
+        else:
+            out = {"status": "approved" if self.open else "declined", "reason": None if self.open else self.code,
+                   "message": "", "voucher_id": None, "amount_fen": 0, "balance_after_fen": None,
+                   "wallet_id": self.wallet_id, "recovered": [], "pending_recovery": False}
+        if not self.open:
+            out["status"] = "declined"
+            out["reason"] = self.code
+        out["message"] = self.message(lang)
+        out["gate"] = {"open": self.open, "code": self.code, "sku": self.sku, "tickets": self.tickets,
+                       "used": self.used, "entries_today": self.entries_today, "remaining": self.remaining}
+        return out
+
+
+class GateStore:
+    """Passes and daily counters in SQLite. Safe to share between threads (one lock)."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.conn = sqlite3.connect(str(path), timeout=30, check_same_thread=False, isolation_level=None)
+            self.conn.execute("PRAGMA journal_mode=WAL")
+            self.conn.execute("PRAGMA synchronous=FULL")
+            self.conn.executescript("""
+                CREATE TABLE IF NOT EXISTS passes (
+                    id INTEGER PRIMARY KEY, day INTEGER NOT NULL, wallet_id TEXT NOT NULL, voucher_id TEXT UNIQUE,
+                    sku TEXT NOT NULL, tickets INTEGER NOT NULL, used INTEGER NOT NULL,
+                    bought_ms INTEGER NOT NULL, last_entry_ms INTEGER NOT NULL);
+                CREATE INDEX IF NOT EXISTS passes_wallet ON passes(wallet_id, id);
+                CREATE TABLE IF NOT EXISTS days (day INTEGER PRIMARY KEY, entries INTEGER NOT NULL,
+                                                 sold INTEGER NOT NULL);
+            """)
+        except sqlite3.DatabaseError as exc:
+            raise GateError(f"cannot open gate database {path}: {exc}") from exc
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def day_counts(self, day: int) -> tuple[int, int]:
+        """(entries, tickets sold) on ``day``."""
+        with self._lock:
+            row = self.conn.execute("SELECT entries, sold FROM days WHERE day = ?", (day,)).fetchone()
+        return (row[0], row[1]) if row else (0, 0)
+
+    def latest_pass(self, wallet_id: str) -> tuple[int, int, int, int, int] | None:
+        """(id, day, tickets, used, last_entry_ms) of the wallet's newest pass."""
+        with self._lock:
+            return self.conn.execute(
+                "SELECT id, day, tickets, used, last_entry_ms FROM passes WHERE wallet_id = ? ORDER BY id DESC "
+                "LIMIT 1", (wallet_id,)).fetchone()
+
+    def _bump_day(self, day: int, entries: int, sold: int) -> None:
+        self.conn.execute("INSERT INTO days (day, entries, sold) VALUES (?, ?, ?) ON CONFLICT(day) DO UPDATE SET "
+                          "entries = entries + excluded.entries, sold = sold + excluded.sold", (day, entries, sold))
+
+    def buy(self, day: int, wallet_id: str, voucher_id: str | None, sku: str, tickets: int, now_ms: int) -> None:
+        """Record a pass of ``tickets`` with its first entry used."""
+        with self._lock:
+            self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                self.conn.execute(
+                    "INSERT INTO passes (day, wallet_id, voucher_id, sku, tickets, used, bought_ms, last_entry_ms) "
+                    "VALUES (?, ?, ?, ?, ?, 1, ?, ?)", (day, wallet_id, voucher_id, sku, tickets, now_ms, now_ms))
+                self._bump_day(day, 1, tickets)
+                self.conn.execute("COMMIT")
+            except BaseException:
+                self.conn.execute("ROLLBACK")
+                raise
+
+    def enter(self, pass_id: int, day: int, now_ms: int) -> None:
+        """Use one more ticket of a pass."""
+        with self._lock:
+            self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                self.conn.execute("UPDATE passes SET used = used + 1, last_entry_ms = ? WHERE id = ?",
+                                  (now_ms, pass_id))
+                self._bump_day(day, 1, 0)
+                self.conn.execute("COMMIT")
+            except BaseException:
+                self.conn.execute("ROLLBACK")
+                raise
+
+
+class _Held:
+    """A reader that hands out an already connected card first, then defers to the real reader (re-taps)."""
+
+    def __init__(self, conn: CardConnection, reader: Reader) -> None:
+        self._conn: CardConnection | None = conn
+        self._reader = reader
+        self.name = reader.name
+
+    def connect(self, timeout: float | None = None, cancel: threading.Event | None = None) -> CardConnection:
+        if self._conn is not None:
+            conn, self._conn = self._conn, None
+            return conn
+        return self._reader.connect(timeout=timeout, cancel=cancel)
+
+    def close(self) -> None:
+        """The real reader belongs to the caller."""
+
+
+class Gate:
+    """One gate terminal: its products, settings, counts and the decision on each tap."""
+
+    def __init__(self, home: Home, terminal_id: str, *, clock: Clock | None = None,
+                 settings: GateSettings | None = None) -> None:
+        merchant, terminal = home.terminal(terminal_id)
+        if terminal.kind != "gate":
+            raise InvalidInput(f"terminal {terminal_id} is a {terminal.kind}, not a gate")
+        self.home = home
+        self.terminal_id = terminal_id
+        self.merchant = merchant
+        self.terminal = terminal
+        self.products: list[Product] = list(merchant.tickets)
+        self.settings = settings or merchant.gate or GateSettings()
+        self.clock: Clock = clock or _now_ms
+        self.store = GateStore(home.terminal_dir(terminal_id) / "gate.db")
+        self.ledger = home.ledger(terminal_id)
+        self.ctx = home.context(terminal_id, self.ledger)
+
+    def close(self) -> None:
+        self.store.close()
+        self.ledger.close()
+
+    def product(self, sku: str) -> Product:
+        for p in self.products:
+            if p.sku == sku:
+                return p
+        raise GateError(f"gate {self.terminal_id} sells no {sku!r}; it sells {', '.join(p.sku for p in self.products)}")
+
+    def stats(self, now_ms: int | None = None) -> tuple[int, int]:
+        """(entries today, remaining capacity today)."""
+        entries, sold = self.store.day_counts(china_day(self.clock() if now_ms is None else now_ms))
+        return entries, max(0, self.settings.daily_capacity - sold)
+
+    # -- the rules --------------------------------------------------------------------------------------------------
+    def decide_without_payment(self, wallet_id: str, quantity: int, now_ms: int) -> GateDecision | None:
+        """Apply pass, anti-passback and capacity rules; None means "charge the wallet for new tickets"."""
+        day = china_day(now_ms)
+        latest = self.store.latest_pass(wallet_id)
+        if latest is not None:
+            pass_id, pass_day, tickets, used, last_ms = latest
+            if pass_day == day and used < tickets:
+                self.store.enter(pass_id, day, now_ms)
+                entries, remaining = self.stats(now_ms)
+                return GateDecision(True, PREPAID, entries, remaining, wallet_id=wallet_id, tickets=tickets,
+                                    used=used + 1, last_entry_ms=last_ms, time_ms=now_ms)
+            if now_ms - last_ms < self.settings.passback_window_s * 1000:
+                entries, remaining = self.stats(now_ms)
+                return GateDecision(False, ANTI_PASSBACK, entries, remaining, wallet_id=wallet_id, tickets=tickets,
+                                    used=used, last_entry_ms=last_ms, window_s=self.settings.passback_window_s,
+                                    time_ms=now_ms)
+        entries, remaining = self.stats(now_ms)
+        if quantity > remaining:
+            return GateDecision(False, CAPACITY, entries, remaining, wallet_id=wallet_id, time_ms=now_ms)
+        return None
+
+    # -- one tap ----------------------------------------------------------------------------------------------------
+    def admit(self, reader: Reader, sku: str, quantity: int = 1, *, timeout: float | None = 0.25,
+              cancel: threading.Event | None = None) -> GateDecision | None:
+        """Wait up to ``timeout`` for a wallet and decide; None when no wallet came. Never raises for a card."""
+        if not 1 <= quantity <= 20:
+            raise InvalidInput("quantity must be between 1 and 20")
+        product = self.product(sku)
+        try:
+            conn = reader.connect(timeout=timeout, cancel=cancel)
+        except (NoCard, Cancelled):
+            return None
+        except MultipleCards:
+            return self._stop(Reason.MULTIPLE_CARDS.value, [])
+        trace: list[TraceEntry] = []
+        handed_over = False
+        try:
+            wallet_id, problem = self._identify(conn, trace)
+            if problem is not None:
+                return self._stop(problem.value, trace, wallet_id)
+            assert wallet_id is not None
+            now_ms = self.clock()
+            decision = self.decide_without_payment(wallet_id, quantity, now_ms)
+            if decision is not None:
+                decision.sku = sku
+                decision.trace = trace
+                return decision
+            handed_over = True
+            outcome = PaymentSession(self.ctx, _Held(conn, reader)).pay(product.price * quantity, timeout=timeout,
+                                                                         cancel=cancel)
+        finally:
+            if not handed_over:
+                conn.release()
+        now_ms = self.clock()
+        if not outcome.approved:
+            assert outcome.reason is not None
+            decision = self._stop(outcome.reason.value, trace + outcome.trace, outcome.wallet_id or wallet_id)
+            decision.outcome = outcome
+            decision.sku = sku
+            return decision
+        self.store.buy(china_day(now_ms), wallet_id, outcome.voucher_id, sku, quantity, now_ms)
+        entries, remaining = self.stats(now_ms)
+        return GateDecision(True, PAID, entries, remaining, wallet_id=wallet_id, sku=sku, tickets=quantity, used=1,
+                            amount_fen=outcome.amount_fen, outcome=outcome, trace=trace + outcome.trace,
+                            time_ms=now_ms)
+
+    def _identify(self, conn: CardConnection, trace: list[TraceEntry]) -> tuple[str | None, Reason | None]:
+        """The certified wallet id of the card in the field, or the reason it has none."""
+        client = WalletClient(conn, trace)
+        try:
+            client.select()
+            info = client.read_info()
+        except CardRemoved:
+            return None, Reason.CARD_REMOVED
+        except CardStatusError as exc:
+            return None, Reason.NOT_A_WALLET if exc.status == sw.SW_FILE_NOT_FOUND else Reason.CARD_ERROR
+        except EncodingError:
+            return None, Reason.CARD_ERROR
+        at = dt.datetime.fromtimestamp(self.clock() / 1000, dt.UTC)
+        try:
+            cert = verify_wallet_certificate(info.cert_der, (info.issuer_der,), self.ctx.roots, at)
+        except CertificateError as exc:
+            return info.wallet_id, Reason(exc.reason)
+        if cert.wallet_id != info.wallet_id:
+            return info.wallet_id, Reason.BAD_CERTIFICATE
+        if self.ledger.is_denylisted(info.wallet_id):
+            return info.wallet_id, Reason.DENYLISTED
+        return info.wallet_id, None
+
+    def _stop(self, code: str, trace: list[TraceEntry], wallet_id: str | None = None) -> GateDecision:
+        now_ms = self.clock()
+        entries, remaining = self.stats(now_ms)
+        return GateDecision(False, code, entries, remaining, wallet_id=wallet_id, trace=trace, time_ms=now_ms)

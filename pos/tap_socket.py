@@ -1,0 +1,281 @@
+"""Tap a mock card on a running terminal from another shell: a Unix socket at ``HOME/run/TID.sock``.
+
+A running terminal (``pos run`` or ``pos gate`` with the mock reader) owns a :class:`TapBroker` and serves it with
+:class:`TapServer`. ``pos card tap CARD --terminal TID`` connects, asks the broker to present the card, and prints
+the decision the terminal made on that tap: the same JSON object as ``pos pay --json`` (a gate adds ``gate``).
+
+The broker locks the card in the card store while it is in the field, presents it to the terminal's mock reader,
+releases the lock when the card leaves (a torn tap lets the customer tap the same card again), and waits for the
+terminal's decision. A terminal that is not waiting for a tap (a counter with no charge open) refuses at once.
+
+Protocol: one JSON line each way. ``{"op": "tap", "card": "c0001", "lang": "en"}`` ->
+``{"ok": true, "result": {...}}`` or ``{"ok": false, "error": "..."}``; ``{"op": "ping"}`` -> ``{"ok": true, ...}``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import socketserver
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ecny_nfc.mock import Faults, MockReader
+from ecny_nfc.reader import NoCard
+from pos.home import Home
+from wallet.card import WalletApplet
+from wallet.errors import EcnyError
+
+MAX_SOCKET_PATH = 100  # sun_path is 108 bytes on Linux, 104 on macOS
+
+
+class TerminalNotRunning(EcnyError):
+    """No terminal with that id is listening in this home directory."""
+
+
+class TapRefused(EcnyError):
+    """The terminal is running but did not take the tap (not waiting for one, card busy, no decision in time)."""
+
+
+def socket_path(home: Home, terminal_id: str) -> Path:
+    """Where terminal ``terminal_id`` of ``home`` listens."""
+    return home.root / "run" / f"{terminal_id}.sock"
+
+
+@dataclass
+class _Waiter:
+    card_id: str
+    done: threading.Event = field(default_factory=threading.Event)
+    left: threading.Event = field(default_factory=threading.Event)
+    connected: bool = False
+    result: dict[str, Any] | None = None
+
+
+class _FieldCard:
+    """A stored card in the field: tells the broker when the reader picks it up."""
+
+    def __init__(self, applet: WalletApplet, on_connect: Callable[[], None]) -> None:
+        self._applet = applet
+        self._on_connect = on_connect
+
+    def process(self, apdu: bytes) -> bytes:
+        return self._applet.process(apdu)
+
+    def reset(self) -> None:
+        self._on_connect()
+        self._applet.reset()
+
+
+class TapBroker:
+    """Presents stored mock cards to a terminal's mock reader and hands back the terminal's decision.
+
+    The terminal calls :meth:`arm` when it waits for taps, :meth:`decided` with each decision (JSON) and
+    :meth:`disarm` when it stops waiting. Callers of :meth:`tap` block until the decision on their card.
+    """
+
+    def __init__(self, home: Home, terminal_id: str, reader: MockReader) -> None:
+        self.home = home
+        self.terminal_id = terminal_id
+        self.reader = reader
+        self._lock = threading.Lock()
+        self._armed = False
+        self._waiters: list[_Waiter] = []
+        self._current: _Waiter | None = None
+        self._next_faults: Faults | None = None
+        reader.observe(self._on_exchange)
+
+    # -- the terminal's side ----------------------------------------------------------------------------------------
+    @property
+    def armed(self) -> bool:
+        return self._armed
+
+    def arm(self) -> None:
+        """The terminal waits for taps from now on."""
+        with self._lock:
+            self._armed = True
+
+    def decided(self, result: dict[str, Any]) -> None:
+        """The terminal decided on the card(s) it connected since the last decision."""
+        with self._lock:
+            ready = [w for w in self._waiters if w.connected]
+            self._waiters = [w for w in self._waiters if not w.connected]
+            self._current = None
+        for w in ready:
+            w.result = result
+            w.left.set()
+            w.done.set()
+
+    def disarm(self, result: dict[str, Any] | None = None) -> None:
+        """The terminal stops waiting: answer connected cards with ``result``, take unused cards off the field."""
+        if result is not None:
+            self.decided(result)
+        with self._lock:
+            self._armed = False
+            stale, self._waiters = self._waiters, []
+        while True:  # drain cards presented but never picked up
+            try:
+                self.reader.connect(timeout=0).release()
+            except NoCard:
+                break
+        for w in stale:
+            w.left.set()
+            w.done.set()
+
+    def set_next_faults(self, faults: Faults | None) -> None:
+        """Faults for the next tap through this broker (the tester panel's choice)."""
+        with self._lock:
+            self._next_faults = faults
+
+    @property
+    def next_faults(self) -> Faults | None:
+        return self._next_faults
+
+    def _on_exchange(self, command: bytes, response: bytes | None) -> None:
+        if response is None and self._current is not None:
+            self._current.left.set()  # torn: the card is out of the field, its lock can go
+
+    def _connected(self, waiter: _Waiter) -> None:
+        with self._lock:
+            waiter.connected = True
+            self._current = waiter
+
+    # -- the tapper's side ------------------------------------------------------------------------------------------
+    def tap(self, card_id: str, faults: Faults | None = None, timeout: float = 60.0) -> dict[str, Any]:
+        """Present stored card ``card_id`` and return the terminal's decision (JSON)."""
+        if not self._armed:
+            raise TapRefused(f"terminal {self.terminal_id} is not waiting for a tap: start a charge first")
+        with self._lock:
+            if faults is None:
+                faults, self._next_faults = self._next_faults, None
+        waiter = _Waiter(card_id)
+        with self.home.cards.open(card_id, timeout=5) as applet:
+            with self._lock:
+                self._waiters.append(waiter)
+            self.reader.present(_FieldCard(applet, lambda: self._connected(waiter)), faults)
+            waiter.left.wait(timeout)
+        if not waiter.done.wait(timeout):
+            with self._lock:
+                if waiter in self._waiters:
+                    self._waiters.remove(waiter)
+            raise TapRefused(f"terminal {self.terminal_id} gave no decision within {timeout:g} s")
+        if waiter.result is None:
+            raise TapRefused(f"terminal {self.terminal_id} stopped waiting before it read card {card_id}")
+        return waiter.result
+
+
+class _Handler(socketserver.StreamRequestHandler):
+    server: _Server
+
+    def handle(self) -> None:
+        try:
+            request = json.loads(self.rfile.readline(65536) or b"{}")
+            answer = self.server.serve(request)
+        except (ValueError, TypeError) as exc:
+            answer = {"ok": False, "error": f"bad request: {exc}"}
+        self.wfile.write(json.dumps(answer, ensure_ascii=False).encode() + b"\n")
+
+
+class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+    daemon_threads = True
+    serve: Callable[[dict[str, Any]], dict[str, Any]]
+
+
+class TapServer:
+    """Serves a broker on ``HOME/run/TID.sock`` in a background thread."""
+
+    def __init__(self, home: Home, terminal_id: str, broker: TapBroker, kind: str = "counter",
+                 lang: Callable[[], str] = lambda: "en") -> None:
+        self.path = socket_path(home, terminal_id)
+        self.broker = broker
+        self.terminal_id = terminal_id
+        self.kind = kind
+        self.lang = lang
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        if len(str(self.path)) > MAX_SOCKET_PATH:
+            raise EcnyError(f"socket path {self.path} is too long for a Unix socket: use a shorter --home")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.path.exists():
+            try:
+                _request(self.path, {"op": "ping"}, timeout=1.0)
+            except TerminalNotRunning:
+                self.path.unlink(missing_ok=True)  # left by a terminal that died
+            else:
+                raise EcnyError(f"terminal {self.terminal_id} is already running ({self.path})")
+        server = _Server(str(self.path), _Handler)
+        server.serve = self._serve
+        os.chmod(self.path, 0o600)
+        self._server = server
+        self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1},
+                                        name=f"tap-socket-{self.terminal_id}", daemon=True)
+        self._thread.start()
+
+    def _serve(self, request: dict[str, Any]) -> dict[str, Any]:
+        op = request.get("op")
+        if op == "ping":
+            return {"ok": True, "terminal_id": self.terminal_id, "kind": self.kind, "waiting": self.broker.armed}
+        if op == "tap":
+            card = request.get("card")
+            if not isinstance(card, str):
+                return {"ok": False, "error": "tap needs a card id"}
+            timeout = float(request.get("timeout", 60))
+            try:
+                return {"ok": True, "result": self.broker.tap(card, timeout=timeout)}
+            except EcnyError as exc:
+                return {"ok": False, "error": str(exc)}
+        return {"ok": False, "error": f"unknown op {op!r}"}
+
+    def close(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+            with contextlib.suppress(FileNotFoundError):
+                self.path.unlink()
+
+
+def _request(path: Path, request: dict[str, Any], timeout: float) -> dict[str, Any]:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(timeout)
+    try:
+        try:
+            sock.connect(str(path))
+        except (FileNotFoundError, ConnectionRefusedError) as exc:
+            raise TerminalNotRunning(str(exc)) from None
+        sock.sendall(json.dumps(request).encode() + b"\n")
+        data = b""
+        while not data.endswith(b"\n"):
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    except TimeoutError:
+        raise TapRefused(f"no answer from {path} within {timeout:g} s") from None
+    finally:
+        sock.close()
+    if not data:
+        raise TapRefused(f"{path} closed the connection without an answer")
+    return json.loads(data)
+
+
+def send_tap(home: Home, terminal_id: str, card_id: str, timeout: float = 60.0) -> dict[str, Any]:
+    """Tap ``card_id`` on running terminal ``terminal_id``; return its decision (``pos pay --json`` shape)."""
+    home.terminal(terminal_id)
+    home.cards.load(card_id)  # a clear error for an unknown card before bothering the terminal
+    path = socket_path(home, terminal_id)
+    try:
+        answer = _request(path, {"op": "tap", "card": card_id, "timeout": timeout}, timeout=timeout + 5)
+    except TerminalNotRunning:
+        raise TerminalNotRunning(
+            f"no terminal {terminal_id} is running in {home.root}: start it with "
+            f"`pos run --terminal {terminal_id}` (or `pos gate --terminal {terminal_id}`)") from None
+    if not answer.get("ok"):
+        raise TapRefused(str(answer.get("error", "the terminal refused the tap")))
+    return answer["result"]

@@ -1,0 +1,195 @@
+"""What the clerk and gate apps share: the translated key bar, the status bar, the tester and language keys."""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from rich.text import Text
+from textual.app import App
+from textual.binding import Binding
+from textual.message import Message
+from textual.screen import Screen
+from textual.widgets import Static
+
+from pos.i18n import other_language, tr
+from pos.money import format_fen
+from pos.tui.records import parse_time
+from pos.tui.runtime import Runtime
+from pos.tui.services import OperatorServices, OperatorUnavailable, Services
+
+Keys = list[tuple[str, str]]  # (key as shown, translation key of its label)
+
+
+@dataclass(frozen=True)
+class StatusInfo:
+    """What the status bar shows."""
+
+    online: bool = False
+    pending_count: int = 0
+    pending_fen: int = 0
+    last_sync: str | None = None
+    denylist_version: int = 0
+    progress: str = ""
+
+
+class StatusUpdated(Message):
+    """New status bar figures (posted from a worker thread)."""
+
+    def __init__(self, info: StatusInfo) -> None:
+        super().__init__()
+        self.info = info
+
+
+class KeyBar(Static):
+    """The footer: this screen's keys with labels in the current language."""
+
+    DEFAULT_CSS = """
+    KeyBar { height: 1; background: $panel; color: $text; }
+    """
+
+    def __init__(self, keys: Keys, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.keys = keys
+
+    def on_mount(self) -> None:
+        self.retranslate()
+
+    def retranslate(self) -> None:
+        app: TerminalApp = self.app  # type: ignore[assignment]
+        text = Text(no_wrap=True, overflow="ellipsis")
+        for key, label in self.keys:
+            text.append(f"{key}", style="bold reverse")
+            text.append(f" {app.t(label)}  ")
+        self.update(text)
+
+
+class StatusBar(Static):
+    """Online/offline, vouchers and money waiting for settlement, last sync, denylist version, sync progress."""
+
+    DEFAULT_CSS = """
+    StatusBar { height: 1; background: $boost; }
+    """
+
+    def on_mount(self) -> None:
+        self.retranslate()
+
+    def retranslate(self) -> None:
+        app: TerminalApp = self.app  # type: ignore[assignment]
+        s = app.status
+        text = Text(no_wrap=True, overflow="ellipsis")
+        text.append(" ● " + app.t("bar.online" if s.online else "bar.offline") + " ",
+                    style="bold green" if s.online else "bold yellow")
+        text.append(" " + app.t("bar.pending", n=s.pending_count, amount=format_fen(s.pending_fen)) + " │ ")
+        last = parse_time(s.last_sync).strftime("%m-%d %H:%M") if s.last_sync else app.t("bar.never")
+        text.append(app.t("bar.last_sync", time=last) + " │ ")
+        text.append(app.t("bar.denylist", v=s.denylist_version))
+        if s.progress:
+            text.append(" │ " + s.progress, style="bold")
+        self.update(text)
+
+
+class TerminalScreen(Screen[Any]):
+    """A screen whose texts follow the app's language."""
+
+    KEYS: ClassVar[Keys] = []
+
+    @property
+    def tapp(self) -> TerminalApp:
+        return self.app  # type: ignore[return-value]
+
+    def t(self, key: str, **kw: Any) -> str:
+        return self.tapp.t(key, **kw)
+
+    def retranslate(self) -> None:
+        """Redraw every text in the current language (override and call super)."""
+        for bar in self.query(KeyBar):
+            bar.retranslate()
+        for sbar in self.query(StatusBar):
+            sbar.retranslate()
+
+
+class TerminalApp(App[None]):
+    """Base of the clerk and gate apps: language, tester panel, status polling."""
+
+    ENABLE_COMMAND_PALETTE = False
+    BINDINGS: ClassVar = [
+        Binding("f2", "tester", "tester", show=False),
+        Binding("f3", "switch_language", "language", show=False),
+        Binding("ctrl+q", "quit", "quit", show=False, priority=True),
+    ]
+
+    def __init__(self, runtime: Runtime, *, lang: str = "zh-CN", services: Services | None = None,
+                 status_interval: float = 5.0) -> None:
+        super().__init__()
+        self.runtime = runtime
+        self.lang = lang
+        self.services: Services = services or OperatorServices(runtime.home, runtime.terminal_id)
+        self.status = StatusInfo()
+        self.status_interval = status_interval
+        self._status_lock = threading.Lock()
+
+    def t(self, key: str, **kw: Any) -> str:
+        return tr(key, self.lang, **kw)
+
+    # -- language ---------------------------------------------------------------------------------------------------
+    def action_switch_language(self) -> None:
+        self.lang = other_language(self.lang)
+        for screen in self.screen_stack:
+            if isinstance(screen, TerminalScreen):
+                screen.retranslate()
+
+    # -- tester panel -----------------------------------------------------------------------------------------------
+    def action_tester(self) -> None:
+        from pos.tui.tester import TesterScreen
+
+        if isinstance(self.screen, TesterScreen):
+            self.pop_screen()
+        else:
+            self.push_screen(TesterScreen())
+
+    # -- status -----------------------------------------------------------------------------------------------------
+    def on_mount(self) -> None:
+        self.poll_status()
+        if self.status_interval > 0:
+            self.set_interval(self.status_interval, self.poll_status)
+
+    def poll_status(self) -> None:
+        self.run_worker(self._read_status, thread=True, group="status", exclusive=True)
+
+    def _read_status(self) -> None:
+        info = self.read_status()
+        self.post_message(StatusUpdated(info))
+
+    def read_status(self) -> StatusInfo:
+        """Gather the status bar figures (blocking: ledger and one operator check)."""
+        with self.runtime.home.ledger(self.runtime.terminal_id) as ledger:
+            s = ledger.sync_status()
+        try:
+            online = self.services.online()
+        except OperatorUnavailable:
+            online = False
+        return StatusInfo(online, s.pending_count, s.pending_fen, s.last_sync, s.denylist_version,
+                          self.status.progress)
+
+    def on_status_updated(self, message: StatusUpdated) -> None:
+        self.status = message.info
+        self.redraw_status()
+
+    def set_progress(self, text: str) -> None:
+        self.status = StatusInfo(**{**self.status.__dict__, "progress": text})
+        self.redraw_status()
+
+    def redraw_status(self) -> None:
+        for screen in self.screen_stack:
+            for bar in screen.query(StatusBar):
+                bar.retranslate()
+
+    def now(self) -> dt.datetime:
+        return self.runtime.clock()
+
+    def charge_timeout_s(self) -> float:
+        """How long a tap from the tester panel may wait for the terminal's decision."""
+        return float(getattr(self, "charge_timeout", 30.0)) + self.runtime.home.config.risk.recovery_timeout_s + 5

@@ -1,0 +1,441 @@
+"""The clerk's counter app: amount or cart, charge, tap, approved/declined, receipts, history, sync, report."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any, ClassVar
+
+from rich.text import Text
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Center, Horizontal, Vertical
+from textual.message import Message
+from textual.widgets import DataTable, Digits, Static
+
+from pos.config import Product
+from pos.money import MAX_AMOUNT_FEN, format_fen, parse_yuan
+from pos.reasons import Reason
+from pos.session import Outcome
+from pos.tui.base import KeyBar, StatusBar, TerminalApp, TerminalScreen
+from pos.tui.history import HISTORY_CSS
+from pos.tui.services import OperatorUnavailable, Services
+from pos.tui.tester import TESTER_CSS
+from wallet.errors import EcnyError, InvalidInput
+from wallet.ids import mask_wallet_id
+
+MAX_TYPED = 11  # "99999999.99"
+
+
+def yuan_digits(fen: int) -> str:
+    """1230 -> '12.30' for the big display."""
+    return f"{fen // 100}.{fen % 100:02d}"
+
+
+class CounterScreen(TerminalScreen):
+    """Ready for the next sale: type an amount or build a cart from the catalog."""
+
+    KEYS: ClassVar = [("Enter", "key.charge"), ("Esc", "key.clear"), ("↑↓+-", "key.cart"), ("F2", "key.tester"),
+                      ("F3", "key.language"), ("F4", "key.history"), ("F5", "key.sync"), ("F6", "key.report")]
+    BINDINGS: ClassVar = [
+        *[Binding(str(d), f"type('{d}')", show=False) for d in range(10)],
+        Binding("full_stop", "type('.')", show=False),
+        Binding("backspace", "backspace", show=False),
+        Binding("escape,delete", "clear", show=False),
+        Binding("enter", "charge", show=False),
+        Binding("up", "move(-1)", show=False),
+        Binding("down", "move(1)", show=False),
+        Binding("plus,right,equals_sign", "add(1)", show=False),
+        Binding("minus,left", "add(-1)", show=False),
+        Binding("f4", "history", show=False),
+        Binding("f5", "sync", show=False),
+        Binding("f6", "report", show=False),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.typed = ""
+        self.cart: dict[str, int] = {}
+        self._syncing = False
+
+    @property
+    def catalog(self) -> list[Product]:
+        return list(self.tapp.runtime.merchant.catalog)
+
+    def compose(self) -> ComposeResult:
+        yield Static(id="title")
+        with Horizontal(id="body"):
+            with Vertical(id="left"):
+                yield Static(id="amount-label", classes="label")
+                yield Digits("0.00", id="amount")
+                yield Static(id="amount-text")
+                yield Static(id="hint", classes="hint")
+            with Vertical(id="right"):
+                yield Static(id="catalog-label", classes="label")
+                table: DataTable[Any] = DataTable(id="catalog", cursor_type="row", show_header=False)
+                table.can_focus = False
+                yield table
+                yield Static(id="cart-total")
+        yield StatusBar()
+        yield KeyBar(self.KEYS)
+
+    def on_mount(self) -> None:
+        table = self.query_one("#catalog", DataTable)
+        table.add_column("", key="name", width=22)
+        table.add_column("", key="price", width=9)
+        table.add_column("", key="qty", width=3)
+        for p in self.catalog:
+            table.add_row(p.name.get(self.tapp.lang), Text(format_fen(p.price), justify="right"), "", key=p.sku)
+        self.retranslate()
+
+    # -- drawing ----------------------------------------------------------------------------------------------------
+    @property
+    def amount_fen(self) -> int:
+        """What Enter would charge: the cart total, else the typed amount (0 when nothing valid)."""
+        if self.cart:
+            prices = {p.sku: p.price for p in self.catalog}
+            return sum(prices[s] * q for s, q in self.cart.items())
+        try:
+            return parse_yuan(self.typed) if self.typed else 0
+        except InvalidInput:
+            return 0
+
+    def retranslate(self) -> None:
+        super().retranslate()
+        rt = self.tapp.runtime
+        lang = self.tapp.lang
+        name = rt.terminal.name.get(lang) if rt.terminal.name else rt.terminal_id
+        self.query_one("#title", Static).update(
+            Text.assemble((f" {rt.merchant.name.get(lang)} ", "bold"), f"· {name} · {rt.terminal_id}"))
+        self.query_one("#amount-label", Static).update(self.t("counter.amount"))
+        self.query_one("#catalog-label", Static).update(self.t("counter.catalog"))
+        table = self.query_one("#catalog", DataTable)
+        for p in self.catalog:
+            table.update_cell(p.sku, "name", p.name.get(lang))
+        self.redraw()
+
+    def redraw(self) -> None:
+        fen = self.amount_fen
+        self.query_one("#amount", Digits).update(yuan_digits(fen))
+        self.query_one("#amount-text", Static).update(Text(format_fen(fen), style="bold"))
+        if self.cart:
+            hint = self.t("counter.hint_cart", n=sum(self.cart.values()))
+        elif self.typed:
+            hint = self.t("counter.hint_typed")
+        else:
+            hint = self.t("counter.hint_empty")
+        self.query_one("#hint", Static).update(hint)
+        table = self.query_one("#catalog", DataTable)
+        for p in self.catalog:
+            q = self.cart.get(p.sku, 0)
+            table.update_cell(p.sku, "qty", Text(f"×{q}" if q else "", style="bold"))
+        total = self.t("counter.cart_total", amount=format_fen(fen)) if self.cart else self.t("counter.cart_empty")
+        self.query_one("#cart-total", Static).update(total)
+
+    # -- keys -------------------------------------------------------------------------------------------------------
+    def action_type(self, ch: str) -> None:
+        if self.cart:
+            self.cart.clear()
+            self.typed = ""
+        t = self.typed
+        if ch == ".":
+            if "." in t:
+                return self.app.bell()
+            t = (t or "0") + "."
+        else:
+            if "." in t and len(t.split(".")[1]) >= 2:
+                return self.app.bell()
+            t = ch if t == "0" else t + ch
+        if len(t) > MAX_TYPED or (t.replace(".", "").isdigit() and self._too_big(t)):
+            return self.app.bell()
+        self.typed = t
+        self.redraw()
+
+    @staticmethod
+    def _too_big(t: str) -> bool:
+        try:
+            return parse_yuan(t.rstrip("."), allow_zero=True) > MAX_AMOUNT_FEN
+        except InvalidInput:
+            return True
+
+    def action_backspace(self) -> None:
+        self.typed = self.typed[:-1]
+        self.redraw()
+
+    def action_clear(self) -> None:
+        self.typed = ""
+        self.cart.clear()
+        self.redraw()
+
+    def action_move(self, step: int) -> None:
+        table = self.query_one("#catalog", DataTable)
+        if step < 0:
+            table.action_cursor_up()
+        else:
+            table.action_cursor_down()
+
+    def action_add(self, step: int) -> None:
+        catalog = self.catalog
+        if not catalog:
+            return self.app.bell()
+        table = self.query_one("#catalog", DataTable)
+        sku = catalog[table.cursor_row].sku
+        q = self.cart.get(sku, 0) + step
+        if q < 0 or q > 99:
+            return self.app.bell()
+        self.typed = ""
+        if q:
+            self.cart[sku] = q
+        else:
+            self.cart.pop(sku, None)
+        self.redraw()
+
+    def action_charge(self) -> None:
+        fen = self.amount_fen
+        if fen <= 0:
+            self.notify(self.t("counter.no_amount"), severity="warning")
+            return self.app.bell()
+        self.app.push_screen(ChargeScreen(fen))
+
+    def action_history(self) -> None:
+        from pos.tui.history import HistoryScreen
+
+        self.app.push_screen(HistoryScreen())
+
+    def action_report(self) -> None:
+        from pos.tui.history import ReportScreen
+
+        self.app.push_screen(ReportScreen())
+
+    def action_sync(self) -> None:
+        if self._syncing:
+            return
+        self._syncing = True
+        self.tapp.set_progress(self.t("sync.running"))
+        self._sync(self.tapp.services)
+
+    @work(thread=True, group="sync", exit_on_error=False)
+    def _sync(self, services: Services) -> None:
+        app = self.tapp
+
+        def progress(done: int, total: int) -> None:
+            app.call_from_thread(app.set_progress, app.t("sync.progress", done=done, total=total))
+
+        try:
+            result = services.sync(progress=progress)
+            self.post_message(SyncDone(result, None))
+        except OperatorUnavailable:
+            self.post_message(SyncDone(None, self.t("operator.unavailable")))
+        except EcnyError as exc:
+            self.post_message(SyncDone(None, str(exc)))
+
+    def on_sync_done(self, message: SyncDone) -> None:
+        self._syncing = False
+        self.tapp.set_progress("")
+        if message.error:
+            self.notify(message.error, title=self.t("sync.failed"), severity="error")
+        else:
+            r = message.result or {}
+            self.notify(self.t("sync.done", sent=r.get("uploaded", r.get("sent", 0)),
+                               settled=r.get("settled", 0), rejected=_count(r.get("rejected", 0))))
+        self.tapp.poll_status()
+
+    def new_sale(self) -> None:
+        self.action_clear()
+
+
+def _count(value: Any) -> int:
+    return len(value) if isinstance(value, list) else int(value or 0)
+
+
+class SyncDone(Message):
+    def __init__(self, result: dict[str, Any] | None, error: str | None) -> None:
+        super().__init__()
+        self.result = result
+        self.error = error
+
+
+class ChargeDone(Message):
+    """The reader worker's decision."""
+
+    def __init__(self, outcome: Outcome) -> None:
+        super().__init__()
+        self.outcome = outcome
+
+
+class ChargeScreen(TerminalScreen):
+    """请碰一碰 / Tap the wallet: waits in a worker thread; Esc cancels; gives up after the tap timeout."""
+
+    KEYS: ClassVar = [("Esc", "key.cancel"), ("F2", "key.tester"), ("F3", "key.language")]
+    BINDINGS: ClassVar = [Binding("escape", "cancel", show=False)]
+
+    def __init__(self, amount_fen: int) -> None:
+        super().__init__()
+        self.amount_fen = amount_fen
+        self.cancel = threading.Event()
+        self._started = 0.0
+        self._done = False
+
+    @property
+    def timeout(self) -> float:
+        return self.tapp.charge_timeout  # type: ignore[attr-defined, no-any-return]
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="charge"):
+            yield Static(id="prompt")
+            yield Static(id="prompt-other")
+            with Center():
+                yield Digits(yuan_digits(self.amount_fen), id="charge-amount")
+            yield Static(Text(format_fen(self.amount_fen), style="bold", justify="center"), id="charge-text")
+            yield Static(id="countdown")
+        yield KeyBar(self.KEYS)
+
+    def on_mount(self) -> None:
+        self._started = self.tapp.runtime.monotonic()
+        self.retranslate()
+        self.set_interval(0.5, self._tick)
+        self._wait(self.amount_fen, self.timeout)
+
+    def on_unmount(self) -> None:
+        self.cancel.set()  # the reader wait ends within 50 ms; teardown is never held up by a waiting reader
+
+    def retranslate(self) -> None:
+        super().retranslate()
+        self.query_one("#prompt", Static).update(Text(self.t("charge.tap"), style="bold", justify="center"))
+        self.query_one("#prompt-other", Static).update(Text(self.t("charge.tap_hint"), justify="center"))
+        self._tick()
+
+    def _tick(self) -> None:
+        if self.cancel.is_set() and not self._done:
+            text = self.t("charge.cancelling")
+        else:
+            left = max(0, round(self.timeout - (self.tapp.runtime.monotonic() - self._started)))
+            text = self.t("charge.countdown", s=left)
+        self.query_one("#countdown", Static).update(Text(text, justify="center"))
+
+    @work(thread=True, group="charge", exit_on_error=False)
+    def _wait(self, amount_fen: int, timeout: float) -> None:
+        outcome = self.tapp.runtime.charge(amount_fen, timeout, self.cancel)
+        self.post_message(ChargeDone(outcome))
+
+    def action_cancel(self) -> None:
+        self.cancel.set()
+        self._tick()
+
+    def on_charge_done(self, message: ChargeDone) -> None:
+        self._done = True
+        outcome = message.outcome
+        while self.app.screen is not self:  # e.g. the tester panel opened over this screen
+            self.app.pop_screen()
+        if outcome.reason is Reason.CANCELLED:
+            self.app.pop_screen()
+            self.app.notify(self.t("charge.cancelled"))
+            return
+        self.app.switch_screen(ResultScreen(outcome))
+
+
+class ResultScreen(TerminalScreen):
+    """Approved (green) or declined (red) with the reason in plain words and the next step."""
+
+    BINDINGS: ClassVar = [Binding("enter,escape", "done", show=False), Binding("r", "receipt", show=False)]
+
+    def __init__(self, outcome: Outcome) -> None:
+        super().__init__()
+        self.outcome = outcome
+        self.KEYS = ([("Enter", "key.next_sale"), ("R", "key.receipt"), ("F2", "key.tester"), ("F3", "key.language")]
+                     if outcome.approved else [("Enter", "key.back"), ("F2", "key.tester"), ("F3", "key.language")])
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="result", classes="approved" if self.outcome.approved else "declined"):
+            yield Static(id="verdict")
+            with Center():
+                yield Digits(yuan_digits(self.outcome.amount_fen), id="result-amount")
+            yield Static(id="details")
+        yield KeyBar(self.KEYS)
+
+    def on_mount(self) -> None:
+        self.retranslate()
+
+    def retranslate(self) -> None:
+        super().retranslate()
+        o = self.outcome
+        lang = self.tapp.lang
+        if o.approved:
+            verdict = Text("✔ " + self.t("result.approved"), style="bold", justify="center")
+            rows = [(self.t("result.amount"), format_fen(o.amount_fen)),
+                    (self.t("result.wallet"), mask_wallet_id(o.wallet_id) if o.wallet_id else "-"),
+                    (self.t("result.balance"), format_fen(o.balance_after_fen or 0)),
+                    (self.t("result.voucher"), o.voucher_id or "-")]
+            if o.recovered:
+                rows.append((self.t("result.recovered"), ", ".join(o.recovered)))
+            details = Text(justify="center")
+            for label, value in rows:
+                details.append(f"{label}: ", style="bold")
+                details.append(value + "\n")
+        else:
+            assert o.reason is not None
+            verdict = Text("✘ " + self.t("result.declined"), style="bold", justify="center")
+            details = Text(justify="center")
+            details.append(o.message(lang) + "\n", style="bold")
+            step = (self.t("result.retap_same") if o.pending_recovery else o.reason.next_step(lang))
+            if step:
+                details.append(self.t("result.next", step=step) + "\n")
+            details.append(f"{self.t('result.amount')}: {format_fen(o.amount_fen)}\n")
+            if o.wallet_id:
+                details.append(f"{self.t('result.wallet')}: {mask_wallet_id(o.wallet_id)}\n")
+        self.query_one("#verdict", Static).update(verdict)
+        self.query_one("#details", Static).update(details)
+
+    def action_done(self) -> None:
+        self.app.pop_screen()
+        if self.outcome.approved and isinstance(self.app.screen, CounterScreen):
+            self.app.screen.new_sale()
+        self.tapp.poll_status()
+
+    def action_receipt(self) -> None:
+        if self.outcome.approved and self.outcome.voucher_id:
+            from pos.tui.history import ReceiptScreen
+
+            self.app.push_screen(ReceiptScreen(self.outcome.voucher_id))
+
+
+CSS = """
+Screen { layout: vertical; }
+#title { height: 1; background: $primary; color: $text; }
+#body { height: 1fr; }
+#left { width: 1fr; padding: 1 2; }
+#right { width: 1fr; padding: 1 1 0 0; }
+.label { color: $text-muted; text-style: bold; }
+.hint { color: $text-muted; margin-top: 1; }
+#amount { width: auto; color: $accent; }
+#catalog { height: 1fr; }
+#cart-total { height: 1; text-style: bold; }
+#charge { align: center middle; height: 1fr; }
+#charge Static, #result Static { width: 100%; text-align: center; }
+#prompt { text-style: bold; color: $accent; margin-bottom: 1; }
+#charge-amount { width: auto; }
+#countdown { margin-top: 1; color: $text-muted; }
+#result { align: center middle; height: 1fr; }
+#result.approved { background: $success-darken-2; }
+#result.declined { background: $error-darken-2; }
+#result-amount { width: auto; }
+#verdict { margin-bottom: 1; }
+#details { margin-top: 1; }
+"""
+
+
+class ClerkApp(TerminalApp):
+    """The counter terminal."""
+
+    CSS = CSS + HISTORY_CSS + TESTER_CSS
+    TITLE = "ecny-pos"
+
+    def __init__(self, runtime: Any, *, lang: str = "zh-CN", services: Services | None = None,
+                 charge_timeout: float | None = None, status_interval: float = 5.0) -> None:
+        super().__init__(runtime, lang=lang, services=services, status_interval=status_interval)
+        self.charge_timeout = (charge_timeout if charge_timeout is not None
+                               else runtime.home.config.risk.tap_timeout_s)
+
+    def on_mount(self) -> None:
+        self.push_screen(CounterScreen())
+        super().on_mount()

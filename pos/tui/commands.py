@@ -1,0 +1,173 @@
+"""CLI commands of the terminal UIs: ``pos run`` (clerk), ``pos gate``, ``pos card tap``.
+
+Textual is imported inside the handlers only, so ``pos pay`` and friends never load it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib
+import sys
+from typing import Any
+
+from pos.cli import EXIT_FAILED, EXIT_OK, Commands, emit
+from pos.home import Home
+from pos.i18n import default_language
+from pos.money import format_fen
+from wallet.errors import EcnyError, InvalidInput
+
+DEMO_CARDS = (  # tier, balance in fen, how many: what `pos run` issues into an empty card store
+    (4, 100_000, 3),
+    (2, 2_000_000, 1),
+    (4, 500, 1),
+)
+
+
+def ensure_demo_cards(home: Home) -> list[str]:
+    """Issue the demo cards when the store has none; return the ids issued."""
+    from pos.cards import issue_cards
+
+    if home.cards.ids():
+        return []
+    issued = []
+    for tier, balance, count in DEMO_CARDS:
+        issued += [c.card_id for c in issue_cards(home, tier, balance, count, note="demo")]
+    return issued
+
+
+def start_embedded_operator(home: Home) -> tuple[Any, str | None, str]:
+    """Start the in-process operator (``bank.embedded``) if it is installed: (handle, its URL, a note)."""
+    try:
+        mod = importlib.import_module("bank.embedded")
+    except ModuleNotFoundError:
+        return None, None, "operator not available: bank.embedded is not installed; payments stay offline"
+    try:
+        op = mod.start_embedded(home)
+    except EcnyError as exc:
+        return None, None, f"operator not started: {exc}"
+    return op, op.url, f"operator running at {op.url}"
+
+
+def ensure_provisioned(home: Home, terminal_id: str, operator_url: str | None) -> str | None:
+    """Give the terminal its operator key on first run (embedded defaults); a note when that fails."""
+    try:
+        from pos.operator_client import provision_terminal, terminal_key_path
+    except ModuleNotFoundError:
+        return None
+    if terminal_key_path(home, terminal_id).exists():
+        return None
+    try:
+        provision_terminal(home, terminal_id, operator_url)
+    except EcnyError as exc:
+        return f"terminal not provisioned: {exc}"
+    return None
+
+
+def _stop(handle: Any) -> None:
+    for name in ("stop", "close", "shutdown"):
+        fn = getattr(handle, name, None)
+        if callable(fn):
+            with contextlib.suppress(Exception):
+                fn()
+            return
+
+
+def _open_reader(spec: str) -> Any:
+    from ecny_nfc.factory import open_reader
+
+    return open_reader(spec)
+
+
+def cmd_run(args: argparse.Namespace, home: Home) -> int:
+    """The clerk UI on a counter terminal."""
+    from pos.tui.clerk import ClerkApp
+    from pos.tui.runtime import Runtime
+    from pos.tui.services import OperatorServices
+
+    tid = args.terminal or home.config.first_terminal("counter")
+    _, terminal = home.terminal(tid)
+    if terminal.kind != "counter":
+        raise InvalidInput(f"terminal {tid} is a {terminal.kind}: start it with `pos gate --terminal {tid}`")
+    issued = ensure_demo_cards(home) if args.reader == "mock" else []
+    if args.no_operator:
+        operator, url, note = None, None, "operator: not started (--no-operator)"
+    else:
+        operator, url, note = start_embedded_operator(home)
+        if operator is not None:
+            note = ensure_provisioned(home, tid, url) or note
+    runtime = Runtime(home, tid, _open_reader(args.reader))
+    lang = default_language(args.lang or home.config.language)
+    app = ClerkApp(runtime, lang=lang, services=OperatorServices(home, tid, operator_url=url))
+    try:
+        runtime.listen()
+        if issued:
+            app.call_later(app.notify, f"demo cards: {', '.join(issued)}")
+        app.call_later(app.notify, note)
+        app.run()
+    finally:
+        runtime.close()
+        if operator is not None:
+            _stop(operator)
+    return EXIT_OK
+
+
+def cmd_gate(args: argparse.Namespace, home: Home) -> int:
+    """The gate UI on a gate terminal."""
+    from pos.gate import Gate
+    from pos.tui.gate_app import GateApp
+    from pos.tui.runtime import Runtime
+
+    tid = args.terminal or home.config.first_terminal("gate")
+    gate = Gate(home, tid)
+    if args.reader == "mock":
+        ensure_demo_cards(home)
+    runtime = Runtime(home, tid, _open_reader(args.reader))
+    app = GateApp(runtime, gate, lang=default_language(args.lang or home.config.language))
+    try:
+        runtime.listen()
+        app.run()
+    finally:
+        runtime.close()
+        gate.close()
+    return EXIT_OK
+
+
+def cmd_card_tap(args: argparse.Namespace, home: Home) -> int:
+    """Tap a stored mock card on a running terminal and print its decision."""
+    from pos.tap_socket import send_tap
+
+    result = send_tap(home, args.terminal, args.card, timeout=args.timeout)
+    if result.get("status") == "approved":
+        text = (f"APPROVED {format_fen(int(result.get('amount_fen') or 0))}  voucher {result.get('voucher_id')}  "
+                f"balance {format_fen(int(result.get('balance_after_fen') or 0))}")
+    else:
+        text = f"DECLINED {result.get('reason')}: {result.get('message')}"
+    if "gate" in result:
+        g = result["gate"]
+        text = (f"{'OPEN' if g['open'] else 'STOP'} {result.get('message')}  "
+                f"(entries today {g['entries_today']}, places left {g['remaining']})")
+    emit(args, result, text)
+    return EXIT_OK if result.get("status") == "approved" else EXIT_FAILED
+
+
+def register(commands: Commands) -> None:
+    """Add ``run``, ``gate`` and ``card tap``."""
+    readers = "mock (default), usb[:VID:PID], tty:PORT:DRIVER, udp:HOST:PORT, pcsc[:NAME]"
+    p = commands.add("run", cmd_run, "the clerk's counter UI (Textual)")
+    p.add_argument("--terminal", help="counter terminal id (default: the first counter in merchants.yaml)")
+    p.add_argument("--reader", default="mock", help=readers)
+    p.add_argument("--lang", choices=["zh-CN", "en"], help="starting language (F3 switches)")
+    p.add_argument("--no-operator", action="store_true", help="do not start the embedded operator")
+    p = commands.add("gate", cmd_gate, "the ticket gate UI (Textual)")
+    p.add_argument("--terminal", help="gate terminal id (default: the first gate in merchants.yaml)")
+    p.add_argument("--reader", default="mock", help=readers)
+    p.add_argument("--lang", choices=["zh-CN", "en"], help="starting language (F3 switches)")
+    p = commands.add("tap", cmd_card_tap, "tap a mock card on a running terminal (pos run / pos gate)", "card")
+    p.add_argument("card")
+    p.add_argument("--terminal", required=True)
+    p.add_argument("--timeout", type=float, default=60.0, metavar="S", help="how long to wait for the decision")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit("use `pos run`, `pos gate` or `pos card tap`")

@@ -1,0 +1,237 @@
+"""The ticket gate app: pick the product, tap to pay and enter; a full-screen OPEN / STOP readable from a metre away."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any, ClassVar
+
+from rich.text import Text
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.message import Message
+from textual.widgets import DataTable, Static
+
+from pos.gate import Gate, GateDecision
+from pos.money import format_fen
+from pos.tui.base import KeyBar, TerminalApp, TerminalScreen
+from pos.tui.runtime import Runtime
+from pos.tui.services import Services
+from pos.tui.tester import TESTER_CSS
+
+# A 5-row block font for the two words a queue must read at a glance.
+_FONT = {
+    "O": ["█████", "█   █", "█   █", "█   █", "█████"],
+    "P": ["████ ", "█   █", "████ ", "█    ", "█    "],
+    "E": ["█████", "█    ", "████ ", "█    ", "█████"],
+    "N": ["█   █", "██  █", "█ █ █", "█  ██", "█   █"],
+    "S": ["█████", "█    ", "█████", "    █", "█████"],
+    "T": ["█████", "  █  ", "  █  ", "  █  ", "  █  "],
+}
+
+
+def banner(word: str) -> str:
+    """``word`` (letters of OPEN and STOP) in 5-row block letters."""
+    return "\n".join("  ".join(_FONT[ch][row] for ch in word) for row in range(5))
+
+
+class GateDecided(Message):
+    def __init__(self, decision: GateDecision) -> None:
+        super().__init__()
+        self.decision = decision
+
+
+class GateScreen(TerminalScreen):
+    """Ready: the selected ticket, quantity, entries today and remaining capacity."""
+
+    KEYS: ClassVar = [("↑↓", "key.product"), ("+-", "key.quantity"), ("F2", "key.tester"), ("F3", "key.language")]
+    BINDINGS: ClassVar = [
+        Binding("up", "move(-1)", show=False),
+        Binding("down", "move(1)", show=False),
+        Binding("plus,right,equals_sign", "quantity(1)", show=False),
+        Binding("minus,left", "quantity(-1)", show=False),
+    ]
+
+    @property
+    def gapp(self) -> GateApp:
+        return self.app  # type: ignore[return-value]
+
+    def compose(self) -> ComposeResult:
+        yield Static(id="title")
+        with Horizontal(id="gate-body"):
+            with Vertical(id="products-box"):
+                yield Static(id="products-label", classes="label")
+                table: DataTable[Any] = DataTable(id="products", cursor_type="row", show_header=False)
+                table.can_focus = False
+                yield table
+                yield Static(id="quantity")
+            with Vertical(id="ready-box"):
+                yield Static(id="ready")
+                yield Static(id="stats")
+        yield KeyBar(self.KEYS)
+
+    def on_mount(self) -> None:
+        table = self.query_one("#products", DataTable)
+        table.add_column("", key="name", width=16)
+        table.add_column("", key="price", width=9)
+        for p in self.gapp.gate.products:
+            table.add_row(p.name.get(self.tapp.lang), Text(format_fen(p.price), justify="right"), key=p.sku)
+        self.retranslate()
+
+    def retranslate(self) -> None:
+        super().retranslate()
+        app = self.gapp
+        lang = app.lang
+        rt = app.runtime
+        name = rt.terminal.name.get(lang) if rt.terminal.name else rt.terminal_id
+        self.query_one("#title", Static).update(
+            Text.assemble((f" {rt.merchant.name.get(lang)} ", "bold"), f"· {name} · {rt.terminal_id}"))
+        self.query_one("#products-label", Static).update(self.t("gate.products"))
+        table = self.query_one("#products", DataTable)
+        for p in app.gate.products:
+            table.update_cell(p.sku, "name", p.name.get(lang))
+        self.redraw()
+
+    def redraw(self) -> None:
+        app = self.gapp
+        product = app.gate.product(app.sku)
+        self.query_one("#quantity", Static).update(Text.assemble(
+            (self.t("gate.quantity", n=app.quantity), "bold"), "  ",
+            self.t("gate.to_pay", amount=format_fen(product.price * app.quantity))))
+        ready = Text(justify="center")
+        ready.append(self.t("gate.tap") + "\n\n", style="bold")
+        ready.append(f"{product.name.get(app.lang)} × {app.quantity}\n", style="bold")
+        ready.append(format_fen(product.price * app.quantity))
+        self.query_one("#ready", Static).update(ready)
+        entries, remaining = app.counts
+        self.query_one("#stats", Static).update(Text(
+            self.t("gate.stats", entries=entries, remaining=remaining), justify="center"))
+
+    def action_move(self, step: int) -> None:
+        app = self.gapp
+        table = self.query_one("#products", DataTable)
+        row = max(0, min(len(app.gate.products) - 1, table.cursor_row + step))
+        table.move_cursor(row=row)
+        app.sku = app.gate.products[row].sku
+        self.redraw()
+
+    def action_quantity(self, step: int) -> None:
+        app = self.gapp
+        app.quantity = max(1, min(9, app.quantity + step))
+        self.redraw()
+
+
+class GateResultScreen(TerminalScreen):
+    """Full-screen OPEN (green) or STOP (red) with the reason in large text; back to ready by itself."""
+
+    KEYS: ClassVar = [("Enter", "key.back"), ("F2", "key.tester"), ("F3", "key.language")]
+    BINDINGS: ClassVar = [Binding("enter,escape", "back", show=False)]
+
+    def __init__(self, decision: GateDecision) -> None:
+        super().__init__()
+        self.decision = decision
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="gate-result", classes="open" if self.decision.open else "stop"):
+            yield Static(banner("OPEN" if self.decision.open else "STOP"), id="banner")
+            yield Static(id="word")
+            yield Static(id="reason")
+            yield Static(id="result-stats")
+        yield KeyBar(self.KEYS)
+
+    def on_mount(self) -> None:
+        self.retranslate()
+        app: GateApp = self.app  # type: ignore[assignment]
+        self.set_timer(app.hold_s, self.action_back)
+
+    def retranslate(self) -> None:
+        super().retranslate()
+        d = self.decision
+        lang = self.tapp.lang
+        self.query_one("#word", Static).update(
+            Text(self.t("gate.open" if d.open else "gate.stop"), style="bold", justify="center"))
+        reason = Text(justify="center")
+        reason.append(d.message(lang) + "\n", style="bold")
+        if step := d.next_step(lang):
+            reason.append(step)
+        self.query_one("#reason", Static).update(reason)
+        self.query_one("#result-stats", Static).update(Text(
+            self.t("gate.stats", entries=d.entries_today, remaining=d.remaining), justify="center"))
+
+    def action_back(self) -> None:
+        if self.is_current:
+            self.app.pop_screen()
+
+
+CSS = """
+#title { height: 1; background: $primary; }
+#gate-body { height: 1fr; }
+#products-box { width: 30; padding: 1 1; }
+#products { height: auto; max-height: 10; }
+#quantity { margin-top: 1; }
+#ready-box { width: 1fr; align: center middle; padding: 1 1; }
+#ready { color: $accent; }
+#ready-box Static, #gate-result Static { width: 100%; text-align: center; }
+#stats { margin-top: 2; }
+.label { color: $text-muted; text-style: bold; }
+#gate-result { height: 1fr; align: center middle; }
+#gate-result.open { background: green; color: white; }
+#gate-result.stop { background: darkred; color: white; }
+#gate-result #banner { width: auto; text-align: left; text-style: bold; margin-bottom: 1; }
+#word { margin-bottom: 1; }
+#result-stats { margin-top: 1; }
+"""
+
+
+class GateApp(TerminalApp):
+    """The gate terminal: a reader loop in a worker thread decides every tap."""
+
+    CSS = CSS + TESTER_CSS
+
+    def __init__(self, runtime: Runtime, gate: Gate, *, lang: str = "zh-CN", services: Services | None = None,
+                 hold_s: float | None = None, status_interval: float = 0) -> None:
+        super().__init__(runtime, lang=lang, services=services, status_interval=status_interval)
+        self.gate = gate
+        self.sku = gate.products[0].sku
+        self.quantity = 1
+        self.hold_s = hold_s if hold_s is not None else gate.settings.result_hold_s
+        self.counts = gate.stats()
+        self._stop = threading.Event()
+        self.decisions = 0
+
+    def on_mount(self) -> None:
+        self.push_screen(GateScreen())
+        self._loop()
+
+    def on_unmount(self) -> None:
+        self._stop.set()
+
+    def charge_timeout_s(self) -> float:
+        return 10.0
+
+    @work(thread=True, group="gate", exit_on_error=False)
+    def _loop(self) -> None:
+        rt = self.runtime
+        if rt.broker is not None:
+            rt.broker.arm()
+        while not self._stop.is_set():
+            decision = self.gate.admit(rt.reader, self.sku, self.quantity, timeout=0.2, cancel=self._stop)
+            if decision is None:
+                continue
+            rt.last_trace = decision.trace
+            rt.last_result = decision.to_json("en")
+            if rt.broker is not None:
+                rt.broker.decided(rt.last_result)
+            self.post_message(GateDecided(decision))
+
+    def on_gate_decided(self, message: GateDecided) -> None:
+        self.decisions += 1
+        d = message.decision
+        self.counts = (d.entries_today, d.remaining)
+        while isinstance(self.screen, GateResultScreen):
+            self.pop_screen()
+        for screen in self.screen_stack:
+            if isinstance(screen, GateScreen):
+                screen.redraw()
+        self.push_screen(GateResultScreen(d))

@@ -1,0 +1,323 @@
+"""History (filter, search, open, refund), receipts (printable to a text file) and the end-of-day report."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from rich.cells import cell_len
+from rich.text import Text
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Vertical, VerticalScroll
+from textual.message import Message
+from textual.screen import ModalScreen
+from textual.widgets import DataTable, Input, Static
+
+from pos.money import format_fen, parse_yuan
+from pos.tui.base import KeyBar, StatusBar, TerminalApp, TerminalScreen
+from pos.tui.records import STATUSES, Tx, day_report, find, receipt_text, save_receipt, transactions
+from pos.tui.services import OperatorUnavailable
+from wallet.errors import EcnyError, InvalidInput
+from wallet.ids import mask_wallet_id
+
+FILTERS = ("all", *STATUSES)
+
+
+def pad(text: str, width: int = 18) -> str:
+    """Left-justify ``text`` to ``width`` terminal cells (CJK characters take two)."""
+    return text + " " * max(1, width - cell_len(text))
+
+
+class ReceiptScreen(TerminalScreen):
+    """One transaction's receipt; P writes it to HOME/receipts/VOUCHER.txt."""
+
+    KEYS: ClassVar = [("P", "key.print"), ("Esc", "key.back"), ("F3", "key.language")]
+    BINDINGS: ClassVar = [Binding("p", "print", show=False), Binding("escape,enter", "back", show=False)]
+
+    def __init__(self, voucher_id: str) -> None:
+        super().__init__()
+        self.voucher_id = voucher_id
+        self.tx: Tx | None = None
+
+    def compose(self) -> ComposeResult:
+        with VerticalScroll(id="receipt-box"):
+            yield Static(id="receipt")
+        yield KeyBar(self.KEYS)
+
+    def on_mount(self) -> None:
+        rt = self.tapp.runtime
+        with rt.home.ledger(rt.terminal_id) as ledger:
+            self.tx = find(ledger, self.voucher_id)
+        self.retranslate()
+
+    def text(self) -> str:
+        rt = self.tapp.runtime
+        if self.tx is None:
+            return self.t("receipt.missing", voucher=self.voucher_id)
+        fee = self.tx.amount_fen * rt.home.config.operator.fee_bps // 10_000
+        return receipt_text(self.tx, rt.merchant, rt.terminal, self.tapp.lang, fee)
+
+    def retranslate(self) -> None:
+        super().retranslate()
+        self.query_one("#receipt", Static).update(self.text())
+
+    def action_print(self) -> None:
+        if self.tx is None:
+            return self.app.bell()
+        path = save_receipt(self.tapp.runtime.home.root / "receipts", self.tx, self.text())
+        self.notify(self.t("receipt.saved", path=str(path)))
+
+    def action_back(self) -> None:
+        self.app.pop_screen()
+
+
+class RefundScreen(ModalScreen[int | None]):
+    """Ask for the refund amount (full by default)."""
+
+    BINDINGS: ClassVar = [Binding("escape", "cancel", show=False)]
+
+    def __init__(self, tx: Tx) -> None:
+        super().__init__()
+        self.tx = tx
+
+    def compose(self) -> ComposeResult:
+        app: TerminalApp = self.app  # type: ignore[assignment]
+        left = self.tx.amount_fen - self.tx.refunded_fen
+        with Vertical(id="refund"):
+            yield Static(app.t("refund.title", voucher=self.tx.voucher_id, amount=format_fen(left)))
+            box = Input(value=f"{left // 100}.{left % 100:02d}", id="refund-amount")
+            box.cursor_blink = False
+            yield box
+            yield Static(app.t("refund.hint"), classes="hint")
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        app: TerminalApp = self.app  # type: ignore[assignment]
+        try:
+            fen = parse_yuan(event.value)
+        except InvalidInput as exc:
+            self.notify(str(exc), severity="error")
+            return
+        if fen > self.tx.amount_fen - self.tx.refunded_fen:
+            self.notify(app.t("refund.too_much"), severity="error")
+            return
+        self.dismiss(fen)
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)
+
+
+class RefundDone(Message):
+    def __init__(self, result: dict[str, Any] | None, error: str | None) -> None:
+        super().__init__()
+        self.result = result
+        self.error = error
+
+
+class HistoryScreen(TerminalScreen):
+    """Today's transactions: search box, status filter, open a receipt, refund."""
+
+    KEYS: ClassVar = [("Enter", "key.open"), ("F4", "key.filter"), ("F8", "key.refund"), ("Esc", "key.back"),
+                      ("F3", "key.language")]
+    BINDINGS: ClassVar = [
+        Binding("escape", "back", show=False),
+        Binding("f4", "filter", show=False),
+        Binding("f8", "refund", show=False),
+        Binding("up", "move(-1)", show=False),
+        Binding("down", "move(1)", show=False),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.filter = "all"
+        self.rows: list[Tx] = []
+        self.shown: list[Tx] = []
+
+    def compose(self) -> ComposeResult:
+        yield Static(id="history-title", classes="label")
+        search = Input(id="search")
+        search.cursor_blink = False
+        yield search
+        table: DataTable[Any] = DataTable(id="history", cursor_type="row")
+        table.can_focus = False
+        yield table
+        yield StatusBar()
+        yield KeyBar(self.KEYS)
+
+    def on_mount(self) -> None:
+        self.load()
+        self.query_one("#search", Input).focus()
+
+    def load(self) -> None:
+        rt = self.tapp.runtime
+        with rt.home.ledger(rt.terminal_id) as ledger:
+            self.rows = transactions(ledger, self.tapp.now().date())
+        self.retranslate()
+
+    def retranslate(self) -> None:
+        super().retranslate()
+        self.query_one("#search", Input).placeholder = self.t("history.search")
+        self.query_one("#history-title", Static).update(
+            self.t("history.title", filter=self.t("filter." + self.filter)))
+        table = self.query_one("#history", DataTable)
+        table.clear(columns=True)
+        for key, width in (("history.time", 8), ("history.amount", 11), ("history.wallet", 19),
+                           ("history.status", 8), ("history.voucher", 26)):
+            table.add_column(self.t(key), width=width)
+        search = self.query_one("#search", Input).value
+        self.shown = [t for t in self.rows if (self.filter == "all" or t.status == self.filter) and t.matches(search)]
+        for t in self.shown:
+            status = self.t("filter." + t.status) + ("↩" if t.refunded_fen else "")
+            table.add_row(f"{t.time:%H:%M:%S}", Text(format_fen(t.amount_fen), justify="right"),
+                          mask_wallet_id(t.wallet_id), status, t.voucher_id)
+
+    def on_input_changed(self, event: Input.Changed) -> None:
+        self.retranslate()
+
+    def selected(self) -> Tx | None:
+        table = self.query_one("#history", DataTable)
+        if not self.shown:
+            return None
+        return self.shown[min(table.cursor_row, len(self.shown) - 1)]
+
+    def action_move(self, step: int) -> None:
+        table = self.query_one("#history", DataTable)
+        table.move_cursor(row=max(0, table.cursor_row + step))
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        tx = self.selected()
+        if tx is None:
+            return self.app.bell()
+        self.app.push_screen(ReceiptScreen(tx.voucher_id))
+
+    def action_filter(self) -> None:
+        self.filter = FILTERS[(FILTERS.index(self.filter) + 1) % len(FILTERS)]
+        self.retranslate()
+
+    def action_refund(self) -> None:
+        tx = self.selected()
+        if tx is None or tx.refunded_fen >= tx.amount_fen:
+            return self.app.bell()
+
+        def chosen(fen: int | None) -> None:
+            if fen:
+                self.notify(self.t("refund.sending"))
+                self._refund(tx.voucher_id, fen)
+
+        self.app.push_screen(RefundScreen(tx), chosen)
+
+    @work(thread=True, group="refund", exit_on_error=False)
+    def _refund(self, voucher_id: str, amount_fen: int) -> None:
+        try:
+            result = self.tapp.services.refund(voucher_id, amount_fen)
+            self.post_message(RefundDone(result, None))
+        except OperatorUnavailable:
+            self.post_message(RefundDone(None, self.t("operator.unavailable")))
+        except EcnyError as exc:
+            self.post_message(RefundDone(None, str(exc)))
+
+    def on_refund_done(self, message: RefundDone) -> None:
+        if message.error:
+            self.notify(message.error, title=self.t("refund.failed"), severity="error")
+            return
+        r = message.result or {}
+        status = str(r.get("status", "ok"))
+        self.notify(self.t("refund.result", status=status, amount=format_fen(int(r.get("amount_fen", 0)))))
+        self.load()
+        self.tapp.poll_status()
+
+    def action_back(self) -> None:
+        self.app.pop_screen()
+
+
+class ReconcileDone(Message):
+    def __init__(self, result: dict[str, Any] | None, error: str | None) -> None:
+        super().__init__()
+        self.result = result
+        self.error = error
+
+
+class ReportScreen(TerminalScreen):
+    """End of day: counts and totals by status, then the operator's reconciliation when it answers."""
+
+    KEYS: ClassVar = [("Esc", "key.back"), ("F3", "key.language")]
+    BINDINGS: ClassVar = [Binding("escape,enter", "back", show=False)]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.report: dict[str, Any] = {}
+        self.reconciliation: dict[str, Any] | None = None
+        self.reconcile_error: str | None = None
+
+    def compose(self) -> ComposeResult:
+        with VerticalScroll():
+            yield Static(id="report")
+        yield StatusBar()
+        yield KeyBar(self.KEYS)
+
+    def on_mount(self) -> None:
+        rt = self.tapp.runtime
+        day = self.tapp.now().date()
+        with rt.home.ledger(rt.terminal_id) as ledger:
+            self.report = day_report(ledger, day)
+        self.retranslate()
+        self._reconcile(day.isoformat())
+
+    @work(thread=True, group="reconcile", exit_on_error=False)
+    def _reconcile(self, day: str) -> None:
+        try:
+            self.post_message(ReconcileDone(self.tapp.services.reconcile(day), None))
+        except OperatorUnavailable:
+            self.post_message(ReconcileDone(None, self.t("operator.unavailable")))
+        except EcnyError as exc:
+            self.post_message(ReconcileDone(None, str(exc)))
+
+    def on_reconcile_done(self, message: ReconcileDone) -> None:
+        self.reconciliation = message.result
+        self.reconcile_error = message.error
+        self.retranslate()
+
+    def retranslate(self) -> None:
+        super().retranslate()
+        r = self.report
+        if not r:
+            return
+        rt = self.tapp.runtime
+        text = Text()
+        text.append(self.t("report.title", day=r["day"], terminal=rt.terminal_id) + "\n\n", style="bold")
+        text.append(f"{pad(self.t('report.all'))}{r['count']:>6}  {format_fen(r['total_fen']):>14}\n", style="bold")
+        for status in STATUSES:
+            b = r["by_status"][status]
+            text.append(f"{pad(self.t('status.' + status))}{b['count']:>6}  {format_fen(b['total_fen']):>14}\n")
+        text.append(f"{pad(self.t('report.refunded'))}{'':>6}  {format_fen(r['refunded_fen']):>14}\n")
+        text.append(f"{pad(self.t('report.unresolved'))}{r['unresolved']:>6}\n")
+        text.append(f"{pad(self.t('report.open_intents'))}{r['open_intents']:>6}\n\n")
+        text.append(self.t("report.reconciliation") + ": ", style="bold")
+        if self.reconciliation is not None:
+            rec = self.reconciliation
+            ok = rec.get("matches", rec.get("ok"))
+            text.append((self.t("report.matched") if ok else self.t("report.mismatch")) + "\n",
+                        style="green" if ok else "red")
+            op = rec.get("operator") or {}
+            if "count" in op:
+                text.append(f"  {self.t('report.operator')}: {op['count']}  "
+                            f"{format_fen(int(op.get('total_fen', 0)))}\n")
+            for d in (rec.get("differences") or [])[:8]:
+                text.append(f"  {d.get('voucher_id') or d.get('refund_id')}: {d.get('note')}\n", style="yellow")
+        else:
+            text.append((self.reconcile_error or self.t("report.waiting")) + "\n")
+        self.query_one("#report", Static).update(text)
+
+    def action_back(self) -> None:
+        self.app.pop_screen()
+
+
+HISTORY_CSS = """
+#history-title { height: 1; }
+#history { height: 1fr; }
+#receipt-box { align: center top; }
+#receipt { width: 44; border: round $primary; padding: 0 1; }
+RefundScreen { align: center middle; }
+#refund { width: 60; height: auto; border: thick $warning; background: $surface; padding: 1 2; }
+#report { padding: 1 2; }
+"""

@@ -1,0 +1,82 @@
+"""What a running terminal holds besides its screens: reader, tap broker and socket, last trace, services.
+
+Plain Python (no Textual), so the UIs stay thin and the benchmarks and tests can drive the same paths.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ecny_nfc.mock import MockReader
+from ecny_nfc.reader import Reader
+from pos.card_client import TraceEntry
+from pos.checkout import take_payment
+from pos.home import Home
+from pos.reasons import Reason
+from pos.session import Outcome
+from pos.tap_socket import TapBroker, TapServer
+from wallet.errors import EcnyError
+
+CHINA_TZ = dt.timezone(dt.timedelta(hours=8), "CST")
+
+
+def wall_clock() -> dt.datetime:
+    """Now, in China Standard Time (the terminals' display time)."""
+    return dt.datetime.now(CHINA_TZ)
+
+
+@dataclass
+class Runtime:
+    """One terminal in a process: home, id, reader, and (with a mock reader) the tap broker."""
+
+    home: Home
+    terminal_id: str
+    reader: Reader
+    clock: Callable[[], dt.datetime] = wall_clock
+    monotonic: Callable[[], float] = time.monotonic
+    broker: TapBroker | None = None
+    server: TapServer | None = None
+    last_trace: list[TraceEntry] = field(default_factory=list)
+    last_result: dict[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        self.merchant, self.terminal = self.home.terminal(self.terminal_id)
+        if self.broker is None and isinstance(self.reader, MockReader):
+            self.broker = TapBroker(self.home, self.terminal_id, self.reader)
+
+    def listen(self, lang: Callable[[], str] = lambda: "en") -> None:
+        """Accept ``pos card tap`` from other shells (mock reader only)."""
+        if self.broker is not None and self.server is None:
+            self.server = TapServer(self.home, self.terminal_id, self.broker, self.terminal.kind, lang)
+            self.server.start()
+
+    def close(self) -> None:
+        if self.server is not None:
+            self.server.close()
+            self.server = None
+        if self.broker is not None:
+            self.broker.disarm()
+        self.reader.close()
+
+    def charge(self, amount_fen: int, timeout: float, cancel: threading.Event) -> Outcome:
+        """Take one payment (blocking: call it from a worker thread). Never raises."""
+        if self.broker is not None:
+            self.broker.arm()
+        outcome: Outcome | None = None
+        try:
+            outcome = take_payment(self.home, self.terminal_id, self.reader, amount_fen, timeout=timeout,
+                                   cancel=cancel)
+        except EcnyError as exc:
+            outcome = Outcome("declined", amount_fen, Reason.TERMINAL_ERROR, detail=str(exc))
+        finally:
+            result = outcome.to_json("en") if outcome is not None else None
+            if self.broker is not None:
+                self.broker.disarm(result)
+        self.last_trace = outcome.trace
+        self.last_result = result
+        return outcome
