@@ -1,0 +1,118 @@
+"""Store-and-forward over real HTTP: the clone double spend caught and shut out everywhere, reconciliation,
+progress, the background loop."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+from bank.testing import Shop, shop_session
+from pos.cli import main
+from pos.home import Home
+from pos.sync import SyncLoop, SyncProgress, reconcile, sync_once
+
+T1, T2, T3 = "CMGQ0001", "CMGQ0002", "ZZYS0001"
+
+
+@pytest.fixture
+def shop(home: Home) -> Iterator[Shop]:
+    with shop_session(home) as s:
+        s.provision(T1, T2, T3)
+        yield s
+
+
+def test_clone_double_spend_caught_and_denylisted_everywhere(shop: Shop, capsys) -> None:
+    (card,) = shop.cards(1)
+    clone = shop.home.cards.clone(card).card_id
+    a = shop.pay(T1, card, 5000)  # both approved offline: same wallet, same counter, different payments
+    b = shop.pay(T2, clone, 7000)
+    assert a.voucher_id == b.voucher_id
+    r1, r2 = shop.sync(T1), shop.sync(T2)
+    assert (r1.settled, r1.rejected) == (1, [])
+    assert (r2.settled, r2.rejected) == (0, [{"voucher_id": b.voucher_id, "reason": "double_spend"}])
+    assert r2.denylist_version == 1
+    with shop.admin() as adm:
+        assert adm.account("320508000000101")["settled_fen"] == 5000
+        assert adm.wallet(a.wallet_id)["status"] == "revoked"
+    # a third terminal, of another merchant, still accepts the original card until it syncs...
+    assert shop.pay(T3, card, 100).approved
+    code = main(["--home", str(shop.home.root), "sync", "--terminal", T3, "--json"])
+    out = json.loads(capsys.readouterr().out)
+    assert code == 0 and out["denylist_version"] == 1 and out["settled"] == 1
+    assert set(out) >= {"uploaded", "settled", "duplicate", "rejected", "denylist_version", "pending"}
+    # ...and then declines it offline
+    declined = shop.pay(T3, card, 100, approved=False)
+    assert declined.reason is not None and declined.reason.value == "denylisted"
+    # T1 synced before the double spend was found: its denylist is behind until its next sync
+    shop.sync(T1)
+    assert shop.pay(T1, card, 100, approved=False).reason.value == "denylisted"
+
+
+def test_reconciliation_matches_then_flags_a_pending_voucher(shop: Shop, capsys) -> None:
+    (card,) = shop.cards(1)
+    for amount in (1000, 2050):
+        shop.pay(T1, card, amount)
+    shop.sync(T1)
+    rep = reconcile(shop.home, T1)
+    assert rep["matches"] and rep["differences"] == []
+    assert rep["terminal"]["settled"] == {"count": 2, "total_fen": 3050}
+    assert rep["operator"]["settled"]["total_fen"] == 3050
+    late = shop.pay(T1, card, 99)  # taken offline, not synced yet
+    code = main(["--home", str(shop.home.root), "report", "--terminal", T1, "--json"])
+    rep = json.loads(capsys.readouterr().out)
+    assert code == 1 and rep["matches"] is False
+    assert rep["differences"] == [{"voucher_id": late.voucher_id, "field": "status", "terminal": "pending",
+                                   "operator": "missing", "note": "not uploaded yet: run pos sync"}]
+    assert rep["terminal"]["pending"] == {"count": 1, "total_fen": 99}
+
+
+def test_reconciliation_flags_a_settlement_the_ledger_never_recorded(shop: Shop) -> None:
+    (card,) = shop.cards(1)
+    out = shop.pay(T1, card, 500)
+    with shop.home.ledger(T1) as led, shop.client(T1) as c:  # uploaded, but the answer never reached the ledger
+        e = led.payment(out.voucher_id)
+        certs = {fp: led.certificate(fp).hex() for fp in (e.data["cert"], e.data["issuer"])}
+        c.settle([{"voucher": e.data["voucher"], "cert": e.data["cert"], "issuer": e.data["issuer"]}], certs)
+    rep = reconcile(shop.home, T1)
+    assert not rep["matches"]
+    assert rep["differences"][0]["terminal"] == "pending" and rep["differences"][0]["operator"] == "settled"
+    assert shop.sync(T1).duplicate == 1  # the next sync records it; then the two agree
+    assert reconcile(shop.home, T1)["matches"]
+
+
+def test_progress_reports_count_and_amount_left(shop: Shop) -> None:
+    cards = shop.cards(2)
+    amounts = [100, 200, 300, 400, 500]
+    for i, amount in enumerate(amounts):
+        shop.pay(T1, cards[i % 2], amount)
+    seen: list[SyncProgress] = []
+    result = sync_once(shop.home, T1, shop.url, seen.append, batch_size=2)
+    assert result.settled == 5 and result.pending == 0
+    assert [(p.done, p.left_count, p.left_fen) for p in seen] == [(0, 5, 1500), (2, 3, 1200), (4, 1, 500),
+                                                                   (5, 0, 0)]
+
+
+def test_background_loop_syncs_and_can_be_triggered(shop: Shop) -> None:
+    (card,) = shop.cards(1)
+    done = threading.Event()
+    results = []
+
+    def on_result(r) -> None:
+        results.append(r)
+        if r.settled:
+            done.set()
+
+    loop = SyncLoop(shop.home, T1, shop.url, interval=60, on_result=on_result).start()
+    try:
+        shop.pay(T1, card, 321)
+        loop.trigger()
+        assert done.wait(10)
+    finally:
+        loop.stop()
+    assert sum(r.settled for r in results) == 1
+    with shop.home.ledger(T1) as led:
+        assert led.sync_status().pending_count == 0
+        assert len(list(led.entries(kind="settlement"))) == 1
