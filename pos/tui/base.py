@@ -103,6 +103,20 @@ class TerminalScreen(Screen[Any]):
     def t(self, key: str, **kw: Any) -> str:
         return self.tapp.t(key, **kw)
 
+    is_ready = False
+
+    def on_mount(self) -> None:
+        # Children of nested containers may still be mounting: set texts once the whole screen is there.
+        self.call_after_refresh(self._ready)
+
+    def _ready(self) -> None:
+        self.is_ready = True
+        self.ready()
+
+    def ready(self) -> None:
+        """The screen and all its children are mounted (override to fill tables, start workers)."""
+        self.retranslate()
+
     def retranslate(self) -> None:
         """Redraw every text in the current language (override and call super)."""
         for bar in self.query(KeyBar):
@@ -138,7 +152,7 @@ class TerminalApp(App[None]):
     def action_switch_language(self) -> None:
         self.lang = other_language(self.lang)
         for screen in self.screen_stack:
-            if isinstance(screen, TerminalScreen):
+            if isinstance(screen, TerminalScreen) and screen.is_ready:
                 screen.retranslate()
 
     # -- tester panel -----------------------------------------------------------------------------------------------

@@ -79,7 +79,7 @@ class CounterScreen(TerminalScreen):
         yield StatusBar()
         yield KeyBar(self.KEYS)
 
-    def on_mount(self) -> None:
+    def ready(self) -> None:
         table = self.query_one("#catalog", DataTable)
         table.add_column("", key="name", width=22)
         table.add_column("", key="price", width=9)
@@ -290,7 +290,7 @@ class ChargeScreen(TerminalScreen):
             yield Static(id="countdown")
         yield KeyBar(self.KEYS)
 
-    def on_mount(self) -> None:
+    def ready(self) -> None:
         self._started = self.tapp.runtime.monotonic()
         self.retranslate()
         self.set_interval(0.5, self._tick)
@@ -353,7 +353,7 @@ class ResultScreen(TerminalScreen):
             yield Static(id="details")
         yield KeyBar(self.KEYS)
 
-    def on_mount(self) -> None:
+    def ready(self) -> None:
         self.retranslate()
 
     def retranslate(self) -> None:
@@ -438,4 +438,3 @@ class ClerkApp(TerminalApp):
 
     def on_mount(self) -> None:
         self.push_screen(CounterScreen())
-        super().on_mount()

@@ -71,7 +71,7 @@ class GateScreen(TerminalScreen):
                 yield Static(id="stats")
         yield KeyBar(self.KEYS)
 
-    def on_mount(self) -> None:
+    def ready(self) -> None:
         table = self.query_one("#products", DataTable)
         table.add_column("", key="name", width=16)
         table.add_column("", key="price", width=9)
@@ -140,7 +140,7 @@ class GateResultScreen(TerminalScreen):
             yield Static(id="result-stats")
         yield KeyBar(self.KEYS)
 
-    def on_mount(self) -> None:
+    def ready(self) -> None:
         self.retranslate()
         app: GateApp = self.app  # type: ignore[assignment]
         self.set_timer(app.hold_s, self.action_back)

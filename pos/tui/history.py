@@ -45,7 +45,7 @@ class ReceiptScreen(TerminalScreen):
             yield Static(id="receipt")
         yield KeyBar(self.KEYS)
 
-    def on_mount(self) -> None:
+    def ready(self) -> None:
         rt = self.tapp.runtime
         with rt.home.ledger(rt.terminal_id) as ledger:
             self.tx = find(ledger, self.voucher_id)
@@ -144,7 +144,7 @@ class HistoryScreen(TerminalScreen):
         yield StatusBar()
         yield KeyBar(self.KEYS)
 
-    def on_mount(self) -> None:
+    def ready(self) -> None:
         self.load()
         self.query_one("#search", Input).focus()
 
@@ -255,7 +255,7 @@ class ReportScreen(TerminalScreen):
         yield StatusBar()
         yield KeyBar(self.KEYS)
 
-    def on_mount(self) -> None:
+    def ready(self) -> None:
         rt = self.tapp.runtime
         day = self.tapp.now().date()
         with rt.home.ledger(rt.terminal_id) as ledger:

@@ -63,7 +63,7 @@ class TesterScreen(TerminalScreen):
         yield Static(id="tap-result")
         yield KeyBar(self.KEYS)
 
-    def on_mount(self) -> None:
+    def ready(self) -> None:
         self.load()
 
     def load(self) -> None:
@@ -184,7 +184,7 @@ class TraceScreen(TerminalScreen):
             yield Static(id="trace")
         yield KeyBar(self.KEYS)
 
-    def on_mount(self) -> None:
+    def ready(self) -> None:
         self.retranslate()
         self.query_one("#trace-box").focus()
 
