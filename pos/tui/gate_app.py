@@ -197,26 +197,26 @@ class GateApp(TerminalApp):
         self.quantity = 1
         self.hold_s = hold_s if hold_s is not None else gate.settings.result_hold_s
         self.counts = gate.stats()
-        self._stop = threading.Event()
+        self._halt = threading.Event()
         self.decisions = 0
 
     def on_mount(self) -> None:
         self.push_screen(GateScreen())
-        self._loop()
+        self._reader_loop()
 
     def on_unmount(self) -> None:
-        self._stop.set()
+        self._halt.set()
 
     def charge_timeout_s(self) -> float:
         return 10.0
 
     @work(thread=True, group="gate", exit_on_error=False)
-    def _loop(self) -> None:
+    def _reader_loop(self) -> None:
         rt = self.runtime
         if rt.broker is not None:
             rt.broker.arm()
-        while not self._stop.is_set():
-            decision = self.gate.admit(rt.reader, self.sku, self.quantity, timeout=0.2, cancel=self._stop)
+        while not self._halt.is_set():
+            decision = self.gate.admit(rt.reader, self.sku, self.quantity, timeout=0.2, cancel=self._halt)
             if decision is None:
                 continue
             rt.last_trace = decision.trace

@@ -34,6 +34,8 @@ class TapDone(Message):
 class TesterScreen(TerminalScreen):
     """Pick a card, pick a fault, tap. The fault applies to the next tap only."""
 
+    __test__ = False  # not a pytest class despite the name
+
     KEYS: ClassVar = [("Enter", "key.tap"), ("F4", "key.fault"), ("+-", "key.fault_n"), ("A", "key.trace"),
                       ("Esc", "key.close"), ("F3", "key.language")]
     BINDINGS: ClassVar = [

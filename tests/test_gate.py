@@ -1,0 +1,136 @@
+"""Gate decisions: tickets paid on a tap, passes for several tickets, anti-passback, daily capacity, persistence."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from ecny_nfc.mock import MockReader
+from pos.config import GateSettings
+from pos.gate import ANTI_PASSBACK, CAPACITY, PAID, PREPAID, Gate
+from pos.home import Home
+from wallet.card import WalletApplet
+from wallet.issuance import issue_card
+
+GATE = "HQGT0001"  # Tiger Hill: adult ¥70.00
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.ms = time.time_ns() // 1_000_000
+
+    def __call__(self) -> int:
+        return self.ms
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+def gate_for(home: Home, clock: Clock, capacity: int = 100, window_s: int = 600) -> Gate:
+    return Gate(home, GATE, clock=clock, settings=GateSettings(daily_capacity=capacity, passback_window_s=window_s))
+
+
+def card(home: Home, n: int, balance_fen: int = 100_000) -> WalletApplet:
+    return WalletApplet(issue_card(home.pki, f"c{n:04d}", 4, balance_fen, home.config.risk.caps))
+
+
+def tap(gate: Gate, c: WalletApplet, sku: str = "adult", quantity: int = 1):
+    reader = MockReader()
+    reader.present(c)
+    decision = gate.admit(reader, sku, quantity, timeout=1)
+    assert decision is not None
+    return decision
+
+
+def paid(gate: Gate) -> list[int]:
+    return [e.amount_fen for e in gate.ledger.entries(kind="payment")]
+
+
+def test_a_tap_pays_one_ticket_and_opens(home: Home, clock: Clock) -> None:
+    gate = gate_for(home, clock)
+    c = card(home, 1)
+    d = tap(gate, c)
+    assert d.open and d.code == PAID and d.amount_fen == 7000
+    assert (d.entries_today, d.remaining) == (1, 99)
+    assert paid(gate) == [7000] and c.state.balance_fen == 100_000 - 7000
+    assert d.to_json("en")["gate"]["open"] is True
+    assert d.trace and d.trace[-1].meaning.startswith("PAY")
+
+
+def test_anti_passback_refuses_within_the_window_then_sells_again(home: Home, clock: Clock) -> None:
+    gate = gate_for(home, clock, window_s=600)
+    c = card(home, 1)
+    assert tap(gate, c).open
+    clock.ms += 599_000
+    again = tap(gate, c)
+    assert not again.open and again.code == ANTI_PASSBACK
+    assert "already entered" in again.message("en") and "已入园" in again.message("zh-CN")
+    assert paid(gate) == [7000]  # refused before any charge
+    clock.ms += 2_000
+    later = tap(gate, c)
+    assert later.open and later.code == PAID and paid(gate) == [7000, 7000]
+
+
+def test_a_wallet_that_bought_three_tickets_enters_three_times(home: Home, clock: Clock) -> None:
+    gate = gate_for(home, clock)
+    c = card(home, 1)
+    first = tap(gate, c, "child", quantity=3)
+    assert first.open and first.amount_fen == 3 * 3500 and first.tickets == 3
+    second, third = tap(gate, c), tap(gate, c)
+    assert (second.code, second.used, third.code, third.used) == (PREPAID, 2, PREPAID, 3)
+    assert third.entries_today == 3 and third.remaining == 97
+    fourth = tap(gate, c)
+    assert not fourth.open and fourth.code == ANTI_PASSBACK and "3 of 3" in fourth.message("en")
+    assert paid(gate) == [10500]
+
+
+def test_daily_capacity_refuses_when_full_and_resets_the_next_day(home: Home, clock: Clock) -> None:
+    gate = gate_for(home, clock, capacity=2)
+    assert tap(gate, card(home, 1)).open
+    assert tap(gate, card(home, 2)).open
+    full = tap(gate, card(home, 3))
+    assert not full.open and full.code == CAPACITY and full.remaining == 0
+    assert "capacity" in full.message("en")
+    assert len(paid(gate)) == 2
+    clock.ms += 86_400_000
+    assert gate.stats() == (0, 2)
+    assert tap(gate, card(home, 4)).open
+
+
+def test_a_declined_payment_stops_the_gate_with_its_reason(home: Home, clock: Clock) -> None:
+    gate = gate_for(home, clock)
+    d = tap(gate, card(home, 1, balance_fen=1000))
+    assert not d.open and d.code == "insufficient_balance"
+    assert d.next_step("en") == "ask for another wallet"
+    assert gate.stats() == (0, 100)
+
+
+def test_counts_and_passes_survive_a_restart(home: Home, clock: Clock) -> None:
+    gate = gate_for(home, clock)
+    c = card(home, 1)
+    assert tap(gate, c, quantity=2).open
+    gate.close()
+    again = gate_for(home, clock)
+    assert again.stats() == (1, 98)
+    assert tap(again, c).code == PREPAID
+    assert again.stats() == (2, 98)
+    again.close()
+
+
+def test_no_card_means_no_decision(home: Home, clock: Clock) -> None:
+    gate = gate_for(home, clock)
+    assert gate.admit(MockReader(), "adult", timeout=0.05) is None
+
+
+def test_gate_refuses_a_counter_terminal_and_unknown_products(home: Home, clock: Clock) -> None:
+    from pos.gate import GateError
+    from wallet.errors import InvalidInput
+
+    with pytest.raises(InvalidInput):
+        Gate(home, "CMGQ0001")
+    gate = gate_for(home, clock)
+    with pytest.raises(GateError):
+        gate.product("vip")

@@ -1,0 +1,91 @@
+"""``pos card tap`` against a running terminal over HOME/run/TID.sock, and the clear error when none runs."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from ecny_nfc.mock import MockReader
+from pos.cards import issue_cards
+from pos.cli import main
+from pos.home import Home
+from pos.session import Outcome
+from pos.tap_socket import TapRefused, TapServer, TerminalNotRunning, send_tap, socket_path
+from pos.tui.runtime import Runtime
+from wallet.errors import EcnyError
+
+TID = "CMGQ0001"
+
+
+@pytest.fixture
+def home() -> Iterator[Home]:
+    root = Path(tempfile.mkdtemp(prefix="pos", dir="/tmp"))  # Unix socket paths must stay short
+    h = Home(root)
+    issue_cards(h, 4, 100_000, 1)
+    yield h
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def terminal(home: Home) -> Iterator[Runtime]:
+    rt = Runtime(home, TID, MockReader())
+    rt.listen()
+    yield rt
+    rt.close()
+
+
+def charging(rt: Runtime, amount_fen: int) -> tuple[threading.Thread, list[Outcome]]:
+    """A terminal thread that takes one payment; waits until it is armed."""
+    out: list[Outcome] = []
+    t = threading.Thread(target=lambda: out.append(rt.charge(amount_fen, 5.0, threading.Event())))
+    t.start()
+    while not rt.broker.armed:  # type: ignore[union-attr]
+        threading.Event().wait(0.01)
+    return t, out
+
+
+def test_no_running_terminal_is_a_clear_error(home: Home, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(TerminalNotRunning, match=f"no terminal {TID} is running"):
+        send_tap(home, TID, "c0001", timeout=1)
+    assert main(["--home", str(home.root), "card", "tap", "c0001", "--terminal", TID]) == 1
+    assert f"no terminal {TID} is running" in capsys.readouterr().err
+
+
+def test_tap_from_another_shell_gives_the_pay_json(terminal: Runtime, home: Home,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    t, out = charging(terminal, 1230)
+    code = main(["--home", str(home.root), "card", "tap", "c0001", "--terminal", TID, "--json"])
+    t.join(5)
+    printed = json.loads(capsys.readouterr().out)
+    assert code == 0 and printed["status"] == "approved" and printed["amount_fen"] == 1230
+    assert printed == out[0].to_json("en")  # the same object as `pos pay --json`
+    assert home.cards.load("c0001").balance_fen == 100_000 - 1230
+
+
+def test_a_terminal_not_waiting_refuses_the_tap(terminal: Runtime, home: Home) -> None:
+    with pytest.raises(TapRefused, match="not waiting"):
+        send_tap(home, TID, "c0001", timeout=2)
+    with pytest.raises(EcnyError):
+        send_tap(home, TID, "c0099", timeout=1)  # unknown card: refused before the socket
+
+
+def test_stale_socket_is_replaced_and_a_second_terminal_is_refused(home: Home) -> None:
+    path = socket_path(home, TID)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("left over by a crash")
+    rt = Runtime(home, TID, MockReader())
+    rt.listen()
+    try:
+        assert path.is_socket()
+        other = Runtime(home, TID, MockReader())
+        with pytest.raises(EcnyError, match="already running"):
+            TapServer(home, TID, other.broker).start()  # type: ignore[arg-type]
+    finally:
+        rt.close()
+    assert not path.exists()
