@@ -73,7 +73,7 @@ def _open_error(path: str, kind: str, exc: BaseException | None, messages: list[
     """The typed error, with its fix, for a device that could not be opened."""
     text = " ".join(messages + ([str(exc)] if exc else []))
     code = getattr(exc, "errno", None)
-    if "libusb" in text.lower() and (code in (None, errno.ENOENT) or isinstance(exc, OSError)) and kind == "usb":
+    if kind == "usb" and exc is not None and ("libusb" in str(exc).lower() or isinstance(exc, FileNotFoundError)):
         return ReaderNotFound(f"reader {path!r}: the system libusb is missing ({exc}); install it "
                               "(`apt-get install libusb-1.0-0`, or run scripts/setup as root)")
     if code == errno.EACCES or "access denied" in text or "Errno 13" in text:
