@@ -70,7 +70,7 @@ def decline(stack, terminal) -> None:
 
 
 def _pay_apdu_index(trace) -> int:
-    return [i for i, t in enumerate(trace, 1) if t.command[1] == INS_PAY][0]
+    return next(i for i, t in enumerate(trace, 1) if t.command[1] == INS_PAY)
 
 
 def torn_and_recovered_in_session(stack, terminal) -> None:
@@ -106,14 +106,14 @@ def torn_then_recovered_next_tap(stack, terminal) -> None:
     """The card vanishes after PAY and stays away: the terminal holds the payment, the next tap recovers it once."""
     terminal.ctx.recovery_timeout = 0.3
     card_id = terminal.issue(balance_fen=50_000)
-    with stack.present(terminal, card_id) as emulator:
+    with stack.present(terminal, card_id):
         reader = stack.reader()
         try:
             first = terminal.pay(reader, 100)
         finally:
             reader.close()
     pay_at = _pay_apdu_index(first.trace)
-    with stack.present(terminal, card_id, EmulatorFaults(tear_after=pay_at, away=60)) as emulator:
+    with stack.present(terminal, card_id, EmulatorFaults(tear_after=pay_at, away=60)):
         reader = stack.reader()
         try:
             torn = terminal.pay(reader, 2000)

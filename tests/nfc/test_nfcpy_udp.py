@@ -114,7 +114,7 @@ def test_reader_not_found_says_how_to_fix() -> None:
         open_reader("udp:no-such-host.invalid:54321")
     with pytest.raises(ReaderNotFound, match="serial port"):
         open_reader("tty:S99:pn532")
-    with pytest.raises(ReaderNotFound, match="lsusb|libusb"):
+    with pytest.raises(ReaderNotFound, match=r"lsusb|libusb"):
         open_reader("usb:ffff:ffff")
     with pytest.raises(ReaderNotFound, match="unknown reader"):
         open_reader("bluetooth:1")
