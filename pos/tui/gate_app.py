@@ -168,7 +168,7 @@ CSS = """
 #title { height: 1; background: $primary; }
 #gate-body { height: 1fr; }
 #products-box { width: 30; padding: 1 1; }
-#products { height: auto; max-height: 10; }
+#products { height: 8; }
 #quantity { margin-top: 1; }
 #ready-box { width: 1fr; align: center middle; padding: 1 1; }
 #ready { color: $accent; }

@@ -1,0 +1,110 @@
+"""Snapshots of the main screens in both languages (pytest-textual-snapshot; update with --snapshot-update).
+
+Everything shown is fixed: wallet ids, amounts, voucher ids and the countdown clock; status figures come from a
+fresh ledger and a fake operator that is offline.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ecny_nfc.mock import MockReader
+from pos.gate import ANTI_PASSBACK, PAID, Gate, GateDecision
+from pos.home import Home
+from pos.reasons import Reason
+from pos.session import Outcome
+from pos.tui.clerk import ChargeScreen, ClerkApp, CounterScreen, ResultScreen
+from pos.tui.gate_app import GateApp, GateResultScreen, GateScreen
+from pos.tui.runtime import Runtime
+from pos.tui.tester import TesterScreen
+from tests.tui.conftest import COUNTER, FIXED_NOW, GATE, FakeServices, make_config, showing, until
+from wallet.ids import luhn_digit
+from wallet.issuance import issue_card
+
+LANGS = ["zh-CN", "en"]
+WALLET = "099100000000001" + luhn_digit("099100000000001")
+
+
+def fixed_home(tmp_path: Path) -> Home:
+    home = Home(tmp_path / "home", make_config(tmp_path))
+    caps = home.config.risk.caps
+    for n, (tier, balance) in enumerate([(4, 100_000), (2, 2_000_000), (4, 500)], 1):
+        body = f"0991000000{n:05d}"
+        home.cards.add(issue_card(home.pki, f"c{n:04d}", tier, balance, caps, wallet_id=body + luhn_digit(body)))
+    return home
+
+
+def clerk(tmp_path: Path, lang: str) -> ClerkApp:
+    home = fixed_home(tmp_path)
+    rt = Runtime(home, COUNTER, MockReader(), clock=lambda: FIXED_NOW, monotonic=lambda: 1000.0)
+    return ClerkApp(rt, lang=lang, services=FakeServices(), status_interval=0)
+
+
+def gate(tmp_path: Path, lang: str) -> GateApp:
+    home = fixed_home(tmp_path)
+    rt = Runtime(home, GATE, MockReader(), clock=lambda: FIXED_NOW, monotonic=lambda: 1000.0)
+    return GateApp(rt, Gate(home, GATE), lang=lang, services=FakeServices(), hold_s=600)
+
+
+def showing_screen(screen_type: type) -> Any:
+    async def run_before(pilot: Any) -> None:
+        await until(pilot, lambda: showing(pilot.app, screen_type))
+
+    return run_before
+
+
+def pushing(make_screen: Any, screen_type: type) -> Any:
+    async def run_before(pilot: Any) -> None:
+        await until(pilot, lambda: showing(pilot.app, CounterScreen) or showing(pilot.app, GateScreen))
+        pilot.app.push_screen(make_screen())
+        await until(pilot, lambda: showing(pilot.app, screen_type))
+
+    return run_before
+
+
+@pytest.mark.parametrize("lang", LANGS)
+def test_counter(snap_compare: Any, tmp_path: Path, lang: str) -> None:
+    assert snap_compare(clerk(tmp_path, lang), press=["plus", "down", "plus", "plus"],
+                        run_before=showing_screen(CounterScreen))
+
+
+@pytest.mark.parametrize("lang", LANGS)
+def test_charge_waiting_for_tap(snap_compare: Any, tmp_path: Path, lang: str) -> None:
+    assert snap_compare(clerk(tmp_path, lang), run_before=pushing(lambda: ChargeScreen(1230), ChargeScreen))
+
+
+@pytest.mark.parametrize("lang", LANGS)
+def test_approved(snap_compare: Any, tmp_path: Path, lang: str) -> None:
+    outcome = Outcome("approved", 1230, voucher_id=f"{WALLET}-00000001", wallet_id=WALLET, balance_after_fen=98_770)
+    assert snap_compare(clerk(tmp_path, lang), run_before=pushing(lambda: ResultScreen(outcome), ResultScreen))
+
+
+@pytest.mark.parametrize("lang", LANGS)
+def test_declined(snap_compare: Any, tmp_path: Path, lang: str) -> None:
+    outcome = Outcome("declined", 1230, Reason.INSUFFICIENT_BALANCE, wallet_id=WALLET)
+    assert snap_compare(clerk(tmp_path, lang), run_before=pushing(lambda: ResultScreen(outcome), ResultScreen))
+
+
+@pytest.mark.parametrize("lang", LANGS)
+def test_tester_panel(snap_compare: Any, tmp_path: Path, lang: str) -> None:
+    assert snap_compare(clerk(tmp_path, lang), run_before=pushing(TesterScreen, TesterScreen))
+
+
+@pytest.mark.parametrize("lang", LANGS)
+def test_gate_ready(snap_compare: Any, tmp_path: Path, lang: str) -> None:
+    assert snap_compare(gate(tmp_path, lang), press=["down", "plus"], run_before=showing_screen(GateScreen))
+
+
+@pytest.mark.parametrize("lang", LANGS)
+def test_gate_open(snap_compare: Any, tmp_path: Path, lang: str) -> None:
+    d = GateDecision(True, PAID, 1, 2, wallet_id=WALLET, sku="adult", tickets=1, used=1, amount_fen=7000)
+    assert snap_compare(gate(tmp_path, lang), run_before=pushing(lambda: GateResultScreen(d), GateResultScreen))
+
+
+@pytest.mark.parametrize("lang", LANGS)
+def test_gate_stop(snap_compare: Any, tmp_path: Path, lang: str) -> None:
+    d = GateDecision(False, ANTI_PASSBACK, 1, 2, wallet_id=WALLET, tickets=1, used=1, window_s=1800)
+    assert snap_compare(gate(tmp_path, lang), run_before=pushing(lambda: GateResultScreen(d), GateResultScreen))
