@@ -1,0 +1,174 @@
+"""Sync throughput: 10,000 pending vouchers from one terminal to a fresh operator (SQLite, one worker process),
+and the operator's ingest rate against the raw ECDSA P-256 verify ceiling measured in the same run.
+
+    .venv/bin/python benchmarks/sync_throughput.py [--vouchers 10000] [--batch 500]
+
+Vouchers are signed directly with the cards' keys (as the card would) and recorded through the payment session's
+own ledger code, instead of tapping 10,000 times. The operator runs as a separate process (``pos operator serve``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import httpx
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+
+from pos.cards import issue_cards
+from pos.home import Home
+from pos.operator_client import OperatorClient, RetryPolicy, provision_terminal
+from pos.session import PaymentSession
+from pos.sync import _payload, sync_once
+from wallet.certs import key_from_pem
+from wallet.voucher import CNY, Voucher, VoucherBody
+
+TERMINAL = "CMGQ0001"
+MERCHANT = "320508000000101"
+PER_CARD = 10  # the offline count cap of a card between loads
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_operator(home: Path, db: str | None = None) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    cmd = [sys.executable, "-m", "pos.cli", "--home", str(home), "operator", "serve", "--port", str(port)]
+    if db:
+        cmd += ["--db", db]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env={**os.environ, "ECNY_OPERATOR_FAULT": ""})
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(400):
+        try:
+            httpx.get(url + "/healthz", timeout=0.5)
+            return proc, url
+        except httpx.TransportError:
+            time.sleep(0.05)
+    proc.kill()
+    raise SystemExit("operator did not start")
+
+
+def make_vouchers(home: Home, n: int, url: str) -> None:
+    """Issue cards (registered with the operator), sign ``n`` vouchers with their keys, record them as payments."""
+    cards = issue_cards(home, 4, 100_000, (n + PER_CARD - 1) // PER_CARD, operator_url=url)
+    merchant, _ = home.terminal(TERMINAL)
+    with home.ledger(TERMINAL) as ledger:
+        session = PaymentSession(home.context(TERMINAL, ledger), reader=None)  # type: ignore[arg-type]
+        intent = SimpleNamespace(seq=0)
+        now = time.time_ns() // 1_000_000
+        made = 0
+        for card in cards:
+            key = key_from_pem(card.key_pem.encode())
+            balance = card.balance_fen
+            for counter in range(1, PER_CARD + 1):
+                if made == n:
+                    return
+                amount = 100 + made % 900
+                balance -= amount
+                body = VoucherBody(card.wallet_id, counter, amount, CNY, merchant.id, TERMINAL,
+                                   secrets.token_bytes(16), now - 60_000 + made, balance)
+                session._record(Voucher.sign(body, key), intent, card.cert_der, card.issuer_der)  # type: ignore
+                made += 1
+
+
+def verify_ceiling(home: Home, seconds: float = 2.0) -> float:
+    """Raw ECDSA P-256 verifies per second on one core, over real voucher bodies."""
+    with home.ledger(TERMINAL) as ledger:
+        entries = ledger.outbox(limit=500)
+        samples = []
+        for e in entries:
+            v = Voucher.decode(bytes.fromhex(e.data["voucher"]))
+            from wallet.certs import _parse
+
+            key = _parse(ledger.certificate(e.data["cert"])).public_key()
+            sig = encode_dss_signature(int.from_bytes(v.signature[:32], "big"), int.from_bytes(v.signature[32:], "big"))
+            samples.append((key, sig, v.body.encode()))
+    algo = ec.ECDSA(hashes.SHA256())
+    count, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        for key, sig, data in samples:
+            key.verify(sig, data, algo)
+        count += len(samples)
+    return count / (time.perf_counter() - t0)
+
+
+def ingest(home: Home, url: str, batch: int) -> tuple[int, float]:
+    """Post the outbox, pre-encoded, straight to a fresh operator; time only the requests."""
+    with home.ledger(TERMINAL) as ledger:
+        outbox = ledger.outbox()
+        certs: dict[str, str] = {}
+        payloads = [_payload(ledger, outbox[i:i + batch], certs) for i in range(0, len(outbox), batch)]
+    settled = 0
+    with OperatorClient.for_terminal(home, TERMINAL, url, retry=RetryPolicy(attempts=1), timeout=120) as cli:
+        t0 = time.perf_counter()
+        for vouchers, certificates in payloads:
+            settled += sum(r["status"] == "settled" for r in cli.settle(vouchers, certificates)["results"])
+        elapsed = time.perf_counter() - t0
+    return settled, elapsed
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--vouchers", type=int, default=10_000)
+    ap.add_argument("--batch", type=int, default=500)
+    args = ap.parse_args()
+    root = Path(tempfile.mkdtemp(prefix="ecny-bench-"))
+    home = Home(root)
+    proc, url = start_operator(root)
+    procs = [proc]
+    try:
+        provision_terminal(home, TERMINAL, url)
+        t0 = time.perf_counter()
+        make_vouchers(home, args.vouchers, url)
+        gen_s = time.perf_counter() - t0
+        ceiling = verify_ceiling(home)
+
+        # 1. ingest: the same vouchers posted straight to a second operator whose database is a copy of the first
+        #    one before any settlement (same terminals and wallets on file, no vouchers)
+        db1, db2 = root / "operator" / "operator.db", root / "operator" / "ingest.db"
+        with sqlite3.connect(db1) as src, sqlite3.connect(db2) as dst:
+            src.backup(dst)
+        proc2, url2 = start_operator(root, f"sqlite:///{db2}")
+        procs.append(proc2)
+        settled_i, ingest_s = ingest(home, url2, args.batch)
+
+        # 2. the terminal's full sync (outbox -> operator -> ledger entries -> denylist) to the first operator
+        t0 = time.perf_counter()
+        result = sync_once(home, TERMINAL, url, batch_size=args.batch)
+        sync_s = time.perf_counter() - t0
+    finally:
+        for p in procs:
+            p.terminate()
+            p.wait(10)
+    ingest_rate = settled_i / ingest_s
+    out = {
+        "vouchers": args.vouchers, "batch": args.batch, "cpu_count": os.cpu_count(),
+        "generate_s": round(gen_s, 2),
+        "sync": {"wall_s": round(sync_s, 2), "vouchers_per_s": round(result.settled / sync_s),
+                 "settled": result.settled, "pending": result.pending},
+        "ingest": {"wall_s": round(ingest_s, 2), "vouchers_per_s": round(ingest_rate), "settled": settled_i},
+        "ecdsa_p256_verify_ceiling_per_s": round(ceiling),
+        "ingest_vs_ceiling": round(ingest_rate / ceiling, 3),
+        "bar_50_percent_met": ingest_rate >= 0.5 * ceiling,
+    }
+    print(json.dumps(out, indent=2))
+
+
+if __name__ == "__main__":
+    main()
