@@ -20,13 +20,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from ecny_nfc.mock import MockReader  # noqa: E402
-from pos.config import GateSettings  # noqa: E402
-from pos.gate import PREPAID, Gate  # noqa: E402
-from pos.home import Home  # noqa: E402
-from wallet.card import WalletApplet  # noqa: E402
-from wallet.issuance import issue_card  # noqa: E402
-from wallet.limits import OfflineCaps  # noqa: E402
+from ecny_nfc.mock import MockReader
+from pos.config import GateSettings
+from pos.gate import PREPAID, Gate
+from pos.home import Home
+from wallet.card import WalletApplet
+from wallet.issuance import issue_card
+from wallet.limits import OfflineCaps
 
 GATE = "HQGT0001"
 
