@@ -31,6 +31,7 @@ HISTORICAL = b"eCNY"
 _ATR_BODY = bytes([0x3B, 0x80 | len(HISTORICAL), 0x80, 0x01]) + HISTORICAL
 ATR = _ATR_BODY + bytes([reduce(lambda a, b: a ^ b, _ATR_BODY[1:], 0)])
 SESSION_IDLE = 5.0
+REINSERT_DELAY = 0.5
 
 
 def parse_vpcd_address(text: str) -> tuple[str, int]:
@@ -137,7 +138,8 @@ class VpcdCard:
         while not self._stop.is_set():
             sock = self._sock
             if sock is None:
-                wait = max(0.0, self.card.away_until - time.monotonic())
+                # Stay out at least one pcscd presence poll (0.4 s), or pcscd may never see the card come back.
+                wait = max(REINSERT_DELAY, self.card.away_until - time.monotonic())
                 if self._stop.wait(wait):
                     return
                 try:

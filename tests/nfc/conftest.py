@@ -11,10 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
-import socket
-import subprocess
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -25,6 +21,7 @@ import pytest
 
 from ecny_nfc.emulation import EmulatorFaults
 from ecny_nfc.iso_dep_card import UdpCardEmulator
+from ecny_nfc.pcscd_private import PrivatePcscd, missing_pcsc_stack, private_pcscd
 from ecny_nfc.reader import Reader
 from ecny_nfc.vpcd_card import VpcdCard
 from pos.home import Home
@@ -33,7 +30,6 @@ from pos.session import Outcome, PaymentSession, TerminalContext
 from wallet.issuance import issue_card
 
 COUNTER = "CMGQ0001"
-VPCD_DRIVER = Path("/usr/lib/pcsc/drivers/serial/libifdvpcd.so")
 
 
 @dataclass
@@ -111,29 +107,39 @@ class UdpStack(Stack):
         return NfcpyReader(self.path)
 
 
-@dataclass
-class Pcscd:
-    """A private pcscd with one vpcd reader (two slots)."""
-
-    socket_path: Path
-    port: int
-    slots: tuple[str, str] = ("Virtual PCD 00 00", "Virtual PCD 00 01")
-
-
 class PcscStack(Stack):
     """pyscard through a private pcscd; the card is a vpcd virtual card in the first slot."""
 
     name = "pcsc-vpcd"
 
-    def __init__(self, pcscd: Pcscd) -> None:
+    def __init__(self, pcscd: PrivatePcscd) -> None:
         self.pcscd = pcscd
 
     @contextlib.contextmanager
     def present(self, terminal: Terminal, card_id: str, faults: EmulatorFaults | None = None,
                 slot: int = 0) -> Iterator[Any]:
         store = terminal.home.cards
+        name = self.pcscd.slots[slot]
+        self._wait_state(name, present=False)  # pcscd has seen the previous card leave: this insertion is news
         with VpcdCard(lambda: store.open(card_id, timeout=2), "127.0.0.1", self.pcscd.port + slot, faults) as card:
+            self._wait_state(name, present=True)
             yield card
+
+    @staticmethod
+    def _wait_state(name: str, present: bool, timeout: float = 15.0) -> None:
+        from smartcard import scard
+
+        hr, ctx = scard.SCardEstablishContext(scard.SCARD_SCOPE_USER)
+        try:
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                hr, states = scard.SCardGetStatusChange(ctx, 0, [(name, scard.SCARD_STATE_UNAWARE)])
+                if hr == scard.SCARD_S_SUCCESS and bool(states[0][1] & scard.SCARD_STATE_PRESENT) == present:
+                    return
+                time.sleep(0.02)
+            raise AssertionError(f"pcscd did not see the card {'arrive in' if present else 'leave'} {name}")
+        finally:
+            scard.SCardReleaseContext(ctx)
 
     def reader(self, name: str | None = None) -> Reader:
         from ecny_nfc.pcsc_reader import PcscReader
@@ -141,89 +147,16 @@ class PcscStack(Stack):
         return PcscReader(self.pcscd.slots[0] if name is None else name)
 
 
-def _missing_pcsc() -> str | None:
-    if shutil.which("pcscd") is None and not Path("/usr/sbin/pcscd").exists():
-        return "pcscd is not installed (run scripts/setup as root: apt-get install pcscd vsmartcard-vpcd)"
-    if not VPCD_DRIVER.exists():
-        return "the vpcd driver is not installed (run scripts/setup as root: apt-get install vsmartcard-vpcd)"
-    try:
-        import smartcard.scard  # noqa: F401
-    except ImportError as exc:
-        return f"pyscard is not importable ({exc}): run scripts/setup"
-    return None
-
-
-def _free_port_pair() -> int:
-    for _ in range(50):
-        with socket.socket() as a:
-            a.bind(("127.0.0.1", 0))
-            port = a.getsockname()[1]
-            if port >= 65535:
-                continue
-            with socket.socket() as b:
-                try:
-                    b.bind(("127.0.0.1", port + 1))
-                except OSError:
-                    continue
-        return port
-    raise RuntimeError("no two free consecutive TCP ports")
-
-
 @pytest.fixture(scope="session")
-def pcscd() -> Iterator[Pcscd]:
-    """Start a private pcscd with vpcd for this test session (skip, or fail in CI, when the stack is missing)."""
-    missing = _missing_pcsc()
+def pcscd() -> Iterator[PrivatePcscd]:
+    """A private pcscd with vpcd for this test session (skip, or fail in CI, when the stack is missing)."""
+    missing = missing_pcsc_stack()
     if missing:
         if os.environ.get("ECNY_REQUIRE_READER_STACKS") == "1":
             pytest.fail(f"PC/SC stack required (ECNY_REQUIRE_READER_STACKS=1) but {missing}")
         pytest.skip(missing)
-    workdir = Path(tempfile.mkdtemp(prefix="ecny-pcscd-"))
-    confdir = workdir / "reader.conf.d"
-    confdir.mkdir()
-    port = _free_port_pair()
-    (confdir / "vpcd").write_text(f'FRIENDLYNAME "Virtual PCD"\nDEVICENAME /dev/null:{port}\n'
-                                  f"LIBPATH {VPCD_DRIVER}\nCHANNELID {port}\n")
-    sock_path = workdir / "pcscd.comm"
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    listener.bind(str(sock_path))
-    listener.listen(64)
-    fd = listener.fileno()
-    pcscd_bin = shutil.which("pcscd") or "/usr/sbin/pcscd"
-    log = open(workdir / "pcscd.log", "wb")  # noqa: SIM115
-    # Socket activation: pcscd serves the socket passed as fd 3 and leaves the system's /run/pcscd/pcscd.comm alone.
-    proc = subprocess.Popen(["sh", "-c", f'LISTEN_PID=$$ LISTEN_FDS=1 exec "$0" --foreground -c "$1" 3<&{fd}',
-                             pcscd_bin, str(confdir)], pass_fds=(fd,), stdout=log, stderr=subprocess.STDOUT)
-    os.environ["PCSCLITE_CSOCK_NAME"] = str(sock_path)
-    try:
-        _wait_for_vpcd(proc, port, workdir)
-        yield Pcscd(sock_path, port)
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        listener.close()
-        log.close()
-        shutil.rmtree(workdir, ignore_errors=True)
-
-
-def _wait_for_vpcd(proc: subprocess.Popen[bytes], port: int, workdir: Path) -> None:
-    from smartcard import scard
-
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"pcscd exited: {(workdir / 'pcscd.log').read_text(errors='replace')[-2000:]}")
-        hr, ctx = scard.SCardEstablishContext(scard.SCARD_SCOPE_USER)
-        if hr == scard.SCARD_S_SUCCESS:
-            hr, names = scard.SCardListReaders(ctx, [])
-            scard.SCardReleaseContext(ctx)
-            if hr == scard.SCARD_S_SUCCESS and len(names) >= 2:
-                return
-        time.sleep(0.05)
-    raise RuntimeError(f"pcscd's vpcd reader (port {port}) did not come up within 15 s")
+    with private_pcscd() as daemon:
+        yield daemon
 
 
 @pytest.fixture
@@ -232,5 +165,5 @@ def udp_stack() -> UdpStack:
 
 
 @pytest.fixture
-def pcsc_stack(pcscd: Pcscd) -> PcscStack:
+def pcsc_stack(pcscd: PrivatePcscd) -> PcscStack:
     return PcscStack(pcscd)

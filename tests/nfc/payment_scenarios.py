@@ -103,33 +103,30 @@ def torn_and_recovered_in_session(stack, terminal) -> None:
 
 
 def torn_then_recovered_next_tap(stack, terminal) -> None:
-    """The card vanishes after PAY and stays away: the terminal holds the payment, the next tap recovers it once."""
+    """The card vanishes after PAY and stays away past the terminal's patience: the payment is held (nothing
+    recorded); when the customer taps again later, the next payment recovers it exactly once."""
     terminal.ctx.recovery_timeout = 0.3
     card_id = terminal.issue(balance_fen=50_000)
-    with stack.present(terminal, card_id):
+    with stack.present(terminal, card_id) as emulator:
         reader = stack.reader()
         try:
             first = terminal.pay(reader, 100)
         finally:
             reader.close()
     pay_at = _pay_apdu_index(first.trace)
-    with stack.present(terminal, card_id, EmulatorFaults(tear_after=pay_at, away=60)):
+    with stack.present(terminal, card_id, EmulatorFaults(tear_after=pay_at, away=1.0)) as emulator:
         reader = stack.reader()
         try:
             torn = terminal.pay(reader, 2000)
+            assert torn.reason is Reason.CARD_REMOVED and torn.pending_recovery, torn
+            state = terminal.home.cards.load(card_id)
+            assert state.balance_fen == 50_000 - 100 - 2000  # the card was charged ...
+            assert len(terminal.payments()) == 1  # ... but nothing is recorded yet
+            assert len(terminal.ledger.open_intents(state.wallet_id)) == 1
+            follow = terminal.pay(reader, 300, timeout=10)  # the card comes back after its `away` time
         finally:
             reader.close()
-    assert torn.reason is Reason.CARD_REMOVED and torn.pending_recovery, torn
-    state = terminal.home.cards.load(card_id)
-    assert state.balance_fen == 50_000 - 100 - 2000  # the card was charged ...
-    assert len(terminal.payments()) == 1  # ... but nothing is recorded yet
-    assert len(terminal.ledger.open_intents(state.wallet_id)) == 1
-    with stack.present(terminal, card_id):
-        reader = stack.reader()
-        try:
-            follow = terminal.pay(reader, 300)
-        finally:
-            reader.close()
+        assert emulator.card.taps[0].torn
     assert follow.approved, follow
     assert follow.recovered == [f"{state.wallet_id}-00000002"]
     assert terminal.home.cards.load(card_id).balance_fen == 50_000 - 100 - 2000 - 300
