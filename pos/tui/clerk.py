@@ -35,7 +35,7 @@ def yuan_digits(fen: int) -> str:
 class CounterScreen(TerminalScreen):
     """Ready for the next sale: type an amount or build a cart from the catalog."""
 
-    KEYS: ClassVar = [("Enter", "key.charge"), ("Esc", "key.clear"), ("↑↓+-", "key.cart"), ("F2", "key.tester"),
+    KEYS: ClassVar = [("Enter", "key.charge"), ("Esc", "key.clear"), ("F2", "key.tester"),
                       ("F3", "key.language"), ("F4", "key.history"), ("F5", "key.sync"), ("F6", "key.report")]
     BINDINGS: ClassVar = [
         *[Binding(str(d), f"type('{d}')", show=False) for d in range(10)],
