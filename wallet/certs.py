@@ -19,7 +19,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID, ObjectIdentifier
 
-from wallet.errors import CertificateError
+from wallet import tlv
+from wallet.errors import CertificateError, EncodingError
 
 OID_ARC = "1.3.6.1.4.1.64321"  # private arc of the ecny-pos simulator
 OID_WALLET_TIER = ObjectIdentifier(f"{OID_ARC}.1.1")
@@ -230,6 +231,37 @@ def _is_ca(cert: x509.Certificate) -> bool:
         return False
 
 
+@dataclass(frozen=True, slots=True)
+class _Parsed:
+    """A parsed certificate with the raw names the chain builder compares, computed once per DER."""
+
+    cert: x509.Certificate
+    subject: bytes
+    issuer: bytes
+
+
+def _der_names(der: bytes) -> tuple[bytes, bytes]:
+    """The issuer and subject Name fields of a DER certificate, as raw bytes (cheap to compare)."""
+    tbs = tlv.decode(tlv.decode(tlv.decode_one(der, 0x30))[0][1])
+    fields = tbs[1:] if tbs[0][0] == 0xA0 else tbs  # skip the explicit version
+    return tlv.encode(0x30, fields[2][1]), tlv.encode(0x30, fields[4][1])
+
+
+@functools.lru_cache(maxsize=8192)
+def _parsed(der: bytes) -> _Parsed:
+    cert = _parse(der)
+    try:
+        issuer, subject = _der_names(der)
+    except (EncodingError, IndexError) as exc:
+        raise CertificateError("bad_certificate", "certificate names do not parse") from exc
+    return _Parsed(cert, subject, issuer)
+
+
+@functools.lru_cache(maxsize=1024)
+def _is_ca_der(der: bytes) -> bool:
+    return _is_ca(_parse(der))
+
+
 @functools.lru_cache(maxsize=4096)
 def _verified_chain(leaf_der: bytes, intermediates: tuple[bytes, ...],
                     roots: tuple[bytes, ...]) -> tuple[x509.Certificate, ...]:
@@ -238,10 +270,10 @@ def _verified_chain(leaf_der: bytes, intermediates: tuple[bytes, ...],
     Pure in its arguments, so it is cached; so is each link, so a new card from a known issuer costs one
     signature verification (its own certificate), not one per link.
     """
-    leaf = _parse(leaf_der)
-    pool = [(d, _parse(d)) for d in intermediates]
-    trusted = [(d, _parse(d)) for d in roots]
-    chain = [leaf]
+    leaf = _parsed(leaf_der)
+    pool = [(d, _parsed(d)) for d in intermediates]
+    trusted = [(d, _parsed(d)) for d in roots]
+    chain = [leaf_der]
     current, current_der = leaf, leaf_der
     for _ in range(len(pool) + 1):
         for root_der, root in trusted:
@@ -250,17 +282,18 @@ def _verified_chain(leaf_der: bytes, intermediates: tuple[bytes, ...],
                     _check_link(current_der, root_der)
                 except CertificateError:
                     continue  # same name, another key: not our root
-                return (*chain, root)
-        found = next(((d, c) for d, c in pool if c.subject == current.issuer and c not in chain), None)
+                return tuple(_parse(d) for d in (*chain, root_der))
+        found = next(((d, p) for d, p in pool if p.subject == current.issuer and d not in chain), None)
         if found is None:
             break
         issuer_der, issuer = found
-        if not _is_ca(issuer):
+        if not _is_ca_der(issuer_der):
             raise CertificateError("bad_certificate", "issuer certificate is not a CA")
         _check_link(current_der, issuer_der)
-        chain.append(issuer)
+        chain.append(issuer_der)
         current, current_der = issuer, issuer_der
-    raise CertificateError("unknown_issuer", f"no chain to a trusted root for {leaf.subject.rfc4514_string()}")
+    raise CertificateError("unknown_issuer",
+                           f"no chain to a trusted root for {leaf.cert.subject.rfc4514_string()}")
 
 
 @functools.lru_cache(maxsize=8192)
@@ -291,12 +324,13 @@ def verify_chain(leaf_der: bytes, intermediates: list[bytes] | tuple[bytes, ...]
 def _wallet_info(leaf_der: bytes) -> WalletCertInfo:
     cert = _parse(leaf_der)
     try:
-        eku = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
-        tier_ext = cert.extensions.get_extension_for_oid(OID_WALLET_TIER).value
+        exts = {e.oid: e.value for e in cert.extensions}
         serial = cert.subject.get_attributes_for_oid(NameOID.SERIAL_NUMBER)[0].value
-    except (x509.ExtensionNotFound, IndexError) as exc:
+    except (ValueError, IndexError) as exc:
         raise CertificateError("bad_certificate", "not a wallet certificate") from exc
-    if OID_KP_WALLET not in eku:
+    eku = exts.get(x509.oid.ExtensionOID.EXTENDED_KEY_USAGE)
+    tier_ext = exts.get(OID_WALLET_TIER)
+    if not isinstance(eku, x509.ExtendedKeyUsage) or OID_KP_WALLET not in eku:
         raise CertificateError("bad_certificate", "certificate is not for a wallet")
     raw = tier_ext.value if isinstance(tier_ext, x509.UnrecognizedExtension) else b""
     if len(raw) != 3 or raw[:2] != b"\x02\x01":
