@@ -1,63 +1,102 @@
 """A fast, equivalent decoder for the operator's hot path: canonical vouchers have one fixed layout.
 
 Every field of a voucher body has a fixed size, so a canonical voucher with a 64-byte signature is one template of
-tag and length bytes with values at fixed offsets. :func:`decode_voucher` checks those structure bytes against the
-template and reads the values with the same field checks as :meth:`wallet.voucher.Voucher.decode`, without the
-generic TLV walk and the two re-encodings. Anything that does not match the template goes through
-``Voucher.decode`` itself, so the result (or the :class:`EncodingError`) is the same either way.
+tag and length bytes with values at fixed offsets. :func:`decode_voucher` reads the whole voucher with one
+:class:`struct.Struct` (structure bytes, values and signature), checks the structure bytes against the template in
+one comparison and the text fields with the same rules as :meth:`wallet.voucher.Voucher.decode`, without the generic
+TLV walk and the two re-encodings. Anything that does not match the template, or a text field that does not pass,
+goes through ``Voucher.decode`` itself, so the result (or the :class:`EncodingError`) is the same either way.
 """
 
 from __future__ import annotations
+
+import operator
+import struct
 
 from wallet import tlv
 from wallet.voucher import BODY_FIELDS, T_BODY, T_SIGNATURE, T_VOUCHER, Voucher, VoucherBody
 
 SIGNATURE_SIZE = 64
+_UINT_CODES = {1: "B", 2: "H", 4: "I", 8: "Q"}
 
 
-def _layout() -> tuple[bytes, list[tuple[int, int]], list[tuple[tlv.Field, int, int]], tuple[int, int], int]:
-    values = []
+def _layout() -> tuple[struct.Struct, tuple[bytes, ...], operator.itemgetter, list[tuple[int, str, str]], int,
+                       tuple[int, int], int]:
+    """The template's struct, its structure pieces and where to find each value in the unpacked tuple."""
     for f in BODY_FIELDS:
         assert f.size is not None, "the fast path needs fixed-size fields"
-        values.append((f, f.size))
-    body_value = b"".join(tlv.encode(f.tag, b"\0" * size) for f, size in values)
+    body_value = b"".join(tlv.encode(f.tag, b"\0" * f.size) for f in BODY_FIELDS)  # type: ignore[operator]
     body_tlv = tlv.encode(T_BODY, body_value)
     sig_tlv = tlv.encode(T_SIGNATURE, b"\0" * SIGNATURE_SIZE)
     template = tlv.encode(T_VOUCHER, body_tlv + sig_tlv)
     body_start = len(template) - len(body_tlv) - len(sig_tlv)
-    pos = body_start + len(tlv.encode_tag(T_BODY)) + len(tlv.encode_length(len(body_value)))
-    fields = []
-    for f, size in values:
-        pos += len(tlv.encode_tag(f.tag)) + len(tlv.encode_length(size))
-        fields.append((f, pos, pos + size))
-        pos += size
-    sig_start = pos + len(tlv.encode_tag(T_SIGNATURE)) + len(tlv.encode_length(SIGNATURE_SIZE))
-    holes = [(a, b) for _, a, b in fields] + [(sig_start, sig_start + SIGNATURE_SIZE)]
-    segments, cur = [], 0
-    for a, b in holes:
-        segments.append((cur, a))
-        cur = b
-    segments.append((cur, len(template)))
-    return template, [(a, b) for a, b in segments if b > a], fields, (body_start, body_start + len(body_tlv)), \
-        sig_start
+    codes: list[str] = []
+    structure: list[bytes] = []
+    structure_at: list[int] = []
+    fields: list[tuple[int, str, str]] = []  # (index in the unpacked tuple, name, kind)
+
+    def piece(code: str, fixed: bytes | None = None) -> int:
+        codes.append(code)
+        if fixed is not None:
+            structure.append(fixed)
+            structure_at.append(len(codes) - 1)
+        return len(codes) - 1
+
+    head = tlv.encode_tag(T_VOUCHER) + tlv.encode_length(len(body_tlv) + len(sig_tlv))
+    head += tlv.encode_tag(T_BODY) + tlv.encode_length(len(body_value))
+    for f in BODY_FIELDS:
+        head += tlv.encode_tag(f.tag) + tlv.encode_length(f.size)  # type: ignore[arg-type]
+        piece(f"{len(head)}s", head)
+        head = b""
+        if f.kind == "uint" and f.size in _UINT_CODES:
+            fields.append((piece(_UINT_CODES[f.size]), f.name, "int"))  # type: ignore[index]
+        else:
+            fields.append((piece(f"{f.size}s"), f.name, f.kind))
+    sig_head = tlv.encode_tag(T_SIGNATURE) + tlv.encode_length(SIGNATURE_SIZE)
+    piece(f"{len(sig_head)}s", sig_head)
+    sig_index = piece(f"{SIGNATURE_SIZE}s")
+    layout = struct.Struct(">" + "".join(codes))
+    assert layout.size == len(template)
+    sig_start = len(template) - SIGNATURE_SIZE
+    return (layout, tuple(structure), operator.itemgetter(*structure_at), fields, sig_index,
+            (body_start, body_start + len(body_tlv)), sig_start)
 
 
-_TEMPLATE, _SEGMENTS, _FIELDS, _BODY, _SIG = _layout()
+_STRUCT, _STRUCTURE, _STRUCTURE_OF, _FIELDS, _SIG_INDEX, _BODY, _SIG = _layout()
+
+
+def _fast(raw: bytes) -> tuple[Voucher, bytes] | None:
+    if len(raw) != _STRUCT.size:
+        return None
+    values = _STRUCT.unpack(raw)
+    if _STRUCTURE_OF(values) != _STRUCTURE:
+        return None
+    kwargs = {}
+    for i, name, kind in _FIELDS:
+        v = values[i]
+        if kind == "digits":
+            if not v.isdigit():  # ASCII digits only (bytes.isdigit), hence ASCII and printable
+                return None
+            v = v.decode("ascii")
+        elif kind == "text":
+            try:
+                v = v.decode("ascii")
+            except UnicodeDecodeError:
+                return None
+            if not v.isprintable():
+                return None
+        elif kind == "uint":
+            v = int.from_bytes(v, "big")
+        kwargs[name] = v
+    return VoucherBody(**kwargs), values[_SIG_INDEX]  # type: ignore[return-value]
 
 
 def decode_voucher(raw: bytes) -> tuple[Voucher, bytes]:
     """The voucher and its exact body bytes (what the card signed). Raises :class:`EncodingError` like
     ``Voucher.decode``."""
-    if len(raw) == len(_TEMPLATE) and all(raw[a:b] == _TEMPLATE[a:b] for a, b in _SEGMENTS):
-        kwargs = {}
-        for f, a, b in _FIELDS:
-            v = raw[a:b]
-            if f.kind == "uint":
-                kwargs[f.name] = int.from_bytes(v, "big")
-            elif f.kind == "bytes":
-                kwargs[f.name] = v
-            else:
-                kwargs[f.name] = tlv.text(v, f.size, f.name, digits=f.kind == "digits")
-        return Voucher(VoucherBody(**kwargs), raw[_SIG:_SIG + SIGNATURE_SIZE]), raw[_BODY[0]:_BODY[1]]
+    fast = _fast(raw)
+    if fast is not None:
+        body, signature = fast
+        return Voucher(body, signature), raw[_BODY[0]:_BODY[1]]  # type: ignore[arg-type]
     voucher = Voucher.decode(raw)
     return voucher, voucher.body.encode()

@@ -19,13 +19,16 @@ import secrets
 import time
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from filelock import FileLock
 from sqlalchemy import Connection, Engine, and_, bindparam, func, insert, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
@@ -66,6 +69,11 @@ if TYPE_CHECKING:
     from pos.home import Home
 
 MAX_BATCH = 1000
+# Signature checks of a batch run on a few threads of the worker: `cryptography` releases the GIL while it verifies,
+# so the checks of one card overlap with those of another and with the Python work of the thread that holds the GIL.
+VERIFY_THREADS = max(1, min(4, os.cpu_count() or 1))
+VERIFY_CHUNK = 32  # vouchers per verification task
+_ECDSA_SHA256 = ec.ECDSA(hashes.SHA256())
 MAX_FUTURE_MS = 24 * 3600 * 1000  # a voucher dated more than a day ahead of the operator's clock is refused
 RETRIES = 8
 
@@ -86,9 +94,22 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+_DAY_MS = 86_400_000
+_CST_OFFSET_MS = 8 * 3600 * 1000  # China Standard Time is UTC+8 all year (CHINA_TZ is a fixed offset)
+_day_texts: dict[int, str] = {}
+
+
 def china_day_text(timestamp_ms: int) -> str:
-    """The China Standard Time calendar day of a timestamp, as YYYY-MM-DD (the merchant's business day)."""
-    return dt.datetime.fromtimestamp(timestamp_ms / 1000, CHINA_TZ).date().isoformat()
+    """The China Standard Time calendar day of a timestamp, as YYYY-MM-DD (the merchant's business day).
+
+    Computed once per day number (the settlement path asks for every voucher)."""
+    key = (timestamp_ms + _CST_OFFSET_MS) // _DAY_MS
+    text = _day_texts.get(key)
+    if text is None:
+        text = dt.datetime.fromtimestamp(timestamp_ms / 1000, CHINA_TZ).date().isoformat()
+        if len(_day_texts) < 10_000:
+            _day_texts[key] = text
+    return text
 
 
 def load_admin_token(pki_dir: Path) -> str:
@@ -166,12 +187,14 @@ class Operator:
     offline_single_max: int | None = None
     admin_token: str | None = None
     fault: str | None = None  # test fault injection: "crash_before_commit" | "crash_after_commit"
+    verify_threads: int = VERIFY_THREADS
 
     def __post_init__(self) -> None:
         self.roots = (cert_der(self.pki.root.cert),)
         self._terminal_keys: dict[tuple[str, bytes], ec.EllipticCurvePublicKey] = {}
         self._chains: dict[tuple[bytes, bytes], tuple[dt.datetime, dt.datetime, WalletCertInfo]] = {}
         self._last_prune = 0
+        self._pool: ThreadPoolExecutor | None = None
 
     @classmethod
     def for_home(cls, home: Home, db_url: str | None = None) -> Operator:
@@ -188,6 +211,9 @@ class Operator:
         )
 
     def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
         self.engine.dispose()
 
     # -- transactions -----------------------------------------------------------------------------------------------
@@ -383,9 +409,7 @@ class Operator:
         judged = [self._parse(i, item, terminal) for i, item in enumerate(items)]
         open_ = [j for j in judged if j.status is None]
         self._prior_answers(terminal, open_)
-        for j in open_:
-            if j.status is None:
-                self._verify(j, items[j.index])
+        self._verify_all([j for j in open_ if j.status is None], items)
         candidates = [j for j in judged if j.status is None]
         self._write(self._commit_batch, terminal, judged, candidates, [i.voucher for i in items])
         return [j.answer() for j in judged]
@@ -428,35 +452,84 @@ class Operator:
             elif j.vhash in reasons:
                 j.status, j.reason = "rejected", reasons[j.vhash]
 
-    def _verify(self, j: _Judged, item: UploadItem) -> None:
+    def _verify_all(self, todo: list[_Judged], items: Sequence[UploadItem]) -> None:
+        """Re-verify every voucher of ``todo``; the signature checks overlap with the rest of the work.
+
+        This thread checks each voucher's date, certificate chain (once per card) and wallet id in batch order and
+        hands the vouchers that pass to the verification threads in chunks; while those check signatures (with the
+        GIL released), this thread goes on with the next cards' chains, then checks the last chunk itself. The
+        verdict of a voucher depends on that voucher alone, so it is the same as one by one in any order, and the
+        order of the checks (hence the reason code) is date, chain, wallet id, signature, limits.
+        """
+        pool = self._verify_pool() if len(todo) > VERIFY_CHUNK else None
+        futures = []
+        ready: list[tuple[_Judged, WalletCertInfo, bytes]] = []
+        for j in todo:
+            item = items[j.index]
+            info = self._check_chain(j, item)
+            if info is not None:
+                ready.append((j, info, item.cert_der))
+                if pool is not None and len(ready) == VERIFY_CHUNK:
+                    futures.append(pool.submit(self._check_signatures, ready))
+                    ready = []
+        self._check_signatures(ready)
+        for f in futures:
+            f.result()
+
+    def _verify_pool(self) -> ThreadPoolExecutor | None:
+        if self.verify_threads <= 1:
+            return None
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.verify_threads, thread_name_prefix="verify")
+        return self._pool
+
+    def _check_chain(self, j: _Judged, item: UploadItem) -> WalletCertInfo | None:
+        """The voucher's date, its card's chain at the voucher's time and the wallet id: the certificate, or None
+        with the voucher rejected."""
         v = j.voucher
         assert v is not None
         b = v.body
         if b.timestamp_ms > now_ms() + MAX_FUTURE_MS:
             j.status, j.reason = "rejected", FUTURE_TIMESTAMP
-            return
+            return None
         try:
             info = self._wallet_cert(item.cert_der, item.issuer_der, b.time)
         except CertificateError as exc:
             j.status, j.reason = "rejected", exc.reason
-            return
+            return None
         if info.wallet_id != b.wallet_id:
             j.status, j.reason = "rejected", WALLET_MISMATCH
-            return
-        try:
-            suites.verify(info.public_key, j.body_raw, v.signature, b.suite)
-        except SignatureError:
-            j.status, j.reason = "rejected", BAD_SIGNATURE
-            return
-        limits = TIER_LIMITS.get(info.tier)
-        if limits is None:
-            j.status, j.reason = "rejected", BAD_VOUCHER
-        elif limits.single_max is not None and b.amount_fen > limits.single_max:
-            j.status, j.reason = "rejected", OVER_SINGLE_LIMIT
-        elif self.offline_single_max is not None and b.amount_fen > self.offline_single_max:
-            j.status, j.reason = "rejected", OVER_OFFLINE_LIMIT
-        j.tier = info.tier
-        j.cert_der = item.cert_der
+            return None
+        return info
+
+    def _check_signatures(self, ready: list[tuple[_Judged, WalletCertInfo, bytes]]) -> None:
+        """The card's signature, then the tier's single limit and the offline cap (runs on any thread)."""
+        offline_max = self.offline_single_max
+        for j, info, leaf in ready:
+            v = j.voucher
+            assert v is not None
+            b = v.body
+            sig = v.signature
+            try:
+                if b.suite == suites.ECDSA_P256_SHA256 and len(sig) == 64:
+                    # suites.verify, inlined for the default suite (one signature check per voucher is the cost)
+                    info.public_key.verify(encode_dss_signature(int.from_bytes(sig[:32], "big"),
+                                                                int.from_bytes(sig[32:], "big")),
+                                           j.body_raw, _ECDSA_SHA256)
+                else:
+                    suites.verify(info.public_key, j.body_raw, sig, b.suite)
+            except (SignatureError, InvalidSignature):
+                j.status, j.reason = "rejected", BAD_SIGNATURE
+                continue
+            limits = TIER_LIMITS.get(info.tier)
+            if limits is None:
+                j.status, j.reason = "rejected", BAD_VOUCHER
+            elif limits.single_max is not None and b.amount_fen > limits.single_max:
+                j.status, j.reason = "rejected", OVER_SINGLE_LIMIT
+            elif offline_max is not None and b.amount_fen > offline_max:
+                j.status, j.reason = "rejected", OVER_OFFLINE_LIMIT
+            j.tier = info.tier
+            j.cert_der = leaf
 
     def _wallet_cert(self, leaf: bytes, issuer: bytes, at: dt.datetime) -> WalletCertInfo:
         """Verify a card's chain at ``at``, once per card: a verified chain is cached with its validity window."""
@@ -477,7 +550,8 @@ class Operator:
         for j in candidates:
             j.status, j.reason = None, None
         t = now_ms()
-        new_rows: list[dict[str, Any]] = []
+        new_rows: list[tuple[Any, ...]] = []
+        gross = fees = 0
         if candidates:
             on_file = dict(_in_chunks(conn, select(vouchers.c.voucher_id, vouchers.c.body_hash),
                                       vouchers.c.voucher_id, [j.voucher_id for j in candidates]))
@@ -513,23 +587,19 @@ class Operator:
                 on_file[j.voucher_id] = j.body_hash
                 j.status = "settled"
                 fee = j.amount_fen * self.fee_bps // 10_000
-                new_rows.append({
-                    "voucher_id": j.voucher_id, "wallet_id": j.wallet_id, "counter": j.voucher.body.counter,
-                    "body_hash": j.body_hash, "voucher": raw[j.index], "amount_fen": j.amount_fen,
-                    "fee_fen": fee, "refunded_fen": 0, "merchant_id": terminal.merchant_id,
-                    "terminal_id": terminal.terminal_id, "timestamp_ms": j.voucher.body.timestamp_ms, "day": j.day,
-                    "settled_ms": t})
+                new_rows.append((
+                    j.voucher_id, j.wallet_id, j.voucher.body.counter, j.body_hash, raw[j.index], j.amount_fen,
+                    fee, 0, terminal.merchant_id, terminal.terminal_id, j.voucher.body.timestamp_ms, j.day, t))
+                gross += j.amount_fen
+                fees += fee
             if new_rows:
                 # the hot insert goes straight to the driver: SQLAlchemy's per-row parameter processing would cost
-                # as much as a signature check (same SQL, same parameters, both dialects use named/positional ?/%s)
-                cols = list(new_rows[0])
-                stmt = insert(vouchers).compile(dialect=conn.dialect, column_keys=cols)
-                conn.exec_driver_sql(str(stmt), [tuple(r[c] for c in stmt.positiontup) for r in new_rows]
-                                     if stmt.positional else new_rows)
+                # as much as a signature check (same SQL, same parameters, both dialects)
+                sql, positional = _voucher_insert(conn.dialect)
+                conn.exec_driver_sql(sql, new_rows if positional else [dict(zip(_VOUCHER_COLUMNS, r))
+                                                                       for r in new_rows])
             self._update_wallets(conn, states, t)
             if new_rows:
-                gross = sum(r["amount_fen"] for r in new_rows)
-                fees = sum(r["fee_fen"] for r in new_rows)
                 self._credit(conn, terminal.merchant_id, gross, fees)
         rejected = [{"terminal_id": terminal.terminal_id, "voucher_hash": j.vhash, "voucher_id": j.voucher_id,
                      "wallet_id": j.wallet_id, "amount_fen": j.amount_fen, "reason": j.reason, "day": j.day,
@@ -714,6 +784,24 @@ def _refund_answer(row: Any, v: Any, replayed: bool) -> dict[str, Any]:
     return {"refund_id": row.refund_id, "voucher_id": row.voucher_id, "status": "refunded",
             "amount_fen": row.amount_fen, "refunded_total_fen": total, "remaining_fen": original - total,
             "wallet_id": row.wallet_id, "day": row.day, "created_ms": row.created_ms, "replayed": replayed}
+
+
+_VOUCHER_COLUMNS = ("voucher_id", "wallet_id", "counter", "body_hash", "voucher", "amount_fen", "fee_fen",
+                    "refunded_fen", "merchant_id", "terminal_id", "timestamp_ms", "day", "settled_ms")
+_voucher_inserts: dict[str, tuple[str, bool]] = {}
+
+
+def _voucher_insert(dialect: Any) -> tuple[str, bool]:
+    """The INSERT of a settled voucher for ``dialect``, its parameters in :data:`_VOUCHER_COLUMNS` order when the
+    driver's style is positional (True) or by name; compiled once per dialect."""
+    key = f"{dialect.name}+{dialect.driver}:{dialect.paramstyle}"
+    hit = _voucher_inserts.get(key)
+    if hit is None:
+        stmt = insert(vouchers).compile(dialect=dialect, column_keys=list(_VOUCHER_COLUMNS))
+        if stmt.positional and tuple(stmt.positiontup or ()) != _VOUCHER_COLUMNS:
+            raise RuntimeError(f"voucher INSERT binds {stmt.positiontup}, expected {_VOUCHER_COLUMNS}")
+        hit = _voucher_inserts[key] = (str(stmt), bool(stmt.positional))
+    return hit
 
 
 def _insert_ignore(conn: Connection, table: Any) -> Any:
