@@ -7,6 +7,7 @@ operator of the home (the CA under HOME/pki and its SQLite database), so the tes
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -142,11 +143,13 @@ def describe_card(state: CardState) -> dict[str, Any]:
 
 
 def tap_mock_card(home: Home, terminal_id: str, card_id: str, amount_fen: int, faults: Faults | None = None,
-                  retap: bool = False, timeout: float = 5.0) -> Outcome:
+                  retap: bool = False, timeout: float = 5.0, power_loss: bool = False) -> Outcome:
     """Pay ``amount_fen`` at ``terminal_id`` with a stored mock card (the headless ``pos pay``).
 
     The card is locked for the whole tap, so concurrent commands on one card run one after the other. With
-    ``retap`` the card comes back into the field after a tear, as a customer asked to tap again would.
+    ``retap`` the card comes back into the field after a tear, as a customer asked to tap again would. With
+    ``power_loss`` the terminal process dies (exit status 137) right after the card answers PAY, before it records
+    the voucher: the next tap at that terminal recovers it from the intent written when the charge started.
     """
     home.terminal(terminal_id)
     with home.cards.open(card_id) as applet:
@@ -155,4 +158,8 @@ def tap_mock_card(home: Home, terminal_id: str, card_id: str, amount_fen: int, f
         if retap:
             reader.present(applet)
         return take_payment(home, terminal_id, reader, amount_fen, timeout=timeout,
-                            recovery_timeout=None if retap else 0)
+                            recovery_timeout=None if retap else 0, after_pay=_power_loss if power_loss else None)
+
+
+def _power_loss() -> None:
+    os._exit(137)  # no cleanup, no flush: as if the terminal lost power

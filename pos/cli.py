@@ -136,9 +136,9 @@ def cmd_pay(args: argparse.Namespace, home: Home) -> int:
             raise InvalidInput("--card is required with the mock reader")
         faults = Faults(tear_after=args.tear_after, corrupt_response=args.corrupt, delay=args.slow)
         outcome = tap_mock_card(home, args.terminal, args.card, args.amount, faults, retap=args.retap,
-                                timeout=args.timeout)
+                                timeout=args.timeout, power_loss=args.power_loss)
     else:
-        if args.card or args.tear_after is not None or args.corrupt is not None or args.slow:
+        if args.card or args.tear_after is not None or args.corrupt is not None or args.slow or args.power_loss:
             raise InvalidInput("--card and fault options work with the mock reader only")
         home.terminal(args.terminal)
         reader = open_reader(args.reader)
@@ -293,6 +293,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--retap", action="store_true", help="after a tear, tap the same card again")
     p.add_argument("--corrupt", type=_nonneg_int, metavar="N", help="flip a byte in the N-th response")
     p.add_argument("--slow", type=float, default=0.0, metavar="S", help="add S seconds to every APDU")
+    p.add_argument("--power-loss", action="store_true",
+                   help="the terminal dies right after the card answers PAY, before it records the voucher")
     p.add_argument("--timeout", type=float, default=5.0, metavar="S")
     p.add_argument("--trace", action="store_true", help="show the APDU trace")
     p.add_argument("--lang", choices=["en", "zh-CN"])

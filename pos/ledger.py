@@ -5,8 +5,10 @@ with an HMAC under a key stored beside the database, so :meth:`Ledger.verify` fi
 made behind the ledger's back, including a cut-off tail. Triggers refuse UPDATE and DELETE of entries. A payment
 is recorded at most once per voucher id (a partial unique index), and settlement state changes are new entries.
 
-Entry kinds: ``intent`` (written before PAY is sent: what a torn tap needs to be recovered after a crash),
-``payment`` (an approved voucher), ``void`` (an intent proven unpaid), ``denylist`` (wallets refused from a version
+Entry kinds: ``intent`` (written when a charge starts, before the card arrives: the amount and the challenge its PAY
+will carry, which is what a torn tap or a crashed terminal needs to recover the voucher later), ``torn`` (the card
+left after PAY was sent: names the wallet and counter), ``payment`` (an approved voucher), ``void`` (an intent
+closed unpaid), ``unresolved`` (an intent that cannot be settled here), ``denylist`` (wallets refused from a version
 on), ``settlement`` (the operator's answer for one voucher: data ``status`` settled | duplicate | rejected and
 ``reason``), ``sync`` (one completed sync: counts and the denylist version) and ``refund``.
 """
@@ -67,6 +69,10 @@ def m001_entries(db: sqlite_utils.Database) -> None:
     db.execute("""CREATE TABLE head (id INTEGER PRIMARY KEY CHECK (id = 1), seq INTEGER NOT NULL,
                   hash TEXT NOT NULL, mac TEXT NOT NULL)""")
     db.execute("CREATE TABLE certificates (fingerprint TEXT PRIMARY KEY, der BLOB NOT NULL)")
+    # Derived from the entries (verify() checks it): intents not yet closed, so a tap finds them in O(1).
+    db.execute("""CREATE TABLE open_intents (seq INTEGER PRIMARY KEY, challenge TEXT NOT NULL,
+                  amount_fen INTEGER NOT NULL, wallet_id TEXT, counter INTEGER, owner TEXT NOT NULL,
+                  created TEXT NOT NULL)""")
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +91,22 @@ class Entry:
     def to_json(self) -> dict[str, Any]:
         return {"seq": self.seq, "kind": self.kind, "voucher_id": self.voucher_id, "wallet_id": self.wallet_id,
                 "counter": self.counter, "amount_fen": self.amount_fen, "time": self.time, **self.data}
+
+
+CLOSING_KINDS = ("payment", "void", "unresolved")
+
+
+@dataclass(frozen=True, slots=True)
+class OpenIntent:
+    """A PAY the terminal prepared and has not closed: ``wallet_id``/``counter`` are known once a card tore it."""
+
+    seq: int
+    challenge: bytes
+    amount_fen: int
+    wallet_id: str | None
+    counter: int | None
+    owner: str
+    created: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,7 +213,20 @@ class Ledger:
         self.conn.execute("INSERT INTO head (id, seq, hash, mac) VALUES (1, ?, ?, ?) ON CONFLICT(id) DO UPDATE "
                           "SET seq = excluded.seq, hash = excluded.hash, mac = excluded.mac",
                           (seq, h, self._mac(seq, h)))
+        self._track_intent(seq, time, kind, wallet_id, counter, amount_fen, data or {})
         return Entry(seq, time, kind, voucher_id, wallet_id, counter, amount_fen, data or {}, prev_hash, h)
+
+    def _track_intent(self, seq: int, time: str, kind: str, wallet_id: str | None, counter: int | None,
+                      amount_fen: int, data: dict[str, Any]) -> None:
+        """Keep the open-intents table in step with the entries, in the same transaction."""
+        if kind == "intent":
+            self.conn.execute("INSERT INTO open_intents (seq, challenge, amount_fen, owner, created) "
+                              "VALUES (?, ?, ?, ?, ?)", (seq, data["challenge"], amount_fen, data["owner"], time))
+        elif kind == "torn":
+            self.conn.execute("UPDATE open_intents SET wallet_id = ?, counter = ? WHERE seq = ?",
+                              (wallet_id, counter, data["intent"]))
+        elif kind in CLOSING_KINDS and "intent" in data:
+            self.conn.execute("DELETE FROM open_intents WHERE seq = ?", (data["intent"],))
 
     def append(self, kind: str, **fields: Any) -> Entry:
         """Append one entry durably (its own transaction)."""
@@ -237,14 +272,12 @@ class Ledger:
                                 (wallet_id,)).fetchone()
         return row[0] or 0
 
-    def open_intents(self, wallet_id: str | None = None) -> list[Entry]:
-        """Intents (PAY sent) with neither a payment nor a void entry after them: torn taps awaiting the card."""
-        sql = f"""SELECT {_COLS} FROM entries i WHERE i.kind = 'intent' {"AND i.wallet_id = ?" if wallet_id else ""}
-                  AND NOT EXISTS (SELECT 1 FROM entries r WHERE r.kind IN ('payment', 'void')
-                                  AND r.wallet_id = i.wallet_id AND r.counter = i.counter AND r.seq > i.seq
-                                  AND json_extract(r.data, '$.intent') = i.seq)
-                  ORDER BY i.seq"""
-        return [_row_entry(r) for r in self.conn.execute(sql, (wallet_id,) if wallet_id else ())]
+    def open_intents(self, wallet_id: str | None = None) -> list[OpenIntent]:
+        """PAYs prepared and not closed (oldest first); with ``wallet_id``, those torn on that wallet."""
+        sql = "SELECT seq, challenge, amount_fen, wallet_id, counter, owner, created FROM open_intents"
+        rows = self.conn.execute(sql + (" WHERE wallet_id = ? ORDER BY seq" if wallet_id else " ORDER BY seq"),
+                                 (wallet_id,) if wallet_id else ())
+        return [OpenIntent(r[0], bytes.fromhex(r[1]), r[2], r[3], r[4], r[5], r[6]) for r in rows]
 
     def denylist_version(self) -> int:
         row = self.conn.execute(
@@ -298,9 +331,15 @@ class Ledger:
         expected_prev = GENESIS
         expected_seq = 1
         n = 0
+        intents: set[int] = set()
+        closed: set[int] = set()
         for row in self.conn.execute(f"SELECT {_COLS} FROM entries ORDER BY seq"):
             n += 1
             seq, time, kind, vid, wid, counter, amount, data, prev_hash, h = row
+            if kind == "intent":
+                intents.add(seq)
+            elif kind in CLOSING_KINDS and '"intent":' in data:
+                closed.add(json.loads(data)["intent"])
             if seq != expected_seq:
                 problems.append(f"entries {expected_seq}..{seq - 1} are missing" if seq > expected_seq
                                 else f"entry {seq} out of order")
@@ -310,6 +349,10 @@ class Ledger:
                 problems.append(f"entry {seq} ({kind}) was altered: its content does not match its hash")
             expected_prev = h
             expected_seq = seq + 1
+        expected_open = intents - closed
+        listed_open = {r[0] for r in self.conn.execute("SELECT seq FROM open_intents")}
+        if expected_open != listed_open:
+            problems.append("the open-intents table does not match the entries")
         head = self.conn.execute("SELECT seq, hash, mac FROM head WHERE id = 1").fetchone()
         head_seq, head_hash = (head[0], head[1]) if head else (0, GENESIS)
         if head is None and n:

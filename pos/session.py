@@ -1,24 +1,32 @@
-"""One tap, driven end to end: read and verify the card, check limits, PAY, verify the voucher, commit, answer.
+"""One charge, driven end to end: prepare, wait for a card, read and verify it, check limits, PAY, verify the
+voucher, commit, answer.
 
-The terminal writes an ``intent`` entry to its ledger before it sends PAY. If the card leaves the field before the
-voucher is back (a torn tap) or the terminal dies, the intent survives; when that wallet is next in the field, GET
-LAST TRANSACTION with the intent's challenge either recovers the voucher (recorded once, as the payment) or proves
-the card was not charged (a ``void`` entry). An approval is reported only after its payment entry is committed.
+When a charge starts, before any card is in the field, the terminal durably writes an ``intent``: the amount and the
+random challenge its PAY will carry. The customer's tap then costs one durable commit (the payment), and a PAY whose
+answer never arrives can always be recovered, because the challenge that GET LAST TRANSACTION needs is on disk:
+- the card leaves mid-PAY (a torn tap): a ``torn`` entry names the wallet and the counter; when that wallet is next
+  in the field (a re-tap in the same charge, or any later tap at this terminal) its counter and GET LAST TRANSACTION
+  either recover the voucher (recorded once, as the payment) or show it was not charged;
+- the terminal dies after PAY (power loss, crash): the intent of a process that no longer runs is an orphan, and
+  every later tap asks the card in the field for it until one card answers with the voucher.
+An approval is reported only after its payment entry is committed. A charge that never sent PAY is closed ``void``.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import os
 import secrets
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ecny_nfc.reader import Cancelled, CardConnection, CardRemoved, MultipleCards, NoCard, Reader, ReaderError
 from pos.card_client import CardStatusError, TraceEntry, WalletClient
-from pos.ledger import Entry, Ledger
+from pos.ledger import Entry, Ledger, OpenIntent
 from pos.reasons import Reason, reason_for_status
 from pos.risk import check_limits
 from wallet import apdu as sw
@@ -29,6 +37,39 @@ from wallet.protocol import STATUS_ACTIVE, CardInfo, PayRequest
 from wallet.voucher import CNY, Voucher
 
 MAX_TAPS = 5
+CLOCK_SKEW_MS = 5 * 60 * 1000
+ORPHAN_MAX_AGE = dt.timedelta(days=7)
+
+
+def _process_start(pid: int) -> str:
+    """The kernel's start time of ``pid`` (guards against a recycled pid); empty where /proc is missing."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            return fh.read().rsplit(b")", 1)[1].split()[19].decode()
+    except (OSError, IndexError):
+        return ""
+
+
+OWNER = f"{os.getpid()}:{_process_start(os.getpid())}"
+_ACTIVE: set[tuple[str, int]] = set()  # (ledger path, intent seq) of charges running in this process
+_ACTIVE_LOCK = threading.Lock()
+
+
+def _owner_alive(owner: str) -> bool:
+    pid_text, _, start = owner.partition(":")
+    try:
+        pid = int(pid_text)
+    except ValueError:
+        return False
+    if owner == OWNER:
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return _process_start(pid) == start
 
 
 @dataclass
@@ -41,6 +82,7 @@ class TerminalContext:
     ledger: Ledger
     caps: OfflineCaps = field(default_factory=OfflineCaps)
     recovery_timeout: float = 10.0
+    after_pay: Callable[[], None] | None = None  # tester fault: runs right after the card answers PAY
 
     def now_ms(self) -> int:
         return time.time_ns() // 1_000_000
@@ -96,10 +138,11 @@ class Outcome:
 
 
 class _Torn(Exception):
-    """The card left the field while an intent was open."""
+    """The card left the field after PAY was sent: this charge's intent is now tied to that wallet."""
 
-    def __init__(self, intent: Entry) -> None:
-        self.intent = intent
+    def __init__(self, wallet_id: str, counter: int) -> None:
+        self.wallet_id = wallet_id
+        self.counter = counter
 
 
 class _Decline(Exception):
@@ -122,23 +165,40 @@ class PaymentSession:
         self.reader = reader
         self.trace: list[TraceEntry] = []
         self._torn_seen = False
+        self._intent: Entry | None = None
+        self._pay_sent = False  # a PAY of this charge may have reached a card
+        self._closed = False  # this charge's intent has a payment, void or unresolved entry
+        self._tap_started = 0.0
 
     # -- public -----------------------------------------------------------------------------------------------------
     def pay(self, amount_fen: int, timeout: float | None = 30.0, cancel: threading.Event | None = None) -> Outcome:
-        """Wait for a card and take ``amount_fen`` from it. Never raises for anything a card or reader does."""
-        t0 = time.perf_counter()
-        outcome = self._pay(amount_fen, timeout, cancel)
+        """Prepare a charge of ``amount_fen``, wait for a card and take it. Never raises for anything a card or
+        reader does. ``Outcome.elapsed_ms`` is the tap-to-decision time: from the card entering the field."""
+        if amount_fen <= 0:
+            raise ValueError("amount must be positive")
+        intent = self._intent = self.ctx.ledger.append(
+            "intent", amount_fen=amount_fen, data={"challenge": secrets.token_bytes(16).hex(), "owner": OWNER})
+        key = (str(self.ctx.ledger.path), intent.seq)
+        with _ACTIVE_LOCK:
+            _ACTIVE.add(key)
+        try:
+            outcome = self._pay(amount_fen, timeout, cancel)
+            decided = time.perf_counter()
+            if not self._closed and not self._pay_sent:
+                self.ctx.ledger.append("void", amount_fen=amount_fen,
+                                       data={"intent": intent.seq, "proof": "no PAY was sent"})
+        finally:
+            with _ACTIVE_LOCK:
+                _ACTIVE.discard(key)
         outcome.torn = outcome.torn or self._torn_seen
         outcome.trace = self.trace
         outcome.time_ms = self.ctx.now_ms()
-        outcome.elapsed_ms = (time.perf_counter() - t0) * 1e3
+        outcome.elapsed_ms = (decided - self._tap_started) * 1e3 if self._tap_started else 0.0
         return outcome
 
     # -- the flow ---------------------------------------------------------------------------------------------------
     def _pay(self, amount_fen: int, timeout: float | None, cancel: threading.Event | None) -> Outcome:
-        if amount_fen <= 0:
-            raise ValueError("amount must be positive")
-        torn: Entry | None = None
+        torn: _Torn | None = None
         wait = timeout
         for _ in range(MAX_TAPS):
             try:
@@ -153,11 +213,13 @@ class PaymentSession:
                 return Outcome("declined", amount_fen, Reason.MULTIPLE_CARDS, detail=str(exc))
             except ReaderError as exc:
                 return Outcome("declined", amount_fen, Reason.TERMINAL_ERROR, detail=str(exc),
-                               wallet_id=torn.wallet_id if torn else None, pending_recovery=torn is not None)
+                               wallet_id=torn.wallet_id if torn else None, pending_recovery=self._pending())
+            if not self._tap_started:
+                self._tap_started = time.perf_counter()
             try:
                 return self._tap(conn, amount_fen, torn)
             except _Torn as exc:
-                torn = exc.intent
+                torn = exc
                 self._torn_seen = True
                 wait = self.ctx.recovery_timeout
                 if wait <= 0:
@@ -165,15 +227,18 @@ class PaymentSession:
                                    pending_recovery=True)
             except _Decline as exc:
                 return Outcome("declined", amount_fen, exc.reason, detail=exc.detail,
-                               wallet_id=exc.wallet_id, pending_recovery=torn is not None and
-                               bool(self.ctx.ledger.open_intents(torn.wallet_id)))
+                               wallet_id=exc.wallet_id, pending_recovery=self._pending())
             finally:
                 conn.release()
         assert torn is not None
         return Outcome("declined", amount_fen, Reason.CARD_REMOVED, wallet_id=torn.wallet_id, pending_recovery=True,
                        detail="too many attempts")
 
-    def _tap(self, conn: CardConnection, amount_fen: int, torn: Entry | None) -> Outcome:
+    def _pending(self) -> bool:
+        """Whether this charge may have taken money that is not recorded yet (held for recovery)."""
+        return self._pay_sent and not self._closed
+
+    def _tap(self, conn: CardConnection, amount_fen: int, torn: _Torn | None) -> Outcome:
         client = WalletClient(conn, self.trace)
         now_ms = self.ctx.now_ms()
         try:
@@ -182,23 +247,20 @@ class PaymentSession:
             raise _Decline(Reason.NOT_A_WALLET if exc.status == sw.SW_FILE_NOT_FOUND else Reason.CARD_ERROR,
                            str(exc)) from None
         except CardRemoved:
-            self._torn_or_removed(torn)
+            self._removed(torn)
         info, cert = self._read_and_verify(client, now_ms, torn)
         wid = info.wallet_id
         if torn is not None and wid != torn.wallet_id:
             raise _Decline(Reason.CARD_REMOVED, "a different wallet was tapped; tap the wallet that was removed",
                            wallet_id=torn.wallet_id)
         results = self._resolve_intents(client, info, cert, torn)
-        recovered = [v for seq, v in results.items() if v not in ("void", "unresolved") and
-                     (torn is None or seq != torn.seq)]
-        if torn is not None:
-            result = results.get(torn.seq)
-            if result == "unresolved":
-                raise _Decline(Reason.CARD_ERROR, "the removed wallet's payment could not be confirmed",
-                               wallet_id=wid)
-            if result not in (None, "void"):
-                return Outcome("approved", amount_fen, voucher_id=result, wallet_id=wid,
-                               balance_after_fen=info.balance_fen, recovered=recovered)
+        mine = results.pop(self._intent.seq, None) if self._intent else None
+        recovered = [v for v in results.values() if v not in ("void", "unresolved", "open")]
+        if mine == "unresolved":
+            raise _Decline(Reason.CARD_ERROR, "the removed wallet's payment could not be confirmed", wallet_id=wid)
+        if mine not in (None, "void", "open"):
+            return Outcome("approved", amount_fen, voucher_id=mine, wallet_id=wid, balance_after_fen=info.balance_fen,
+                           recovered=recovered)
         if self.ctx.ledger.is_denylisted(wid):
             raise _Decline(Reason.DENYLISTED, wallet_id=wid)
         if info.status != STATUS_ACTIVE:
@@ -212,18 +274,18 @@ class PaymentSession:
             raise _Decline(limit, wallet_id=wid)
         return self._charge(client, info, cert, amount_fen, now_ms, recovered)
 
-    def _torn_or_removed(self, torn: Entry | None) -> None:
+    def _removed(self, torn: _Torn | None) -> None:
         if torn is not None:
-            raise _Torn(torn)
+            raise torn
         raise _Decline(Reason.CARD_REMOVED, "the wallet left the field before it was asked to pay")
 
     def _read_and_verify(self, client: WalletClient, now_ms: int,
-                         torn: Entry | None) -> tuple[CardInfo, WalletCertInfo]:
+                         torn: _Torn | None) -> tuple[CardInfo, WalletCertInfo]:
         try:
             info = client.read_info()
         except CardRemoved:
-            self._torn_or_removed(torn)
-            raise  # unreachable: _torn_or_removed always raises
+            self._removed(torn)
+            raise  # unreachable: _removed always raises
         except CardStatusError as exc:
             raise _Decline(Reason.CARD_ERROR, str(exc)) from None
         except EncodingError as exc:
@@ -240,38 +302,59 @@ class PaymentSession:
 
     def _charge(self, client: WalletClient, info: CardInfo, cert: WalletCertInfo, amount_fen: int, now_ms: int,
                 recovered: list[str]) -> Outcome:
-        ledger = self.ctx.ledger
-        req = PayRequest(amount_fen, CNY, self.ctx.merchant_id, self.ctx.terminal_id, secrets.token_bytes(16), now_ms)
-        intent = ledger.append("intent", wallet_id=info.wallet_id, counter=info.counter + 1, amount_fen=amount_fen,
-                               data={"challenge": req.challenge.hex(), "timestamp_ms": now_ms})
+        intent = self._intent
+        assert intent is not None
+        req = PayRequest(amount_fen, CNY, self.ctx.merchant_id, self.ctx.terminal_id,
+                         bytes.fromhex(intent.data["challenge"]), now_ms)
+        self._pay_sent = True
         try:
             raw = client.pay(req)
         except CardRemoved:
-            raise _Torn(intent) from None
+            self._mark_torn(info.wallet_id, info.counter + 1, amount_fen)
         except CardStatusError as exc:
-            ledger.append("void", wallet_id=info.wallet_id, counter=intent.counter, amount_fen=amount_fen,
-                          data={"intent": intent.seq, "proof": f"card refused PAY with {exc.status:04X}"})
+            self._close("void", info.wallet_id, info.counter + 1, amount_fen,
+                        proof=f"card refused PAY with {exc.status:04X}")
             raise _Decline(reason_for_status(exc.status), str(exc), wallet_id=info.wallet_id) from None
+        if self.ctx.after_pay is not None:
+            self.ctx.after_pay()
         voucher, problem = self._check_voucher(raw, info, cert, req)
         if problem is not None:
             # A damaged answer in transit is common on the air: read the card's stored voucher once more.
             try:
                 voucher, problem2 = self._check_voucher(client.last_transaction(req.challenge), info, cert, req)
             except CardRemoved:
-                raise _Torn(intent) from None
+                self._mark_torn(info.wallet_id, info.counter + 1, amount_fen)
             except CardStatusError:
                 problem2 = problem
             if problem2 is not None:
-                ledger.append("unresolved", wallet_id=info.wallet_id, counter=intent.counter, amount_fen=amount_fen,
-                              data={"intent": intent.seq, "problem": problem2[1]})
+                self._close("unresolved", info.wallet_id, info.counter + 1, amount_fen, problem=problem2[1])
                 raise _Decline(problem2[0], problem2[1], wallet_id=info.wallet_id)
         assert voucher is not None
-        self._record(voucher, intent, cert_der=info.cert_der, issuer_der=info.issuer_der)
+        self._record(voucher, intent.seq, cert_der=info.cert_der, issuer_der=info.issuer_der)
+        self._closed = True
         return Outcome("approved", amount_fen, voucher_id=voucher.voucher_id, wallet_id=info.wallet_id,
                        balance_after_fen=voucher.body.balance_after_fen, recovered=recovered)
 
-    def _check_voucher(self, raw: bytes, info: CardInfo, cert: WalletCertInfo,
-                       req: PayRequest) -> tuple[Voucher | None, tuple[Reason, str] | None]:
+    def _mark_torn(self, wallet_id: str, counter: int, amount_fen: int) -> None:
+        """The card left after PAY was sent: tie this charge's intent to the wallet, then wait for it."""
+        assert self._intent is not None
+        self.ctx.ledger.append("torn", wallet_id=wallet_id, counter=counter, amount_fen=amount_fen,
+                               data={"intent": self._intent.seq})
+        raise _Torn(wallet_id, counter) from None
+
+    def _close(self, kind: str, wallet_id: str | None, counter: int | None, amount_fen: int, *,
+               intent_seq: int | None = None, **data: str) -> None:
+        """Close an intent (this charge's unless ``intent_seq`` names another) with a void or unresolved entry."""
+        seq = intent_seq if intent_seq is not None else (self._intent.seq if self._intent else 0)
+        self.ctx.ledger.append(kind, wallet_id=wallet_id, counter=counter, amount_fen=amount_fen,
+                               data={"intent": seq, **data})
+        if self._intent is not None and seq == self._intent.seq:
+            self._closed = True
+
+    def _check_voucher(self, raw: bytes, info: CardInfo, cert: WalletCertInfo, req: PayRequest,
+                       since_ms: int | None = None) -> tuple[Voucher | None, tuple[Reason, str] | None]:
+        """Verify a voucher against the request. With ``since_ms`` (recovery), the PAY's timestamp is unknown and
+        must only fall between the charge's start and now."""
         try:
             voucher = Voucher.decode(raw)
         except EncodingError as exc:
@@ -284,16 +367,19 @@ class PaymentSession:
         expected = {
             "wallet_id": info.wallet_id, "counter": info.counter + 1, "amount_fen": req.amount_fen,
             "currency": req.currency, "merchant_id": req.merchant_id, "terminal_id": req.terminal_id,
-            "challenge": req.challenge, "timestamp_ms": req.timestamp_ms,
-            "balance_after_fen": info.balance_fen - req.amount_fen,
+            "challenge": req.challenge, "balance_after_fen": info.balance_fen - req.amount_fen,
         }
+        if since_ms is None:
+            expected["timestamp_ms"] = req.timestamp_ms
+        elif not since_ms - CLOCK_SKEW_MS <= b.timestamp_ms <= self.ctx.now_ms() + CLOCK_SKEW_MS:
+            return None, (Reason.VOUCHER_MISMATCH, "voucher timestamp outside the charge's time")
         for name, want in expected.items():
             if getattr(b, name) != want:
                 return None, (Reason.VOUCHER_MISMATCH, f"voucher {name} is {getattr(b, name)!r}, expected {want!r}")
         return voucher, None
 
-    def _record(self, voucher: Voucher, intent: Entry, cert_der: bytes, issuer_der: bytes) -> Entry:
-        """Commit the payment entry (once per voucher id)."""
+    def _record(self, voucher: Voucher, intent_seq: int, cert_der: bytes, issuer_der: bytes) -> Entry:
+        """Commit the payment entry (once per voucher id); it closes the intent in the same transaction."""
         ledger = self.ctx.ledger
         fp = _fingerprint(cert_der)
         ledger.begin()
@@ -310,7 +396,7 @@ class PaymentSession:
             entry = ledger._append(
                 "payment", voucher_id=voucher.voucher_id, wallet_id=voucher.body.wallet_id,
                 counter=voucher.body.counter, amount_fen=voucher.body.amount_fen,
-                data={"intent": intent.seq, "voucher": voucher.encode().hex(), "body": voucher.body.encode().hex(),
+                data={"intent": intent_seq, "voucher": voucher.encode().hex(), "body": voucher.body.encode().hex(),
                       "cert": fp, "issuer": _fingerprint(issuer_der),
                       "merchant_id": voucher.body.merchant_id, "terminal_id": voucher.body.terminal_id,
                       "balance_after_fen": voucher.body.balance_after_fen})
@@ -320,47 +406,86 @@ class PaymentSession:
             raise
         return entry
 
+    def _is_orphan(self, intent: OpenIntent) -> bool:
+        """An intent no running charge owns and no torn tap has tied to a wallet: its terminal died after PAY."""
+        if intent.wallet_id is not None or (self._intent is not None and intent.seq == self._intent.seq):
+            return False
+        if intent.owner == OWNER:
+            with _ACTIVE_LOCK:
+                return (str(self.ctx.ledger.path), intent.seq) not in _ACTIVE
+        return not _owner_alive(intent.owner)
+
     def _resolve_intents(self, client: WalletClient, info: CardInfo, cert: WalletCertInfo,
-                         torn: Entry | None) -> dict[int, str]:
-        """Settle this wallet's open intents at this terminal; return {intent seq: resolving entry kind}."""
-        ledger = self.ctx.ledger
+                         torn: _Torn | None) -> dict[int, str]:
+        """Settle the open intents this card can answer; return {intent seq: voucher id | void | unresolved | open}.
+
+        Intents torn on this wallet are decided by its counter and GET LAST TRANSACTION. Orphans (a terminal that
+        died after PAY) are asked with GET LAST TRANSACTION: only the card that was charged answers their challenge.
+        """
         results: dict[int, str] = {}
-        for intent in ledger.open_intents(info.wallet_id):
-            counter = intent.counter or 0
-            base = {"intent": intent.seq}
-            results[intent.seq] = "unresolved"
-            if info.counter < counter:
-                results[intent.seq] = "void"
-                ledger.append("void", wallet_id=intent.wallet_id, counter=counter, amount_fen=intent.amount_fen,
-                              data={**base, "proof": f"card counter {info.counter} never reached {counter}"})
-                continue
-            if info.counter > counter:
-                ledger.append("unresolved", wallet_id=intent.wallet_id, counter=counter,
-                              amount_fen=intent.amount_fen,
-                              data={**base, "problem": f"card has moved on to counter {info.counter}"})
-                continue
-            challenge = bytes.fromhex(intent.data["challenge"])
-            try:
-                raw = client.last_transaction(challenge)
-            except CardRemoved:
-                self._torn_or_removed(torn)
-            except CardStatusError as exc:
-                if exc.status == sw.SW_REFERENCED_DATA_NOT_FOUND:
-                    results[intent.seq] = "void"
-                    ledger.append("void", wallet_id=intent.wallet_id, counter=counter, amount_fen=intent.amount_fen,
-                                  data={**base, "proof": "the card's payment with this counter answers another "
-                                                         "challenge"})
-                    continue
-                raise _Decline(Reason.CARD_ERROR, str(exc), wallet_id=info.wallet_id) from None
-            req = PayRequest(intent.amount_fen, CNY, self.ctx.merchant_id, self.ctx.terminal_id, challenge,
-                             int(intent.data["timestamp_ms"]))
-            before = replace(info, counter=counter - 1, balance_fen=info.balance_fen + intent.amount_fen)
-            voucher, problem = self._check_voucher(raw, before, cert, req)
-            if voucher is None:
-                assert problem is not None
-                ledger.append("unresolved", wallet_id=intent.wallet_id, counter=counter,
-                              amount_fen=intent.amount_fen, data={**base, "problem": problem[1]})
-                continue
-            self._record(voucher, intent, info.cert_der, info.issuer_der)
-            results[intent.seq] = voucher.voucher_id
+        for intent in self.ctx.ledger.open_intents():
+            own = self._intent is not None and intent.seq == self._intent.seq
+            if intent.wallet_id == info.wallet_id:
+                results[intent.seq] = self._resolve_torn(client, info, cert, intent, own, torn)
+            elif self._is_orphan(intent):
+                results[intent.seq] = self._resolve_orphan(client, info, cert, intent, torn)
         return results
+
+    def _resolve_torn(self, client: WalletClient, info: CardInfo, cert: WalletCertInfo, intent: OpenIntent,
+                      own: bool, torn: _Torn | None) -> str:
+        counter = intent.counter or 0
+        if info.counter < counter:
+            # PAY never executed on this card. This charge simply tries again; an older one is closed unpaid.
+            if not own:
+                self._close("void", intent.wallet_id, counter, intent.amount_fen, intent_seq=intent.seq,
+                            proof=f"card counter {info.counter} never reached {counter}")
+            return "open" if own else "void"
+        if info.counter > counter:
+            self._close("unresolved", intent.wallet_id, counter, intent.amount_fen, intent_seq=intent.seq,
+                        problem=f"card has moved on to counter {info.counter}")
+            return "unresolved"
+        outcome = self._read_back(client, info, cert, intent, torn)
+        if outcome is None:  # the card's payment with this counter answers another challenge: not ours
+            self._close("void", intent.wallet_id, counter, intent.amount_fen, intent_seq=intent.seq,
+                        proof="the card's payment with this counter answers another challenge")
+            return "open" if own else "void"
+        return outcome
+
+    def _resolve_orphan(self, client: WalletClient, info: CardInfo, cert: WalletCertInfo, intent: OpenIntent,
+                        torn: _Torn | None) -> str:
+        outcome = self._read_back(client, info, cert, intent, torn)
+        if outcome is not None:
+            return outcome
+        created = dt.datetime.fromisoformat(intent.created.replace("Z", "+00:00"))
+        if dt.datetime.now(dt.UTC) - created > ORPHAN_MAX_AGE:
+            self._close("unresolved", None, None, intent.amount_fen, intent_seq=intent.seq,
+                        problem="no card answered this charge's challenge within seven days")
+            return "unresolved"
+        return "open"
+
+    def _read_back(self, client: WalletClient, info: CardInfo, cert: WalletCertInfo, intent: OpenIntent,
+                   torn: _Torn | None) -> str | None:
+        """GET LAST TRANSACTION with the intent's challenge: the recorded voucher id, ``unresolved`` for a voucher
+        that does not verify, or None when the card's last payment is not this intent's."""
+        try:
+            raw = client.last_transaction(intent.challenge)
+        except CardRemoved:
+            self._removed(torn)
+            raise  # unreachable
+        except CardStatusError as exc:
+            if exc.status == sw.SW_REFERENCED_DATA_NOT_FOUND:
+                return None
+            raise _Decline(Reason.CARD_ERROR, str(exc), wallet_id=info.wallet_id) from None
+        req = PayRequest(intent.amount_fen, CNY, self.ctx.merchant_id, self.ctx.terminal_id, intent.challenge, 0)
+        before = replace(info, counter=info.counter - 1, balance_fen=info.balance_fen + intent.amount_fen)
+        created = dt.datetime.fromisoformat(intent.created.replace("Z", "+00:00"))
+        voucher, problem = self._check_voucher(raw, before, cert, req, since_ms=int(created.timestamp() * 1000))
+        if voucher is None:
+            assert problem is not None
+            self._close("unresolved", intent.wallet_id or info.wallet_id, info.counter, intent.amount_fen,
+                        intent_seq=intent.seq, problem=problem[1])
+            return "unresolved"
+        self._record(voucher, intent.seq, info.cert_der, info.issuer_der)
+        if self._intent is not None and intent.seq == self._intent.seq:
+            self._closed = True
+        return voucher.voucher_id

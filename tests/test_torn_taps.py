@@ -72,7 +72,7 @@ def test_torn_pay_recovered_on_retap_in_the_same_session(taps: Taps) -> None:
     assert out.voucher_id == f"{card.state.wallet_id}-00000001"
     assert card.state.balance_fen == 100_000 - 777
     kinds = [e.kind for e in taps.ctx.ledger.entries()]
-    assert kinds == ["intent", "payment"]
+    assert kinds == ["intent", "torn", "payment"]
 
 
 def test_torn_pay_without_retap_is_pending_and_recovered_later(taps: Taps) -> None:
@@ -192,3 +192,45 @@ def test_reader_failure_mid_pay_is_held_for_recovery_not_lost(taps: Taps) -> Non
     assert out.reason is Reason.TERMINAL_ERROR and out.pending_recovery
     assert card.state.counter == 1 and payments(taps.ctx.ledger) == []
     assert taps.pay(card, 1).recovered == [f"{card.state.wallet_id}-00000001"]
+
+
+def test_power_loss_after_pay_is_recovered_by_the_next_process(tmp_path) -> None:
+    """The terminal process dies right after the card answers PAY (os._exit: no cleanup). The next process's tap
+    of the same card finds the orphaned intent and recovers the voucher exactly once; money is conserved."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "POS_HOME": str(tmp_path)}
+    pos = [sys.executable, "-m", "pos.cli"]
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*pos, *args], env=env, capture_output=True, text=True, timeout=60)
+
+    run("card", "issue", "--tier", "4", "--balance", "100", "--count", "2")
+    died = run("pay", "--terminal", "CMGQ0001", "--card", "c0001", "--amount", "7", "--power-loss", "--json")
+    assert died.returncode == 137 and died.stdout == ""
+    card = json.loads(run("card", "show", "c0001", "--json").stdout)
+    assert card["balance_fen"] == 9_300 and card["counter"] == 1  # the card paid; the terminal recorded nothing
+    # Another wallet taps first: it cannot answer the orphan's challenge, so nothing changes for the orphan.
+    other = json.loads(run("pay", "--terminal", "CMGQ0001", "--card", "c0002", "--amount", "1", "--json").stdout)
+    assert other["status"] == "approved" and other["recovered"] == []
+    back = json.loads(run("pay", "--terminal", "CMGQ0001", "--card", "c0001", "--amount", "2", "--json").stdout)
+    assert back["status"] == "approved"
+    assert back["recovered"] == [card["wallet_id"] + "-00000001"]
+    entries = json.loads(run("ledger", "list", "--terminal", "CMGQ0001", "--kind", "payment", "--json").stdout)
+    mine = [e for e in entries["entries"] if e["wallet_id"] == card["wallet_id"]]
+    assert sorted(e["amount_fen"] for e in mine) == [200, 700]
+    assert run("ledger", "verify", "--terminal", "CMGQ0001").returncode == 0
+    # Tapping again recovers nothing twice.
+    again = json.loads(run("pay", "--terminal", "CMGQ0001", "--card", "c0001", "--amount", "1", "--json").stdout)
+    assert again["recovered"] == []
+
+
+def test_charge_without_a_card_leaves_nothing_open(taps: Taps) -> None:
+    out = PaymentSession(taps.ctx, MockReader()).pay(100, timeout=0.01)
+    assert out.reason is Reason.NO_CARD
+    assert [e.kind for e in taps.ctx.ledger.entries()] == ["intent", "void"]
+    assert taps.ctx.ledger.open_intents() == []
+    taps.ctx.ledger.verify()

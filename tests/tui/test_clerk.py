@@ -89,7 +89,9 @@ def test_cancel_returns_at_once_and_charges_nothing(home: Home) -> None:
             assert time.monotonic() - t0 < 1.0
             assert not app.runtime.broker.armed
         with home.ledger(COUNTER) as ledger:
-            assert ledger.count() == 0
+            # The charge's intent is closed unpaid: no payment, nothing held for recovery.
+            assert [e.kind for e in ledger.entries()] == ["intent", "void"]
+            assert ledger.open_intents() == []
 
     asyncio.run(scenario())
 
