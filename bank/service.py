@@ -13,6 +13,7 @@ it, it is a ``double_spend``: the first settled stands, the wallet is revoked an
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import os
 import secrets
@@ -71,8 +72,8 @@ if TYPE_CHECKING:
 MAX_BATCH = 1000
 # Signature checks of a batch run on a few threads of the worker: `cryptography` releases the GIL while it verifies,
 # so the checks of one card overlap with those of another and with the Python work of the thread that holds the GIL.
-VERIFY_THREADS = max(1, min(4, os.cpu_count() or 1))
-VERIFY_CHUNK = 32  # vouchers per verification task
+VERIFY_THREADS = max(1, min(4, os.cpu_count() or 1))  # the settling thread and its helpers
+VERIFY_CHUNK = 32  # vouchers per verification task (whole cards)
 _ECDSA_SHA256 = ec.ECDSA(hashes.SHA256())
 MAX_FUTURE_MS = 24 * 3600 * 1000  # a voucher dated more than a day ahead of the operator's clock is refused
 RETRIES = 8
@@ -439,11 +440,9 @@ class Operator:
         if not open_:
             return
         with self.engine.connect() as conn:
-            settled = _in_chunks(conn, select(vouchers.c.voucher_id, vouchers.c.body_hash), vouchers.c.voucher_id,
-                                 [j.voucher_id for j in open_])
-            rejected = _in_chunks(conn, select(rejections.c.voucher_hash, rejections.c.reason),
-                                  rejections.c.voucher_hash, [j.vhash for j in open_],
-                                  rejections.c.terminal_id == terminal.terminal_id)
+            settled = _select_in(conn, "settled_bodies", _settled_bodies, [j.voucher_id for j in open_])
+            rejected = _select_in(conn, "prior_rejections", _prior_rejections, [j.vhash for j in open_],
+                                  terminal_id=terminal.terminal_id)
         bodies = dict(settled)
         reasons = dict(rejected)
         for j in open_:
@@ -453,34 +452,44 @@ class Operator:
                 j.status, j.reason = "rejected", reasons[j.vhash]
 
     def _verify_all(self, todo: list[_Judged], items: Sequence[UploadItem]) -> None:
-        """Re-verify every voucher of ``todo``; the signature checks overlap with the rest of the work.
+        """Re-verify every voucher of ``todo``, whole cards at a time, on this thread and the verification threads.
 
-        This thread checks each voucher's date, certificate chain (once per card) and wallet id in batch order and
-        hands the vouchers that pass to the verification threads in chunks; while those check signatures (with the
-        GIL released), this thread goes on with the next cards' chains, then checks the last chunk itself. The
-        verdict of a voucher depends on that voucher alone, so it is the same as one by one in any order, and the
-        order of the checks (hence the reason code) is date, chain, wallet id, signature, limits.
+        A task is a run of whole cards (every voucher of the batch with one certificate chain, so a new card's chain
+        is verified once, by one thread); this thread and ``verify_threads - 1`` helpers take tasks until none is
+        left. `cryptography` releases the GIL while it verifies, so the threads' signature checks run at once. The
+        verdict of a voucher depends on that voucher alone, the same as one by one in any order; the order of the
+        checks (hence the reason code) is date, chain, wallet id, signature, limits.
         """
-        pool = self._verify_pool() if len(todo) > VERIFY_CHUNK else None
-        futures = []
-        ready: list[tuple[_Judged, WalletCertInfo, bytes]] = []
+        cards: dict[tuple[bytes, bytes], list[_Judged]] = {}
         for j in todo:
             item = items[j.index]
-            info = self._check_chain(j, item)
-            if info is not None:
-                ready.append((j, info, item.cert_der))
-                if pool is not None and len(ready) == VERIFY_CHUNK:
-                    futures.append(pool.submit(self._check_signatures, ready))
-                    ready = []
-        self._check_signatures(ready)
-        for f in futures:
+            cards.setdefault((item.cert_der, item.issuer_der), []).append(j)
+        tasks: list[list[_Judged]] = [[]]
+        for group in cards.values():
+            if len(tasks[-1]) >= VERIFY_CHUNK:
+                tasks.append([])
+            tasks[-1].extend(group)
+        queue = iter(tasks)
+
+        def work() -> None:
+            for task in queue:  # a list iterator hands each task to exactly one thread
+                for j in task:
+                    item = items[j.index]
+                    info = self._check_chain(j, item)
+                    if info is not None:
+                        self._check_signature(j, info, item.cert_der)
+
+        pool = self._verify_pool() if len(tasks) > 1 else None
+        helpers = [pool.submit(work) for _ in range(min(self.verify_threads - 1, len(tasks) - 1))] if pool else []
+        work()
+        for f in helpers:
             f.result()
 
     def _verify_pool(self) -> ThreadPoolExecutor | None:
         if self.verify_threads <= 1:
             return None
         if self._pool is None:
-            self._pool = ThreadPoolExecutor(self.verify_threads, thread_name_prefix="verify")
+            self._pool = ThreadPoolExecutor(self.verify_threads - 1, thread_name_prefix="verify")
         return self._pool
 
     def _check_chain(self, j: _Judged, item: UploadItem) -> WalletCertInfo | None:
@@ -502,34 +511,32 @@ class Operator:
             return None
         return info
 
-    def _check_signatures(self, ready: list[tuple[_Judged, WalletCertInfo, bytes]]) -> None:
+    def _check_signature(self, j: _Judged, info: WalletCertInfo, leaf: bytes) -> None:
         """The card's signature, then the tier's single limit and the offline cap (runs on any thread)."""
-        offline_max = self.offline_single_max
-        for j, info, leaf in ready:
-            v = j.voucher
-            assert v is not None
-            b = v.body
-            sig = v.signature
-            try:
-                if b.suite == suites.ECDSA_P256_SHA256 and len(sig) == 64:
-                    # suites.verify, inlined for the default suite (one signature check per voucher is the cost)
-                    info.public_key.verify(encode_dss_signature(int.from_bytes(sig[:32], "big"),
-                                                                int.from_bytes(sig[32:], "big")),
-                                           j.body_raw, _ECDSA_SHA256)
-                else:
-                    suites.verify(info.public_key, j.body_raw, sig, b.suite)
-            except (SignatureError, InvalidSignature):
-                j.status, j.reason = "rejected", BAD_SIGNATURE
-                continue
-            limits = TIER_LIMITS.get(info.tier)
-            if limits is None:
-                j.status, j.reason = "rejected", BAD_VOUCHER
-            elif limits.single_max is not None and b.amount_fen > limits.single_max:
-                j.status, j.reason = "rejected", OVER_SINGLE_LIMIT
-            elif offline_max is not None and b.amount_fen > offline_max:
-                j.status, j.reason = "rejected", OVER_OFFLINE_LIMIT
-            j.tier = info.tier
-            j.cert_der = leaf
+        v = j.voucher
+        assert v is not None
+        b = v.body
+        sig = v.signature
+        try:
+            if b.suite == suites.ECDSA_P256_SHA256 and len(sig) == 64:
+                # suites.verify, inlined for the default suite (one signature check per voucher is the cost)
+                info.public_key.verify(encode_dss_signature(int.from_bytes(sig[:32], "big"),
+                                                            int.from_bytes(sig[32:], "big")),
+                                       j.body_raw, _ECDSA_SHA256)
+            else:
+                suites.verify(info.public_key, j.body_raw, sig, b.suite)
+        except (SignatureError, InvalidSignature):
+            j.status, j.reason = "rejected", BAD_SIGNATURE
+            return
+        limits = TIER_LIMITS.get(info.tier)
+        if limits is None:
+            j.status, j.reason = "rejected", BAD_VOUCHER
+        elif limits.single_max is not None and b.amount_fen > limits.single_max:
+            j.status, j.reason = "rejected", OVER_SINGLE_LIMIT
+        elif self.offline_single_max is not None and b.amount_fen > self.offline_single_max:
+            j.status, j.reason = "rejected", OVER_OFFLINE_LIMIT
+        j.tier = info.tier
+        j.cert_der = leaf
 
     def _wallet_cert(self, leaf: bytes, issuer: bytes, at: dt.datetime) -> WalletCertInfo:
         """Verify a card's chain at ``at``, once per card: a verified chain is cached with its validity window."""
@@ -553,16 +560,12 @@ class Operator:
         new_rows: list[tuple[Any, ...]] = []
         gross = fees = 0
         if candidates:
-            on_file = dict(_in_chunks(conn, select(vouchers.c.voucher_id, vouchers.c.body_hash),
-                                      vouchers.c.voucher_id, [j.voucher_id for j in candidates]))
+            on_file = dict(_select_in(conn, "settled_bodies", _settled_bodies, [j.voucher_id for j in candidates]))
             wids = sorted({j.wallet_id for j in candidates if j.wallet_id})
             states = self._wallet_states(conn, candidates, wids)
             days = sorted({j.day for j in candidates})
             daily: dict[tuple[str, str], int] = defaultdict(int)
-            for wid, day, total in _in_chunks(
-                    conn, select(vouchers.c.wallet_id, vouchers.c.day, func.sum(vouchers.c.amount_fen)),
-                    vouchers.c.wallet_id, wids, vouchers.c.day.in_(days),
-                    group_by=(vouchers.c.wallet_id, vouchers.c.day)):
+            for wid, day, total in _select_in(conn, "daily_totals", _daily_totals, wids, days):
                 daily[(wid, day)] = int(total)
             for j in candidates:
                 assert j.voucher is not None and j.wallet_id is not None and j.voucher_id is not None
@@ -613,10 +616,7 @@ class Operator:
             os._exit(137)
 
     def _wallet_states(self, conn: Connection, candidates: list[_Judged], wids: list[str]) -> dict[str, _WalletState]:
-        query = select(wallets.c.wallet_id, wallets.c.loaded_fen, wallets.c.spent_fen, wallets.c.status)
-        if conn.dialect.name != "sqlite":
-            query = query.with_for_update()
-        rows = {r[0]: r for r in _in_chunks(conn, query, wallets.c.wallet_id, wids)}
+        rows = {r[0]: r for r in _select_in(conn, "wallet_states", _wallet_rows, wids, for_update=True)}
         missing = [w for w in wids if w not in rows]
         if missing:
             # A wallet the operator has no record of, but certified by its own CA: on file from now on, with its
@@ -626,7 +626,8 @@ class Operator:
                 {"wallet_id": w, "tier": first[w].tier, "cert_der": first[w].cert_der, "loaded_fen": None,
                  "spent_fen": 0, "online_fen": 0, "load_counter": 0, "status": "active", "created_ms": now_ms()}
                 for w in missing])
-            rows.update({r[0]: r for r in _in_chunks(conn, query, wallets.c.wallet_id, missing)})
+            rows.update({r[0]: r for r in _select_in(conn, "wallet_states", _wallet_rows, missing,
+                                                             for_update=True)})
         return {w: _WalletState(r[1], r[2], r[3]) for w, r in rows.items()}
 
     def _update_wallets(self, conn: Connection, states: dict[str, _WalletState], t: int) -> None:
@@ -794,7 +795,7 @@ _voucher_inserts: dict[str, tuple[str, bool]] = {}
 def _voucher_insert(dialect: Any) -> tuple[str, bool]:
     """The INSERT of a settled voucher for ``dialect``, its parameters in :data:`_VOUCHER_COLUMNS` order when the
     driver's style is positional (True) or by name; compiled once per dialect."""
-    key = f"{dialect.name}+{dialect.driver}:{dialect.paramstyle}"
+    key = _dialect_key(dialect)
     hit = _voucher_inserts.get(key)
     if hit is None:
         stmt = insert(vouchers).compile(dialect=dialect, column_keys=list(_VOUCHER_COLUMNS))
@@ -815,16 +816,70 @@ def _insert_ignore(conn: Connection, table: Any) -> Any:
     return sqlite_insert(table).on_conflict_do_nothing()
 
 
-def _in_chunks(conn: Connection, query: Any, column: Any, values: Iterable[Any], *where: Any,
-               group_by: tuple[Any, ...] = (), size: int = 500) -> list[Any]:
-    """Run ``query WHERE column IN values`` in chunks (SQLite bounds the number of parameters)."""
+# The settlement path's lookups by key lists, written once as SQLAlchemy Core (one text for both databases).
+def _settled_bodies(ids: list[Any]) -> Any:
+    return select(vouchers.c.voucher_id, vouchers.c.body_hash).where(vouchers.c.voucher_id.in_(ids))
+
+
+def _prior_rejections(hashes: list[Any]) -> Any:
+    return select(rejections.c.voucher_hash, rejections.c.reason).where(
+        rejections.c.voucher_hash.in_(hashes), rejections.c.terminal_id == bindparam("terminal_id"))
+
+
+def _daily_totals(wids: list[Any], days: list[Any]) -> Any:
+    return (select(vouchers.c.wallet_id, vouchers.c.day, func.sum(vouchers.c.amount_fen))
+            .where(vouchers.c.wallet_id.in_(wids), vouchers.c.day.in_(days))
+            .group_by(vouchers.c.wallet_id, vouchers.c.day))
+
+
+def _wallet_rows(wids: list[Any]) -> Any:
+    return select(wallets.c.wallet_id, wallets.c.loaded_fen, wallets.c.spent_fen, wallets.c.status).where(
+        wallets.c.wallet_id.in_(wids))
+
+
+IN_CHUNK = 512  # values per IN list (SQLite bounds the number of parameters of a statement)
+_selects: dict[tuple[str, str, tuple[int, ...]], tuple[str, tuple[str, ...] | None]] = {}
+
+
+def _dialect_key(dialect: Any) -> str:
+    return f"{dialect.name}+{dialect.driver}:{dialect.paramstyle}"
+
+
+@functools.lru_cache(maxsize=64)
+def _bind_names(k: int, n: int) -> tuple[str, ...]:
+    return tuple(f"in{k}_{m}" for m in range(n))
+
+
+def _select_in(conn: Connection, name: str, build: Any, values: Iterable[Any], *lists: Sequence[Any],
+               for_update: bool = False, **params: Any) -> list[Any]:
+    """The rows of ``build(values, *lists)`` (a SELECT with ``IN`` lists), ``values`` deduplicated and in chunks.
+
+    SQLAlchemy renders a 500-value IN list again at every execution, which costs more than the query. So each
+    query is compiled once per dialect and list sizes (rounded up to a power of two, padded by repeating a value,
+    which an IN list does not notice) and its SQL text runs straight through the driver with ``params`` by name.
+    ``for_update`` locks the rows on databases that lock rows (SQLite's write transaction already excludes others).
+    """
     vals = list(dict.fromkeys(v for v in values if v is not None))
+    others = [list(dict.fromkeys(v for v in lst if v is not None)) for lst in lists]
+    if not vals or not all(others):
+        return []
     out: list[Any] = []
-    for i in range(0, len(vals), size):
-        q = query.where(column.in_(vals[i:i + size]), *where)
-        if group_by:
-            q = q.group_by(*group_by)
-        out.extend(conn.execute(q).all())
+    for i in range(0, len(vals), IN_CHUNK):
+        in_lists = [vals[i:i + IN_CHUNK], *others]
+        sizes = tuple(1 << (len(lst) - 1).bit_length() for lst in in_lists)
+        key = (_dialect_key(conn.dialect), name + ":for_update" * for_update, sizes)
+        hit = _selects.get(key)
+        if hit is None:
+            query = build(*[[bindparam(b) for b in _bind_names(k, n)] for k, n in enumerate(sizes)])
+            if for_update and conn.dialect.name != "sqlite":
+                query = query.with_for_update()
+            compiled = query.compile(dialect=conn.dialect)
+            hit = _selects[key] = (str(compiled), tuple(compiled.positiontup or ()) if compiled.positional else None)
+        sql, order = hit
+        bound = dict(params)
+        for k, (lst, n) in enumerate(zip(in_lists, sizes, strict=True)):
+            bound.update(zip(_bind_names(k, n), lst + [lst[-1]] * (n - len(lst)), strict=True))
+        out.extend(conn.exec_driver_sql(sql, tuple(bound[b] for b in order) if order is not None else bound).all())
     return out
 
 
