@@ -75,6 +75,12 @@ def m001_entries(db: sqlite_utils.Database) -> None:
                   created TEXT NOT NULL)""")
 
 
+@MIGRATIONS()
+def m002_voucher_index(db: sqlite_utils.Database) -> None:
+    """Settlement and refund entries are looked up by voucher id (the outbox, sync status, reports)."""
+    db.execute("CREATE INDEX entries_voucher ON entries(voucher_id, kind)")
+
+
 @dataclass(frozen=True, slots=True)
 class Entry:
     seq: int
