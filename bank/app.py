@@ -7,6 +7,7 @@ Every error is a 4xx/5xx with a typed body ``{"error": {"code", "message"}}``; a
 
 from __future__ import annotations
 
+import asyncio
 import binascii
 from typing import Annotated, Any
 
@@ -101,6 +102,28 @@ def _hex(text: str) -> bytes:
         raise BadRequest("not hex") from None
 
 
+def _settlement_items(body: bytes) -> list[UploadItem]:
+    """The vouchers of a settlement request body, with their certificates; :class:`BadRequest` when malformed."""
+    try:
+        req = SettlementRequest.model_validate_json(body)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        raise BadRequest(f"{where}: {first.get('msg', 'invalid')}") from None
+    certs = {fp: _hex(der) for fp, der in req.certificates.items()}
+    items = []
+    for v in req.vouchers:
+        if v.cert not in certs or v.issuer not in certs:
+            raise BadRequest(f"certificate {v.cert if v.cert not in certs else v.issuer} not in the request")
+        items.append(UploadItem(_hex(v.voucher), certs[v.cert], certs[v.issuer]))
+    return items
+
+
+def _settle(op: Operator, term: TerminalRecord, items: list[UploadItem]) -> tuple[list[dict[str, Any]], int]:
+    """Settle a batch and read the denylist version after it (one trip to a worker thread)."""
+    return op.settle(term, items), op.denylist_version()
+
+
 async def _terminal(request: Request) -> TerminalRecord:
     """Authenticate the signed request (see :mod:`bank.auth`)."""
     op: Operator = request.app.state.operator
@@ -147,27 +170,26 @@ def create_app(op: Operator) -> FastAPI:
 
     @app.post("/v1/settlements", response_model=SettlementResponse, openapi_extra={"requestBody": {
         "required": True, "content": {"application/json": {"schema": _inline_schema(SettlementRequest)}}}})
-    async def settle(request: Request, term: Terminal) -> Any:
+    async def settle(request: Request) -> Any:
         """Upload a batch of vouchers; one answer per voucher, in order. Safe to repeat.
 
-        The body (a :class:`SettlementRequest`) is validated straight from the raw bytes (already read to check the
-        signature) and the answer goes out as built: the per-voucher cost of the HTTP layer stays small beside the
-        signature check.
+        The request is authenticated like every terminal call (see :mod:`bank.auth`); while that runs on a worker
+        thread (a signature check and a durable nonce), the body (a :class:`SettlementRequest`) is validated
+        straight from the raw bytes. A body error is answered only once the request is known to be authentic, so an
+        unsigned or forged request gets the same refusal as anywhere else. The answer goes out as built: the
+        per-voucher cost of the HTTP layer stays small beside the signature check.
         """
+        body = await request.body()  # read once, before the authentication task reads it from the cache
+        auth = asyncio.ensure_future(_terminal(request))
+        await asyncio.sleep(0)  # let it reach its worker thread
         try:
-            req = SettlementRequest.model_validate_json(await request.body())
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(p) for p in first.get("loc", ()))
-            raise BadRequest(f"{where}: {first.get('msg', 'invalid')}") from None
-        certs = {fp: _hex(der) for fp, der in req.certificates.items()}
-        items = []
-        for v in req.vouchers:
-            if v.cert not in certs or v.issuer not in certs:
-                raise BadRequest(f"certificate {v.cert if v.cert not in certs else v.issuer} not in the request")
-            items.append(UploadItem(_hex(v.voucher), certs[v.cert], certs[v.issuer]))
-        results = await run_in_threadpool(op.settle, term, items)
-        version = await run_in_threadpool(op.denylist_version)
+            items: list[UploadItem] | OperatorError = _settlement_items(body)
+        except OperatorError as exc:
+            items = exc
+        term = await auth
+        if isinstance(items, OperatorError):
+            raise items
+        results, version = await run_in_threadpool(_settle, op, term, items)
         return JSONResponse({"results": results, "denylist_version": version})
 
     @app.get("/v1/denylist", response_model=DenylistResponse)
