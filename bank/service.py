@@ -452,14 +452,21 @@ class Operator:
                 j.status, j.reason = "rejected", reasons[j.vhash]
 
     def _verify_all(self, todo: list[_Judged], items: Sequence[UploadItem]) -> None:
-        """Re-verify every voucher of ``todo``, whole cards at a time, on this thread and the verification threads.
+        """Re-verify every voucher of ``todo`` on this thread and ``verify_threads - 1`` helpers, in two passes.
 
-        A task is a run of whole cards (every voucher of the batch with one certificate chain, so a new card's chain
-        is verified once, by one thread); this thread and ``verify_threads - 1`` helpers take tasks until none is
-        left. `cryptography` releases the GIL while it verifies, so the threads' signature checks run at once. The
-        verdict of a voucher depends on that voucher alone, the same as one by one in any order; the order of the
-        checks (hence the reason code) is date, chain, wallet id, signature, limits.
+        First the date, the certificate chain at the voucher's time and the wallet id, whole cards per task (a new
+        card's chain is verified once, by one thread); then the signatures and limits of the vouchers that passed,
+        in chunks. `cryptography` releases the GIL while it verifies, and the second pass is almost nothing else, so
+        its checks run side by side. A voucher's verdict depends on that voucher alone, the same as one by one in
+        any order; the order of its checks (hence the reason code) is date, chain, wallet id, signature, limits.
         """
+        if self.verify_threads <= 1 or len(todo) <= VERIFY_CHUNK:
+            for j in todo:
+                item = items[j.index]
+                info = self._check_chain(j, item)
+                if info is not None:
+                    self._check_signature(j, info, item.cert_der)
+            return
         cards: dict[tuple[bytes, bytes], list[_Judged]] = {}
         for j in todo:
             item = items[j.index]
@@ -469,21 +476,40 @@ class Operator:
             if len(tasks[-1]) >= VERIFY_CHUNK:
                 tasks.append([])
             tasks[-1].extend(group)
-        queue = iter(tasks)
+        passed: list[list[tuple[_Judged, WalletCertInfo, bytes]]] = [[] for _ in tasks]
+
+        def chains(k: int) -> None:
+            out = passed[k]
+            for j in tasks[k]:
+                item = items[j.index]
+                info = self._check_chain(j, item)
+                if info is not None:
+                    out.append((j, info, item.cert_der))
+
+        def signatures(chunk: list[tuple[_Judged, WalletCertInfo, bytes]]) -> None:
+            check = self._check_signature
+            for j, info, leaf in chunk:
+                check(j, info, leaf)
+
+        self._shared(chains, range(len(tasks)))
+        ready = [r for out in passed for r in out]
+        self._shared(signatures, [ready[i:i + VERIFY_CHUNK] for i in range(0, len(ready), VERIFY_CHUNK)])
+
+    def _shared(self, fn: Any, tasks: Iterable[Any]) -> None:
+        """Run ``fn(task)`` for every task on this thread and the helpers, each task once, until none is left."""
+        queue = iter(tasks)  # a list iterator hands each task to exactly one thread
 
         def work() -> None:
-            for task in queue:  # a list iterator hands each task to exactly one thread
-                for j in task:
-                    item = items[j.index]
-                    info = self._check_chain(j, item)
-                    if info is not None:
-                        self._check_signature(j, info, item.cert_der)
+            for task in queue:
+                fn(task)
 
-        pool = self._verify_pool() if len(tasks) > 1 else None
-        helpers = [pool.submit(work) for _ in range(min(self.verify_threads - 1, len(tasks) - 1))] if pool else []
-        work()
-        for f in helpers:
-            f.result()
+        pool = self._verify_pool()
+        helpers = [pool.submit(work) for _ in range(self.verify_threads - 1)] if pool is not None else []
+        try:
+            work()
+        finally:
+            for f in helpers:
+                f.result()
 
     def _verify_pool(self) -> ThreadPoolExecutor | None:
         if self.verify_threads <= 1:
