@@ -17,6 +17,7 @@ import functools
 import hashlib
 import os
 import secrets
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
@@ -196,6 +197,7 @@ class Operator:
         self._chains: dict[tuple[bytes, bytes], tuple[dt.datetime, dt.datetime, WalletCertInfo]] = {}
         self._last_prune = 0
         self._pool: ThreadPoolExecutor | None = None
+        self._pool_lock = threading.Lock()
 
     @classmethod
     def for_home(cls, home: Home, db_url: str | None = None) -> Operator:
@@ -212,9 +214,10 @@ class Operator:
         )
 
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True)
-            self._pool = None
+        with self._pool_lock:
+            if self._pool is not None:
+                self._pool.shutdown(wait=True)
+                self._pool = None
         self.engine.dispose()
 
     # -- transactions -----------------------------------------------------------------------------------------------
@@ -497,7 +500,7 @@ class Operator:
 
     def _shared(self, fn: Any, tasks: Iterable[Any]) -> None:
         """Run ``fn(task)`` for every task on this thread and the helpers, each task once, until none is left."""
-        queue = iter(tasks)  # a list iterator hands each task to exactly one thread
+        queue = iter(tasks)  # the iterator hands each task to exactly one thread (its next() holds the GIL)
 
         def work() -> None:
             for task in queue:
@@ -514,9 +517,10 @@ class Operator:
     def _verify_pool(self) -> ThreadPoolExecutor | None:
         if self.verify_threads <= 1:
             return None
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(self.verify_threads - 1, thread_name_prefix="verify")
-        return self._pool
+        with self._pool_lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self.verify_threads - 1, thread_name_prefix="verify")
+            return self._pool
 
     def _check_chain(self, j: _Judged, item: UploadItem) -> WalletCertInfo | None:
         """The voucher's date, its card's chain at the voucher's time and the wallet id: the certificate, or None

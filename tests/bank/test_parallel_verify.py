@@ -6,6 +6,7 @@ import datetime as dt
 import os
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
@@ -90,6 +91,20 @@ def test_threads_answer_like_one_thread(tmp_path: Path, threads: int) -> None:
             assert reasons[reason], (reason, reasons)
         # a re-upload is answered the same way on both
         assert parallel.settle(TERMINAL, items) == serial.settle(TERMINAL, items)
+    finally:
+        serial.close()
+        parallel.close()
+
+
+def test_concurrent_batches_share_the_helpers(tmp_path: Path) -> None:
+    """Two requests settling at once share the helper threads: both finish, and each voucher settles once."""
+    items = _batch()
+    serial, parallel = _operator(tmp_path, "serial.db", 1), _operator(tmp_path, "parallel.db", 2)
+    try:
+        first, again = serial.settle(TERMINAL, items), serial.settle(TERMINAL, items)
+        with ThreadPoolExecutor(2) as ex:
+            answers = list(ex.map(lambda _: parallel.settle(TERMINAL, items), range(2)))
+        assert sorted(map(str, answers)) == sorted(map(str, [first, again]))
     finally:
         serial.close()
         parallel.close()
