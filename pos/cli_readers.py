@@ -16,6 +16,7 @@ from typing import Any
 from ecny_nfc.emulation import EmulatedCard, EmulatorFaults, TapRecord
 from pos.cli import EXIT_OK, Commands
 from pos.home import Home
+from pos.money import format_fen
 from wallet.errors import InvalidInput
 
 
@@ -42,7 +43,7 @@ def cmd_card_present(args: argparse.Namespace, home: Home) -> int:
         _event(args, {"event": "tap", "card_id": args.card, "apdus": record.apdus, "torn": record.torn,
                       "balance_fen": state.balance_fen, "counter": state.counter},
                f"tap: {record.apdus} APDUs{' (torn: the card left the field mid-tap)' if record.torn else ''}, "
-               f"balance {state.balance_fen / 100:.2f}, counter {state.counter}")
+               f"balance {format_fen(state.balance_fen)}, counter {state.counter}")
 
     card = EmulatedCard(lambda: store.open(args.card, timeout=0.5), faults, on_tap)
     emulator: UdpCardEmulator | VpcdCard

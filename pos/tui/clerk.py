@@ -14,7 +14,7 @@ from textual.message import Message
 from textual.widgets import DataTable, Digits, Static
 
 from pos.config import Product
-from pos.money import MAX_AMOUNT_FEN, format_fen, parse_yuan
+from pos.money import MAX_AMOUNT_FEN, fen_to_yuan_text, format_fen, parse_yuan
 from pos.reasons import Reason
 from pos.session import Outcome
 from pos.tui.base import KeyBar, StatusBar, TerminalApp, TerminalScreen
@@ -29,7 +29,7 @@ MAX_TYPED = 11  # "99999999.99"
 
 def yuan_digits(fen: int) -> str:
     """1230 -> '12.30' for the big display."""
-    return f"{fen // 100}.{fen % 100:02d}"
+    return fen_to_yuan_text(fen)
 
 
 class CounterScreen(TerminalScreen):

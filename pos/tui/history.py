@@ -14,7 +14,7 @@ from textual.message import Message
 from textual.screen import ModalScreen
 from textual.widgets import DataTable, Input, Static
 
-from pos.money import format_fen, parse_yuan
+from pos.money import fen_to_yuan_text, format_fen, parse_yuan
 from pos.tui.base import KeyBar, StatusBar, TerminalApp, TerminalScreen
 from pos.tui.records import STATUSES, Tx, day_report, find, receipt_text, save_receipt, transactions
 from pos.tui.services import OperatorUnavailable
@@ -86,7 +86,7 @@ class RefundScreen(ModalScreen[int | None]):
         left = self.tx.amount_fen - self.tx.refunded_fen
         with Vertical(id="refund"):
             yield Static(app.t("refund.title", voucher=self.tx.voucher_id, amount=format_fen(left)))
-            box = Input(value=f"{left // 100}.{left % 100:02d}", id="refund-amount")
+            box = Input(value=fen_to_yuan_text(left), id="refund-amount")
             box.cursor_blink = False
             yield box
             yield Static(app.t("refund.hint"), classes="hint")
