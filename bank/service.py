@@ -149,7 +149,7 @@ class UploadItem:
     issuer_der: bytes
 
 
-@dataclass
+@dataclass(slots=True)
 class _Judged:
     index: int
     vhash: str
