@@ -7,6 +7,7 @@ Every error is a 4xx/5xx with a typed body ``{"error": {"code", "message"}}``; a
 
 from __future__ import annotations
 
+import asyncio
 import binascii
 from typing import Annotated, Any
 
@@ -118,9 +119,9 @@ def _settlement_items(body: bytes) -> list[UploadItem]:
     return items
 
 
-def _settle(op: Operator, term: TerminalRecord, body: bytes) -> tuple[list[dict[str, Any]], int]:
-    """Validate the body, settle the batch and read the denylist version after it (one trip to a worker thread)."""
-    return op.settle(term, _settlement_items(body)), op.denylist_version()
+def _settle(op: Operator, term: TerminalRecord, items: list[UploadItem]) -> tuple[list[dict[str, Any]], int]:
+    """Settle a batch and read the denylist version after it (one trip to a worker thread)."""
+    return op.settle(term, items), op.denylist_version()
 
 
 async def _terminal(request: Request) -> TerminalRecord:
@@ -172,13 +173,23 @@ def create_app(op: Operator) -> FastAPI:
     async def settle(request: Request) -> Any:
         """Upload a batch of vouchers; one answer per voucher, in order. Safe to repeat.
 
-        The request is authenticated like every terminal call (see :mod:`bank.auth`); then, on one worker thread,
-        the body (a :class:`SettlementRequest`) is validated straight from the raw bytes (already read to check the
-        signature) and settled. The answer goes out as built: the per-voucher cost of the HTTP layer stays small
-        beside the signature check.
+        The request is authenticated like every terminal call (see :mod:`bank.auth`); while that runs on a worker
+        thread (a signature check and a durable nonce), the body (a :class:`SettlementRequest`) is validated
+        straight from the raw bytes. A body error is answered only once the request is known to be authentic, so an
+        unsigned or forged request gets the same refusal as anywhere else. The answer goes out as built: the
+        per-voucher cost of the HTTP layer stays small beside the signature check.
         """
-        term = await _terminal(request)
-        results, version = await run_in_threadpool(_settle, op, term, await request.body())
+        body = await request.body()  # read once, before the authentication task reads it from the cache
+        auth = asyncio.ensure_future(_terminal(request))
+        await asyncio.sleep(0)  # let it reach its worker thread
+        try:
+            items: list[UploadItem] | OperatorError = _settlement_items(body)
+        except OperatorError as exc:
+            items = exc
+        term = await auth
+        if isinstance(items, OperatorError):
+            raise items
+        results, version = await run_in_threadpool(_settle, op, term, items)
         return JSONResponse({"results": results, "denylist_version": version})
 
     @app.get("/v1/denylist", response_model=DenylistResponse)
