@@ -65,7 +65,7 @@ from wallet.errors import CertificateError, EncodingError, InvalidInput, Signatu
 from wallet.ids import check_terminal_id, check_wallet_id
 from wallet.limits import TIER_LIMITS
 from wallet.protocol import LoadToken
-from wallet.voucher import CNY, Voucher
+from wallet.voucher import CNY, MAX_TIMESTAMP_MS, Voucher
 
 if TYPE_CHECKING:
     from pos.home import Home
@@ -426,6 +426,9 @@ class Operator:
             j.status, j.reason, j.day = "rejected", BAD_VOUCHER, china_day_text(now_ms())
             return j
         b = v.body
+        if b.timestamp_ms > MAX_TIMESTAMP_MS:  # no calendar day: a voucher no card could have signed honestly
+            j.status, j.reason, j.day = "rejected", BAD_VOUCHER, china_day_text(now_ms())
+            return j
         j.voucher, j.voucher_id, j.wallet_id, j.amount_fen = v, v.voucher_id, b.wallet_id, b.amount_fen
         j.body_raw = body_raw
         j.body_hash = hashlib.sha256(body_raw).hexdigest()

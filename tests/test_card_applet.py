@@ -159,3 +159,14 @@ def test_fuzzed_apdus_never_crash_or_change_money(commands: list[bytes]) -> None
         assert card.state.counter > before.counter
     else:
         assert card.state.counter == before.counter
+
+
+def test_pay_with_a_timestamp_past_the_calendar_is_wrong_data_not_a_crash() -> None:
+    from wallet.protocol import PayRequest
+
+    card = _card()
+    card.process(CommandApdu(0x00, 0xA4, 0x04, 0x00, AID).to_bytes())
+    req = PayRequest(100, 156, "320508000000101", "CMGQ0001", b"\x01" * 16, 2**63)
+    out = ResponseApdu.parse(card.process(CommandApdu(0x80, 0x50, data=req.encode(), le=256).to_bytes()))
+    assert out.sw == sw.SW_WRONG_DATA
+    assert card.state.counter == 0 and card.state.balance_fen == 10_000

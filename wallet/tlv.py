@@ -146,6 +146,7 @@ class Field:
     kind: str
     size: int | None = None
     optional: bool = False
+    maximum: int | None = None  # for ``uint``: the largest value accepted
 
     def encode(self, value: Any) -> bytes:
         if self.kind == "uint":
@@ -156,7 +157,10 @@ class Field:
 
     def decode(self, value: bytes) -> Any:
         if self.kind == "uint":
-            return uint(value, self.size or 8, self.name)
+            n = uint(value, self.size or 8, self.name)
+            if self.maximum is not None and n > self.maximum:
+                raise EncodingError(f"{self.name}: {n} is out of range")
+            return n
         if self.kind in ("digits", "text"):
             return text(value, self.size, self.name, digits=self.kind == "digits")
         if self.size is not None and len(value) != self.size:

@@ -36,7 +36,8 @@ CHALLENGE_SIZE = 16
 
 F_WALLET_ID = tlv.Field(T_WALLET_ID, "wallet_id", "digits", 16)
 F_AMOUNT = tlv.Field(T_AMOUNT, "amount_fen", "uint", 8)
-F_TIMESTAMP = tlv.Field(T_TIMESTAMP, "timestamp_ms", "uint", 8)
+MAX_TIMESTAMP_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z: the last instant a calendar date exists for
+F_TIMESTAMP = tlv.Field(T_TIMESTAMP, "timestamp_ms", "uint", 8, maximum=MAX_TIMESTAMP_MS)
 F_SUITE = tlv.Field(T_SUITE, "suite", "uint", 1)
 # What the terminal asks for; the voucher binds the same fields, in the same order.
 REQUEST_FIELDS = (

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from bank.fastpath import _fast, decode_voucher
 from wallet.errors import EncodingError
-from wallet.voucher import CNY, Voucher, VoucherBody
+from wallet.voucher import CNY, MAX_TIMESTAMP_MS, Voucher, VoucherBody
 
 U32, U64 = 2**32 - 1, 2**64 - 1
 
@@ -21,7 +21,7 @@ bodies = st.builds(
     merchant_id=st.text("0123456789", min_size=15, max_size=15),
     terminal_id=st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), min_size=8, max_size=8),
     challenge=st.binary(min_size=16, max_size=16),
-    timestamp_ms=st.integers(0, U64),
+    timestamp_ms=st.integers(0, MAX_TIMESTAMP_MS),
     balance_after_fen=st.integers(0, U64),
     suite=st.integers(0, 255),
 )
@@ -92,3 +92,8 @@ def test_text_fields_checked_like_the_generic_decoder(text: bytes, value: int) -
     raw[raw.index(text) + 1] = value
     assert _fast(bytes(raw)) is None
     assert _agree(bytes(raw)) == "refused"
+
+
+def test_a_timestamp_past_the_calendar_is_refused_by_both() -> None:
+    body = VoucherBody("0" * 16, 1, 1, CNY, "0" * 15, "TERM0001", b"\0" * 16, MAX_TIMESTAMP_MS + 1, 0)
+    assert _agree(_encode(body, b"\0" * 64)) == "refused"
