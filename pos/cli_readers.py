@@ -14,7 +14,7 @@ import threading
 from typing import Any
 
 from ecny_nfc.emulation import EmulatedCard, EmulatorFaults, TapRecord
-from pos.cli import EXIT_OK, Commands
+from pos.cli import EXIT_OK, Commands, _nonneg_int
 from pos.home import Home
 from pos.money import format_fen
 from wallet.errors import InvalidInput
@@ -80,14 +80,6 @@ def cmd_card_present(args: argparse.Namespace, home: Home) -> int:
     return EXIT_OK
 
 
-def _nonneg_int(text: str) -> int:
-    try:
-        n = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if n < 0:
-        raise argparse.ArgumentTypeError("must be 0 or more")
-    return n
 
 
 def register(commands: Commands) -> None:
