@@ -324,12 +324,11 @@ def verify_chain(leaf_der: bytes, intermediates: list[bytes] | tuple[bytes, ...]
 def _wallet_info(leaf_der: bytes) -> WalletCertInfo:
     cert = _parse(leaf_der)
     try:
-        exts = {e.oid: e.value for e in cert.extensions}
+        eku = cert.extensions.get_extension_for_oid(x509.oid.ExtensionOID.EXTENDED_KEY_USAGE).value
+        tier_ext = cert.extensions.get_extension_for_oid(OID_WALLET_TIER).value
         serial = cert.subject.get_attributes_for_oid(NameOID.SERIAL_NUMBER)[0].value
-    except (ValueError, IndexError) as exc:
+    except (x509.ExtensionNotFound, ValueError, IndexError) as exc:
         raise CertificateError("bad_certificate", "not a wallet certificate") from exc
-    eku = exts.get(x509.oid.ExtensionOID.EXTENDED_KEY_USAGE)
-    tier_ext = exts.get(OID_WALLET_TIER)
     if not isinstance(eku, x509.ExtendedKeyUsage) or OID_KP_WALLET not in eku:
         raise CertificateError("bad_certificate", "certificate is not for a wallet")
     raw = tier_ext.value if isinstance(tier_ext, x509.UnrecognizedExtension) else b""
