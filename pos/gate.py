@@ -32,6 +32,7 @@ from pos.card_client import CardStatusError, TraceEntry, WalletClient
 from pos.config import GateSettings, Product
 from pos.home import Home
 from pos.i18n import tr
+from pos.ledger import AUTOCHECKPOINT_PAGES, IDLE_CHECKPOINT_COMMITS
 from pos.reasons import Reason
 from pos.session import Outcome, PaymentSession
 from wallet import apdu as sw
@@ -125,6 +126,7 @@ class GateStore:
             self.conn = sqlite3.connect(str(path), timeout=30, check_same_thread=False, isolation_level=None)
             self.conn.execute("PRAGMA journal_mode=WAL")
             self.conn.execute("PRAGMA synchronous=FULL")
+            self.conn.execute(f"PRAGMA wal_autocheckpoint={AUTOCHECKPOINT_PAGES}")  # checkpoints between taps
             self.conn.executescript("""
                 CREATE TABLE IF NOT EXISTS passes (
                     id INTEGER PRIMARY KEY, day INTEGER NOT NULL, wallet_id TEXT NOT NULL, voucher_id TEXT UNIQUE,
@@ -137,9 +139,19 @@ class GateStore:
         except sqlite3.DatabaseError as exc:
             raise GateError(f"cannot open gate database {path}: {exc}") from exc
         self._lock = threading.Lock()
+        self._writes = 0  # since the last idle-time checkpoint
 
     def close(self) -> None:
         self.conn.close()
+
+    def checkpoint(self, every: int = IDLE_CHECKPOINT_COMMITS) -> bool:
+        """Copy the WAL into the database once ``every`` writes have gone by (call it between taps)."""
+        with self._lock:
+            if self._writes < every:
+                return False
+            self.conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            self._writes = 0
+            return True
 
     def day_counts(self, day: int) -> tuple[int, int]:
         """(entries, tickets sold) on ``day``."""
@@ -168,6 +180,7 @@ class GateStore:
                     "VALUES (?, ?, ?, ?, ?, 1, ?, ?)", (day, wallet_id, voucher_id, sku, tickets, now_ms, now_ms))
                 self._bump_day(day, 1, tickets)
                 self.conn.execute("COMMIT")
+                self._writes += 1
             except BaseException:
                 self.conn.execute("ROLLBACK")
                 raise
@@ -181,6 +194,7 @@ class GateStore:
                                   (now_ms, pass_id))
                 self._bump_day(day, 1, 0)
                 self.conn.execute("COMMIT")
+                self._writes += 1
             except BaseException:
                 self.conn.execute("ROLLBACK")
                 raise
@@ -226,6 +240,11 @@ class Gate:
     def close(self) -> None:
         self.store.close()
         self.ledger.close()
+
+    def housekeeping(self) -> None:
+        """Idle-time work between visitors (while a result shows): checkpoint the ledger's and the gate's WALs."""
+        self.ledger.checkpoint()
+        self.store.checkpoint()
 
     def product(self, sku: str) -> Product:
         for p in self.products:

@@ -224,6 +224,7 @@ class GateApp(TerminalApp):
             if rt.broker is not None:
                 rt.broker.decided(rt.last_result)
             self.post_message(GateDecided(decision))
+            self.gate.housekeeping()  # while the result shows
 
     def on_gate_decided(self, message: GateDecided) -> None:
         self.decisions += 1
