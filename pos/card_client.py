@@ -39,12 +39,15 @@ class CardStatusError(EcnyError):
 
 @dataclass(frozen=True, slots=True)
 class TraceEntry:
-    """One APDU exchange: command, response (None when the card vanished), a one-line meaning, duration."""
+    """One APDU exchange: command, response (None when the card vanished), duration, and a one-line meaning."""
 
     command: bytes
     response: bytes | None
-    meaning: str
     ms: float
+
+    @property
+    def meaning(self) -> str:
+        return describe(self.command, self.response)
 
     def to_json(self) -> dict[str, object]:
         return {"command": self.command.hex(" ").upper(),
@@ -75,12 +78,12 @@ class WalletClient:
         try:
             response = self.conn.transceive(command)
         except BaseException as exc:
-            self.trace.append(TraceEntry(command, None, describe(command, None), (time.perf_counter() - t0) * 1e3))
+            self.trace.append(TraceEntry(command, None, (time.perf_counter() - t0) * 1e3))
             if isinstance(exc, ReaderError) and not isinstance(exc, CardRemoved):
                 # The reader failed mid-exchange: for the payment this is a card gone with its state unknown.
                 raise CardRemoved(f"reader failed during the exchange: {exc}") from exc
             raise
-        self.trace.append(TraceEntry(command, response, describe(command, response), (time.perf_counter() - t0) * 1e3))
+        self.trace.append(TraceEntry(command, response, (time.perf_counter() - t0) * 1e3))
         return ResponseApdu.parse(response)
 
     def exchange(self, cmd: CommandApdu) -> bytes:

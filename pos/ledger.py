@@ -171,6 +171,7 @@ class Ledger:
             raise LedgerError(f"cannot open ledger {self.path}: {exc}") from exc
         self.conn = conn
         self._commits = 0  # since the last idle-time checkpoint
+        self._known_certs: set[str] = set()  # committed or about to be: a rolled-back insert is re-done below
 
     def _load_key(self) -> bytes:
         key_path = self.path.with_suffix(".key")
@@ -218,6 +219,7 @@ class Ledger:
     def rollback(self) -> None:
         if self.conn.in_transaction:
             self.conn.execute("ROLLBACK")
+        self._known_certs.clear()
 
     def _append(self, kind: str, *, voucher_id: str | None = None, wallet_id: str | None = None,
                 counter: int | None = None, amount_fen: int = 0, data: dict[str, Any] | None = None,
@@ -261,9 +263,13 @@ class Ledger:
         return entry
 
     def add_certificate(self, fingerprint: str, der: bytes) -> None:
-        """Remember a certificate by fingerprint, inside the caller's transaction."""
+        """Remember a certificate by fingerprint, inside the caller's transaction (issuers are stored once)."""
+        if fingerprint in self._known_certs:
+            return
         self.conn.execute("INSERT INTO certificates (fingerprint, der) VALUES (?, ?) ON CONFLICT DO NOTHING",
                           (fingerprint, der))
+        if len(self._known_certs) < 64:
+            self._known_certs.add(fingerprint)
 
     def certificate(self, fingerprint: str) -> bytes | None:
         row = self.conn.execute("SELECT der FROM certificates WHERE fingerprint = ?", (fingerprint,)).fetchone()

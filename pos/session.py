@@ -18,6 +18,7 @@ import datetime as dt
 import hashlib
 import os
 import secrets
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -382,25 +383,29 @@ class PaymentSession:
         """Commit the payment entry (once per voucher id); it closes the intent in the same transaction."""
         ledger = self.ctx.ledger
         fp = _fingerprint(cert_der)
+        body_hex = voucher.body.encode().hex()
         ledger.begin()
         try:
-            existing = ledger.payment(voucher.voucher_id)
-            if existing is not None:
-                ledger.rollback()
-                if existing.data.get("body") != voucher.body.encode().hex():
-                    raise _Decline(Reason.REPLAYED_COUNTER, "another voucher with this counter is recorded",
-                                   wallet_id=voucher.body.wallet_id)
-                return existing
             ledger.add_certificate(fp, cert_der)
             ledger.add_certificate(_fingerprint(issuer_der), issuer_der)
             entry = ledger._append(
                 "payment", voucher_id=voucher.voucher_id, wallet_id=voucher.body.wallet_id,
                 counter=voucher.body.counter, amount_fen=voucher.body.amount_fen,
-                data={"intent": intent_seq, "voucher": voucher.encode().hex(), "body": voucher.body.encode().hex(),
+                data={"intent": intent_seq, "voucher": voucher.encode().hex(), "body": body_hex,
                       "cert": fp, "issuer": _fingerprint(issuer_der),
                       "merchant_id": voucher.body.merchant_id, "terminal_id": voucher.body.terminal_id,
                       "balance_after_fen": voucher.body.balance_after_fen})
             ledger.commit()
+        except sqlite3.IntegrityError:
+            # The voucher id is recorded already (one payment entry per voucher id, a unique index).
+            ledger.rollback()
+            existing = ledger.payment(voucher.voucher_id)
+            if existing is None:
+                raise
+            if existing.data.get("body") != body_hex:
+                raise _Decline(Reason.REPLAYED_COUNTER, "another voucher with this counter is recorded",
+                               wallet_id=voucher.body.wallet_id) from None
+            return existing
         except BaseException:
             ledger.rollback()
             raise

@@ -197,3 +197,25 @@ def test_card_decline_status_maps_to_reason_and_voids_intent(taps: Taps) -> None
 def test_session_refuses_non_positive_amounts(taps: Taps, amount: int) -> None:
     with pytest.raises(ValueError):
         taps.pay(taps.card(), amount)
+
+
+def test_recording_a_voucher_twice_keeps_one_entry_and_a_different_body_is_refused(taps: Taps) -> None:
+    """The unique voucher id decides: the same voucher again is the same payment; another body is a replay."""
+    from pos.session import _Decline
+    from wallet.certs import key_from_pem
+    from wallet.voucher import CNY, VoucherBody
+
+    card = taps.card()
+    assert taps.pay(card, 100).approved
+    [entry] = payments(taps.ctx.ledger)
+    voucher = Voucher.decode(bytes.fromhex(entry.data["voucher"]))
+    session = PaymentSession(taps.ctx, MockReader())
+    again = session._record(voucher, entry.data["intent"], card.state.cert_der, card.state.issuer_der)
+    assert again.seq == entry.seq and len(payments(taps.ctx.ledger)) == 1
+    other = Voucher.sign(VoucherBody(card.state.wallet_id, 1, 999, CNY, MERCHANT, COUNTER, b"\x07" * 16,
+                                     voucher.body.timestamp_ms, 0), key_from_pem(card.state.key_pem.encode()))
+    with pytest.raises(_Decline) as exc:
+        session._record(other, entry.data["intent"], card.state.cert_der, card.state.issuer_der)
+    assert exc.value.reason is Reason.REPLAYED_COUNTER
+    assert len(payments(taps.ctx.ledger)) == 1
+    taps.ctx.ledger.verify()
