@@ -39,35 +39,42 @@ def pct(values: list[float], p: float) -> float:
     return s[min(len(s) - 1, round(p / 100 * (len(s) - 1)))]
 
 
-def floor_ms(home: Home, tmp: Path, n: int = 300) -> dict[str, float]:
+def floor_ms(home: Home, tmp: Path, n: int = 1000) -> dict[str, float]:
+    """The floor, measured as a loop of its own: each round signs a voucher, makes the two verifications a new card
+    costs and one durable commit. Returns the mean of each part and the p50/p99 of whole rounds."""
     key = new_key()
-    body = VoucherBody("0991000000000008", 1, 100, CNY, "320508000000101", "CMGQ0001", os.urandom(16),
-                       1_790_000_000_000, 1000)
-    t0 = time.perf_counter()
-    for _ in range(n):
-        v = Voucher.sign(body, key)
-    sign = (time.perf_counter() - t0) / n * 1e3
     pub = key.public_key()
     card = issue_card(home.pki, "c9999", 4, 1000)
     leaf = x509.load_der_x509_certificate(card.cert_der)
     issuer = x509.load_der_x509_certificate(card.issuer_der)
-    t0 = time.perf_counter()
-    for _ in range(n):
-        v.verify(pub)
-        leaf.verify_directly_issued_by(issuer)
-    verify2 = (time.perf_counter() - t0) / n * 1e3
     conn = sqlite3.connect(tmp / "floor.db", isolation_level=None)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=FULL")
     conn.execute("CREATE TABLE t (seq INTEGER PRIMARY KEY, data TEXT)")
-    t0 = time.perf_counter()
-    for _ in range(n):
+    parts = {"sign": 0.0, "verify2": 0.0, "commit": 0.0}
+    rounds = []
+    for i in range(n):
+        body = VoucherBody("0991000000000008", i + 1, 100, CNY, "320508000000101", "CMGQ0001", os.urandom(16),
+                           1_790_000_000_000, 1000)
+        t0 = time.perf_counter()
+        v = Voucher.sign(body, key)
+        t1 = time.perf_counter()
+        v.verify(pub)
+        leaf.verify_directly_issued_by(issuer)
+        t2 = time.perf_counter()
         conn.execute("BEGIN IMMEDIATE")
         conn.execute("INSERT INTO t (data) VALUES (?)", ("x" * 400,))
         conn.execute("COMMIT")
-    commit = (time.perf_counter() - t0) / n * 1e3
+        t3 = time.perf_counter()
+        parts["sign"] += (t1 - t0) * 1e3
+        parts["verify2"] += (t2 - t1) * 1e3
+        parts["commit"] += (t3 - t2) * 1e3
+        rounds.append((t3 - t0) * 1e3)
     conn.close()
-    return {"sign": sign, "verify2": verify2, "commit": commit, "total": sign + verify2 + commit}
+    out = {k: v / n for k, v in parts.items()}
+    out["total"] = sum(out.values())
+    out["p50"], out["p99"] = pct(rounds, 50), pct(rounds, 99)
+    return out
 
 
 def main() -> None:
@@ -113,6 +120,8 @@ def main() -> None:
           f"durable commit {fl['commit']:.3f})")
     print(f"p50/floor {p50 / fl['total']:.2f}x  p99/floor {p99 / fl['total']:.2f}x  "
           f"(bar: p99 <= 30 ms and <= 3x floor: {'PASS' if p99 <= 30 and p99 <= 3 * fl['total'] else 'FAIL'})")
+    print(f"floor rounds p50 {fl['p50']:.2f} ms p99 {fl['p99']:.2f} ms: tap p50/floor p50 {p50 / fl['p50']:.2f}x, "
+          f"tap p99/floor p99 {p99 / fl['p99']:.2f}x")
 
 
 
