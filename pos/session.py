@@ -451,9 +451,11 @@ class PaymentSession:
             return "unresolved"
         outcome = self._read_back(client, info, cert, intent, torn)
         if outcome is None:  # the card's payment with this counter answers another challenge: not ours
+            if own:
+                return "open"  # this charge pays again, and its intent stays open until that PAY is answered
             self._close("void", intent.wallet_id, counter, intent.amount_fen, intent_seq=intent.seq,
                         proof="the card's payment with this counter answers another challenge")
-            return "open" if own else "void"
+            return "void"
         return outcome
 
     def _resolve_orphan(self, client: WalletClient, info: CardInfo, cert: WalletCertInfo, intent: OpenIntent,

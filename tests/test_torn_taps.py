@@ -234,3 +234,55 @@ def test_charge_without_a_card_leaves_nothing_open(taps: Taps) -> None:
     assert [e.kind for e in taps.ctx.ledger.entries()] == ["intent", "void"]
     assert taps.ctx.ledger.open_intents() == []
     taps.ctx.ledger.verify()
+
+
+def test_pay_lost_on_the_air_then_paid_elsewhere_then_retapped(taps: Taps, home) -> None:
+    """PAY never reaches the card (lost on the air); the customer pays at another terminal, then taps here again in
+    the same charge. The card's counter matches the torn record but its last voucher answers another challenge:
+    this charge pays afresh, once, and nothing is left open."""
+    from ecny_nfc.reader import CardRemoved
+
+    card = taps.card()
+
+    class LosePay:
+        uid = b"\x01"
+
+        def transceive(self, apdu: bytes) -> bytes:
+            if apdu[1] == 0x50:
+                raise CardRemoved("PAY lost on the air")
+            return card.process(apdu)
+
+        def is_present(self) -> bool:
+            return True
+
+        def release(self) -> None: ...
+
+    class Reader:
+        name = "scripted"
+
+        def __init__(self) -> None:
+            self.n = 0
+
+        def connect(self, timeout=None, cancel=None):
+            self.n += 1
+            card.reset()
+            if self.n == 1:
+                return LosePay()
+            # Between the two taps the customer paid at the other counter.
+            with home.ledger("CMGQ0002") as other_ledger:
+                other = home.context("CMGQ0002", other_ledger)
+                assert taps.pay(card, 50, ctx=other).approved
+            card.reset()
+            reader = MockReader()
+            reader.present(card)
+            return reader.connect(timeout=1)
+
+        def close(self) -> None: ...
+
+    out = PaymentSession(taps.ctx, Reader()).pay(300, timeout=1)
+    assert out.approved and out.torn
+    assert out.voucher_id == f"{card.state.wallet_id}-00000002"
+    assert card.state.balance_fen == 100_000 - 50 - 300
+    assert [e.amount_fen for e in payments(taps.ctx.ledger)] == [300]
+    assert taps.ctx.ledger.open_intents() == []
+    taps.ctx.ledger.verify()
