@@ -114,3 +114,12 @@ def test_garbage_certificate_is_bad_certificate() -> None:
     with pytest.raises(CertificateError) as exc:
         verify_wallet_certificate(b"\x30\x03\x02\x01\x01", [], [cert_der(PKI.root.cert)], NOW)
     assert exc.value.reason == "bad_certificate"
+
+
+def test_tampered_wallet_certificate_is_bad_certificate() -> None:
+    der = bytearray(_wallet_cert(PKI))
+    at = der.index(b"0991000000000008")  # the wallet id in the subject: change one digit
+    der[at + 15] = ord("9")
+    with pytest.raises(CertificateError) as exc:
+        verify_wallet_certificate(bytes(der), [cert_der(PKI.wallet_ca.cert)], [cert_der(PKI.root.cert)], NOW)
+    assert exc.value.reason == "bad_certificate"
