@@ -140,9 +140,5 @@ class MockReader:
         card.reset()
         return MockConnection(self, card, faults, uid)
 
-    def cancel_waiting(self) -> None:
-        with self._cond:
-            self._cond.notify_all()
-
     def close(self) -> None:
         self.closed = True

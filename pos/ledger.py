@@ -19,7 +19,6 @@ import datetime as dt
 import hashlib
 import hmac
 import json
-import os
 import secrets
 import sqlite3
 from collections.abc import Iterator
@@ -393,9 +392,3 @@ class Ledger:
         if problems:
             raise LedgerTampered("; ".join(problems))
         return VerifyReport(n, head_seq, head_hash)
-
-
-def open_ledger(terminal_dir: Path) -> Ledger:
-    """The ledger of the terminal whose data lives in ``terminal_dir``."""
-    os.makedirs(terminal_dir, exist_ok=True)
-    return Ledger(terminal_dir / "ledger.db")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 
 from wallet.errors import InvalidInput
 
@@ -38,17 +38,6 @@ def parse_yuan(text: str | int | Decimal, *, allow_zero: bool = False) -> int:
     if fen > MAX_AMOUNT_FEN:
         raise InvalidInput(f"bad amount {text!r}: too large")
     return fen
-
-
-def decimal_to_fen(value: Decimal) -> int:
-    """Convert an exact Decimal number of yuan to fen, refusing fractions of a fen."""
-    try:
-        fen = value * 100
-        if fen != fen.to_integral_value():
-            raise InvalidInput(f"{value} yuan has fractions of a fen")
-        return int(fen)
-    except InvalidOperation as exc:
-        raise InvalidInput(f"bad amount {value}") from exc
 
 
 def format_fen(fen: int, symbol: str = "¥") -> str:

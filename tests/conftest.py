@@ -11,7 +11,7 @@ from ecny_nfc.mock import Faults, MockReader
 from pos.home import Home
 from pos.ledger import Ledger
 from pos.session import Outcome, PaymentSession, TerminalContext
-from wallet.card import CardState, WalletApplet
+from wallet.card import WalletApplet
 from wallet.issuance import issue_card
 from wallet.limits import OfflineCaps
 
@@ -68,7 +68,3 @@ def taps(home: Home, ctx: TerminalContext) -> Taps:
 
 def payments(ledger: Ledger) -> list:
     return list(ledger.entries(kind="payment"))
-
-
-def state_of(card: WalletApplet) -> CardState:
-    return card.state

@@ -9,7 +9,6 @@ from wallet.errors import InvalidInput
 
 WALLET_PREFIX = "0991"  # the demo operator's wallet id range
 _WALLET_RE = re.compile(r"^\d{16}$")
-_MERCHANT_RE = re.compile(r"^\d{15}$")
 _TERMINAL_RE = re.compile(r"^[A-Z0-9]{8}$")
 
 
@@ -36,12 +35,6 @@ def check_wallet_id(value: str) -> str:
     """Return ``value`` if it is a well-formed wallet id, else raise :class:`InvalidInput`."""
     if not _WALLET_RE.match(value) or luhn_digit(value[:-1]) != value[-1]:
         raise InvalidInput(f"wallet id {value!r} must be 16 digits with a valid check digit")
-    return value
-
-
-def check_merchant_id(value: str) -> str:
-    if not _MERCHANT_RE.match(value):
-        raise InvalidInput(f"merchant id {value!r} must be 15 digits")
     return value
 
 
