@@ -27,15 +27,20 @@ def assert_conserved(terminal, card_id: str, start_fen: int) -> None:
     terminal.ledger.verify()
 
 
+def _pay_once(stack, terminal, amount_fen: int):
+    """Open the stack's reader, take one payment through it, close it."""
+    reader = stack.reader()
+    try:
+        return terminal.pay(reader, amount_fen)
+    finally:
+        reader.close()
+
+
 def full_payment(stack, terminal) -> int:
     """A clean payment; returns how many APDUs the card saw (PAY is the last of them)."""
     card_id = terminal.issue(balance_fen=100_000)
     with stack.present(terminal, card_id) as emulator:
-        reader = stack.reader()
-        try:
-            out = terminal.pay(reader, 1230)
-        finally:
-            reader.close()
+        out = _pay_once(stack, terminal, 1230)
         assert emulator.card.wait_taps(1, 5)
     assert out.approved, out
     state = terminal.home.cards.load(card_id)
@@ -57,11 +62,7 @@ def decline(stack, terminal) -> None:
     card_id = terminal.issue(balance_fen=500)
     before = terminal.home.cards.load(card_id)
     with stack.present(terminal, card_id):
-        reader = stack.reader()
-        try:
-            out = terminal.pay(reader, 501)
-        finally:
-            reader.close()
+        out = _pay_once(stack, terminal, 501)
     assert out.status == "declined" and out.reason is Reason.INSUFFICIENT_BALANCE, out
     after = terminal.home.cards.load(card_id)
     assert (after.balance_fen, after.counter) == (before.balance_fen, before.counter)
@@ -77,18 +78,10 @@ def torn_and_recovered_in_session(stack, terminal) -> None:
     """The card vanishes right after it processed PAY and comes back: the same session recovers the voucher."""
     card_id = terminal.issue(balance_fen=100_000)
     with stack.present(terminal, card_id) as emulator:
-        reader = stack.reader()
-        try:
-            first = terminal.pay(reader, 100)
-        finally:
-            reader.close()
+        first = _pay_once(stack, terminal, 100)
     pay_at = _pay_apdu_index(first.trace)
     with stack.present(terminal, card_id, EmulatorFaults(tear_after=pay_at)) as emulator:
-        reader = stack.reader()
-        try:
-            out = terminal.pay(reader, 777)
-        finally:
-            reader.close()
+        out = _pay_once(stack, terminal, 777)
         assert emulator.card.wait_taps(2, 5)
     assert emulator.card.taps[0].torn and emulator.card.taps[0].apdus == pay_at
     assert out.approved, out
@@ -108,11 +101,7 @@ def torn_then_recovered_next_tap(stack, terminal) -> None:
     terminal.ctx.recovery_timeout = 0.3
     card_id = terminal.issue(balance_fen=50_000)
     with stack.present(terminal, card_id) as emulator:
-        reader = stack.reader()
-        try:
-            first = terminal.pay(reader, 100)
-        finally:
-            reader.close()
+        first = _pay_once(stack, terminal, 100)
     pay_at = _pay_apdu_index(first.trace)
     with stack.present(terminal, card_id, EmulatorFaults(tear_after=pay_at, away=1.0)) as emulator:
         reader = stack.reader()
