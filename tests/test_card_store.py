@@ -13,7 +13,7 @@ import pytest
 
 from pos.cards import issue_cards
 from pos.home import Home
-from wallet.errors import CardNotFound, CardStoreError, InvalidInput
+from wallet.errors import CardKeyError, CardNotFound, CardStoreError, InvalidInput
 
 
 def test_issue_and_reload(tmp_path: Path) -> None:
@@ -34,6 +34,19 @@ def test_corrupted_card_file_is_a_clear_error_and_stays_untouched(tmp_path: Path
     with pytest.raises(CardStoreError), home.cards.open(card.card_id):
         pass
     assert path.read_text() == '{"card_id": "c0001", "wallet_id": '
+
+
+def test_card_file_with_a_damaged_key_is_refused_when_the_card_powers_up(tmp_path: Path) -> None:
+    home = Home(tmp_path)
+    [card] = issue_cards(home, 4, 100)
+    path = tmp_path / "cards" / f"{card.card_id}.json"
+    doc = json.loads(path.read_text())
+    doc["key_pem"] = doc["key_pem"].replace("A", "B", 8)
+    path.write_text(json.dumps(doc))
+    before = path.read_bytes()
+    with pytest.raises(CardKeyError, match="private key does not load"), home.cards.open(card.card_id):
+        pass
+    assert path.read_bytes() == before
 
 
 def test_unknown_and_malformed_ids(tmp_path: Path) -> None:

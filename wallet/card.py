@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from wallet import apdu as sw
 from wallet.apdu import CommandApdu, ResponseApdu
 from wallet.certs import key_from_pem
-from wallet.errors import EcnyError, EncodingError, SignatureError
+from wallet.errors import CardKeyError, CertificateError, EcnyError, EncodingError, SignatureError
 from wallet.protocol import (
     AID,
     CLA_ISO,
@@ -121,7 +121,11 @@ class WalletApplet:
         self._persist = persist
         self._selected = False
         self._pending = b""  # rest of a chained answer, fetched with GET RESPONSE
-        self._key: ec.EllipticCurvePrivateKey | None = None
+        # The key lives in the secure element, ready to sign: loaded at power-up, not inside a customer's tap.
+        try:
+            self._key = key_from_pem(state.key_pem.encode())
+        except (ValueError, CertificateError) as exc:
+            raise CardKeyError(f"card {state.card_id}: its private key does not load ({exc})") from exc
         self._issuer_key: ec.EllipticCurvePublicKey | None = None
 
     # -- the APDU entry point -------------------------------------------------------------------------------------
@@ -221,7 +225,7 @@ class WalletApplet:
             merchant_id=req.merchant_id, terminal_id=req.terminal_id, challenge=req.challenge,
             timestamp_ms=req.timestamp_ms, balance_after_fen=s.balance_fen - req.amount_fen,
         )
-        voucher = Voucher.sign(body, self._signing_key()).encode()
+        voucher = Voucher.sign(body, self._key).encode()
         self._commit(replace(
             s, balance_fen=body.balance_after_fen, counter=body.counter, day=day, day_spent=day_spent,
             offline_amount=s.offline_amount + req.amount_fen, offline_count=s.offline_count + 1,
@@ -267,11 +271,6 @@ class WalletApplet:
             except OSError as exc:
                 raise CardDecline(sw.SW_MEMORY_FAILURE, f"could not persist: {exc}") from exc
         self.state = new_state
-
-    def _signing_key(self) -> ec.EllipticCurvePrivateKey:
-        if self._key is None:
-            self._key = key_from_pem(self.state.key_pem.encode())
-        return self._key
 
     def _issuer_public_key(self) -> ec.EllipticCurvePublicKey:
         if self._issuer_key is None:

@@ -41,3 +41,7 @@ class CardStoreError(EcnyError):
 
 class CardNotFound(CardStoreError, InvalidInput):
     """No card with that id in the store."""
+
+
+class CardKeyError(CardStoreError):
+    """A card's stored private key does not load (a damaged card file)."""
