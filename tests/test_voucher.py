@@ -48,6 +48,21 @@ def test_every_byte_flip_is_rejected(index: int) -> None:
         Voucher.decode(bytes(flipped)).verify(KEY.public_key())
 
 
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, len(RAW) - 1), st.integers(0, 255)), min_size=1, max_size=4))
+def test_whatever_decodes_is_canonical(edits: list[tuple[int, int]]) -> None:
+    """Any bytes a voucher decodes from are the bytes it encodes to (the decoder keeps them as the signed bytes)."""
+    data = bytearray(RAW)
+    for index, value in edits:
+        data[index] = value
+    try:
+        v = Voucher.decode(bytes(data))
+    except EncodingError:
+        return
+    assert v.encode() == bytes(data)
+    assert v.body._encode() == v.body.encode()
+
+
 @settings(max_examples=200, deadline=None)
 @given(st.binary(max_size=300))
 def test_decoding_garbage_raises_only_encoding_error(data: bytes) -> None:

@@ -7,7 +7,7 @@ that parses re-encodes to the same bytes, which is what makes signed TLV structu
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from wallet.errors import EncodingError
@@ -81,15 +81,35 @@ def _read_length(data: bytes, pos: int) -> tuple[int, int]:
 
 def decode(data: bytes) -> list[tuple[int, bytes]]:
     """Decode a sequence of TLVs into ``(tag, value)`` pairs; constructed values stay as raw bytes."""
+    if not isinstance(data, bytes):
+        data = bytes(data)
     out: list[tuple[int, bytes]] = []
+    end = len(data)
     pos = 0
-    while pos < len(data):
-        tag, pos = _read_tag(data, pos)
-        n, pos = _read_length(data, pos)
-        if pos + n > len(data):
+    while pos < end:
+        # Fast paths for the common shapes (one- or two-byte tag, short length); the rest goes the long way.
+        first = data[pos]
+        if first & 0x1F != 0x1F and first:
+            tag = first
+            pos += 1
+        elif first == 0x9F or first == 0xDF or first == 0x5F or first == 0xBF or first == 0x7F:
+            if pos + 1 < end and data[pos + 1] < 0x80:
+                tag = first << 8 | data[pos + 1]
+                pos += 2
+            else:
+                tag, pos = _read_tag(data, pos)
+        else:
+            tag, pos = _read_tag(data, pos)
+        if pos < end and data[pos] < 0x80:
+            n = data[pos]
+            pos += 1
+        else:
+            n, pos = _read_length(data, pos)
+        nxt = pos + n
+        if nxt > end:
             raise EncodingError(f"TLV value of tag {tag:#x} runs past the end ({n} bytes announced)")
-        out.append((tag, bytes(data[pos : pos + n])))
-        pos += n
+        out.append((tag, data[pos:nxt]))
+        pos = nxt
     return out
 
 
@@ -147,6 +167,13 @@ class Field:
     size: int | None = None
     optional: bool = False
     maximum: int | None = None  # for ``uint``: the largest value accepted
+    tag_bytes: bytes = field(init=False, repr=False, compare=False)
+    header: bytes | None = field(init=False, repr=False, compare=False)  # tag + length, for a fixed size
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "tag_bytes", encode_tag(self.tag))
+        size = 8 if self.kind == "uint" and self.size is None else self.size
+        object.__setattr__(self, "header", None if size is None else self.tag_bytes + encode_length(size))
 
     def encode(self, value: Any) -> bytes:
         if self.kind == "uint":
@@ -154,6 +181,13 @@ class Field:
         if self.kind in ("digits", "text"):
             return str(value).encode("ascii")
         return bytes(value)
+
+    def encode_tlv(self, value: Any) -> bytes:
+        """The whole TLV of ``value``: tag, length and value bytes."""
+        v = self.encode(value)
+        if self.header is not None and len(v) == self.size:
+            return self.header + v
+        return self.tag_bytes + encode_length(len(v)) + v
 
     def decode(self, value: bytes) -> Any:
         if self.kind == "uint":
@@ -170,15 +204,15 @@ class Field:
 
 def encode_record(tag: int, fields: Sequence[Field], obj: Any) -> bytes:
     """Encode the attributes of ``obj`` named by ``fields``, in order, inside one constructed TLV."""
-    items = []
+    parts = []
     for f in fields:
         value = getattr(obj, f.name)
         if value is None:
             if not f.optional:
                 raise ValueError(f"{f.name} is required")
             continue
-        items.append((f.tag, f.encode(value)))
-    return encode(tag, encode_all(items))
+        parts.append(f.encode_tlv(value))
+    return encode(tag, b"".join(parts))
 
 
 def decode_record(raw: bytes, tag: int, fields: Sequence[Field], what: str) -> dict[str, Any]:

@@ -56,6 +56,9 @@ BODY_FIELDS = (
     F_SUITE,
 )
 
+if any(f.size is None for f in BODY_FIELDS):  # VoucherBody.decode relies on it (one encoding per body)
+    raise RuntimeError("every voucher body field must have a fixed size")
+
 
 @dataclass(frozen=True)
 class VoucherBody:
@@ -95,8 +98,9 @@ class VoucherBody:
     def decode(cls, raw: bytes) -> VoucherBody:
         """Parse body bytes, accepting only the canonical encoding."""
         body = cls(**tlv.decode_record(raw, T_BODY, BODY_FIELDS, "voucher body"))
-        if body.encode() != raw:
-            raise EncodingError("voucher body is not in canonical form")
+        # Strict TLV and fixed-size fields leave one encoding per body (checked at import below), so the bytes
+        # read are the canonical bytes: keep them instead of encoding again.
+        object.__setattr__(body, "_encoded", bytes(raw))
         return body
 
 
@@ -130,7 +134,4 @@ class Voucher:
         if [t for t, _ in items] != [T_BODY, T_SIGNATURE]:
             raise EncodingError("voucher must hold a body and a signature")
         body_raw = tlv.encode(T_BODY, items[0][1])
-        voucher = cls(VoucherBody.decode(body_raw), items[1][1])
-        if voucher.encode() != raw:
-            raise EncodingError("voucher is not in canonical form")
-        return voucher
+        return cls(VoucherBody.decode(body_raw), items[1][1])  # strict TLV: the bytes read are canonical
