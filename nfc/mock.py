@@ -3,6 +3,8 @@
 Faults apply to the next tap of a presented card:
 - ``tear_after=N``: the card processes the N-th APDU, but its answer is lost and the card leaves the field
   (``0``: it leaves before the first APDU);
+- ``tear_at=INS``: the same at the first command with that instruction byte (``0x50``: PAY), however many
+  APDUs come before it;
 - ``corrupt_response=N``: one byte of the N-th answer's data is flipped on the way back;
 - ``delay=S``: every APDU takes S seconds longer (a slow card).
 """
@@ -34,6 +36,7 @@ class Faults:
     tear_after: int | None = None
     corrupt_response: int | None = None
     delay: float = 0.0
+    tear_at: int | None = None
 
     def __post_init__(self) -> None:
         if self.tear_after is not None and self.tear_after < 0:
@@ -42,6 +45,8 @@ class Faults:
             raise ValueError("corrupt_response counts APDUs from 1")
         if self.delay < 0:
             raise ValueError("delay must be >= 0")
+        if self.tear_at is not None and not 0 <= self.tear_at <= 0xFF:
+            raise ValueError("tear_at is an instruction byte")
 
 
 Observer = Callable[[bytes, bytes | None], None]
@@ -68,7 +73,8 @@ class MockConnection:
         if self._faults.delay:
             time.sleep(self._faults.delay)
         response = self._card.process(bytes(apdu))
-        if self._faults.tear_after is not None and self.count >= self._faults.tear_after:
+        if ((self._faults.tear_after is not None and self.count >= self._faults.tear_after)
+                or (self._faults.tear_at is not None and len(apdu) > 1 and apdu[1] == self._faults.tear_at)):
             self._present = False
             self._reader._notify(apdu, None)
             raise CardRemoved(f"card pulled away after APDU {self.count}")

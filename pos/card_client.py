@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from ecny_nfc.reader import CardConnection, CardRemoved, ReaderError
 from wallet import apdu as sw
 from wallet.apdu import CommandApdu, ResponseApdu
-from wallet.errors import EcnyError
+from wallet.certs import find_issuer
+from wallet.errors import EcnyError, EncodingError
 from wallet.protocol import (
     AID,
     CLA_ISO,
@@ -20,6 +22,8 @@ from wallet.protocol import (
     INS_PAY,
     INS_READ_INFO,
     INS_SELECT,
+    READ_INFO_FULL,
+    READ_INFO_WITHOUT_ISSUER,
     CardInfo,
     LoadToken,
     PayRequest,
@@ -66,6 +70,35 @@ def describe(command: bytes, response: bytes | None) -> str:
     return f"{name}: {sw.sw_name(status)}, {len(response) - 2} bytes"
 
 
+class KnownIssuers:
+    """The wallet-CA certificates a terminal holds: provisioned with it, and learnt from cards whose chain verified.
+
+    Only a hint for reading cards: every chain is still verified to the terminal's roots."""
+
+    LIMIT = 32
+
+    def __init__(self, ders: Iterable[bytes] = ()) -> None:
+        self._ders: list[bytes] = []
+        for der in ders:
+            self.learn(der)
+
+    def __bool__(self) -> bool:
+        return bool(self._ders)
+
+    def __len__(self) -> int:
+        return len(self._ders)
+
+    def find(self, leaf_der: bytes) -> bytes | None:
+        return find_issuer(leaf_der, self._ders)
+
+    def learn(self, der: bytes) -> None:
+        """Remember an issuer certificate (one that verified); the oldest goes past ``LIMIT``."""
+        if der in self._ders:
+            return
+        self._ders.append(der)
+        del self._ders[: -self.LIMIT]
+
+
 class WalletClient:
     """Talks to one wallet card through a reader connection."""
 
@@ -106,8 +139,29 @@ class WalletClient:
     def select(self) -> bytes:
         return self.exchange(CommandApdu(CLA_ISO, INS_SELECT, 0x04, 0x00, AID, le=256))
 
-    def read_info(self) -> CardInfo:
-        return CardInfo.decode(self.exchange(CommandApdu(CLA_PROPRIETARY, INS_READ_INFO, le=256)))
+    def read_info(self, without_issuer: bool = False) -> CardInfo:
+        p1 = READ_INFO_WITHOUT_ISSUER if without_issuer else READ_INFO_FULL
+        return CardInfo.decode(self.exchange(CommandApdu(CLA_PROPRIETARY, INS_READ_INFO, p1, le=256)))
+
+    def read_wallet(self, issuers: KnownIssuers) -> tuple[CardInfo, bytes]:
+        """READ INFO and the certificate of the card's issuer. When the terminal holds that certificate the card
+        leaves it out (two GET RESPONSEs fewer); a card from an issuer the terminal does not know yet, or an
+        applet without the short form, is read in full. The issuer is not trusted for being here: the caller
+        verifies the chain to its roots."""
+        if issuers:
+            try:
+                info = self.read_info(without_issuer=True)
+            except CardStatusError as exc:
+                if exc.status != sw.SW_WRONG_P1P2:
+                    raise
+            else:
+                issuer = issuers.find(info.cert_der)
+                if issuer is not None:
+                    return info, issuer
+        info = self.read_info()
+        if not info.issuer_der:
+            raise EncodingError("wallet info: the issuer certificate is missing")
+        return info, info.issuer_der
 
     def pay(self, request: PayRequest) -> bytes:
         return self.exchange(CommandApdu(CLA_PROPRIETARY, INS_PAY, data=request.encode(), le=256))

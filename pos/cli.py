@@ -19,6 +19,7 @@ from ecny_nfc.mock import Faults
 from pos.home import Home, default_home
 from pos.money import format_fen, parse_yuan
 from wallet.errors import EcnyError, InvalidInput
+from wallet.protocol import INS_PAY, INS_READ_INFO, INS_SELECT
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 Handler = Callable[[argparse.Namespace, Home], int]
@@ -41,6 +42,21 @@ def _amount(text: str) -> int:
         return parse_yuan(text)
     except InvalidInput as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+class TearAt(int):
+    """A tear point named by its command (an instruction byte), not by an APDU's position."""
+
+
+TEAR_COMMANDS = {"select": INS_SELECT, "read-info": INS_READ_INFO, "pay": INS_PAY}
+
+
+def _tear_point(text: str) -> int:
+    if text.lower() in TEAR_COMMANDS:
+        return TearAt(TEAR_COMMANDS[text.lower()])
+    if not text.lstrip("-").isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r} is neither an APDU number nor one of {', '.join(TEAR_COMMANDS)}")
+    return _nonneg_int(text)
 
 
 def _nonneg_int(text: str) -> int:
@@ -134,7 +150,9 @@ def cmd_pay(args: argparse.Namespace, home: Home) -> int:
     if args.reader == "mock":
         if not args.card:
             raise InvalidInput("--card is required with the mock reader")
-        faults = Faults(tear_after=args.tear_after, corrupt_response=args.corrupt, delay=args.slow)
+        named = isinstance(args.tear_after, TearAt)
+        tear_after, tear_at = (None, args.tear_after) if named else (args.tear_after, None)
+        faults = Faults(tear_after=tear_after, tear_at=tear_at, corrupt_response=args.corrupt, delay=args.slow)
         outcome = tap_mock_card(home, args.terminal, args.card, args.amount, faults, retap=args.retap,
                                 timeout=args.timeout, power_loss=args.power_loss)
     else:
@@ -289,7 +307,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--amount", type=_amount, required=True, metavar="YUAN")
     p.add_argument("--reader", default="mock", help="mock (default), usb[:VID:PID], tty:PORT:DRIVER, udp:HOST:PORT, "
                                                    "pcsc[:NAME]")
-    p.add_argument("--tear-after", type=_nonneg_int, metavar="N", help="pull the card after the N-th APDU")
+    p.add_argument("--tear-after", type=_tear_point, metavar="N|COMMAND",
+                   help="pull the card after the N-th APDU, or after a command: " + ", ".join(TEAR_COMMANDS))
     p.add_argument("--retap", action="store_true", help="after a tear, tap the same card again")
     p.add_argument("--corrupt", type=_nonneg_int, metavar="N", help="flip a byte in the N-th response")
     p.add_argument("--slow", type=float, default=0.0, metavar="S", help="add S seconds to every APDU")

@@ -13,6 +13,7 @@ from pos.home import Home
 from pos.money import format_fen
 from pos.session import Outcome
 from wallet.card import CardState
+from wallet.protocol import INS_PAY
 
 DEMO_CARDS: list[tuple[str, int, int, bool]] = [  # note, tier, balance in fen, expired certificate
     ("demo: tier 4 wallet (phone number only)", 4, 100_000, False),
@@ -75,7 +76,7 @@ def run_demo(home: Home, args: argparse.Namespace) -> int:
     pay("3. a tier 2 wallet tries 600 yuan offline (over the 500 yuan offline cap)", tier2.card_id, 60_000)
     pay("4. a wallet whose certificate expired", expired.card_id, 1990)
     pay("5. the customer pulls the wallet away mid-payment, then taps again", tier4.card_id, 1990,
-        Faults(tear_after=7), retap=True)
+        Faults(tear_at=INS_PAY), retap=True)
     pay("6. a tier 2 wallet buys a phone case", tier2.card_id, 3900)
 
     with home.ledger(terminal_id) as ledger:

@@ -329,7 +329,7 @@ class Gate:
         client = WalletClient(conn, trace)
         try:
             client.select()
-            info = client.read_info()
+            info, issuer = client.read_wallet(self.ctx.issuers)
         except CardRemoved:
             return None, Reason.CARD_REMOVED
         except CardStatusError as exc:
@@ -338,9 +338,10 @@ class Gate:
             return None, Reason.CARD_ERROR
         at = dt.datetime.fromtimestamp(self.clock() / 1000, dt.UTC)
         try:
-            cert = verify_wallet_certificate(info.cert_der, (info.issuer_der,), self.ctx.roots, at)
+            cert = verify_wallet_certificate(info.cert_der, (issuer,), self.ctx.roots, at)
         except CertificateError as exc:
             return info.wallet_id, Reason(exc.reason)
+        self.ctx.issuers.learn(issuer)
         if cert.wallet_id != info.wallet_id:
             return info.wallet_id, Reason.BAD_CERTIFICATE
         if self.ledger.is_denylisted(info.wallet_id):

@@ -16,6 +16,7 @@ from pathlib import Path
 import platformdirs
 from filelock import FileLock
 
+from pos.card_client import KnownIssuers
 from pos.config import Config, Merchant, Terminal, find_config, load_config
 from pos.ledger import Ledger
 from pos.session import TerminalContext
@@ -87,5 +88,6 @@ class Home:
         risk = self.config.risk
         return TerminalContext(
             merchant_id=merchant.id, terminal_id=terminal_id, roots=self.roots(),
+            issuers=KnownIssuers([cert_der(self.pki.wallet_ca.cert)]),
             ledger=ledger or self.ledger(terminal_id), caps=risk.caps, recovery_timeout=risk.recovery_timeout_s,
         )

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ecny_nfc.reader import Cancelled, CardConnection, CardRemoved, MultipleCards, NoCard, Reader, ReaderError
-from pos.card_client import CardStatusError, TraceEntry, WalletClient
+from pos.card_client import CardStatusError, KnownIssuers, TraceEntry, WalletClient
 from pos.ledger import Entry, Ledger, OpenIntent
 from pos.reasons import Reason, reason_for_status
 from pos.risk import check_limits
@@ -82,6 +82,7 @@ class TerminalContext:
     roots: tuple[bytes, ...]
     ledger: Ledger
     caps: OfflineCaps = field(default_factory=OfflineCaps)
+    issuers: KnownIssuers = field(default_factory=KnownIssuers)  # wallet-CA certificates: cards need not send them
     recovery_timeout: float = 10.0
     after_pay: Callable[[], None] | None = None  # tester fault: runs right after the card answers PAY
 
@@ -283,7 +284,7 @@ class PaymentSession:
     def _read_and_verify(self, client: WalletClient, now_ms: int,
                          torn: _Torn | None) -> tuple[CardInfo, WalletCertInfo]:
         try:
-            info = client.read_info()
+            info, issuer = client.read_wallet(self.ctx.issuers)
         except CardRemoved:
             self._removed(torn)
             raise  # unreachable: _removed always raises
@@ -293,13 +294,14 @@ class PaymentSession:
             raise _Decline(Reason.CARD_ERROR, f"wallet info does not parse: {exc}") from None
         at = dt.datetime.fromtimestamp(now_ms / 1000, dt.UTC)
         try:
-            cert = verify_wallet_certificate(info.cert_der, (info.issuer_der,), self.ctx.roots, at)
+            cert = verify_wallet_certificate(info.cert_der, (issuer,), self.ctx.roots, at)
         except CertificateError as exc:
             raise _Decline(Reason(exc.reason), str(exc), wallet_id=info.wallet_id) from None
         if cert.wallet_id != info.wallet_id or cert.tier != info.tier:
             raise _Decline(Reason.BAD_CERTIFICATE, "the certificate names another wallet or tier",
                            wallet_id=info.wallet_id)
-        return info, cert
+        self.ctx.issuers.learn(issuer)
+        return replace(info, issuer_der=issuer), cert
 
     def _charge(self, client: WalletClient, info: CardInfo, cert: WalletCertInfo, amount_fen: int, now_ms: int,
                 recovered: list[str]) -> Outcome:

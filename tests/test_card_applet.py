@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
+import datetime as dt
 import time
 
 import pytest
@@ -10,14 +12,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ecny_nfc.mock import MockReader
-from pos.card_client import CardStatusError, WalletClient
+from pos.card_client import CardStatusError, KnownIssuers, WalletClient
 from wallet import apdu as sw
 from wallet.apdu import CommandApdu, ResponseApdu
 from wallet.card import WalletApplet
-from wallet.certs import OperatorPki
+from wallet.certs import CertificateAuthority, OperatorPki, cert_der, verify_wallet_certificate
 from wallet.errors import ApduError
 from wallet.issuance import issue_card
-from wallet.protocol import AID, LoadToken
+from wallet.protocol import AID, INS_READ_INFO, LoadToken
 
 PKI = OperatorPki.create()
 
@@ -55,7 +57,9 @@ def test_status_words_for_bad_commands() -> None:
     assert card.process(bytes.fromhex("80EE0000"))[-2:] == b"\x6d\x00"
     assert card.process(bytes.fromhex("A0CA0000"))[-2:] == b"\x6e\x00"
     assert card.process(bytes.fromhex("80CA00"))[-2:] == b"\x67\x00"
-    assert card.process(bytes.fromhex("80CA0100"))[-2:] == b"\x6b\x00"
+    assert card.process(bytes.fromhex("80CA0200"))[-2:] == b"\x6b\x00"  # P1 02: no such form of READ INFO
+    assert card.process(bytes.fromhex("80CA0001"))[-2:] == b"\x6b\x00"
+    assert card.process(bytes.fromhex("80500100"))[-2:] == b"\x6b\x00"  # P1 01 means something to READ INFO only
     assert card.process(bytes.fromhex("00C0000000"))[-2:] == b"\x69\x85"  # nothing to get
 
 
@@ -66,6 +70,49 @@ def test_read_info_is_chained_and_reassembled() -> None:
     assert info.wallet_id == card.state.wallet_id
     assert len(card.state.info().encode()) > 1000
     assert sum(1 for t in client.trace if "GET RESPONSE" in t.meaning) >= 4
+
+
+def test_read_info_leaves_the_issuer_certificate_out_when_asked() -> None:
+    card = _card()
+    client = _client(card)
+    short = client.read_info(without_issuer=True)
+    assert short.issuer_der is None and short.cert_der == card.state.cert_der
+    assert short == dataclasses.replace(client.read_info(), issuer_der=None)
+    assert len(short.encode()) < len(card.state.info().encode()) - 400
+
+
+def test_read_wallet_uses_the_terminals_issuer_and_reads_in_full_for_an_unknown_one() -> None:
+    card = _card()
+    client = _client(card)
+    issuers = KnownIssuers([cert_der(PKI.wallet_ca.cert)])
+    info, issuer = client.read_wallet(issuers)
+    assert issuer == card.state.issuer_der and info.issuer_der is None
+    assert [t.command[2] for t in client.trace if t.command[1] == INS_READ_INFO] == [0x01]
+
+    client = _client(card)
+    other = KnownIssuers([cert_der(OperatorPki.create().wallet_ca.cert)])  # the same names, another key
+    foreign = KnownIssuers([cert_der(CertificateAuthority.create_root("Another operator Wallet CA").cert)])
+    info, issuer = client.read_wallet(foreign)
+    assert issuer == card.state.issuer_der == info.issuer_der
+    assert [t.command[2] for t in client.trace if t.command[1] == INS_READ_INFO] == [0x01, 0x00]
+    # A CA certificate with the same name but another key did not sign the card: the card is read in full.
+    client = _client(card)
+    info, issuer = client.read_wallet(other)
+    assert issuer == card.state.issuer_der == info.issuer_der
+    assert [t.command[2] for t in client.trace if t.command[1] == INS_READ_INFO] == [0x01, 0x00]
+    verify_wallet_certificate(info.cert_der, (issuer,), (cert_der(PKI.root.cert),), dt.datetime.now(dt.UTC))
+
+
+def test_read_wallet_reads_in_full_from_an_applet_without_the_short_form() -> None:
+    class OldApplet(WalletApplet):
+        def process(self, raw: bytes) -> bytes:
+            if raw[:3] == bytes([0x80, INS_READ_INFO, 0x01]):
+                return b"\x6b\x00"
+            return super().process(raw)
+
+    card = OldApplet(_card().state)
+    info, issuer = _client(card).read_wallet(KnownIssuers([cert_der(PKI.wallet_ca.cert)]))
+    assert issuer == info.issuer_der == card.state.issuer_der
 
 
 def test_load_credits_and_resets_offline_usage() -> None:

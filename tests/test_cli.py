@@ -72,14 +72,14 @@ def test_issue_pay_show_list_ledger(capsys, h, tmp_path) -> None:
 def test_tear_then_retap_recovers(capsys, h) -> None:
     run(capsys, h, "card", "issue", "--tier", "4", "--balance", "100")
     code, torn = run(capsys, h, "pay", "--terminal", "CMGQ0001", "--card", "c0001", "--amount", "5",
-                     "--tear-after", "7")
+                     "--tear-after", "pay")
     assert code == 1 and torn["reason"] == "card_removed" and torn["pending_recovery"] is True
     code, nxt = run(capsys, h, "pay", "--terminal", "CMGQ0001", "--card", "c0001", "--amount", "1")
     assert code == 0 and nxt["recovered"] == [torn["wallet_id"] + "-00000001"]
     code, shown = run(capsys, h, "card", "show", "c0001")
     assert shown["balance_fen"] == 10_000 - 600
     code, retapped = run(capsys, h, "pay", "--terminal", "CMGQ0001", "--card", "c0001", "--amount", "2",
-                         "--tear-after", "7", "--retap")
+                         "--tear-after", "5", "--retap")
     assert code == 0 and retapped["status"] == "approved"
 
 
@@ -109,6 +109,8 @@ def test_expired_and_foreign_cards_are_declined(capsys, h) -> None:
     ["pay", "--terminal", "NOPE0001", "--card", "c0001", "--amount", "1"],
     ["pay", "--terminal", "CMGQ0001", "--card", "c0009", "--amount", "1"],
     ["pay", "--terminal", "CMGQ0001", "--card", "../../etc", "--amount", "1"],
+    ["pay", "--terminal", "CMGQ0001", "--card", "c0001", "--amount", "1", "--tear-after", "payy"],
+    ["pay", "--terminal", "CMGQ0001", "--card", "c0001", "--amount", "1", "--tear-after", "-1"],
     ["card", "issue", "--tier", "4", "--balance", "20000"],
     ["card", "issue", "--tier", "5", "--balance", "1"],
     ["card", "show", "c0042"],

@@ -28,6 +28,7 @@ from wallet.protocol import (
     INS_PAY,
     INS_READ_INFO,
     INS_SELECT,
+    READ_INFO_WITHOUT_ISSUER,
     STATUS_ACTIVE,
     CardInfo,
     LoadToken,
@@ -180,7 +181,7 @@ class WalletApplet:
             raise CardDecline(sw.SW_INS_NOT_SUPPORTED)
         if not self._selected:
             raise CardDecline(sw.SW_CONDITIONS_NOT_SATISFIED, "application not selected")
-        if cmd.p1 or cmd.p2:
+        if cmd.p2 or (cmd.p1 and not (cmd.ins == INS_READ_INFO and cmd.p1 == READ_INFO_WITHOUT_ISSUER)):
             raise CardDecline(sw.SW_WRONG_P1P2)
         return handler(cmd)
 
@@ -197,7 +198,10 @@ class WalletApplet:
     def _read_info(self, cmd: CommandApdu) -> bytes:
         if cmd.data:
             raise CardDecline(sw.SW_WRONG_LENGTH)
-        return self.state.info().encode()
+        info = self.state.info()
+        if cmd.p1 == READ_INFO_WITHOUT_ISSUER:
+            info = replace(info, issuer_der=None)
+        return info.encode()
 
     def _pay(self, cmd: CommandApdu) -> bytes:
         req = PayRequest.decode(cmd.data)

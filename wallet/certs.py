@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -231,30 +232,80 @@ def _is_ca(cert: x509.Certificate) -> bool:
         return False
 
 
+def oid_der(dotted: str) -> bytes:
+    """The DER content octets of an OBJECT IDENTIFIER (what follows tag 06 and the length)."""
+    arcs = [int(a) for a in dotted.split(".")]
+    out = bytearray()
+    for arc in [arcs[0] * 40 + arcs[1], *arcs[2:]]:
+        chunk = [arc & 0x7F]
+        while arc > 0x7F:
+            arc >>= 7
+            chunk.append(0x80 | (arc & 0x7F))
+        out += bytes(reversed(chunk))
+    return bytes(out)
+
+
+_OID_SERIAL_NUMBER = oid_der(NameOID.SERIAL_NUMBER.dotted_string)
+_OID_EKU = oid_der(x509.oid.ExtensionOID.EXTENDED_KEY_USAGE.dotted_string)
+_OID_TIER = oid_der(OID_WALLET_TIER.dotted_string)
+_OID_KP_WALLET = oid_der(OID_KP_WALLET.dotted_string)
+
+
 @dataclass(frozen=True, slots=True)
 class _Parsed:
-    """A parsed certificate with the raw names the chain builder compares, computed once per DER."""
+    """A parsed certificate, with what the chain builder and the wallet checks read from its TBS bytes.
+
+    ``cryptography`` parses and validates the certificate; the few fields a tap needs (the raw names, the subject's
+    serialNumber, two extensions) are then read straight from the DER with the strict TLV decoder, which costs a
+    fraction of building ``Name`` and ``Extension`` objects for every new card.
+    """
 
     cert: x509.Certificate
     subject: bytes
     issuer: bytes
+    extensions: dict[bytes, bytes]  # extnID (OID content octets) -> extnValue (OCTET STRING content)
 
 
-def _der_names(der: bytes) -> tuple[bytes, bytes]:
-    """The issuer and subject Name fields of a DER certificate, as raw bytes (cheap to compare)."""
+def _der_fields(der: bytes) -> tuple[bytes, bytes, dict[bytes, bytes]]:
+    """The issuer and subject Names (DER) and the extensions of a DER certificate."""
     tbs = tlv.decode(tlv.decode(tlv.decode_one(der, 0x30))[0][1])
     fields = tbs[1:] if tbs[0][0] == 0xA0 else tbs  # skip the explicit version
-    return tlv.encode(0x30, fields[2][1]), tlv.encode(0x30, fields[4][1])
+    extensions: dict[bytes, bytes] = {}
+    for tag, value in fields[6:]:
+        if tag != 0xA3:
+            continue
+        for ext_tag, ext in tlv.decode(tlv.decode_one(value, 0x30)):
+            parts = tlv.decode(ext)
+            if ext_tag != 0x30 or parts[0][0] != 0x06 or parts[-1][0] != 0x04 or parts[0][1] in extensions:
+                raise EncodingError("malformed or repeated extension")
+            extensions[parts[0][1]] = parts[-1][1]
+    return tlv.encode(0x30, fields[2][1]), tlv.encode(0x30, fields[4][1]), extensions
+
+
+def _name_attribute(name_der: bytes, oid: bytes) -> str | None:
+    """The first value of attribute ``oid`` in a DER Name, as text."""
+    for _, rdn in tlv.decode(tlv.decode_one(name_der, 0x30)):
+        for _, atv in tlv.decode(rdn):
+            (oid_tag, oid_value), (_, value) = tlv.decode(atv)
+            if oid_tag == 0x06 and oid_value == oid:
+                return value.decode("utf-8")
+    return None
 
 
 @functools.lru_cache(maxsize=8192)
 def _parsed(der: bytes) -> _Parsed:
     cert = _parse(der)
     try:
-        issuer, subject = _der_names(der)
-    except (EncodingError, IndexError) as exc:
-        raise CertificateError("bad_certificate", "certificate names do not parse") from exc
-    return _Parsed(cert, subject, issuer)
+        issuer, subject, extensions = _der_fields(der)
+    except (EncodingError, IndexError, ValueError) as exc:
+        raise CertificateError("bad_certificate", "certificate fields do not parse") from exc
+    return _Parsed(cert, subject, issuer, extensions)
+
+
+@functools.lru_cache(maxsize=64)
+def _issuer_key(issuer_der: bytes) -> ec.EllipticCurvePublicKey | None:
+    key = _parse(issuer_der).public_key()
+    return key if isinstance(key, ec.EllipticCurvePublicKey) else None
 
 
 @functools.lru_cache(maxsize=1024)
@@ -311,10 +362,10 @@ def _check_link(cert_der: bytes, issuer_der: bytes) -> None:
     ``verify_directly_issued_by`` for the ECDSA certificates this operator issues (the names are compared by the
     chain builder), and it lets other threads run meanwhile (the operator verifies batches on several threads).
     """
-    cert, issuer = _parse(cert_der), _parse(issuer_der)
-    key = issuer.public_key()
+    cert = _parse(cert_der)
+    key = _issuer_key(issuer_der)
     algorithm = cert.signature_hash_algorithm
-    if (not isinstance(key, ec.EllipticCurvePublicKey) or cert.signature_algorithm_oid not in _ECDSA_SIGNATURES
+    if (key is None or cert.signature_algorithm_oid not in _ECDSA_SIGNATURES
             or algorithm is None):
         raise CertificateError("bad_certificate", "certificate is not signed with ECDSA by an EC issuer key")
     try:
@@ -339,22 +390,42 @@ def verify_chain(leaf_der: bytes, intermediates: list[bytes] | tuple[bytes, ...]
 
 @functools.lru_cache(maxsize=4096)
 def _wallet_info(leaf_der: bytes) -> WalletCertInfo:
-    cert = _parse(leaf_der)
+    parsed = _parsed(leaf_der)
     try:
-        eku = cert.extensions.get_extension_for_oid(x509.oid.ExtensionOID.EXTENDED_KEY_USAGE).value
-        tier_ext = cert.extensions.get_extension_for_oid(OID_WALLET_TIER).value
-        serial = cert.subject.get_attributes_for_oid(NameOID.SERIAL_NUMBER)[0].value
-    except (x509.ExtensionNotFound, ValueError, IndexError) as exc:
+        serial = _name_attribute(parsed.subject, _OID_SERIAL_NUMBER)
+        eku = [oid for tag, oid in tlv.decode(tlv.decode_one(parsed.extensions[_OID_EKU], 0x30)) if tag == 0x06]
+        raw = parsed.extensions[_OID_TIER]
+    except (KeyError, EncodingError, ValueError) as exc:
         raise CertificateError("bad_certificate", "not a wallet certificate") from exc
-    if not isinstance(eku, x509.ExtendedKeyUsage) or OID_KP_WALLET not in eku:
+    if serial is None:
+        raise CertificateError("bad_certificate", "not a wallet certificate")
+    if _OID_KP_WALLET not in eku:
         raise CertificateError("bad_certificate", "certificate is not for a wallet")
-    raw = tier_ext.value if isinstance(tier_ext, x509.UnrecognizedExtension) else b""
     if len(raw) != 3 or raw[:2] != b"\x02\x01":
         raise CertificateError("bad_certificate", "wallet tier extension malformed")
+    cert = parsed.cert
     key = cert.public_key()
     if not isinstance(key, ec.EllipticCurvePublicKey) or not isinstance(key.curve, ec.SECP256R1):
         raise CertificateError("bad_certificate", "wallet key is not P-256")
-    return WalletCertInfo(str(serial), raw[2], key, cert.not_valid_before_utc, cert.not_valid_after_utc)
+    return WalletCertInfo(serial, raw[2], key, cert.not_valid_before_utc, cert.not_valid_after_utc)
+
+
+def find_issuer(leaf_der: bytes, candidates: Iterable[bytes]) -> bytes | None:
+    """The candidate CA certificate that issued the leaf (its subject is the leaf's issuer and its key signed the
+    leaf), or None, also for a leaf that does not parse. The signature check is cached, so a chain verification
+    that follows does not pay for it twice."""
+    try:
+        wanted = _parsed(leaf_der).issuer
+    except CertificateError:
+        return None
+    for der in candidates:
+        try:
+            if _parsed(der).subject == wanted:
+                _check_link(leaf_der, der)
+                return der
+        except CertificateError:
+            continue
+    return None
 
 
 def verify_wallet_certificate(leaf_der: bytes, intermediates: list[bytes] | tuple[bytes, ...],

@@ -3,11 +3,14 @@
 | command              | APDU                          | answer                                  |
 |----------------------|-------------------------------|-----------------------------------------|
 | SELECT by AID        | 00 A4 04 00 Lc AID 00         | FCI (6F: 84 AID, A5: 50 label)          |
-| READ INFO            | 80 CA 00 00 00                | wallet info TLV (chained: 61xx)         |
+| READ INFO            | 80 CA P1 00 00                | wallet info TLV (chained: 61xx)         |
 | PAY                  | 80 50 00 00 Lc PAY-request 00 | voucher TLV                             |
 | GET LAST TRANSACTION | 80 52 00 00 10 challenge 00   | the last voucher, if it has that challenge |
 | LOAD                 | 80 54 00 00 Lc load-token 00  | balance after (8 bytes)                 |
 | GET RESPONSE         | 00 C0 00 00 Le                | next part of a chained answer           |
+
+READ INFO's P1 says what to include: ``00`` everything, ``01`` all but the issuer's certificate, for a terminal
+that holds the issuing CA's certificate already (it saves about 500 bytes, two GET RESPONSEs, on every tap).
 """
 
 from __future__ import annotations
@@ -39,6 +42,8 @@ INS_READ_INFO = 0xCA
 INS_PAY = 0x50
 INS_GET_LAST = 0x52
 INS_LOAD = 0x54
+READ_INFO_FULL = 0x00
+READ_INFO_WITHOUT_ISSUER = 0x01
 
 INS_NAMES = {
     INS_SELECT: "SELECT",
@@ -123,7 +128,7 @@ class CardInfo:
     day: int
     day_spent: int
     cert_der: bytes
-    issuer_der: bytes
+    issuer_der: bytes | None  # None when READ INFO asked to leave it out
 
     def encode(self) -> bytes:
         return tlv.encode_record(T_INFO, INFO_FIELDS, self)
@@ -151,7 +156,7 @@ INFO_FIELDS = (
     tlv.Field(T_DAY, "day", "uint", 4),
     tlv.Field(T_DAY_SPENT, "day_spent", "uint", 8),
     tlv.Field(T_CERT, "cert_der", "bytes"),
-    tlv.Field(T_ISSUER_CERT, "issuer_der", "bytes"),
+    tlv.Field(T_ISSUER_CERT, "issuer_der", "bytes", optional=True),
 )
 
 
