@@ -317,6 +317,14 @@ class Ledger:
             "ORDER BY seq DESC LIMIT 1", (wallet_id,)).fetchone()
         return bool(row) and row[0] == "add"
 
+    def wallet_standing(self, wallet_id: str) -> tuple[bool, int]:
+        """Whether the wallet is denylisted and the highest counter recorded for it: one query, for a tap."""
+        row = self.conn.execute(
+            "SELECT (SELECT json_extract(data, '$.action') FROM entries WHERE kind = 'denylist' AND wallet_id = ?1 "
+            "ORDER BY seq DESC LIMIT 1), "
+            "(SELECT MAX(counter) FROM entries WHERE wallet_id = ?1 AND kind = 'payment')", (wallet_id,)).fetchone()
+        return row[0] == "add", row[1] or 0
+
     def apply_denylist(self, version: int, added: list[str], removed: list[str] = ()) -> None:  # type: ignore[assignment]
         """Record a denylist change as entries (one per wallet), all in one transaction."""
         self.begin()

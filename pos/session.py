@@ -171,6 +171,7 @@ class PaymentSession:
         self._pay_sent = False  # a PAY of this charge may have reached a card
         self._closed = False  # this charge's intent has a payment, void or unresolved entry
         self._tap_started = 0.0
+        self._issuer_der = b""  # the certificate of the tapped card's issuer, once its chain verified
 
     # -- public -----------------------------------------------------------------------------------------------------
     def pay(self, amount_fen: int, timeout: float | None = 30.0, cancel: threading.Event | None = None) -> Outcome:
@@ -263,11 +264,11 @@ class PaymentSession:
         if mine not in (None, "void", "open"):
             return Outcome("approved", amount_fen, voucher_id=mine, wallet_id=wid, balance_after_fen=info.balance_fen,
                            recovered=recovered)
-        if self.ctx.ledger.is_denylisted(wid):
+        denylisted, seen = self.ctx.ledger.wallet_standing(wid)
+        if denylisted:
             raise _Decline(Reason.DENYLISTED, wallet_id=wid)
         if info.status != STATUS_ACTIVE:
             raise _Decline(Reason.CARD_BLOCKED, wallet_id=wid)
-        seen = self.ctx.ledger.max_counter(wid)
         if seen > info.counter:
             raise _Decline(Reason.REPLAYED_COUNTER, f"card counter {info.counter}, this terminal has seen {seen}",
                            wallet_id=wid)
@@ -301,7 +302,8 @@ class PaymentSession:
             raise _Decline(Reason.BAD_CERTIFICATE, "the certificate names another wallet or tier",
                            wallet_id=info.wallet_id)
         self.ctx.issuers.learn(issuer)
-        return replace(info, issuer_der=issuer), cert
+        self._issuer_der = issuer
+        return info, cert
 
     def _charge(self, client: WalletClient, info: CardInfo, cert: WalletCertInfo, amount_fen: int, now_ms: int,
                 recovered: list[str]) -> Outcome:
@@ -333,7 +335,7 @@ class PaymentSession:
                 self._close("unresolved", info.wallet_id, info.counter + 1, amount_fen, problem=problem2[1])
                 raise _Decline(problem2[0], problem2[1], wallet_id=info.wallet_id)
         assert voucher is not None
-        self._record(voucher, intent.seq, cert_der=info.cert_der, issuer_der=info.issuer_der)
+        self._record(voucher, intent.seq, cert_der=info.cert_der, issuer_der=self._issuer_der)
         self._closed = True
         return Outcome("approved", amount_fen, voucher_id=voucher.voucher_id, wallet_id=info.wallet_id,
                        balance_after_fen=voucher.body.balance_after_fen, recovered=recovered)
@@ -494,7 +496,7 @@ class PaymentSession:
             self._close("unresolved", intent.wallet_id or info.wallet_id, info.counter, intent.amount_fen,
                         intent_seq=intent.seq, problem=problem[1])
             return "unresolved"
-        self._record(voucher, intent.seq, info.cert_der, info.issuer_der)
+        self._record(voucher, intent.seq, info.cert_der, self._issuer_der)
         if self._intent is not None and intent.seq == self._intent.seq:
             self._closed = True
         return voucher.voucher_id

@@ -119,3 +119,14 @@ def test_corrupted_file_is_a_typed_error(tmp_path: Path) -> None:
     (tmp_path / "x.db").write_bytes(b"this is not a database" * 100)
     with pytest.raises(LedgerError):
         Ledger(tmp_path / "x.db")
+
+
+def test_wallet_standing_follows_the_latest_denylist_entry_and_the_highest_counter(led: Ledger) -> None:
+    assert led.wallet_standing("w") == (False, 5) == (led.is_denylisted("w"), led.max_counter("w"))
+    assert led.wallet_standing("nobody") == (False, 0)
+    led.apply_denylist(1, ["w", "x"])
+    assert led.wallet_standing("w") == (True, 5) and led.wallet_standing("x") == (True, 0)
+    led.apply_denylist(2, [], ["w"])
+    assert led.wallet_standing("w") == (False, 5) and led.wallet_standing("x") == (True, 0)
+    led.append("settlement", voucher_id="v9", wallet_id="w", counter=9, data={"status": "settled"})
+    assert led.wallet_standing("w") == (False, 5)  # only payments count

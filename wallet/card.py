@@ -92,14 +92,15 @@ class CardState:
                 data[k] = bytes.fromhex(data[k])
         return cls(**data)
 
-    def info(self) -> CardInfo:
+    def info(self, with_issuer: bool = True) -> CardInfo:
         return CardInfo(
             wallet_id=self.wallet_id, tier=self.tier, balance_fen=self.balance_fen, counter=self.counter,
             load_counter=self.load_counter, status=self.status, single_max=self.single_max,
             daily_max=self.daily_max, balance_max=self.balance_max, offline_single_max=self.offline_single_max,
             offline_cumulative_max=self.offline_cumulative_max, offline_count_max=self.offline_count_max,
             offline_amount=self.offline_amount, offline_count=self.offline_count, day=self.day,
-            day_spent=self.day_spent, cert_der=self.cert_der, issuer_der=self.issuer_der,
+            day_spent=self.day_spent, cert_der=self.cert_der,
+            issuer_der=self.issuer_der if with_issuer else None,
         )
 
 
@@ -198,10 +199,7 @@ class WalletApplet:
     def _read_info(self, cmd: CommandApdu) -> bytes:
         if cmd.data:
             raise CardDecline(sw.SW_WRONG_LENGTH)
-        info = self.state.info()
-        if cmd.p1 == READ_INFO_WITHOUT_ISSUER:
-            info = replace(info, issuer_der=None)
-        return info.encode()
+        return self.state.info(with_issuer=cmd.p1 != READ_INFO_WITHOUT_ISSUER).encode()
 
     def _pay(self, cmd: CommandApdu) -> bytes:
         req = PayRequest.decode(cmd.data)
