@@ -15,6 +15,7 @@ An approval is reported only after its payment entry is committed. A charge that
 from __future__ import annotations
 
 import datetime as dt
+import gc
 import hashlib
 import os
 import secrets
@@ -54,6 +55,29 @@ def _process_start(pid: int) -> str:
 OWNER = f"{os.getpid()}:{_process_start(os.getpid())}"
 _ACTIVE: set[tuple[str, int]] = set()  # (ledger path, intent seq) of charges running in this process
 _ACTIVE_LOCK = threading.Lock()
+
+
+class _GcDeferred:
+    """Keeps the cyclic garbage collector waiting while taps are being decided, so its pauses fall between
+    customers instead of inside a tap. Process-wide and nestable: collection resumes when the last tap in
+    progress (in any thread) is decided, and only if it was enabled before the first."""
+
+    _lock = threading.Lock()
+    _depth = 0
+    _was_enabled = False
+
+    def __enter__(self) -> None:
+        with self._lock:
+            if _GcDeferred._depth == 0:
+                _GcDeferred._was_enabled = gc.isenabled()
+                gc.disable()
+            _GcDeferred._depth += 1
+
+    def __exit__(self, *exc: object) -> None:
+        with self._lock:
+            _GcDeferred._depth -= 1
+            if _GcDeferred._depth == 0 and _GcDeferred._was_enabled:
+                gc.enable()
 
 
 def _owner_alive(owner: str) -> bool:
@@ -171,6 +195,7 @@ class PaymentSession:
         self._pay_sent = False  # a PAY of this charge may have reached a card
         self._closed = False  # this charge's intent has a payment, void or unresolved entry
         self._tap_started = 0.0
+        self._decided = 0.0
         self._issuer_der = b""  # the certificate of the tapped card's issuer, once its chain verified
 
     # -- public -----------------------------------------------------------------------------------------------------
@@ -186,7 +211,7 @@ class PaymentSession:
             _ACTIVE.add(key)
         try:
             outcome = self._pay(amount_fen, timeout, cancel)
-            decided = time.perf_counter()
+            decided = self._decided or time.perf_counter()
             if not self._closed and not self._pay_sent:
                 self.ctx.ledger.append("void", amount_fen=amount_fen,
                                        data={"intent": intent.seq, "proof": "no PAY was sent"})
@@ -204,6 +229,7 @@ class PaymentSession:
         torn: _Torn | None = None
         wait = timeout
         for _ in range(MAX_TAPS):
+            self._decided = 0.0
             try:
                 conn = self.reader.connect(timeout=wait, cancel=cancel)
             except (NoCard, Cancelled) as exc:
@@ -220,7 +246,11 @@ class PaymentSession:
             if not self._tap_started:
                 self._tap_started = time.perf_counter()
             try:
-                return self._tap(conn, amount_fen, torn)
+                with _GcDeferred():
+                    try:
+                        return self._tap(conn, amount_fen, torn)
+                    finally:
+                        self._decided = time.perf_counter()
             except _Torn as exc:
                 torn = exc
                 self._torn_seen = True

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import gc
+import threading
 from dataclasses import replace
 
 import pytest
@@ -10,7 +12,7 @@ import pytest
 from ecny_nfc.mock import MockReader
 from pos.reasons import Reason
 from pos.session import PaymentSession
-from tests.conftest import COUNTER, MERCHANT, Taps, payments
+from tests.conftest import COUNTER, COUNTER_2, MERCHANT, Taps, payments
 from wallet.protocol import STATUS_BLOCKED
 from wallet.voucher import Voucher
 
@@ -219,3 +221,35 @@ def test_recording_a_voucher_twice_keeps_one_entry_and_a_different_body_is_refus
     assert exc.value.reason is Reason.REPLAYED_COUNTER
     assert len(payments(taps.ctx.ledger)) == 1
     taps.ctx.ledger.verify()
+
+
+def test_garbage_collection_waits_during_a_tap_and_resumes_after_it(taps: Taps) -> None:
+    seen: list[bool] = []
+    taps.ctx.after_pay = lambda: seen.append(gc.isenabled())
+    assert gc.isenabled()
+    assert taps.pay(taps.card(), 100).approved
+    assert seen == [False] and gc.isenabled()
+    assert taps.pay(taps.card(balance_fen=10), 100).reason == Reason.INSUFFICIENT_BALANCE  # a decline path
+    assert gc.isenabled()
+    gc.disable()  # a process that turned collection off keeps it off
+    try:
+        assert taps.pay(taps.card(), 100).approved
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+
+
+def test_garbage_collection_resumes_only_when_the_last_concurrent_tap_is_decided(taps: Taps, home) -> None:
+    in_tap, release = threading.Event(), threading.Event()
+    ctx_a = replace(taps.ctx, after_pay=lambda: (in_tap.set(), release.wait(5)))
+    with home.ledger(COUNTER_2) as ledger_b:
+        ctx_b = home.context(COUNTER_2, ledger_b)
+        result: list[bool] = []
+        a = threading.Thread(target=lambda: result.append(taps.pay(taps.card(), 100, ctx=ctx_a).approved))
+        a.start()
+        assert in_tap.wait(5)
+        assert taps.pay(taps.card(), 100, ctx=ctx_b).approved
+        assert not gc.isenabled()  # the first tap is still being decided
+        release.set()
+        a.join(5)
+    assert result == [True] and gc.isenabled()
