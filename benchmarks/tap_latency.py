@@ -2,9 +2,9 @@
 
     .venv/bin/python benchmarks/tap_latency.py [--taps 1000]
 
-Each tap is a different customer (a fresh card, so the terminal verifies the whole certificate chain every time):
-SELECT, READ INFO (chained), certificate chain and limit checks, a durable intent, PAY (the card signs),
-voucher verification and the durable payment commit. The floor, measured in the same run, is one card signature +
+Each tap is a different customer (a fresh card, so the terminal verifies the card's certificate every time):
+SELECT, READ INFO (chained; the card leaves out its issuer's certificate, which the terminal holds), certificate
+chain and limit checks, PAY (the card signs), voucher verification and the durable payment commit. The floor, measured in the same run, is one card signature +
 the terminal's signature verifications for a new card (its certificate by the wallet CA, and the voucher; the
 wallet CA's own link to the root is the same for every card and verified once) + one durable SQLite commit (WAL,
 synchronous=FULL) on the same disk. Tap to decision runs from the card entering the field; the charge's durable
