@@ -130,3 +130,25 @@ def test_wallet_standing_follows_the_latest_denylist_entry_and_the_highest_count
     assert led.wallet_standing("w") == (False, 5) and led.wallet_standing("x") == (True, 0)
     led.append("settlement", voucher_id="v9", wallet_id="w", counter=9, data={"status": "settled"})
     assert led.wallet_standing("w") == (False, 5)  # only payments count
+
+
+def test_an_older_ledger_is_migrated_in_place_keeping_every_certificate(tmp_path: Path) -> None:
+    import sqlite_utils
+
+    from pos.ledger import MIGRATIONS
+
+    path = tmp_path / "ledger.db"
+    old = sqlite_utils.Database(path)
+    MIGRATIONS.apply(old, stop_before="m003_certificates_without_rowid")  # as the previous release left it
+    old.execute("INSERT INTO certificates (fingerprint, der) VALUES ('aa', x'3082'), ('bb', x'3083')")
+    old.conn.commit()
+    old.close()
+    led = Ledger(path)
+    sql = led.conn.execute("SELECT sql FROM sqlite_master WHERE name = 'certificates'").fetchone()[0]
+    assert "WITHOUT ROWID" in sql
+    assert led.certificate("aa") == b"\x30\x82" and led.certificate("bb") == b"\x30\x83"
+    led.begin()
+    led.add_certificate("aa", b"\x30\x82")  # still one row per fingerprint
+    led.commit()
+    assert led.conn.execute("SELECT COUNT(*) FROM certificates").fetchone()[0] == 2
+    led.verify()
