@@ -75,9 +75,9 @@ class CommandApdu:
     le: int | None = None
 
     def __post_init__(self) -> None:
-        for name in ("cla", "ins", "p1", "p2"):
-            if not 0 <= getattr(self, name) <= 0xFF:
-                raise ApduError(f"{name} out of range")
+        if not (0 <= self.cla <= 0xFF and 0 <= self.ins <= 0xFF and 0 <= self.p1 <= 0xFF and 0 <= self.p2 <= 0xFF):
+            bad = next(n for n in ("cla", "ins", "p1", "p2") if not 0 <= getattr(self, n) <= 0xFF)
+            raise ApduError(f"{bad} out of range")
         if len(self.data) > 255:
             raise ApduError("command data longer than 255 bytes needs an extended APDU")
         if self.le is not None and not 1 <= self.le <= 256:
