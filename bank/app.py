@@ -17,7 +17,8 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 
-from bank.errors import BadRequest, Forbidden, OperatorError
+from bank import batch
+from bank.errors import BadRequest, Forbidden, OperatorError, UnsupportedMediaType
 from bank.service import MAX_BATCH, Operator, TerminalRecord, UploadItem
 from wallet.errors import EcnyError, InvalidInput
 
@@ -119,18 +120,28 @@ def _settlement_items(body: bytes) -> list[UploadItem]:
     return items
 
 
+def _body_parser(content_type: str | None) -> Any:
+    """The parser of a settlement body by its content type: JSON (also when none is given) or the binary batch."""
+    kind = (content_type or "application/json").partition(";")[0].strip().lower()
+    if kind == "application/json":
+        return _settlement_items
+    if kind == batch.CONTENT_TYPE:
+        return batch.decode_batch
+    raise UnsupportedMediaType(f"settlement bodies are application/json or {batch.CONTENT_TYPE}, not {kind!r}")
+
+
 def _settle(op: Operator, term: TerminalRecord, items: list[UploadItem]) -> tuple[list[dict[str, Any]], int]:
     """Settle a batch and read the denylist version after it (one trip to a worker thread)."""
     return op.settle(term, items), op.denylist_version()
 
 
-async def _terminal(request: Request) -> TerminalRecord:
-    """Authenticate the signed request (see :mod:`bank.auth`)."""
+async def _terminal(request: Request, defer_nonce: bool = False) -> TerminalRecord:
+    """Authenticate the signed request (see :mod:`bank.auth` and :meth:`Operator.authenticate`)."""
     op: Operator = request.app.state.operator
     body = await request.body()
     headers = {k.lower(): v for k, v in request.headers.items()}
     return await run_in_threadpool(op.authenticate, headers, request.method, request.url.path, request.url.query,
-                                   body)
+                                   body, defer_nonce)
 
 
 def _admin(request: Request, authorization: Annotated[str | None, Header()] = None) -> None:
@@ -169,21 +180,27 @@ def create_app(op: Operator) -> FastAPI:
         return {"status": "ok"}
 
     @app.post("/v1/settlements", response_model=SettlementResponse, openapi_extra={"requestBody": {
-        "required": True, "content": {"application/json": {"schema": _inline_schema(SettlementRequest)}}}})
+        "required": True, "content": {
+            "application/json": {"schema": _inline_schema(SettlementRequest)},
+            batch.CONTENT_TYPE: {"schema": {"type": "string", "format": "binary",
+                                            "description": "the binary batch (see bank/batch.py)"}}}}})
     async def settle(request: Request) -> Any:
         """Upload a batch of vouchers; one answer per voucher, in order. Safe to repeat.
 
-        The request is authenticated like every terminal call (see :mod:`bank.auth`); while that runs on a worker
-        thread (a signature check and a durable nonce), the body (a :class:`SettlementRequest`) is validated
-        straight from the raw bytes. A body error is answered only once the request is known to be authentic, so an
-        unsigned or forged request gets the same refusal as anywhere else. The answer goes out as built: the
-        per-voucher cost of the HTTP layer stays small beside the signature check.
+        The body is a :class:`SettlementRequest` (``application/json``) or the same batch in binary
+        (``application/vnd.ecny.settlement-batch``, :mod:`bank.batch`: what terminals send); another content type is
+        a 415. The request is authenticated like every terminal call (see :mod:`bank.auth`); while that runs on a
+        worker thread (a signature check and a look for the nonce among those used), the body is parsed straight from
+        the raw bytes. A body error is answered only once the request is known to be authentic, so an unsigned or
+        forged request gets the same refusal as anywhere else. The nonce is recorded in the batch's own transaction:
+        one durable commit per batch. The answer goes out as built: the per-voucher cost of the HTTP layer stays
+        small beside the signature check.
         """
         body = await request.body()  # read once, before the authentication task reads it from the cache
-        auth = asyncio.ensure_future(_terminal(request))
+        auth = asyncio.ensure_future(_terminal(request, defer_nonce=True))  # recorded with the batch
         await asyncio.sleep(0)  # let it reach its worker thread
         try:
-            items: list[UploadItem] | OperatorError = _settlement_items(body)
+            items: list[UploadItem] | OperatorError = _body_parser(request.headers.get("content-type"))(body)
         except OperatorError as exc:
             items = exc
         term = await auth

@@ -53,3 +53,10 @@ class Conflict(OperatorError):
 
     status = 409
     code = "conflict"
+
+
+class UnsupportedMediaType(OperatorError):
+    """The request body is in a format this call does not take (415); nothing was changed."""
+
+    status = 415
+    code = "unsupported_media_type"

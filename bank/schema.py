@@ -4,7 +4,8 @@ Exactly-once settlement is the database's job, not the application's: ``vouchers
 (wallet_id, counter), ``refunds`` a unique refund id, ``denylist`` a unique version, ``nonces`` a unique
 (terminal_id, nonce). Every settlement batch is one transaction; a unique violation from a concurrent worker rolls
 the batch back and it is judged again. On SQLite, write transactions start with ``BEGIN IMMEDIATE`` so two
-processes sharing the file serialize instead of failing at commit.
+processes sharing the file serialize instead of failing at commit; reads (:func:`read_only`) start deferred, so they
+never wait for a writer.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 from sqlalchemy import (
     BigInteger,
     Column,
+    Connection,
     Engine,
     Index,
     Integer,
@@ -136,6 +138,16 @@ nonces = Table(
 )
 
 
+READ_ONLY = "ecny_read_only"
+
+
+def read_only(engine: Engine) -> Connection:
+    """A connection for reading only. On SQLite its transactions begin deferred (WAL readers see a snapshot and do
+    not wait for the writer); every other transaction begins ``IMMEDIATE``, so writers queue for the lock up front
+    instead of failing at commit."""
+    return engine.connect().execution_options(**{READ_ONLY: True})
+
+
 def make_engine(url: str, **kwargs: Any) -> Engine:
     """An engine for ``url`` (``sqlite:///path`` or ``postgresql+psycopg://...``) with the schema created."""
     if url.startswith("sqlite"):
@@ -153,7 +165,8 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
 
         @event.listens_for(engine, "begin")
         def _begin(conn: Any) -> None:
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            # a read (see read_only) is a plain deferred transaction: a snapshot that never waits for a writer
+            conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get(READ_ONLY) else "BEGIN IMMEDIATE")
     else:
         engine = create_engine(url, pool_pre_ping=True, **kwargs)
     metadata.create_all(engine)

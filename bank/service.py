@@ -12,6 +12,7 @@ it, it is a ``double_spend``: the first settled stands, the wallet is revoked an
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import functools
 import hashlib
@@ -22,7 +23,7 @@ import time
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -36,7 +37,8 @@ from sqlalchemy import Connection, Engine, and_, bindparam, func, insert, select
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from bank import auth
-from bank.errors import BadRequest, Conflict, Forbidden, NotFound, Unauthenticated
+from bank.batch import MAX_BATCH, UploadItem
+from bank.errors import BadRequest, Conflict, Forbidden, NotFound, OperatorError, Unauthenticated
 from bank.fastpath import decode_voucher
 from bank.schema import (
     accounts,
@@ -44,6 +46,7 @@ from bank.schema import (
     load_tokens,
     make_engine,
     nonces,
+    read_only,
     refunds,
     rejections,
     terminals,
@@ -62,15 +65,14 @@ from wallet.certs import (
     write_atomic,
 )
 from wallet.errors import CertificateError, EncodingError, InvalidInput, SignatureError
-from wallet.ids import check_terminal_id, check_wallet_id
+from wallet.ids import check_terminal_id, check_wallet_id, new_wallet_id
 from wallet.limits import TIER_LIMITS
 from wallet.protocol import LoadToken
-from wallet.voucher import CNY, MAX_TIMESTAMP_MS, Voucher
+from wallet.voucher import CNY, MAX_TIMESTAMP_MS, Voucher, VoucherBody
 
 if TYPE_CHECKING:
     from pos.home import Home
 
-MAX_BATCH = 1000
 # Signature checks of a batch run on a few threads of the worker: `cryptography` releases the GIL while it verifies,
 # so the checks of one card overlap with those of another and with the Python work of the thread that holds the GIL.
 VERIFY_THREADS = max(1, min(4, os.cpu_count() or 1))  # the settling thread and its helpers
@@ -134,19 +136,12 @@ def default_db_url(home_root: Path) -> str:
 
 @dataclass(frozen=True, slots=True)
 class TerminalRecord:
-    """An authenticated terminal."""
+    """An authenticated terminal. ``pending_nonce`` (nonce, time) is set when the request's nonce is still to be
+    recorded, in the transaction of what the request changes (see :meth:`Operator.authenticate`)."""
 
     terminal_id: str
     merchant_id: str
-
-
-@dataclass
-class UploadItem:
-    """One voucher as uploaded, with the certificates the terminal read from the card."""
-
-    voucher: bytes
-    cert_der: bytes
-    issuer_der: bytes
+    pending_nonce: tuple[str, int] | None = None
 
 
 @dataclass(slots=True)
@@ -198,6 +193,9 @@ class Operator:
         self._last_prune = 0
         self._pool: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
+        self._judge_lock = threading.Lock()
+        # SQLite has one writer at a time: threads of this process queue here instead of in SQLite's busy handler
+        self._write_lock = threading.Lock() if self.engine.dialect.name == "sqlite" else contextlib.nullcontext()
 
     @classmethod
     def for_home(cls, home: Home, db_url: str | None = None) -> Operator:
@@ -220,12 +218,48 @@ class Operator:
                 self._pool = None
         self.engine.dispose()
 
+    def warm_up(self) -> None:
+        """Do once, before serving, what the first batches would otherwise pay for: the verification threads
+        started, the settlement queries compiled for every IN-list size, the database connections opened, and one
+        synthetic voucher (a throwaway card certified by this operator's wallet CA) judged and committed in a
+        transaction that is rolled back, so the code paths, the issuer's chain link and SQLAlchemy's statement
+        cache are warm. Nothing is written."""
+        pool = self._verify_pool()
+        if pool is not None:
+            for f in [pool.submit(time.sleep, 0.01) for _ in range(self.verify_threads - 1)]:
+                f.result()
+        _precompile(self.engine.dialect)
+        key = ec.generate_private_key(ec.SECP256R1())
+        wallet_id = new_wallet_id()
+        leaf = cert_der(self.pki.wallet_ca.issue_wallet_cert(wallet_id, 4, key.public_key()))
+        merchant, tid = next(((m, t) for t, m in sorted(self.terminal_merchants.items())), ("0" * 15, "WARMUP00"))
+        term = TerminalRecord(tid, merchant)
+        body = VoucherBody(wallet_id, 1, 100, CNY, merchant, tid, secrets.token_bytes(16), now_ms(), 0)
+        item = UploadItem(Voucher.sign(body, key).encode(), leaf, cert_der(self.pki.wallet_ca.cert))
+        judged = [self._parse(0, item, term)]
+        self._prior_answers(term, judged)
+        self._verify_all([j for j in judged if j.status is None], [item])
+        if judged[0].status is not None:
+            raise OperatorError(f"warm-up voucher refused: {judged[0].reason}")
+        with read_only(self.engine) as conn:  # the authentication's reads
+            conn.execute(select(terminals).where(terminals.c.terminal_id == tid)).first()
+            conn.execute(select(nonces.c.nonce).where(nonces.c.terminal_id == tid, nonces.c.nonce == "")).first()
+            conn.execute(select(func.max(denylist.c.version))).scalar()
+        if self.fault is None:  # (a fault-injecting operator would crash on the synthetic commit)
+            with self._write_lock, self.engine.connect() as conn:
+                tx = conn.begin()
+                try:
+                    self._commit_batch(conn, replace(term, pending_nonce=("0" * 32, 0)), judged, judged,
+                                       [item.voucher])
+                finally:
+                    tx.rollback()
+
     # -- transactions -----------------------------------------------------------------------------------------------
     def _write(self, fn: Any, *args: Any) -> Any:
         """Run ``fn(conn, *args)`` in one transaction, again from the start after a unique-key race or a lock."""
         for attempt in range(RETRIES):
             try:
-                with self.engine.begin() as conn:
+                with self._write_lock, self.engine.begin() as conn:
                     return fn(conn, *args)
             except IntegrityError:
                 if attempt == RETRIES - 1:
@@ -288,8 +322,14 @@ class Operator:
         return {"terminal_id": terminal_id, "status": "revoked"}
 
     def authenticate(self, headers: dict[str, str], method: str, path: str, query: str,
-                     body: bytes) -> TerminalRecord:
-        """Check a signed request (see :mod:`bank.auth`); raise :class:`Unauthenticated` or :class:`Forbidden`."""
+                     body: bytes, defer_nonce: bool = False) -> TerminalRecord:
+        """Check a signed request (see :mod:`bank.auth`); raise :class:`Unauthenticated` or :class:`Forbidden`.
+
+        The request's nonce is recorded durably before this returns, unless ``defer_nonce``: then it is only checked
+        against those on file and comes back as ``pending_nonce``, for :meth:`settle` to record in the batch's own
+        transaction (one durable commit per batch instead of two). A replay racing its original is then refused
+        when it commits, and changes nothing.
+        """
         tid = headers.get(auth.H_TERMINAL.lower(), "")
         nonce = headers.get(auth.H_NONCE.lower(), "")
         if not tid or not nonce or auth.H_SIGNATURE.lower() not in headers or auth.H_TIME.lower() not in headers:
@@ -301,8 +341,10 @@ class Operator:
             sig = auth.decode_signature(headers[auth.H_SIGNATURE.lower()])
         except ValueError:
             raise Unauthenticated("malformed time or signature header", "bad_request_signature") from None
-        with self.engine.connect() as conn:
+        with read_only(self.engine) as conn:
             row = conn.execute(select(terminals).where(terminals.c.terminal_id == tid)).first()
+            used = defer_nonce and conn.execute(select(nonces.c.nonce).where(
+                nonces.c.terminal_id == tid, nonces.c.nonce == nonce)).first() is not None
         if row is None:
             raise Unauthenticated(f"unknown terminal {tid!r}", "unknown_terminal")
         if row.status != "active":
@@ -317,18 +359,22 @@ class Operator:
             raise Unauthenticated(f"request signature does not verify for terminal {tid}",
                                   "bad_request_signature") from None
 
-        def remember(conn: Connection) -> None:
-            conn.execute(insert(nonces).values(terminal_id=tid, nonce=nonce, time_ms=t))
-            if now - self._last_prune > 60_000:
-                self._last_prune = now
-                conn.execute(nonces.delete().where(nonces.c.time_ms < now - 3 * auth.MAX_SKEW_MS))
-
-        try:
-            with self.engine.begin() as conn:
-                remember(conn)
-        except IntegrityError:
-            raise Unauthenticated("request replayed (nonce already used)", "replayed_request") from None
+        if used:
+            raise _replayed()
+        if defer_nonce:
+            return TerminalRecord(tid, row.merchant_id, (nonce, t))
+        with self._write_lock, self.engine.begin() as conn:
+            self._remember_nonce(conn, tid, nonce, t)
         return TerminalRecord(tid, row.merchant_id)
+
+    def _remember_nonce(self, conn: Connection, tid: str, nonce: str, t: int) -> None:
+        """Record a request's nonce in the caller's transaction; :class:`Unauthenticated` if it is on file."""
+        if conn.execute(_insert_ignore(conn, nonces).values(terminal_id=tid, nonce=nonce, time_ms=t)).rowcount != 1:
+            raise _replayed()
+        now = now_ms()
+        if now - self._last_prune > 60_000:
+            self._last_prune = now
+            conn.execute(nonces.delete().where(nonces.c.time_ms < now - 3 * auth.MAX_SKEW_MS))
 
     def _terminal_key(self, tid: str, der: bytes) -> ec.EllipticCurvePublicKey:
         key = self._terminal_keys.get((tid, der))
@@ -397,7 +443,7 @@ class Operator:
         return self._write(run)
 
     def wallet(self, wallet_id: str) -> dict[str, Any]:
-        with self.engine.connect() as conn:
+        with read_only(self.engine) as conn:
             row = conn.execute(select(wallets).where(wallets.c.wallet_id == wallet_id)).first()
         if row is None:
             raise NotFound(f"wallet {wallet_id} is not registered", "unknown_wallet")
@@ -410,10 +456,11 @@ class Operator:
         """Judge and settle a batch; one answer per item, in order. Safe to repeat any number of times."""
         if len(items) > MAX_BATCH:
             raise BadRequest(f"at most {MAX_BATCH} vouchers per batch")
-        judged = [self._parse(i, item, terminal) for i, item in enumerate(items)]
-        open_ = [j for j in judged if j.status is None]
-        self._prior_answers(terminal, open_)
-        self._verify_all([j for j in open_ if j.status is None], items)
+        with self._judge_lock:
+            judged = [self._parse(i, item, terminal) for i, item in enumerate(items)]
+            open_ = [j for j in judged if j.status is None]
+            self._prior_answers(terminal, open_)
+            self._verify_all([j for j in open_ if j.status is None], items)
         candidates = [j for j in judged if j.status is None]
         self._write(self._commit_batch, terminal, judged, candidates, [i.voucher for i in items])
         return [j.answer() for j in judged]
@@ -445,7 +492,7 @@ class Operator:
         """Answer re-uploads from what is on file: same settled body -> duplicate; same rejected bytes -> same."""
         if not open_:
             return
-        with self.engine.connect() as conn:
+        with read_only(self.engine) as conn:
             settled = _select_in(conn, "settled_bodies", _settled_bodies, [j.voucher_id for j in open_])
             rejected = _select_in(conn, "prior_rejections", _prior_rejections, [j.vhash for j in open_],
                                   terminal_id=terminal.terminal_id)
@@ -586,7 +633,10 @@ class Operator:
 
     def _commit_batch(self, conn: Connection, terminal: TerminalRecord, judged: list[_Judged],
                       candidates: list[_Judged], raw: list[bytes]) -> None:
-        """Settle the verified ``candidates`` of a batch in the caller's transaction (re-run whole on a race)."""
+        """Settle the verified ``candidates`` of a batch in the caller's transaction (re-run whole on a race), with
+        the request's nonce when it is still to be recorded."""
+        if terminal.pending_nonce is not None:
+            self._remember_nonce(conn, terminal.terminal_id, *terminal.pending_nonce)
         for j in candidates:
             j.status, j.reason = None, None
         t = now_ms()
@@ -689,7 +739,7 @@ class Operator:
         """Denylist changes after version ``since``: the wallets added and removed, and the current version."""
         if since < 0:
             raise BadRequest("since must be 0 or more")
-        with self.engine.connect() as conn:
+        with read_only(self.engine) as conn:
             rows = conn.execute(select(denylist.c.version, denylist.c.wallet_id, denylist.c.action)
                                 .where(denylist.c.version > since).order_by(denylist.c.version)).all()
             version = conn.execute(select(func.max(denylist.c.version))).scalar() or 0
@@ -701,7 +751,7 @@ class Operator:
                 "removed": sorted(w for w, a in state.items() if a == "remove")}
 
     def denylist_version(self) -> int:
-        with self.engine.connect() as conn:
+        with read_only(self.engine) as conn:
             return conn.execute(select(func.max(denylist.c.version))).scalar() or 0
 
     def revoke_wallet(self, wallet_id: str, reason: str = "revoked") -> dict[str, Any]:
@@ -721,7 +771,7 @@ class Operator:
 
     # -- merchant accounts and refunds ------------------------------------------------------------------------------
     def account(self, merchant_id: str) -> dict[str, Any]:
-        with self.engine.connect() as conn:
+        with read_only(self.engine) as conn:
             row = conn.execute(select(accounts).where(accounts.c.merchant_id == merchant_id)).first()
         if row is None:
             return {"merchant_id": merchant_id, "balance_fen": 0, "settled_fen": 0, "fee_fen": 0, "refunded_fen": 0}
@@ -783,7 +833,7 @@ class Operator:
         except ValueError:
             raise BadRequest(f"day {day!r} is not YYYY-MM-DD") from None
         tid = terminal.terminal_id
-        with self.engine.connect() as conn:
+        with read_only(self.engine) as conn:
             settled = conn.execute(select(vouchers.c.voucher_id, vouchers.c.amount_fen, vouchers.c.fee_fen)
                                    .where(and_(vouchers.c.terminal_id == tid, vouchers.c.day == day))
                                    .order_by(vouchers.c.voucher_id)).all()
@@ -810,6 +860,10 @@ class Operator:
             + [[r.voucher_id, r.amount_fen, f"rejected:{r.reason}"] for r in rejected],
             "refund_list": [[r.refund_id, r.voucher_id, r.amount_fen] for r in refunded],
         }
+
+
+def _replayed() -> Unauthenticated:
+    return Unauthenticated("request replayed (nonce already used)", "replayed_request")
 
 
 def _refund_answer(row: Any, v: Any, replayed: bool) -> dict[str, Any]:
@@ -900,20 +954,41 @@ def _select_in(conn: Connection, name: str, build: Any, values: Iterable[Any], *
     for i in range(0, len(vals), IN_CHUNK):
         in_lists = [vals[i:i + IN_CHUNK], *others]
         sizes = tuple(1 << (len(lst) - 1).bit_length() for lst in in_lists)
-        key = (_dialect_key(conn.dialect), name + ":for_update" * for_update, sizes)
-        hit = _selects.get(key)
-        if hit is None:
-            query = build(*[[bindparam(b) for b in _bind_names(k, n)] for k, n in enumerate(sizes)])
-            if for_update and conn.dialect.name != "sqlite":
-                query = query.with_for_update()
-            compiled = query.compile(dialect=conn.dialect)
-            hit = _selects[key] = (str(compiled), tuple(compiled.positiontup or ()) if compiled.positional else None)
-        sql, order = hit
+        sql, order = _compiled_select(conn.dialect, name, build, sizes, for_update)
         bound = dict(params)
         for k, (lst, n) in enumerate(zip(in_lists, sizes, strict=True)):
             bound.update(zip(_bind_names(k, n), lst + [lst[-1]] * (n - len(lst)), strict=True))
         out.extend(conn.exec_driver_sql(sql, tuple(bound[b] for b in order) if order is not None else bound).all())
     return out
+
+
+def _compiled_select(dialect: Any, name: str, build: Any, sizes: tuple[int, ...],
+                     for_update: bool = False) -> tuple[str, tuple[str, ...] | None]:
+    """The SQL text of ``build`` with IN lists of ``sizes`` bind parameters, and the parameter order when the
+    driver's style is positional; compiled once per dialect."""
+    key = (_dialect_key(dialect), name + ":for_update" * for_update, sizes)
+    hit = _selects.get(key)
+    if hit is None:
+        query = build(*[[bindparam(b) for b in _bind_names(k, n)] for k, n in enumerate(sizes)])
+        if for_update and dialect.name != "sqlite":
+            query = query.with_for_update()
+        compiled = query.compile(dialect=dialect)
+        hit = _selects[key] = (str(compiled), tuple(compiled.positiontup or ()) if compiled.positional else None)
+    return hit
+
+
+def _precompile(dialect: Any) -> None:
+    """Compile the settlement path's IN-list queries for every list size a batch can bring (see
+    :func:`_select_in`), as the operator starts rather than in its first batches."""
+    n = 1
+    while n <= IN_CHUNK:
+        _compiled_select(dialect, "settled_bodies", _settled_bodies, (n,))
+        _compiled_select(dialect, "prior_rejections", _prior_rejections, (n,))
+        _compiled_select(dialect, "wallet_states", _wallet_rows, (n,), for_update=True)
+        for days in (1, 2):
+            _compiled_select(dialect, "daily_totals", _daily_totals, (n, days))
+        n *= 2
+    _voucher_insert(dialect)
 
 
 def parse_certificate(der: bytes) -> x509.Certificate:

@@ -38,7 +38,7 @@ from pos.cards import issue_cards
 from pos.home import Home
 from pos.operator_client import OperatorClient, RetryPolicy, provision_terminal
 from pos.session import PaymentSession
-from pos.sync import _payload, sync_once
+from pos.sync import PIPELINE_DEPTH, _batch, sync_once, upload_batches
 from wallet.certs import key_from_pem
 from wallet.voucher import CNY, Voucher, VoucherBody
 
@@ -133,17 +133,18 @@ def verify_ceiling(home: Home, seconds: float = 2.0, threads: int = 1) -> float:
 
 
 def ingest(home: Home, url: str, batch: int) -> tuple[int, float]:
-    """Post the outbox, pre-encoded, straight to a fresh operator; time only the requests."""
+    """Post the outbox straight to a fresh operator the way the terminal's sync does (binary batches, the first
+    alone, then two in flight); time the encoding and the requests, not the reading of the ledger."""
     with home.ledger(TERMINAL) as ledger:
         outbox = ledger.outbox()
-        certs: dict[str, str] = {}
-        payloads = [_payload(ledger, outbox[i:i + batch], certs) for i in range(0, len(outbox), batch)]
-    settled = 0
-    with OperatorClient.for_terminal(home, TERMINAL, url, retry=RetryPolicy(attempts=1), timeout=120) as cli:
-        t0 = time.perf_counter()
-        for vouchers, certificates in payloads:
-            settled += sum(r["status"] == "settled" for r in cli.settle(vouchers, certificates)["results"])
-        elapsed = time.perf_counter() - t0
+        certs = {fp: ledger.certificate(fp) for e in outbox for fp in (e.data["cert"], e.data["issuer"])}
+        chunks = [outbox[i:i + batch] for i in range(0, len(outbox), batch)]
+        settled = 0
+        with OperatorClient.for_terminal(home, TERMINAL, url, retry=RetryPolicy(attempts=1), timeout=120) as cli:
+            t0 = time.perf_counter()
+            for _, answer in upload_batches(cli, chunks, lambda c: _batch(ledger, c, certs)):  # type: ignore[arg-type]
+                settled += sum(r["status"] == "settled" for r in answer["results"])
+            elapsed = time.perf_counter() - t0
     return settled, elapsed
 
 
@@ -220,6 +221,7 @@ def main() -> None:
         "ecdsa_p256_verify_ceiling_2_threads_per_s": round(ceiling_2t),
         "ingest_vs_ceiling_2_threads": round(ingest_rate / ceiling_2t, 3),
         "operator_verify_threads": VERIFY_THREADS,
+        "sync_pipeline_depth": PIPELINE_DEPTH,
     }
     print(json.dumps(out, indent=2))
 

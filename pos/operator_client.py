@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import threading
 import time
 import urllib.parse
 from collections.abc import Callable
@@ -21,6 +22,7 @@ import httpx
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from bank import auth
+from bank.batch import CONTENT_TYPE as BATCH_CONTENT_TYPE
 from wallet.certs import key_from_pem
 from wallet.errors import EcnyError, InvalidInput
 
@@ -127,16 +129,26 @@ class OperatorClient:
 
     # -- the one request path ---------------------------------------------------------------------------------------
     def call(self, method: str, path: str, body: dict[str, Any] | None = None,
-             params: dict[str, Any] | None = None, signed: bool = True) -> dict[str, Any]:
-        """Send one request, retrying transport errors, timeouts, 5xx and cut-off answers; return the JSON."""
-        content = b"" if body is None else json.dumps(body, separators=(",", ":")).encode()
+             params: dict[str, Any] | None = None, signed: bool = True, *, content: bytes | None = None,
+             content_type: str = "application/json", cancel: threading.Event | None = None) -> dict[str, Any]:
+        """Send one request, retrying transport errors, timeouts, 5xx and cut-off answers; return the JSON.
+
+        The body is ``body`` as JSON, or ``content`` as given (of ``content_type``); the signature covers its bytes.
+        Once ``cancel`` is set no further attempt is made (:class:`OperatorUnavailable`).
+        """
+        if content is None:
+            content = b"" if body is None else json.dumps(body, separators=(",", ":")).encode()
+        elif body is not None:
+            raise ValueError("give a JSON body or raw content, not both")
         query = urllib.parse.urlencode(params or {})
         target = path + (f"?{query}" if query else "")
         last = "no attempt made"
         for attempt in range(self.retry.attempts):
             if attempt:
                 self.retry.sleep(self.retry.delay(attempt - 1))
-            headers = {"content-type": "application/json"} if body is not None else {}
+            if cancel is not None and cancel.is_set():
+                raise OperatorUnavailable(f"request to {self.url} given up ({last})")
+            headers = {"content-type": content_type} if content else {}
             if signed:
                 if self.key is None or self.terminal_id is None:
                     raise NotProvisioned("this client has no terminal key")
@@ -169,7 +181,13 @@ class OperatorClient:
 
     # -- terminal calls ---------------------------------------------------------------------------------------------
     def settle(self, vouchers: list[dict[str, str]], certificates: dict[str, str]) -> dict[str, Any]:
+        """Upload vouchers as the JSON body (hex vouchers, certificates by fingerprint)."""
         return self.call("POST", "/v1/settlements", {"vouchers": vouchers, "certificates": certificates})
+
+    def settle_batch(self, body: bytes, cancel: threading.Event | None = None) -> dict[str, Any]:
+        """Upload a binary settlement batch (:func:`bank.batch.encode_batch`): what :func:`pos.sync.sync_once`
+        sends. ``cancel`` as in :meth:`call`."""
+        return self.call("POST", "/v1/settlements", content=body, content_type=BATCH_CONTENT_TYPE, cancel=cancel)
 
     def denylist(self, since: int) -> dict[str, Any]:
         return self.call("GET", "/v1/denylist", params={"since": since})

@@ -1,10 +1,13 @@
 """Store-and-forward settlement: the terminal's outbox goes to the operator; answers come back as ledger entries.
 
 Delivery is at least once (a batch is re-sent after any failure: timeout, 500, cut-off answer, operator restart);
-settlement is exactly once (the operator answers a re-sent voucher ``duplicate``). Each batch's answers are written
-to the ledger in one transaction, one ``settlement`` entry per voucher; a voucher already answered is never answered
-twice, so two syncs racing on one terminal are harmless. Then the denylist changes since the terminal's version are
-recorded and one ``sync`` entry closes the run.
+settlement is exactly once (the operator answers a re-sent voucher ``duplicate``). Batches go up in the binary batch
+format (:mod:`bank.batch`). The first batch goes alone; once it is answered, two are in flight: the next batch is
+encoded and sent while the operator judges the one before and this thread records answers. Answers are recorded in
+upload order, each batch's in one transaction, one ``settlement`` entry per voucher; a voucher already answered is
+never answered twice, so two syncs racing on one terminal are harmless. After a failed batch nothing later is
+recorded (what the operator settled of it is answered ``duplicate`` next time). Then the denylist changes since the
+terminal's version are recorded and one ``sync`` entry closes the run.
 
 API for the UI and the CLI: :func:`sync_once`, :func:`request_refund`, :func:`reconcile`, :class:`SyncLoop`.
 """
@@ -16,13 +19,15 @@ import json
 import random
 import threading
 import time
-from collections import defaultdict
-from collections.abc import Callable
+from collections import defaultdict, deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 
+from bank.batch import encode_batch
 from pos.home import Home
 from pos.ledger import Entry, Ledger
 from pos.operator_client import OperatorClient, OperatorUnavailable, RetryPolicy
@@ -31,6 +36,7 @@ from wallet.errors import EcnyError, InvalidInput
 from wallet.voucher import VoucherBody
 
 BATCH_SIZE = 500
+PIPELINE_DEPTH = 2  # batches in flight once the first one is answered
 SETTLED_STATUSES = ("settled", "duplicate")
 
 
@@ -86,11 +92,12 @@ def _client(home: Home, terminal_id: str, operator_url: str | None, client: Oper
 def sync_once(home: Home, terminal_id: str, operator_url: str | None = None,
               progress: ProgressCallback | None = None, *, client: OperatorClient | None = None,
               transport: httpx.BaseTransport | None = None, retry: RetryPolicy | None = None,
-              batch_size: int = BATCH_SIZE) -> SyncResult:
+              batch_size: int = BATCH_SIZE, depth: int = PIPELINE_DEPTH) -> SyncResult:
     """Upload the outbox in batches, record every answer and the denylist changes; return the counts.
 
-    Raises :class:`~pos.operator_client.OperatorUnavailable` when the operator stays unreachable (batches answered
-    before that are recorded; the rest stays in the outbox for the next sync).
+    ``depth`` batches are in flight at once after the first (1: one after the other). Raises
+    :class:`~pos.operator_client.OperatorUnavailable` when the operator stays unreachable (batches answered before
+    that are recorded; the rest stays in the outbox for the next sync).
     """
     t0 = time.perf_counter()
     result = SyncResult(terminal_id)
@@ -101,14 +108,14 @@ def sync_once(home: Home, terminal_id: str, operator_url: str | None = None,
             total, left_fen = len(outbox), sum(e.amount_fen for e in outbox)
             if progress:
                 progress(SyncProgress(0, total, total, left_fen))
-            certs: dict[str, str] = {}
-            for i in range(0, total, batch_size):
-                chunk = outbox[i:i + batch_size]
-                answer = cli.settle(*_payload(ledger, chunk, certs))
+            certs: dict[str, bytes] = {}
+            chunks = [outbox[i:i + batch_size] for i in range(0, total, batch_size)]
+            done = 0
+            for chunk, answer in upload_batches(cli, chunks, lambda c: _batch(ledger, c, certs), depth):
                 _record(ledger, chunk, answer.get("results"), result)
                 left_fen -= sum(e.amount_fen for e in chunk)
+                done += len(chunk)
                 if progress:
-                    done = i + len(chunk)
                     progress(SyncProgress(done, total, total - done, left_fen))
             d = cli.denylist(ledger.denylist_version())
             if d.get("added") or d.get("removed"):
@@ -126,20 +133,65 @@ def sync_once(home: Home, terminal_id: str, operator_url: str | None = None,
     return result
 
 
-def _payload(ledger: Ledger, chunk: list[Entry], certs: dict[str, str]) -> tuple[list[dict[str, str]],
-                                                                                   dict[str, str]]:
-    vouchers = []
-    needed: dict[str, str] = {}
+def _batch(ledger: Ledger, chunk: list[Entry], certs: dict[str, bytes]) -> bytes:
+    """The binary batch of ``chunk``: each certificate once (``certs`` caches them by fingerprint across batches)."""
+    index: dict[str, int] = {}
+    ders: list[bytes] = []
+    vouchers: list[tuple[bytes, int, int]] = []
     for e in chunk:
-        for fp in (e.data["cert"], e.data["issuer"]):
-            if fp not in certs:
-                der = ledger.certificate(fp)
+        data = e.data
+        for fp in (data["cert"], data["issuer"]):
+            if fp not in index:
+                der = certs.get(fp)
                 if der is None:
-                    raise SyncError(f"ledger lacks certificate {fp} of payment {e.voucher_id}")
-                certs[fp] = der.hex()
-            needed[fp] = certs[fp]
-        vouchers.append({"voucher": e.data["voucher"], "cert": e.data["cert"], "issuer": e.data["issuer"]})
-    return vouchers, needed
+                    der = ledger.certificate(fp)
+                    if der is None:
+                        raise SyncError(f"ledger lacks certificate {fp} of payment {e.voucher_id}")
+                    certs[fp] = der
+                index[fp] = len(ders)
+                ders.append(der)
+        vouchers.append((bytes.fromhex(data["voucher"]), index[data["cert"]], index[data["issuer"]]))
+    return encode_batch(ders, vouchers)
+
+
+def upload_batches(cli: OperatorClient, chunks: Sequence[list[Entry]], encode: Callable[[list[Entry]], bytes],
+                   depth: int = PIPELINE_DEPTH) -> Iterator[tuple[list[Entry], dict[str, Any]]]:
+    """Each chunk with the operator's answer to it, in order: the first chunk alone, then ``depth`` in flight.
+
+    ``encode`` runs on the calling thread (it may read the ledger); only the requests run on helper threads. The
+    first failure is raised once the requests already in flight have ended (they stop retrying); none of their
+    answers is yielded after it. Settlement is idempotent by voucher id, so a batch the operator settled but whose
+    answer is dropped here is answered ``duplicate`` when it goes up again.
+    """
+    if not chunks:
+        return
+    yield chunks[0], cli.settle_batch(encode(chunks[0]))
+    if depth <= 1 or len(chunks) == 1:
+        for chunk in chunks[1:]:
+            yield chunk, cli.settle_batch(encode(chunk))
+        return
+    cancel = threading.Event()
+    rest = iter(chunks[1:])
+    in_flight: deque[tuple[list[Entry], Future[dict[str, Any]]]] = deque()
+    with ThreadPoolExecutor(depth, thread_name_prefix="sync-upload") as pool:
+
+        def send() -> None:
+            chunk = next(rest, None)
+            if chunk is not None:
+                in_flight.append((chunk, pool.submit(cli.settle_batch, encode(chunk), cancel=cancel)))
+
+        try:
+            for _ in range(depth):
+                send()
+            while in_flight:
+                chunk, future = in_flight.popleft()
+                answer = future.result()
+                send()
+                yield chunk, answer
+        finally:
+            cancel.set()  # on a failure (or the caller stopping early): no new attempts; running ones end
+            for _, future in in_flight:
+                future.cancel()
 
 
 def _record(ledger: Ledger, chunk: list[Entry], results: Any, result: SyncResult) -> None:

@@ -85,6 +85,53 @@ def test_operator_unreachable_terminal_keeps_selling_then_drains(shop: Shop) -> 
     assert_settled_once(shop.home, shop.url, 4, total + 77)
 
 
+class LoseAnswersOf(httpx.BaseTransport):
+    """Passes every request to the operator, but answers 500 to any settlement carrying ``marker`` (the operator
+    has settled it: only the answer is lost), every time."""
+
+    def __init__(self, marker: bytes) -> None:
+        self.inner = httpx.HTTPTransport()
+        self.marker = marker
+        self.lost = 0
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        response = self.inner.handle_request(request)
+        response.read()
+        if request.url.path.endswith("/v1/settlements") and self.marker in request.content:
+            self.lost += 1
+            return httpx.Response(500, text="lost")
+        return response
+
+
+def test_pipelined_sync_failing_mid_way_records_only_what_came_before(shop: Shop) -> None:
+    """Five batches, the third's answers always lost while later ones are in flight: the first two are recorded,
+    nothing after the failure is, and the next sync settles everything exactly once."""
+    total = take_payments(shop, 25)
+    with shop.home.ledger(T1) as led:
+        outbox = led.outbox()
+        third = bytes.fromhex(outbox[10].data["voucher"])
+    transport = LoseAnswersOf(third)
+    with pytest.raises(OperatorUnavailable):
+        sync_once(shop.home, T1, shop.url, transport=transport, retry=RetryPolicy(attempts=2, base=0.01),
+                  batch_size=5)
+    assert transport.lost == 2
+    with shop.home.ledger(T1) as led:
+        recorded = {e.voucher_id for e in led.entries(kind="settlement")}
+        assert recorded == {e.voucher_id for e in outbox[:10]}
+        assert led.sync_status().pending_count == 15
+    result = sync_once(shop.home, T1, shop.url, retry=FAST, batch_size=5)
+    assert result.uploaded == 15 and result.rejected == [] and result.pending == 0
+    assert result.duplicate >= 5  # the third batch (and any sent after it) was settled by the first sync
+    assert_settled_once(shop.home, shop.url, 25, total)
+
+
+def test_one_batch_at_a_time_on_request(shop: Shop) -> None:
+    total = take_payments(shop, 12)
+    result = sync_once(shop.home, T1, shop.url, retry=FAST, batch_size=5, depth=1)
+    assert (result.uploaded, result.settled, result.pending) == (12, 12, 0)
+    assert_settled_once(shop.home, shop.url, 12, total)
+
+
 # -- a real operator process, killed in the middle of a batch ------------------------------------------------------
 def free_port() -> int:
     with socket.socket() as s:
