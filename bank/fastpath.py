@@ -69,45 +69,59 @@ _PLAIN_BODY = (not hasattr(VoucherBody, "__post_init__") and "__slots__" not in 
                and {f.name for f in BODY_FIELDS} == set(VoucherBody.__dataclass_fields__))
 
 
-def _fast(raw: bytes) -> tuple[Voucher, bytes] | None:
-    if len(raw) != _STRUCT.size:
+_VALUES_OF = operator.itemgetter(*(i for i, _, _ in _FIELDS))  # the field values, in field order
+_NAMES = tuple(name for _, name, _ in _FIELDS)
+_DIGITS_AT = tuple(k for k, (_, _, kind) in enumerate(_FIELDS) if kind == "digits")
+_TEXT_AT = tuple(k for k, (_, _, kind) in enumerate(_FIELDS) if kind == "text")
+_UINT_AT = tuple(k for k, (_, _, kind) in enumerate(_FIELDS) if kind == "uint")  # sizes struct has no code for
+_TIMESTAMP_AT = _NAMES.index("timestamp_ms")
+_SIZE = _STRUCT.size
+
+
+def _fast(raw: bytes) -> tuple[VoucherBody, bytes] | None:
+    if len(raw) != _SIZE:
         return None
     values = _STRUCT.unpack(raw)
     if _STRUCTURE_OF(values) != _STRUCTURE:
         return None
-    kwargs = {}
-    for i, name, kind in _FIELDS:
-        v = values[i]
-        if kind == "digits":
-            if not v.isdigit():  # ASCII digits only (bytes.isdigit), hence ASCII and printable
-                return None
-            v = v.decode("ascii")
-        elif kind == "text":
-            try:
-                v = v.decode("ascii")
-            except UnicodeDecodeError:
-                return None
-            if not v.isprintable():
-                return None
-        elif kind == "uint":
-            v = int.from_bytes(v, "big")
-        kwargs[name] = v
-    if kwargs["timestamp_ms"] > MAX_TIMESTAMP_MS:
+    fields = list(_VALUES_OF(values))
+    for k in _DIGITS_AT:
+        v = fields[k]
+        if not v.isdigit():  # ASCII digits only (bytes.isdigit), hence ASCII and printable
+            return None
+        fields[k] = v.decode("ascii")
+    for k in _TEXT_AT:
+        v = fields[k]
+        if not v.isascii():
+            return None
+        v = v.decode("ascii")
+        if not v.isprintable():
+            return None
+        fields[k] = v
+    for k in _UINT_AT:
+        fields[k] = int.from_bytes(fields[k], "big")
+    if fields[_TIMESTAMP_AT] > MAX_TIMESTAMP_MS:
         return None  # past the calendar: the generic decoder refuses it with its message
     if _PLAIN_BODY:
         body = object.__new__(VoucherBody)
-        body.__dict__.update(kwargs)
+        body.__dict__.update(zip(_NAMES, fields, strict=True))
     else:
-        body = VoucherBody(**kwargs)
-    return body, values[_SIG_INDEX]  # type: ignore[return-value]
+        body = VoucherBody(**dict(zip(_NAMES, fields, strict=True)))
+    return body, values[_SIG_INDEX]
+
+
+def decode_parts(raw: bytes) -> tuple[VoucherBody, bytes, bytes]:
+    """The voucher's body, its exact body bytes (what the card signed) and its signature, without building a
+    :class:`Voucher`. Raises :class:`EncodingError` like ``Voucher.decode``."""
+    fast = _fast(raw)
+    if fast is not None:
+        return fast[0], raw[_BODY[0]:_BODY[1]], fast[1]
+    voucher = Voucher.decode(raw)
+    return voucher.body, voucher.body.encode(), voucher.signature
 
 
 def decode_voucher(raw: bytes) -> tuple[Voucher, bytes]:
     """The voucher and its exact body bytes (what the card signed). Raises :class:`EncodingError` like
     ``Voucher.decode``."""
-    fast = _fast(raw)
-    if fast is not None:
-        body, signature = fast
-        return Voucher(body, signature), raw[_BODY[0]:_BODY[1]]  # type: ignore[arg-type]
-    voucher = Voucher.decode(raw)
-    return voucher, voucher.body.encode()
+    body, body_raw, signature = decode_parts(raw)
+    return Voucher(body, signature), body_raw

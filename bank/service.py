@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import functools
-import hashlib
 import os
 import secrets
 import threading
@@ -24,6 +23,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
+from hashlib import sha256
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -39,7 +39,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from bank import auth
 from bank.batch import MAX_BATCH, UploadItem
 from bank.errors import BadRequest, Conflict, Forbidden, NotFound, OperatorError, Unauthenticated
-from bank.fastpath import decode_voucher
+from bank.fastpath import decode_parts
 from bank.schema import (
     accounts,
     denylist,
@@ -66,6 +66,7 @@ from wallet.certs import (
 )
 from wallet.errors import CertificateError, EncodingError, InvalidInput, SignatureError
 from wallet.ids import check_terminal_id, check_wallet_id, new_wallet_id
+from wallet.ids import voucher_id as make_voucher_id
 from wallet.limits import TIER_LIMITS
 from wallet.protocol import LoadToken
 from wallet.voucher import CNY, MAX_TIMESTAMP_MS, Voucher, VoucherBody
@@ -96,6 +97,14 @@ OVER_OFFLINE_LIMIT = "over_offline_limit"
 
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
+
+
+def _ms(t: dt.datetime) -> int:
+    """An aware datetime in ms since the epoch (certificate times are whole seconds: exact)."""
+    return (t - _EPOCH) // dt.timedelta(milliseconds=1)
+
+
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 
 _DAY_MS = 86_400_000
@@ -148,7 +157,8 @@ class TerminalRecord:
 class _Judged:
     index: int
     vhash: str
-    voucher: Voucher | None = None
+    body: VoucherBody | None = None
+    signature: bytes = b""
     body_raw: bytes = b""
     body_hash: str = ""
     tier: int = 0
@@ -156,6 +166,8 @@ class _Judged:
     voucher_id: str | None = None
     wallet_id: str | None = None
     amount_fen: int = 0
+    timestamp_ms: int = 0
+    suite: int = 0
     day: str = ""
     status: str | None = None
     reason: str | None = None
@@ -189,11 +201,11 @@ class Operator:
     def __post_init__(self) -> None:
         self.roots = (cert_der(self.pki.root.cert),)
         self._terminal_keys: dict[tuple[str, bytes], ec.EllipticCurvePublicKey] = {}
-        self._chains: dict[tuple[bytes, bytes], tuple[dt.datetime, dt.datetime, WalletCertInfo]] = {}
+        self._chains: dict[tuple[bytes, bytes], tuple[int, int, WalletCertInfo]] = {}  # card -> window (ms), info
         self._last_prune = 0
         self._pool: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
-        self._judge_lock = threading.Lock()
+        self._settle_lock = threading.Lock()
         # SQLite has one writer at a time: threads of this process queue here instead of in SQLite's busy handler
         self._write_lock = threading.Lock() if self.engine.dialect.name == "sqlite" else contextlib.nullcontext()
 
@@ -255,12 +267,17 @@ class Operator:
                     tx.rollback()
 
     # -- transactions -----------------------------------------------------------------------------------------------
-    def _write(self, fn: Any, *args: Any) -> Any:
-        """Run ``fn(conn, *args)`` in one transaction, again from the start after a unique-key race or a lock."""
+    def _write(self, fn: Any, *args: Any, before_commit: Any = None) -> Any:
+        """Run ``fn(conn, *args)`` in one transaction, again from the start after a unique-key race or a lock.
+
+        ``before_commit()`` runs once ``fn`` has returned, before the transaction commits."""
         for attempt in range(RETRIES):
             try:
                 with self._write_lock, self.engine.begin() as conn:
-                    return fn(conn, *args)
+                    out = fn(conn, *args)
+                    if before_commit is not None:
+                        before_commit()
+                    return out
             except IntegrityError:
                 if attempt == RETRIES - 1:
                     raise
@@ -456,30 +473,41 @@ class Operator:
         """Judge and settle a batch; one answer per item, in order. Safe to repeat any number of times."""
         if len(items) > MAX_BATCH:
             raise BadRequest(f"at most {MAX_BATCH} vouchers per batch")
-        with self._judge_lock:
+        # One batch at a time is judged and written (its verification threads have the cores to themselves, and
+        # its Python work does not fight another batch's for the GIL); the next one starts while this one's
+        # transaction commits, which waits on the disk with the GIL released.
+        held = [self._settle_lock]
+
+        def release() -> None:
+            if held:
+                held.pop().release()
+
+        self._settle_lock.acquire()
+        try:
             judged = [self._parse(i, item, terminal) for i, item in enumerate(items)]
             open_ = [j for j in judged if j.status is None]
             self._prior_answers(terminal, open_)
             self._verify_all([j for j in open_ if j.status is None], items)
-        candidates = [j for j in judged if j.status is None]
-        self._write(self._commit_batch, terminal, judged, candidates, [i.voucher for i in items])
+            candidates = [j for j in judged if j.status is None]
+            self._write(self._commit_batch, terminal, judged, candidates, [i.voucher for i in items],
+                        before_commit=release)
+        finally:
+            release()
         return [j.answer() for j in judged]
 
     def _parse(self, index: int, item: UploadItem, terminal: TerminalRecord) -> _Judged:
-        j = _Judged(index, hashlib.sha256(item.voucher).hexdigest())
+        raw = item.voucher
+        vhash = sha256(raw).hexdigest()
         try:
-            v, body_raw = decode_voucher(item.voucher)
+            b, body_raw, signature = decode_parts(raw)
         except EncodingError:
-            j.status, j.reason, j.day = "rejected", BAD_VOUCHER, china_day_text(now_ms())
-            return j
-        b = v.body
-        if b.timestamp_ms > MAX_TIMESTAMP_MS:  # no calendar day: a voucher no card could have signed honestly
-            j.status, j.reason, j.day = "rejected", BAD_VOUCHER, china_day_text(now_ms())
-            return j
-        j.voucher, j.voucher_id, j.wallet_id, j.amount_fen = v, v.voucher_id, b.wallet_id, b.amount_fen
-        j.body_raw = body_raw
-        j.body_hash = hashlib.sha256(body_raw).hexdigest()
-        j.day = china_day_text(b.timestamp_ms)
+            return _Judged(index, vhash, status="rejected", reason=BAD_VOUCHER, day=china_day_text(now_ms()))
+        ts = b.timestamp_ms
+        if ts > MAX_TIMESTAMP_MS:  # no calendar day: a voucher no card could have signed honestly
+            return _Judged(index, vhash, status="rejected", reason=BAD_VOUCHER, day=china_day_text(now_ms()))
+        j = _Judged(index, vhash, b, signature, body_raw, sha256(body_raw).hexdigest(),
+                    voucher_id=make_voucher_id(b.wallet_id, b.counter), wallet_id=b.wallet_id, amount_fen=b.amount_fen,
+                    timestamp_ms=ts, suite=b.suite, day=china_day_text(ts))
         if b.merchant_id != terminal.merchant_id:
             j.status, j.reason = "rejected", WRONG_PAYEE
         elif b.terminal_id != terminal.terminal_id:
@@ -513,40 +541,33 @@ class Operator:
         its checks run side by side. A voucher's verdict depends on that voucher alone, the same as one by one in
         any order; the order of its checks (hence the reason code) is date, chain, wallet id, signature, limits.
         """
-        if self.verify_threads <= 1 or len(todo) <= VERIFY_CHUNK:
-            for j in todo:
-                item = items[j.index]
-                info = self._check_chain(j, item)
-                if info is not None:
-                    self._check_signature(j, info, item.cert_der)
-            return
         cards: dict[tuple[bytes, bytes], list[_Judged]] = {}
         for j in todo:
             item = items[j.index]
             cards.setdefault((item.cert_der, item.issuer_der), []).append(j)
-        tasks: list[list[_Judged]] = [[]]
-        for group in cards.values():
-            if len(tasks[-1]) >= VERIFY_CHUNK:
+        if self.verify_threads <= 1 or len(todo) <= VERIFY_CHUNK:
+            ready: list[tuple[_Judged, ec.EllipticCurvePublicKey, int, bytes]] = []
+            for card, group in cards.items():
+                self._check_card(card, group, ready)
+            self._check_signatures(ready)
+            return
+        tasks: list[list[tuple[tuple[bytes, bytes], list[_Judged]]]] = [[]]
+        size = 0
+        for card_group in cards.items():
+            if size >= VERIFY_CHUNK:
                 tasks.append([])
-            tasks[-1].extend(group)
-        passed: list[list[tuple[_Judged, WalletCertInfo, bytes]]] = [[] for _ in tasks]
+                size = 0
+            tasks[-1].append(card_group)
+            size += len(card_group[1])
+        passed: list[list[tuple[_Judged, ec.EllipticCurvePublicKey, int, bytes]]] = [[] for _ in tasks]
 
         def chains(k: int) -> None:
-            out = passed[k]
-            for j in tasks[k]:
-                item = items[j.index]
-                info = self._check_chain(j, item)
-                if info is not None:
-                    out.append((j, info, item.cert_der))
-
-        def signatures(chunk: list[tuple[_Judged, WalletCertInfo, bytes]]) -> None:
-            check = self._check_signature
-            for j, info, leaf in chunk:
-                check(j, info, leaf)
+            for card, group in tasks[k]:
+                self._check_card(card, group, passed[k])
 
         self._shared(chains, range(len(tasks)))
         ready = [r for out in passed for r in out]
-        self._shared(signatures, [ready[i:i + VERIFY_CHUNK] for i in range(0, len(ready), VERIFY_CHUNK)])
+        self._shared(self._check_signatures, [ready[i:i + VERIFY_CHUNK] for i in range(0, len(ready), VERIFY_CHUNK)])
 
     def _shared(self, fn: Any, tasks: Iterable[Any]) -> None:
         """Run ``fn(task)`` for every task on this thread and the helpers, each task once, until none is left."""
@@ -572,64 +593,73 @@ class Operator:
                 self._pool = ThreadPoolExecutor(self.verify_threads - 1, thread_name_prefix="verify")
             return self._pool
 
-    def _check_chain(self, j: _Judged, item: UploadItem) -> WalletCertInfo | None:
-        """The voucher's date, its card's chain at the voucher's time and the wallet id: the certificate, or None
-        with the voucher rejected."""
-        v = j.voucher
-        assert v is not None
-        b = v.body
-        if b.timestamp_ms > now_ms() + MAX_FUTURE_MS:
-            j.status, j.reason = "rejected", FUTURE_TIMESTAMP
-            return None
-        try:
-            info = self._wallet_cert(item.cert_der, item.issuer_der, b.time)
-        except CertificateError as exc:
-            j.status, j.reason = "rejected", exc.reason
-            return None
-        if info.wallet_id != b.wallet_id:
-            j.status, j.reason = "rejected", WALLET_MISMATCH
-            return None
-        return info
+    def _check_card(self, card: tuple[bytes, bytes], group: list[_Judged],
+                    out: list[tuple[_Judged, ec.EllipticCurvePublicKey, int, bytes]]) -> None:
+        """Each voucher's date, its card's chain at the voucher's time and the wallet id. A voucher that passes goes
+        to ``out`` with its card's key and tier; one that fails is rejected. The chain is verified once per card
+        (see :meth:`_card_window`); each voucher is then only checked against the chain's validity window."""
+        leaf, issuer = card
+        latest = now_ms() + MAX_FUTURE_MS
+        window: tuple[int, int, WalletCertInfo] | None = None
+        for j in group:
+            ts = j.timestamp_ms
+            if ts > latest:
+                j.status, j.reason = "rejected", FUTURE_TIMESTAMP
+                continue
+            if window is None or not window[0] <= ts <= window[1]:
+                try:
+                    window = self._card_window(leaf, issuer, ts)
+                except CertificateError as exc:
+                    j.status, j.reason = "rejected", exc.reason
+                    continue
+            info = window[2]
+            if info.wallet_id != j.wallet_id:
+                j.status, j.reason = "rejected", WALLET_MISMATCH
+                continue
+            out.append((j, info.public_key, info.tier, leaf))
 
-    def _check_signature(self, j: _Judged, info: WalletCertInfo, leaf: bytes) -> None:
-        """The card's signature, then the tier's single limit and the offline cap (runs on any thread)."""
-        v = j.voucher
-        assert v is not None
-        b = v.body
-        sig = v.signature
-        try:
-            if b.suite == suites.ECDSA_P256_SHA256 and len(sig) == 64:
-                # suites.verify, inlined for the default suite (one signature check per voucher is the cost)
-                info.public_key.verify(encode_dss_signature(int.from_bytes(sig[:32], "big"),
-                                                            int.from_bytes(sig[32:], "big")),
-                                       j.body_raw, _ECDSA_SHA256)
-            else:
-                suites.verify(info.public_key, j.body_raw, sig, b.suite)
-        except (SignatureError, InvalidSignature):
-            j.status, j.reason = "rejected", BAD_SIGNATURE
-            return
-        limits = TIER_LIMITS.get(info.tier)
-        if limits is None:
-            j.status, j.reason = "rejected", BAD_VOUCHER
-        elif limits.single_max is not None and b.amount_fen > limits.single_max:
-            j.status, j.reason = "rejected", OVER_SINGLE_LIMIT
-        elif self.offline_single_max is not None and b.amount_fen > self.offline_single_max:
-            j.status, j.reason = "rejected", OVER_OFFLINE_LIMIT
-        j.tier = info.tier
-        j.cert_der = leaf
+    def _check_signatures(self, chunk: list[tuple[_Judged, ec.EllipticCurvePublicKey, int, bytes]]) -> None:
+        """The card's signature, then the tier's single limit and the offline cap, for each voucher of ``chunk``
+        (runs on any thread; the loop does little besides the signature check, which releases the GIL)."""
+        default_suite, algorithm, from_bytes = suites.ECDSA_P256_SHA256, _ECDSA_SHA256, int.from_bytes
+        offline_max = self.offline_single_max
+        for j, key, tier, leaf in chunk:
+            sig = j.signature
+            try:
+                if j.suite == default_suite and len(sig) == 64:
+                    # suites.verify, inlined for the default suite (one signature check per voucher is the cost)
+                    key.verify(encode_dss_signature(from_bytes(sig[:32], "big"), from_bytes(sig[32:], "big")),
+                               j.body_raw, algorithm)
+                else:
+                    suites.verify(key, j.body_raw, sig, j.suite)
+            except (SignatureError, InvalidSignature):
+                j.status, j.reason = "rejected", BAD_SIGNATURE
+                continue
+            limits = TIER_LIMITS.get(tier)
+            amount = j.amount_fen
+            if limits is None:
+                j.status, j.reason = "rejected", BAD_VOUCHER
+            elif limits.single_max is not None and amount > limits.single_max:
+                j.status, j.reason = "rejected", OVER_SINGLE_LIMIT
+            elif offline_max is not None and amount > offline_max:
+                j.status, j.reason = "rejected", OVER_OFFLINE_LIMIT
+            j.tier = tier
+            j.cert_der = leaf
 
-    def _wallet_cert(self, leaf: bytes, issuer: bytes, at: dt.datetime) -> WalletCertInfo:
-        """Verify a card's chain at ``at``, once per card: a verified chain is cached with its validity window."""
+    def _card_window(self, leaf: bytes, issuer: bytes, ts: int) -> tuple[int, int, WalletCertInfo]:
+        """A card's chain verified at ``ts`` (ms), once per card: cached with the window (ms) in which every
+        certificate of the chain is valid. Raises :class:`CertificateError` when the chain fails at ``ts``."""
         hit = self._chains.get((leaf, issuer))
-        if hit is not None and hit[0] <= at <= hit[1]:
-            return hit[2]
+        if hit is not None and hit[0] <= ts <= hit[1]:
+            return hit
+        at = dt.datetime.fromtimestamp(ts / 1000, dt.UTC)
         info = verify_wallet_certificate(leaf, (issuer,), self.roots, at)
         chain = verify_chain(leaf, (issuer,), self.roots, at)
         if len(self._chains) > 100_000:
             self._chains.clear()
-        self._chains[(leaf, issuer)] = (max(c.not_valid_before_utc for c in chain),
-                                        min(c.not_valid_after_utc for c in chain), info)
-        return info
+        hit = self._chains[(leaf, issuer)] = (_ms(max(c.not_valid_before_utc for c in chain)),
+                                              _ms(min(c.not_valid_after_utc for c in chain)), info)
+        return hit
 
     def _commit_batch(self, conn: Connection, terminal: TerminalRecord, judged: list[_Judged],
                       candidates: list[_Judged], raw: list[bytes]) -> None:
@@ -651,7 +681,7 @@ class Operator:
             for wid, day, total in _select_in(conn, "daily_totals", _daily_totals, wids, days):
                 daily[(wid, day)] = int(total)
             for j in candidates:
-                assert j.voucher is not None and j.wallet_id is not None and j.voucher_id is not None
+                assert j.body is not None and j.wallet_id is not None and j.voucher_id is not None
                 w = states[j.wallet_id]
                 if j.voucher_id in on_file:
                     if on_file[j.voucher_id] == j.body_hash:
@@ -674,8 +704,8 @@ class Operator:
                 j.status = "settled"
                 fee = j.amount_fen * self.fee_bps // 10_000
                 new_rows.append((
-                    j.voucher_id, j.wallet_id, j.voucher.body.counter, j.body_hash, raw[j.index], j.amount_fen,
-                    fee, 0, terminal.merchant_id, terminal.terminal_id, j.voucher.body.timestamp_ms, j.day, t))
+                    j.voucher_id, j.wallet_id, j.body.counter, j.body_hash, raw[j.index], j.amount_fen,
+                    fee, 0, terminal.merchant_id, terminal.terminal_id, j.timestamp_ms, j.day, t))
                 gross += j.amount_fen
                 fees += fee
             if new_rows:
