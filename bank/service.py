@@ -386,7 +386,9 @@ class Operator:
 
     def _remember_nonce(self, conn: Connection, tid: str, nonce: str, t: int) -> None:
         """Record a request's nonce in the caller's transaction; :class:`Unauthenticated` if it is on file."""
-        if conn.execute(_insert_ignore(conn, nonces).values(terminal_id=tid, nonce=nonce, time_ms=t)).rowcount != 1:
+        if _execute(conn, "nonce", lambda: _insert_ignore(conn, nonces).values(
+                terminal_id=bindparam("t"), nonce=bindparam("n"), time_ms=bindparam("ms")),
+                {"t": tid, "n": nonce, "ms": t}).rowcount != 1:
             raise _replayed()
         now = now_ms()
         if now - self._last_prune > 60_000:
@@ -746,8 +748,7 @@ class Operator:
     def _update_wallets(self, conn: Connection, states: dict[str, _WalletState], t: int) -> None:
         spent = [{"w": w, "d": s.spent_delta} for w, s in states.items() if s.spent_delta]
         if spent:
-            conn.execute(update(wallets).where(wallets.c.wallet_id == bindparam("w"))
-                         .values(spent_fen=wallets.c.spent_fen + bindparam("d")), spent)
+            _execute(conn, "wallet_spent", _wallet_spent, spent)
         for w, s in states.items():
             if s.revoke and s.status == "active":
                 conn.execute(update(wallets).where(wallets.c.wallet_id == w)
@@ -757,12 +758,12 @@ class Operator:
                                                      reason=DOUBLE_SPEND, created_ms=t))
 
     def _credit(self, conn: Connection, merchant_id: str, gross: int, fees: int, refunded: int = 0) -> None:
-        conn.execute(_insert_ignore(conn, accounts), [{"merchant_id": merchant_id, "balance_fen": 0,
-                                                       "settled_fen": 0, "fee_fen": 0, "refunded_fen": 0}])
-        conn.execute(update(accounts).where(accounts.c.merchant_id == merchant_id).values(
-            balance_fen=accounts.c.balance_fen + gross - fees - refunded,
-            settled_fen=accounts.c.settled_fen + gross, fee_fen=accounts.c.fee_fen + fees,
-            refunded_fen=accounts.c.refunded_fen + refunded))
+        """Add to a merchant's account, opening it on its first credit (a race to open it is a unique-key
+        violation: the caller's transaction is run again)."""
+        amounts = {"m": merchant_id, "net": gross - fees - refunded, "gross": gross, "fees": fees,
+                   "refunded": refunded}
+        if _execute(conn, "account_credit", _account_credit, amounts).rowcount == 0:
+            _execute(conn, "account_open", _account_open, amounts)
 
     # -- denylist ---------------------------------------------------------------------------------------------------
     def denylist_since(self, since: int) -> dict[str, Any]:
@@ -920,6 +921,43 @@ def _voucher_insert(dialect: Any) -> tuple[str, bool]:
             raise RuntimeError(f"voucher INSERT binds {stmt.positiontup}, expected {_VOUCHER_COLUMNS}")
         hit = _voucher_inserts[key] = (str(stmt), bool(stmt.positional))
     return hit
+
+
+_dml_texts: dict[tuple[str, str], tuple[str, tuple[str, ...] | None]] = {}
+
+
+def _execute(conn: Connection, name: str, build: Any, params: dict[str, Any] | list[dict[str, Any]]) -> Any:
+    """Run the statement ``build()`` (named bind parameters only) straight through the driver, once or for each
+    parameter set: compiled once per dialect, without SQLAlchemy's per-execution parameter processing."""
+    key = (_dialect_key(conn.dialect), name)
+    hit = _dml_texts.get(key)
+    if hit is None:
+        compiled = build().compile(dialect=conn.dialect)
+        hit = _dml_texts[key] = (str(compiled), tuple(compiled.positiontup or ()) if compiled.positional else None)
+    sql, order = hit
+    if order is not None:
+        if isinstance(params, dict):
+            return conn.exec_driver_sql(sql, tuple(params[k] for k in order))
+        return conn.exec_driver_sql(sql, [tuple(p[k] for k in order) for p in params])
+    return conn.exec_driver_sql(sql, params)
+
+
+def _wallet_spent() -> Any:
+    return update(wallets).where(wallets.c.wallet_id == bindparam("w")).values(
+        spent_fen=wallets.c.spent_fen + bindparam("d"))
+
+
+def _account_credit() -> Any:
+    c = accounts.c
+    return update(accounts).where(c.merchant_id == bindparam("m")).values(
+        balance_fen=c.balance_fen + bindparam("net"), settled_fen=c.settled_fen + bindparam("gross"),
+        fee_fen=c.fee_fen + bindparam("fees"), refunded_fen=c.refunded_fen + bindparam("refunded"))
+
+
+def _account_open() -> Any:
+    return insert(accounts).values(merchant_id=bindparam("m"), balance_fen=bindparam("net"),
+                                   settled_fen=bindparam("gross"), fee_fen=bindparam("fees"),
+                                   refunded_fen=bindparam("refunded"))
 
 
 def _insert_ignore(conn: Connection, table: Any) -> Any:
