@@ -278,16 +278,19 @@ class FaultTransport(httpx.BaseTransport):
         self.match = match
         self.inner = inner or httpx.HTTPTransport()
         self.sent = 0
+        self._lock = threading.Lock()  # the sync sends two batches at once
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
-        fault = self.faults.pop(0) if self.faults and self.match in request.url.path else None
+        with self._lock:
+            fault = self.faults.pop(0) if self.faults and self.match in request.url.path else None
         if fault == "timeout_before":
             raise httpx.ReadTimeout("injected timeout", request=request)
         if fault == "500":
             return httpx.Response(500, json={"error": {"code": "injected", "message": "injected 500"}})
         response = self.inner.handle_request(request)
         response.read()
-        self.sent += 1
+        with self._lock:
+            self.sent += 1
         if fault is None:
             return response
         if fault == "timeout_after":
