@@ -4,11 +4,12 @@
 
 Each tap is a different customer (a fresh card, so the terminal verifies the card's certificate every time):
 SELECT, READ INFO (chained; the card leaves out its issuer's certificate, which the terminal holds), certificate
-chain and limit checks, PAY (the card signs), voucher verification and the durable payment commit. The floor, measured in the same run, is one card signature +
-the terminal's signature verifications for a new card (its certificate by the wallet CA, and the voucher; the
-wallet CA's own link to the root is the same for every card and verified once) + one durable SQLite commit (WAL,
-synchronous=FULL) on the same disk. Tap to decision runs from the card entering the field; the charge's durable
-intent is written before that, while the terminal waits for the customer (printed separately as the whole charge).
+chain and limit checks, PAY (the card signs), voucher verification and the durable payment commit. The floor,
+measured in the same run, is one card signature + the terminal's signature verifications for a new card (its
+certificate by the wallet CA, and the voucher; the wallet CA's own link to the root is the same for every card and
+verified once) + one durable SQLite commit (WAL, synchronous=FULL) on the same disk. Tap to decision runs from the
+card entering the field; the charge's durable intent is written before that, while the terminal waits for the
+customer (printed separately as the whole charge).
 """
 
 from __future__ import annotations
