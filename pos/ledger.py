@@ -15,12 +15,12 @@ on), ``settlement`` (the operator's answer for one voucher: data ``status`` sett
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 import hmac
 import json
 import secrets
 import sqlite3
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -150,7 +150,9 @@ def _entry_hash(seq: int, time: str, kind: str, voucher_id: str | None, wallet_i
 
 
 def utc_now() -> str:
-    return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    """Now in UTC, ISO 8601 with milliseconds and a Z (2026-11-27T09:25:40.123Z)."""
+    ms = time.time_ns() // 1_000_000
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ms // 1000)) + f".{ms % 1000:03d}Z"
 
 
 _COLS = "seq, time, kind, voucher_id, wallet_id, counter, amount_fen, data, prev_hash, hash"
@@ -214,7 +216,7 @@ class Ledger:
         self.close()
 
     def _mac(self, seq: int, h: str) -> str:
-        return hmac.new(self._key, f"{seq}:{h}".encode(), hashlib.sha256).hexdigest()
+        return hmac.digest(self._key, f"{seq}:{h}".encode(), "sha256").hex()
 
     # -- writing ----------------------------------------------------------------------------------------------------
     def begin(self) -> None:

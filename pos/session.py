@@ -416,17 +416,17 @@ class PaymentSession:
     def _record(self, voucher: Voucher, intent_seq: int, cert_der: bytes, issuer_der: bytes) -> Entry:
         """Commit the payment entry (once per voucher id); it closes the intent in the same transaction."""
         ledger = self.ctx.ledger
-        fp = _fingerprint(cert_der)
+        fp, issuer_fp = _fingerprint(cert_der), _fingerprint(issuer_der)
         body_hex = voucher.body.encode().hex()
         ledger.begin()
         try:
             ledger.add_certificate(fp, cert_der)
-            ledger.add_certificate(_fingerprint(issuer_der), issuer_der)
+            ledger.add_certificate(issuer_fp, issuer_der)
             entry = ledger._append(
                 "payment", voucher_id=voucher.voucher_id, wallet_id=voucher.body.wallet_id,
                 counter=voucher.body.counter, amount_fen=voucher.body.amount_fen,
                 data={"intent": intent_seq, "voucher": voucher.encode().hex(), "body": body_hex,
-                      "cert": fp, "issuer": _fingerprint(issuer_der),
+                      "cert": fp, "issuer": issuer_fp,
                       "merchant_id": voucher.body.merchant_id, "terminal_id": voucher.body.terminal_id,
                       "balance_after_fen": voucher.body.balance_after_fen})
             ledger.commit()

@@ -152,3 +152,17 @@ def test_an_older_ledger_is_migrated_in_place_keeping_every_certificate(tmp_path
     led.commit()
     assert led.conn.execute("SELECT COUNT(*) FROM certificates").fetchone()[0] == 2
     led.verify()
+
+
+def test_entry_times_are_utc_iso_with_milliseconds(led: Ledger) -> None:
+    import datetime as dt
+
+    from pos.ledger import utc_now
+
+    before = dt.datetime.now(dt.UTC)
+    stamp = utc_now()
+    after = dt.datetime.now(dt.UTC)
+    assert len(stamp) == 24 and stamp[10] == "T" and stamp.endswith("Z")
+    parsed = dt.datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+    assert before - dt.timedelta(milliseconds=1) <= parsed <= after
+    assert led.append("void", data={}).time[:4] == stamp[:4]
