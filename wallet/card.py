@@ -128,6 +128,8 @@ class WalletApplet:
             self._key = key_from_pem(state.key_pem.encode())
         except (ValueError, CertificateError) as exc:
             raise CardKeyError(f"card {state.card_id}: its private key does not load ({exc})") from exc
+        self._handlers = {INS_READ_INFO: self._read_info, INS_PAY: self._pay, INS_GET_LAST: self._get_last,
+                          INS_LOAD: self._load}
         self._issuer_key: ec.EllipticCurvePublicKey | None = None
 
     # -- the APDU entry point -------------------------------------------------------------------------------------
@@ -156,7 +158,7 @@ class WalletApplet:
     def _answer(self, data: bytes, le: int | None) -> bytes:
         size = min(le or 256, 256)
         if len(data) <= size:
-            return ResponseApdu(data, sw.SW_OK).to_bytes()
+            return data + b"\x90\x00"
         self._pending = data[size:]
         return ResponseApdu(data[:size], sw.SW_BYTES_REMAINING | (min(len(self._pending), 256) & 0xFF)).to_bytes()
 
@@ -176,8 +178,7 @@ class WalletApplet:
             return self._select(cmd)
         if cmd.cla != CLA_PROPRIETARY:
             raise CardDecline(sw.SW_CLA_NOT_SUPPORTED)
-        handler = {INS_READ_INFO: self._read_info, INS_PAY: self._pay, INS_GET_LAST: self._get_last,
-                   INS_LOAD: self._load}.get(cmd.ins)
+        handler = self._handlers.get(cmd.ins)
         if handler is None:
             raise CardDecline(sw.SW_INS_NOT_SUPPORTED)
         if not self._selected:

@@ -315,8 +315,8 @@ def _is_ca_der(der: bytes) -> bool:
 
 @functools.lru_cache(maxsize=4096)
 def _verified_chain(leaf_der: bytes, intermediates: tuple[bytes, ...],
-                    roots: tuple[bytes, ...]) -> tuple[x509.Certificate, ...]:
-    """Verify the signatures and CA flags from leaf to a trusted root; return the chain leaf first.
+                    roots: tuple[bytes, ...]) -> tuple[bytes, ...]:
+    """Verify the signatures and CA flags from leaf to a trusted root; return the chain (DER) leaf first.
 
     Pure in its arguments, so it is cached; so is each link, so a new card from a known issuer costs one
     signature verification (its own certificate), not one per link.
@@ -333,7 +333,7 @@ def _verified_chain(leaf_der: bytes, intermediates: tuple[bytes, ...],
                     _check_link(current_der, root_der)
                 except CertificateError:
                     continue  # same name, another key: not our root
-                return tuple(_parse(d) for d in (*chain, root_der))
+                return (*chain, root_der)
         found = next(((d, p) for d, p in pool if p.subject == current.issuer and d not in chain), None)
         if found is None:
             break
@@ -378,14 +378,21 @@ def verify_chain(leaf_der: bytes, intermediates: list[bytes] | tuple[bytes, ...]
                  roots: list[bytes] | tuple[bytes, ...], at: dt.datetime) -> list[x509.Certificate]:
     """Verify ``leaf_der`` up to one of ``roots`` and check every certificate's validity at ``at``."""
     chain = _verified_chain(leaf_der, tuple(intermediates), tuple(roots))
-    for cert in chain:
-        if at < cert.not_valid_before_utc:
+    for der in chain:
+        not_before, not_after = _validity(der)
+        if at < not_before:
             raise CertificateError("certificate_not_yet_valid",
-                                   f"{cert.subject.rfc4514_string()} is valid only from {cert.not_valid_before_utc}")
-        if at > cert.not_valid_after_utc:
+                                   f"{_parse(der).subject.rfc4514_string()} is valid only from {not_before}")
+        if at > not_after:
             raise CertificateError("expired_certificate",
-                                   f"{cert.subject.rfc4514_string()} expired on {cert.not_valid_after_utc}")
-    return list(chain)
+                                   f"{_parse(der).subject.rfc4514_string()} expired on {not_after}")
+    return [_parse(der) for der in chain]
+
+
+@functools.lru_cache(maxsize=8192)
+def _validity(der: bytes) -> tuple[dt.datetime, dt.datetime]:
+    cert = _parse(der)
+    return cert.not_valid_before_utc, cert.not_valid_after_utc
 
 
 @functools.lru_cache(maxsize=4096)
@@ -407,7 +414,7 @@ def _wallet_info(leaf_der: bytes) -> WalletCertInfo:
     key = cert.public_key()
     if not isinstance(key, ec.EllipticCurvePublicKey) or not isinstance(key.curve, ec.SECP256R1):
         raise CertificateError("bad_certificate", "wallet key is not P-256")
-    return WalletCertInfo(serial, raw[2], key, cert.not_valid_before_utc, cert.not_valid_after_utc)
+    return WalletCertInfo(serial, raw[2], key, *_validity(leaf_der))
 
 
 def find_issuer(leaf_der: bytes, candidates: Iterable[bytes]) -> bytes | None:
