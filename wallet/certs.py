@@ -263,11 +263,12 @@ class _Parsed:
     cert: x509.Certificate
     subject: bytes
     issuer: bytes
-    extensions: dict[bytes, bytes]  # extnID (OID content octets) -> extnValue (OCTET STRING content)
+    extensions: dict[bytes, bytes]  # extnID (OID content octets) -> the whole Extension
 
 
 def _der_fields(der: bytes) -> tuple[bytes, bytes, dict[bytes, bytes]]:
-    """The issuer and subject Names (DER) and the extensions of a DER certificate."""
+    """The issuer and subject Names (DER) and the extensions of a DER certificate, each extension kept whole
+    (decode it with :func:`_extension_value`): a tap reads two of them, by the OID at their head."""
     tbs = tlv.decode(tlv.decode(tlv.decode_one(der, 0x30))[0][1])
     fields = tbs[1:] if tbs[0][0] == 0xA0 else tbs  # skip the explicit version
     extensions: dict[bytes, bytes] = {}
@@ -275,19 +276,30 @@ def _der_fields(der: bytes) -> tuple[bytes, bytes, dict[bytes, bytes]]:
         if tag != 0xA3:
             continue
         for ext_tag, ext in tlv.decode(tlv.decode_one(value, 0x30)):
-            parts = tlv.decode(ext)
-            if ext_tag != 0x30 or parts[0][0] != 0x06 or parts[-1][0] != 0x04 or parts[0][1] in extensions:
-                raise EncodingError("malformed or repeated extension")
-            extensions[parts[0][1]] = parts[-1][1]
+            if ext_tag != 0x30 or len(ext) < 2 or ext[0] != 0x06 or ext[1] >= 0x80:
+                raise EncodingError("malformed extension")
+            oid = ext[2 : 2 + ext[1]]
+            if oid in extensions:
+                raise EncodingError("repeated extension")
+            extensions[oid] = ext
     return tlv.encode(0x30, fields[2][1]), tlv.encode(0x30, fields[4][1]), extensions
+
+
+def _extension_value(ext: bytes) -> bytes:
+    """The extnValue of one Extension (extnID, optional critical flag, OCTET STRING)."""
+    parts = tlv.decode(ext)
+    if not 2 <= len(parts) <= 3 or parts[-1][0] != 0x04 or (len(parts) == 3 and parts[1][0] != 0x01):
+        raise EncodingError("malformed extension")
+    return parts[-1][1]
 
 
 def _name_attribute(name_der: bytes, oid: bytes) -> str | None:
     """The first value of attribute ``oid`` in a DER Name, as text."""
+    head = bytes([0x06, len(oid)]) + oid
     for _, rdn in tlv.decode(tlv.decode_one(name_der, 0x30)):
         for _, atv in tlv.decode(rdn):
-            (oid_tag, oid_value), (_, value) = tlv.decode(atv)
-            if oid_tag == 0x06 and oid_value == oid:
+            if atv.startswith(head):
+                (_, _), (_, value) = tlv.decode(atv)
                 return value.decode("utf-8")
     return None
 
@@ -400,8 +412,9 @@ def _wallet_info(leaf_der: bytes) -> WalletCertInfo:
     parsed = _parsed(leaf_der)
     try:
         serial = _name_attribute(parsed.subject, _OID_SERIAL_NUMBER)
-        eku = [oid for tag, oid in tlv.decode(tlv.decode_one(parsed.extensions[_OID_EKU], 0x30)) if tag == 0x06]
-        raw = parsed.extensions[_OID_TIER]
+        eku_value = _extension_value(parsed.extensions[_OID_EKU])
+        eku = [oid for tag, oid in tlv.decode(tlv.decode_one(eku_value, 0x30)) if tag == 0x06]
+        raw = _extension_value(parsed.extensions[_OID_TIER])
     except (KeyError, EncodingError, ValueError) as exc:
         raise CertificateError("bad_certificate", "not a wallet certificate") from exc
     if serial is None:
