@@ -92,6 +92,18 @@ def m003_certificates_without_rowid(db: sqlite_utils.Database) -> None:
     db.execute("ALTER TABLE certificates_new RENAME TO certificates")
 
 
+@MIGRATIONS()
+def m004_lean_indexes(db: sqlite_utils.Database) -> None:
+    """Fewer index pages per commit: one (kind, wallet_id, counter) index serves what entries_kind and
+    entries_wallet served, and voucher lookups of settlements and refunds get partial indexes of their own (a payment
+    is found through the unique index of payments). A payment now writes three index pages fewer, an intent two."""
+    db.execute("CREATE INDEX entries_kind_wallet ON entries(kind, wallet_id, counter)")
+    db.execute("CREATE INDEX entries_settlement ON entries(voucher_id) WHERE kind = 'settlement'")
+    db.execute("CREATE INDEX entries_refund ON entries(voucher_id) WHERE kind = 'refund'")
+    for name in ("entries_kind", "entries_wallet", "entries_voucher"):
+        db.execute(f"DROP INDEX {name}")
+
+
 @dataclass(frozen=True, slots=True)
 class Entry:
     seq: int

@@ -151,6 +151,7 @@ def test_an_older_ledger_is_migrated_in_place_keeping_every_certificate(tmp_path
     led.add_certificate("aa", b"\x30\x82")  # still one row per fingerprint
     led.commit()
     assert led.conn.execute("SELECT COUNT(*) FROM certificates").fetchone()[0] == 2
+    assert led.wallet_standing("nobody") == (False, 0)  # m004's indexes are in place too
     led.verify()
 
 
@@ -166,3 +167,23 @@ def test_entry_times_are_utc_iso_with_milliseconds(led: Ledger) -> None:
     parsed = dt.datetime.fromisoformat(stamp.replace("Z", "+00:00"))
     assert before - dt.timedelta(milliseconds=1) <= parsed <= after
     assert led.append("void", data={}).time[:4] == stamp[:4]
+
+
+def test_lookups_by_voucher_and_wallet_use_indexes(led: Ledger) -> None:
+    """The queries a tap, the outbox and the sync make are index searches, never scans of all entries."""
+    plans = {
+        "outbox": "SELECT seq FROM entries p WHERE p.kind = 'payment' AND NOT EXISTS (SELECT 1 FROM entries s "
+                  "WHERE s.kind = 'settlement' AND s.voucher_id = p.voucher_id)",
+        "refunds": "SELECT COUNT(*) FROM entries WHERE kind = 'refund' AND voucher_id = 'v1'",
+        "payment": "SELECT seq FROM entries WHERE kind = 'payment' AND voucher_id = 'v1'",
+        "standing": "SELECT MAX(counter) FROM entries WHERE wallet_id = 'w' AND kind = 'payment'",
+        "denylist": "SELECT seq FROM entries WHERE kind = 'denylist' AND wallet_id = 'w'",
+    }
+    expected = {"outbox": "entries_settlement", "refunds": "entries_refund", "payment": "entries_one_payment",
+                "standing": "entries_kind_wallet", "denylist": "entries_kind_wallet"}
+    for name, sql in plans.items():
+        detail = " ".join(r[3] for r in led.conn.execute("EXPLAIN QUERY PLAN " + sql))
+        assert f"USING INDEX {expected[name]}" in detail or f"USING COVERING INDEX {expected[name]}" in detail, \
+            (name, detail)
+    names = {r[0] for r in led.conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+    assert not names & {"entries_kind", "entries_wallet", "entries_voucher"}
