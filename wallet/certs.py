@@ -366,6 +366,11 @@ _ECDSA_SIGNATURES = {
 }
 
 
+@functools.lru_cache(maxsize=8)
+def _ecdsa(algorithm: type[hashes.HashAlgorithm]) -> ec.ECDSA:
+    return ec.ECDSA(algorithm())
+
+
 @functools.lru_cache(maxsize=8192)
 def _check_link(cert_der: bytes, issuer_der: bytes) -> None:
     """Raise unless ``issuer`` signed ``cert`` (cached: a successful check is a fact about the two byte strings).
@@ -381,7 +386,7 @@ def _check_link(cert_der: bytes, issuer_der: bytes) -> None:
             or algorithm is None):
         raise CertificateError("bad_certificate", "certificate is not signed with ECDSA by an EC issuer key")
     try:
-        key.verify(cert.signature, cert.tbs_certificate_bytes, ec.ECDSA(algorithm))
+        key.verify(cert.signature, cert.tbs_certificate_bytes, _ecdsa(type(algorithm)))
     except InvalidSignature as exc:
         raise CertificateError("bad_certificate", "certificate signature does not verify") from exc
 
