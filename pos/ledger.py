@@ -154,10 +154,14 @@ class VerifyReport:
     problems: list[str] = field(default_factory=list)
 
 
+# The exact JSON the hash chain is defined over (encoders built once: json.dumps builds one per call).
+_HASH_JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+_DATA_JSON = json.JSONEncoder(separators=(",", ":"), sort_keys=True, ensure_ascii=False).encode
+
+
 def _entry_hash(seq: int, time: str, kind: str, voucher_id: str | None, wallet_id: str | None,
                 counter: int | None, amount_fen: int, data: str, prev_hash: str) -> str:
-    blob = json.dumps([seq, time, kind, voucher_id, wallet_id, counter, amount_fen, data, prev_hash],
-                      separators=(",", ":"), ensure_ascii=False)
+    blob = _HASH_JSON([seq, time, kind, voucher_id, wallet_id, counter, amount_fen, data, prev_hash])
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
@@ -252,7 +256,7 @@ class Ledger:
         prev_seq, prev_hash = row if row else (0, GENESIS)
         seq = prev_seq + 1
         time = time or utc_now()
-        data_text = json.dumps(data or {}, separators=(",", ":"), sort_keys=True, ensure_ascii=False)
+        data_text = _DATA_JSON(data or {})
         h = _entry_hash(seq, time, kind, voucher_id, wallet_id, counter, amount_fen, data_text, prev_hash)
         self.conn.execute(f"INSERT INTO entries ({_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?)",
                           (seq, time, kind, voucher_id, wallet_id, counter, amount_fen, data_text, prev_hash, h))

@@ -187,3 +187,15 @@ def test_lookups_by_voucher_and_wallet_use_indexes(led: Ledger) -> None:
             (name, detail)
     names = {r[0] for r in led.conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
     assert not names & {"entries_kind", "entries_wallet", "entries_voucher"}
+
+
+def test_entry_hash_is_the_sha256_of_the_documented_json() -> None:
+    """The chain's definition does not change with the encoder: compact JSON, non-ASCII kept, data as text."""
+    import hashlib
+    import json
+
+    from pos.ledger import _entry_hash
+
+    args = (7, "2026-11-27T10:00:00.000Z", "payment", "v1", "w", 3, 1230, '{"note":"苏州 \\"quoted\\""}', "0" * 64)
+    reference = json.dumps(list(args), separators=(",", ":"), ensure_ascii=False)
+    assert _entry_hash(*args) == hashlib.sha256(reference.encode()).hexdigest()
