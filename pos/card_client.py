@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from ecny_nfc.reader import CardConnection, CardRemoved, ReaderError
 from wallet import apdu as sw
-from wallet.apdu import CommandApdu, ResponseApdu
+from wallet.apdu import ApduError, CommandApdu
 from wallet.certs import find_issuer
 from wallet.errors import EcnyError, EncodingError
 from wallet.protocol import (
@@ -70,6 +70,13 @@ def describe(command: bytes, response: bytes | None) -> str:
     return f"{name}: {sw.sw_name(status)}, {len(response) - 2} bytes"
 
 
+_SELECT = CommandApdu(CLA_ISO, INS_SELECT, 0x04, 0x00, AID, le=256).to_bytes()
+_READ_INFO = {without: CommandApdu(CLA_PROPRIETARY, INS_READ_INFO,
+                                   READ_INFO_WITHOUT_ISSUER if without else READ_INFO_FULL, le=256).to_bytes()
+              for without in (False, True)}
+_GET_RESPONSE = {le: CommandApdu(CLA_ISO, INS_GET_RESPONSE, le=le).to_bytes() for le in range(1, 257)}
+
+
 class KnownIssuers:
     """The wallet-CA certificates a terminal holds: provisioned with it, and learnt from cards whose chain verified.
 
@@ -106,7 +113,8 @@ class WalletClient:
         self.conn = conn
         self.trace = trace if trace is not None else []
 
-    def _raw(self, command: bytes) -> ResponseApdu:
+    def _raw(self, command: bytes) -> tuple[bytes, int]:
+        """One exchange: the answer's data and status word."""
         t0 = time.perf_counter()
         try:
             response = self.conn.transceive(command)
@@ -117,31 +125,34 @@ class WalletClient:
                 raise CardRemoved(f"reader failed during the exchange: {exc}") from exc
             raise
         self.trace.append(TraceEntry(command, response, (time.perf_counter() - t0) * 1e3))
-        return ResponseApdu.parse(response)
+        if len(response) < 2:
+            raise ApduError("response shorter than its status word")
+        return response[:-2], response[-2] << 8 | response[-1]
 
     def exchange(self, cmd: CommandApdu) -> bytes:
         """Send ``cmd``, follow 61xx (GET RESPONSE) and 6Cxx (resend with Le); return data or raise."""
-        name = INS_NAMES.get(cmd.ins, f"INS {cmd.ins:02X}")
-        resp = self._raw(cmd.to_bytes())
-        if resp.sw & 0xFF00 == sw.SW_WRONG_LE:
-            cmd = CommandApdu(cmd.cla, cmd.ins, cmd.p1, cmd.p2, cmd.data, le=(resp.sw & 0xFF) or 256)
-            resp = self._raw(cmd.to_bytes())
-        data = resp.data
-        while resp.sw & 0xFF00 == sw.SW_BYTES_REMAINING:
+        return self._exchange(cmd.to_bytes())
+
+    def _exchange(self, command: bytes) -> bytes:
+        data, status = self._raw(command)
+        if status & 0xFF00 == sw.SW_WRONG_LE:
+            cmd = CommandApdu.parse(command)
+            cmd = CommandApdu(cmd.cla, cmd.ins, cmd.p1, cmd.p2, cmd.data, le=(status & 0xFF) or 256)
+            data, status = self._raw(cmd.to_bytes())
+        while status & 0xFF00 == sw.SW_BYTES_REMAINING:
             if len(data) > MAX_CHAINED:
-                raise CardStatusError(name, resp.sw)
-            resp = self._raw(CommandApdu(CLA_ISO, INS_GET_RESPONSE, le=(resp.sw & 0xFF) or 256).to_bytes())
-            data += resp.data
-        if resp.sw != sw.SW_OK:
-            raise CardStatusError(name, resp.sw)
+                break
+            more, status = self._raw(_GET_RESPONSE[(status & 0xFF) or 256])
+            data += more
+        if status != sw.SW_OK:
+            raise CardStatusError(INS_NAMES.get(command[1], f"INS {command[1]:02X}"), status)
         return data
 
     def select(self) -> bytes:
-        return self.exchange(CommandApdu(CLA_ISO, INS_SELECT, 0x04, 0x00, AID, le=256))
+        return self._exchange(_SELECT)
 
     def read_info(self, without_issuer: bool = False) -> CardInfo:
-        p1 = READ_INFO_WITHOUT_ISSUER if without_issuer else READ_INFO_FULL
-        return CardInfo.decode(self.exchange(CommandApdu(CLA_PROPRIETARY, INS_READ_INFO, p1, le=256)))
+        return CardInfo.decode(self._exchange(_READ_INFO[without_issuer]))
 
     def read_wallet(self, issuers: KnownIssuers) -> tuple[CardInfo, bytes]:
         """READ INFO and the certificate of the card's issuer. When the terminal holds that certificate the card

@@ -15,6 +15,7 @@ that holds the issuing CA's certificate already (it saves about 500 bytes, two G
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -83,6 +84,7 @@ STATUS_ACTIVE = 0
 STATUS_BLOCKED = 1
 
 
+@functools.cache
 def fci() -> bytes:
     """The File Control Information returned by SELECT."""
     return tlv.encode(T_FCI, tlv.encode(T_DF_NAME, AID) + tlv.encode(T_FCI_PROP, tlv.encode(T_LABEL, LABEL)))
