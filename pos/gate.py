@@ -281,17 +281,27 @@ class Gate:
 
     # -- one tap ----------------------------------------------------------------------------------------------------
     def admit(self, reader: Reader, sku: str, quantity: int = 1, *, timeout: float | None = 0.25,
-              cancel: threading.Event | None = None) -> GateDecision | None:
-        """Wait up to ``timeout`` for a wallet and decide; None when no wallet came. Never raises for a card."""
-        if not 1 <= quantity <= 20:
-            raise InvalidInput("quantity must be between 1 and 20")
-        product = self.product(sku)
+              cancel: threading.Event | None = None,
+              selection: Callable[[], tuple[str, int]] | None = None) -> GateDecision | None:
+        """Wait up to ``timeout`` for a wallet and decide; None when no wallet came. Never raises for a card.
+
+        ``selection``, when given, is asked for the ticket and quantity the moment a wallet arrives (a UI whose
+        visitor may change them while the gate waits): what is charged is what was on screen at the tap."""
+        self._check_selection(sku, quantity)
         try:
             conn = reader.connect(timeout=timeout, cancel=cancel)
         except (NoCard, Cancelled):
             return None
         except MultipleCards:
             return self._stop(Reason.MULTIPLE_CARDS.value, [])
+        if selection is not None:
+            sku, quantity = selection()
+            try:
+                self._check_selection(sku, quantity)
+            except EcnyError:
+                conn.release()
+                raise
+        product = self.product(sku)
         trace: list[TraceEntry] = []
         handed_over = False
         try:
@@ -323,6 +333,11 @@ class Gate:
         return GateDecision(True, PAID, entries, remaining, wallet_id=wallet_id, sku=sku, tickets=quantity, used=1,
                             amount_fen=outcome.amount_fen, outcome=outcome, trace=trace + outcome.trace,
                             time_ms=now_ms)
+
+    def _check_selection(self, sku: str, quantity: int) -> None:
+        if not 1 <= quantity <= 20:
+            raise InvalidInput("quantity must be between 1 and 20")
+        self.product(sku)
 
     def _identify(self, conn: CardConnection, trace: list[TraceEntry]) -> tuple[str | None, Reason | None]:
         """The certified wallet id of the card in the field, or the reason it has none."""

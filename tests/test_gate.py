@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 
 import pytest
@@ -11,6 +12,7 @@ from pos.config import GateSettings
 from pos.gate import ANTI_PASSBACK, CAPACITY, PAID, PREPAID, Gate
 from pos.home import Home
 from wallet.card import WalletApplet
+from wallet.errors import InvalidInput
 from wallet.issuance import issue_card
 
 GATE = "HQGT0001"  # Tiger Hill: adult ¥70.00
@@ -134,3 +136,35 @@ def test_gate_refuses_a_counter_terminal_and_unknown_products(home: Home, clock:
     gate = gate_for(home, clock)
     with pytest.raises(GateError):
         gate.product("vip")
+
+
+def test_the_ticket_and_quantity_charged_are_those_selected_when_the_wallet_arrives(home: Home, clock: Clock) -> None:
+    """The visitor changes the quantity while the gate is already waiting: the tap pays what the screen shows."""
+    gate = gate_for(home, clock)
+    c = card(home, 1)
+    reader = MockReader()
+    chosen = {"sku": "adult", "quantity": 1}
+    result: list = []
+    waiting = threading.Thread(target=lambda: result.append(gate.admit(
+        reader, "adult", 1, timeout=2, selection=lambda: (chosen["sku"], chosen["quantity"]))))
+    waiting.start()
+    time.sleep(0.05)  # the gate is waiting for a wallet with 1 × adult
+    chosen.update(sku="child", quantity=2)
+    reader.present(c)
+    waiting.join(5)
+    [d] = result
+    child = gate.product("child").price
+    assert d.open and d.sku == "child" and d.tickets == 2 and d.amount_fen == 2 * child
+    assert paid(gate) == [2 * child] and c.state.balance_fen == 100_000 - 2 * child
+
+
+def test_a_bad_selection_at_the_tap_is_refused_and_releases_the_card(home: Home, clock: Clock) -> None:
+    gate = gate_for(home, clock)
+    c = card(home, 1)
+    reader = MockReader()
+    reader.present(c)
+    with pytest.raises(InvalidInput):
+        gate.admit(reader, "adult", 1, timeout=1, selection=lambda: ("adult", 0))
+    assert paid(gate) == [] and c.state.balance_fen == 100_000
+    reader.present(c)
+    assert gate.admit(reader, "adult", 1, timeout=1).open  # the reader is free for the next tap

@@ -216,7 +216,8 @@ class GateApp(TerminalApp):
         if rt.broker is not None:
             rt.broker.arm()
         while not self._halt.is_set():
-            decision = self.gate.admit(rt.reader, self.sku, self.quantity, timeout=0.2, cancel=self._halt)
+            decision = self.gate.admit(rt.reader, self.sku, self.quantity, timeout=0.2, cancel=self._halt,
+                                       selection=lambda: (self.sku, self.quantity))
             if decision is None:
                 continue
             rt.last_trace = decision.trace
