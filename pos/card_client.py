@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -9,8 +10,8 @@ from dataclasses import dataclass
 from ecny_nfc.reader import CardConnection, CardRemoved, ReaderError
 from wallet import apdu as sw
 from wallet.apdu import ApduError, CommandApdu
-from wallet.certs import find_issuer
-from wallet.errors import EcnyError, EncodingError
+from wallet.certs import WalletCertInfo, find_issuer, verify_wallet_certificate
+from wallet.errors import CertificateError, EcnyError, EncodingError
 from wallet.protocol import (
     AID,
     CLA_ISO,
@@ -92,11 +93,17 @@ class KnownIssuers:
     def __bool__(self) -> bool:
         return bool(self._ders)
 
-    def __len__(self) -> int:
-        return len(self._ders)
-
     def find(self, leaf_der: bytes) -> bytes | None:
         return find_issuer(leaf_der, self._ders)
+
+    def verify(self, info: CardInfo, issuer_der: bytes, roots: tuple[bytes, ...], at: dt.datetime) -> WalletCertInfo:
+        """Verify the card's certificate through ``issuer_der`` to ``roots`` at ``at``, and that it names the wallet
+        and tier the card reports; then remember the issuer. Raises :class:`CertificateError` (with its reason)."""
+        cert = verify_wallet_certificate(info.cert_der, (issuer_der,), roots, at)
+        if cert.wallet_id != info.wallet_id or cert.tier != info.tier:
+            raise CertificateError("bad_certificate", "the certificate names another wallet or tier")
+        self.learn(issuer_der)
+        return cert
 
     def learn(self, der: bytes) -> None:
         """Remember an issuer certificate (one that verified); the oldest goes past ``LIMIT``."""

@@ -37,7 +37,6 @@ from pos.reasons import Reason
 from pos.session import Outcome, PaymentSession
 from wallet import apdu as sw
 from wallet.card import china_day
-from wallet.certs import verify_wallet_certificate
 from wallet.errors import CertificateError, EcnyError, EncodingError, InvalidInput
 
 Clock = Callable[[], int]  # milliseconds since the epoch
@@ -287,7 +286,7 @@ class Gate:
 
         ``selection``, when given, is asked for the ticket and quantity the moment a wallet arrives (a UI whose
         visitor may change them while the gate waits): what is charged is what was on screen at the tap."""
-        self._check_selection(sku, quantity)
+        product = self._selected(sku, quantity)
         try:
             conn = reader.connect(timeout=timeout, cancel=cancel)
         except (NoCard, Cancelled):
@@ -297,11 +296,10 @@ class Gate:
         if selection is not None:
             sku, quantity = selection()
             try:
-                self._check_selection(sku, quantity)
+                product = self._selected(sku, quantity)
             except EcnyError:
                 conn.release()
                 raise
-        product = self.product(sku)
         trace: list[TraceEntry] = []
         handed_over = False
         try:
@@ -334,10 +332,11 @@ class Gate:
                             amount_fen=outcome.amount_fen, outcome=outcome, trace=trace + outcome.trace,
                             time_ms=now_ms)
 
-    def _check_selection(self, sku: str, quantity: int) -> None:
+    def _selected(self, sku: str, quantity: int) -> Product:
+        """The product to sell, once the quantity is known to be in range."""
         if not 1 <= quantity <= 20:
             raise InvalidInput("quantity must be between 1 and 20")
-        self.product(sku)
+        return self.product(sku)
 
     def _identify(self, conn: CardConnection, trace: list[TraceEntry]) -> tuple[str | None, Reason | None]:
         """The certified wallet id of the card in the field, or the reason it has none."""
@@ -353,12 +352,9 @@ class Gate:
             return None, Reason.CARD_ERROR
         at = dt.datetime.fromtimestamp(self.clock() / 1000, dt.UTC)
         try:
-            cert = verify_wallet_certificate(info.cert_der, (issuer,), self.ctx.roots, at)
+            self.ctx.issuers.verify(info, issuer, self.ctx.roots, at)
         except CertificateError as exc:
             return info.wallet_id, Reason(exc.reason)
-        self.ctx.issuers.learn(issuer)
-        if cert.wallet_id != info.wallet_id:
-            return info.wallet_id, Reason.BAD_CERTIFICATE
         if self.ledger.is_denylisted(info.wallet_id):
             return info.wallet_id, Reason.DENYLISTED
         return info.wallet_id, None

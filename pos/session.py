@@ -32,7 +32,7 @@ from pos.ledger import Entry, Ledger, OpenIntent
 from pos.reasons import Reason, reason_for_status
 from pos.risk import check_limits
 from wallet import apdu as sw
-from wallet.certs import WalletCertInfo, verify_wallet_certificate
+from wallet.certs import WalletCertInfo
 from wallet.errors import CertificateError, EncodingError, SignatureError
 from wallet.limits import OfflineCaps
 from wallet.protocol import STATUS_ACTIVE, CardInfo, PayRequest
@@ -325,13 +325,9 @@ class PaymentSession:
             raise _Decline(Reason.CARD_ERROR, f"wallet info does not parse: {exc}") from None
         at = dt.datetime.fromtimestamp(now_ms / 1000, dt.UTC)
         try:
-            cert = verify_wallet_certificate(info.cert_der, (issuer,), self.ctx.roots, at)
+            cert = self.ctx.issuers.verify(info, issuer, self.ctx.roots, at)
         except CertificateError as exc:
             raise _Decline(Reason(exc.reason), str(exc), wallet_id=info.wallet_id) from None
-        if cert.wallet_id != info.wallet_id or cert.tier != info.tier:
-            raise _Decline(Reason.BAD_CERTIFICATE, "the certificate names another wallet or tier",
-                           wallet_id=info.wallet_id)
-        self.ctx.issuers.learn(issuer)
         self._issuer_der = issuer
         return info, cert
 
