@@ -322,9 +322,7 @@ class Ledger:
 
     def max_counter(self, wallet_id: str) -> int:
         """The highest transaction counter this terminal has recorded a payment for (0 if none)."""
-        row = self.conn.execute("SELECT MAX(counter) FROM entries WHERE wallet_id = ? AND kind = 'payment'",
-                                (wallet_id,)).fetchone()
-        return row[0] or 0
+        return self.wallet_standing(wallet_id)[1]
 
     def open_intents(self, wallet_id: str | None = None) -> list[OpenIntent]:
         """PAYs prepared and not closed (oldest first); with ``wallet_id``, those torn on that wallet."""
@@ -340,10 +338,7 @@ class Ledger:
         return row[0] or 0
 
     def is_denylisted(self, wallet_id: str) -> bool:
-        row = self.conn.execute(
-            "SELECT json_extract(data, '$.action') FROM entries WHERE kind = 'denylist' AND wallet_id = ? "
-            "ORDER BY seq DESC LIMIT 1", (wallet_id,)).fetchone()
-        return bool(row) and row[0] == "add"
+        return self.wallet_standing(wallet_id)[0]
 
     def wallet_standing(self, wallet_id: str) -> tuple[bool, int]:
         """Whether the wallet is denylisted and the highest counter recorded for it: one query, for a tap."""
