@@ -59,7 +59,7 @@ from wallet.certs import (
     OperatorPki,
     WalletCertInfo,
     cert_der,
-    verify_chain,
+    chain_validity,
     verify_terminal_certificate,
     verify_wallet_certificate,
     write_atomic,
@@ -656,11 +656,10 @@ class Operator:
             return hit
         at = dt.datetime.fromtimestamp(ts / 1000, dt.UTC)
         info = verify_wallet_certificate(leaf, (issuer,), self.roots, at)
-        chain = verify_chain(leaf, (issuer,), self.roots, at)
+        not_before, not_after = chain_validity(leaf, (issuer,), self.roots)
         if len(self._chains) > 100_000:
             self._chains.clear()
-        hit = self._chains[(leaf, issuer)] = (_ms(max(c.not_valid_before_utc for c in chain)),
-                                              _ms(min(c.not_valid_after_utc for c in chain)), info)
+        hit = self._chains[(leaf, issuer)] = (_ms(not_before), _ms(not_after), info)
         return hit
 
     def _commit_batch(self, conn: Connection, terminal: TerminalRecord, judged: list[_Judged],

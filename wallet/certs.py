@@ -406,6 +406,14 @@ def verify_chain(leaf_der: bytes, intermediates: list[bytes] | tuple[bytes, ...]
     return [_parse(der) for der in chain]
 
 
+def chain_validity(leaf_der: bytes, intermediates: list[bytes] | tuple[bytes, ...],
+                   roots: list[bytes] | tuple[bytes, ...]) -> tuple[dt.datetime, dt.datetime]:
+    """The window in which every certificate of the leaf's chain is valid (the chain's signatures are verified,
+    cached as for :func:`verify_chain`; raises :class:`CertificateError` like it)."""
+    windows = [_validity(der) for der in _verified_chain(leaf_der, tuple(intermediates), tuple(roots))]
+    return max(w[0] for w in windows), min(w[1] for w in windows)
+
+
 @functools.lru_cache(maxsize=8192)
 def _validity(der: bytes) -> tuple[dt.datetime, dt.datetime]:
     cert = _parse(der)
