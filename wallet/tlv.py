@@ -6,7 +6,7 @@ that parses re-encodes to the same bytes, which is what makes signed TLV structu
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,11 +33,6 @@ def encode_length(n: int) -> bytes:
 def encode(tag: int, value: bytes) -> bytes:
     """Encode one TLV."""
     return encode_tag(tag) + encode_length(len(value)) + value
-
-
-def encode_all(items: Iterable[tuple[int, bytes]]) -> bytes:
-    """Encode TLVs one after another, in the order given."""
-    return b"".join(encode(tag, value) for tag, value in items)
 
 
 def _read_tag(data: bytes, pos: int) -> tuple[int, int]:
@@ -92,12 +87,9 @@ def decode(data: bytes) -> list[tuple[int, bytes]]:
         if first & 0x1F != 0x1F and first:
             tag = first
             pos += 1
-        elif first == 0x9F or first == 0xDF or first == 0x5F or first == 0xBF or first == 0x7F:
-            if pos + 1 < end and data[pos + 1] < 0x80:
-                tag = first << 8 | data[pos + 1]
-                pos += 2
-            else:
-                tag, pos = _read_tag(data, pos)
+        elif first & 0x1F == 0x1F and first != 0xFF and pos + 1 < end and data[pos + 1] < 0x80:  # two-byte tag
+            tag = first << 8 | data[pos + 1]
+            pos += 2
         else:
             tag, pos = _read_tag(data, pos)
         if pos < end and data[pos] < 0x80:
@@ -172,8 +164,7 @@ class Field:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "tag_bytes", encode_tag(self.tag))
-        size = 8 if self.kind == "uint" and self.size is None else self.size
-        object.__setattr__(self, "header", None if size is None else self.tag_bytes + encode_length(size))
+        object.__setattr__(self, "header", None if self.size is None else self.tag_bytes + encode_length(self.size))
 
     def encode(self, value: Any) -> bytes:
         if self.kind == "uint":
