@@ -44,19 +44,16 @@ def _amount(text: str) -> int:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-class TearAt(int):
-    """A tear point named by its command (an instruction byte), not by an APDU's position."""
-
-
 TEAR_COMMANDS = {"select": INS_SELECT, "read-info": INS_READ_INFO, "pay": INS_PAY}
 
 
-def _tear_point(text: str) -> int:
+def _tear_point(text: str) -> dict[str, int]:
+    """The mock reader's tear fault: after the N-th APDU, or after a command named by TEAR_COMMANDS."""
     if text.lower() in TEAR_COMMANDS:
-        return TearAt(TEAR_COMMANDS[text.lower()])
+        return {"tear_at": TEAR_COMMANDS[text.lower()]}
     if not text.lstrip("-").isdigit():
         raise argparse.ArgumentTypeError(f"{text!r} is neither an APDU number nor one of {', '.join(TEAR_COMMANDS)}")
-    return _nonneg_int(text)
+    return {"tear_after": _nonneg_int(text)}
 
 
 def _nonneg_int(text: str) -> int:
@@ -150,9 +147,7 @@ def cmd_pay(args: argparse.Namespace, home: Home) -> int:
     if args.reader == "mock":
         if not args.card:
             raise InvalidInput("--card is required with the mock reader")
-        named = isinstance(args.tear_after, TearAt)
-        tear_after, tear_at = (None, args.tear_after) if named else (args.tear_after, None)
-        faults = Faults(tear_after=tear_after, tear_at=tear_at, corrupt_response=args.corrupt, delay=args.slow)
+        faults = Faults(**(args.tear_after or {}), corrupt_response=args.corrupt, delay=args.slow)
         outcome = tap_mock_card(home, args.terminal, args.card, args.amount, faults, retap=args.retap,
                                 timeout=args.timeout, power_loss=args.power_loss)
     else:
