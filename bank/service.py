@@ -39,7 +39,6 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from bank import auth
 from bank.batch import MAX_BATCH, UploadItem
 from bank.errors import BadRequest, Conflict, Forbidden, NotFound, OperatorError, Unauthenticated
-from bank.fastpath import decode_parts
 from bank.schema import (
     accounts,
     denylist,
@@ -54,7 +53,7 @@ from bank.schema import (
     wallets,
 )
 from wallet import suites
-from wallet.card import CHINA_TZ
+from wallet.card import china_day_text
 from wallet.certs import (
     OperatorPki,
     WalletCertInfo,
@@ -105,24 +104,6 @@ def _ms(t: dt.datetime) -> int:
 
 
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
-
-
-_DAY_MS = 86_400_000
-_CST_OFFSET_MS = 8 * 3600 * 1000  # China Standard Time is UTC+8 all year (CHINA_TZ is a fixed offset)
-_day_texts: dict[int, str] = {}
-
-
-def china_day_text(timestamp_ms: int) -> str:
-    """The China Standard Time calendar day of a timestamp, as YYYY-MM-DD (the merchant's business day).
-
-    Computed once per day number (the settlement path asks for every voucher)."""
-    key = (timestamp_ms + _CST_OFFSET_MS) // _DAY_MS
-    text = _day_texts.get(key)
-    if text is None:
-        text = dt.datetime.fromtimestamp(timestamp_ms / 1000, CHINA_TZ).date().isoformat()
-        if len(_day_texts) < 10_000:
-            _day_texts[key] = text
-    return text
 
 
 def load_admin_token(pki_dir: Path) -> str:
@@ -501,9 +482,10 @@ class Operator:
         raw = item.voucher
         vhash = sha256(raw).hexdigest()
         try:
-            b, body_raw, signature = decode_parts(raw)
+            voucher = Voucher.decode(raw)
         except EncodingError:
             return _Judged(index, vhash, status="rejected", reason=BAD_VOUCHER, day=china_day_text(now_ms()))
+        b, body_raw, signature = voucher.body, voucher.body.encode(), voucher.signature
         ts = b.timestamp_ms
         if ts > MAX_TIMESTAMP_MS:  # no calendar day: a voucher no card could have signed honestly
             return _Judged(index, vhash, status="rejected", reason=BAD_VOUCHER, day=china_day_text(now_ms()))

@@ -22,7 +22,7 @@ import secrets
 import sqlite3
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -165,10 +165,19 @@ def _entry_hash(seq: int, time: str, kind: str, voucher_id: str | None, wallet_i
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
+_second: tuple[int, str] = (-1, "")  # the last second formatted (one tuple: threads read it whole)
+
+
 def utc_now() -> str:
     """Now in UTC, ISO 8601 with milliseconds and a Z (2026-11-27T09:25:40.123Z)."""
+    global _second
     ms = time.time_ns() // 1_000_000
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ms // 1000)) + f".{ms % 1000:03d}Z"
+    sec, text = _second
+    if ms // 1000 != sec:
+        sec = ms // 1000
+        text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
+        _second = (sec, text)
+    return f"{text}.{ms % 1000:03d}Z"
 
 
 _COLS = "seq, time, kind, voucher_id, wallet_id, counter, amount_fen, data, prev_hash, hash"
@@ -199,6 +208,12 @@ class Ledger:
         self.conn = conn
         self._commits = 0  # since the last idle-time checkpoint
         self._known_certs: set[str] = set()  # committed or about to be: a rolled-back insert is re-done below
+        # The open-intents table as this connection last saw it, good while no other connection commits (PRAGMA
+        # data_version): a tap then asks memory, not the database. Changes of an open transaction wait in
+        # _intent_changes and reach it on commit.
+        self._intents: dict[int, OpenIntent] | None = None
+        self._intents_version = -1
+        self._intent_changes: list[tuple[str, int, OpenIntent | None]] = []
 
     def _load_key(self) -> bytes:
         key_path = self.path.with_suffix(".key")
@@ -242,11 +257,21 @@ class Ledger:
     def commit(self) -> None:
         self.conn.execute("COMMIT")
         self._commits += 1
+        changes, self._intent_changes = self._intent_changes, []
+        if self._intents is not None:
+            for op, seq, intent in changes:
+                if op == "put":
+                    self._intents[seq] = intent  # type: ignore[assignment]
+                elif op == "torn" and seq in self._intents:
+                    self._intents[seq] = intent or self._intents[seq]
+                else:
+                    self._intents.pop(seq, None)
 
     def rollback(self) -> None:
         if self.conn.in_transaction:
             self.conn.execute("ROLLBACK")
         self._known_certs.clear()
+        self._intent_changes.clear()
 
     def _append(self, kind: str, *, voucher_id: str | None = None, wallet_id: str | None = None,
                 counter: int | None = None, amount_fen: int = 0, data: dict[str, Any] | None = None,
@@ -272,11 +297,17 @@ class Ledger:
         if kind == "intent":
             self.conn.execute("INSERT INTO open_intents (seq, challenge, amount_fen, owner, created) "
                               "VALUES (?, ?, ?, ?, ?)", (seq, data["challenge"], amount_fen, data["owner"], time))
+            self._intent_changes.append(("put", seq, OpenIntent(seq, bytes.fromhex(data["challenge"]), amount_fen,
+                                                                 None, None, data["owner"], time)))
         elif kind == "torn":
             self.conn.execute("UPDATE open_intents SET wallet_id = ?, counter = ? WHERE seq = ?",
                               (wallet_id, counter, data["intent"]))
+            known = self._intents.get(data["intent"]) if self._intents is not None else None
+            self._intent_changes.append(("torn", data["intent"], known and replace(known, wallet_id=wallet_id,
+                                                                                   counter=counter)))
         elif kind in CLOSING_KINDS and "intent" in data:
             self.conn.execute("DELETE FROM open_intents WHERE seq = ?", (data["intent"],))
+            self._intent_changes.append(("close", data["intent"], None))
 
     def append(self, kind: str, **fields: Any) -> Entry:
         """Append one entry durably (its own transaction)."""
@@ -325,11 +356,24 @@ class Ledger:
         return self.wallet_standing(wallet_id)[1]
 
     def open_intents(self, wallet_id: str | None = None) -> list[OpenIntent]:
-        """PAYs prepared and not closed (oldest first); with ``wallet_id``, those torn on that wallet."""
-        sql = "SELECT seq, challenge, amount_fen, wallet_id, counter, owner, created FROM open_intents"
-        rows = self.conn.execute(sql + (" WHERE wallet_id = ? ORDER BY seq" if wallet_id else " ORDER BY seq"),
-                                 (wallet_id,) if wallet_id else ())
-        return [OpenIntent(r[0], bytes.fromhex(r[1]), r[2], r[3], r[4], r[5], r[6]) for r in rows]
+        """PAYs prepared and not closed (oldest first); with ``wallet_id``, those torn on that wallet.
+
+        Read from memory while no other connection has committed since this one last read the table (one
+        ``PRAGMA data_version``, no table read); inside a transaction, from the table."""
+        version = self.conn.execute("PRAGMA data_version").fetchone()[0]
+        if self.conn.in_transaction:
+            intents = self._read_intents()
+        else:
+            if self._intents is None or version != self._intents_version:
+                self._intents = self._read_intents()
+                self._intents_version = version
+            intents = self._intents
+        return [i for i in intents.values() if wallet_id is None or i.wallet_id == wallet_id]
+
+    def _read_intents(self) -> dict[int, OpenIntent]:
+        rows = self.conn.execute("SELECT seq, challenge, amount_fen, wallet_id, counter, owner, created "
+                                 "FROM open_intents ORDER BY seq")
+        return {r[0]: OpenIntent(r[0], bytes.fromhex(r[1]), r[2], r[3], r[4], r[5], r[6]) for r in rows}
 
     def denylist_version(self) -> int:
         row = self.conn.execute(

@@ -15,11 +15,12 @@ from ecny_nfc.mock import MockReader
 from pos.card_client import CardStatusError, KnownIssuers, WalletClient
 from wallet import apdu as sw
 from wallet.apdu import CommandApdu, ResponseApdu
-from wallet.card import WalletApplet
+from wallet.card import CHINA_TZ, CardState, WalletApplet, china_day, china_day_text
 from wallet.certs import CertificateAuthority, OperatorPki, cert_der, verify_wallet_certificate
 from wallet.errors import ApduError
 from wallet.issuance import issue_card
-from wallet.protocol import AID, INS_READ_INFO, LoadToken
+from wallet.protocol import AID, INS_READ_INFO, LoadToken, PayRequest
+from wallet.voucher import MAX_TIMESTAMP_MS
 
 PKI = OperatorPki.create()
 
@@ -217,3 +218,38 @@ def test_pay_with_a_timestamp_past_the_calendar_is_wrong_data_not_a_crash() -> N
     out = ResponseApdu.parse(card.process(CommandApdu(0x80, 0x50, data=req.encode(), le=256).to_bytes()))
     assert out.sw == sw.SW_WRONG_DATA
     assert card.state.counter == 0 and card.state.balance_fen == 10_000
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.one_of(st.integers(-(10**12), MAX_TIMESTAMP_MS),
+                 st.integers(-719_000, 2_932_000).map(lambda d: d * 86_400_000 - 8 * 3_600_000 + st_offset(d))))
+def test_china_day_is_the_calendar_day_in_china_standard_time(ts: int) -> None:
+    """Daily limits and business days follow the date in Beijing, to the millisecond at midnight."""
+    d = (dt.datetime(1970, 1, 1, tzinfo=dt.UTC) + dt.timedelta(milliseconds=ts)).astimezone(CHINA_TZ).date()
+    assert china_day(ts) == d.year * 10000 + d.month * 100 + d.day
+    assert china_day_text(ts) == d.isoformat()
+
+
+def st_offset(d: int) -> int:
+    return (-1, 0, 1)[d % 3]  # the last millisecond of a day, midnight, the first millisecond after
+
+
+def test_a_card_state_evolves_like_dataclasses_replace() -> None:
+    state = CardState("c1", "0991000000000008", 2, "pem", b"c", b"i", balance_fen=5, extra={"k": 1})
+    new = state.evolve(balance_fen=7, counter=3)
+    assert new == dataclasses.replace(state, balance_fen=7, counter=3)
+    assert (state.balance_fen, state.counter) == (5, 0)  # the original is untouched
+    assert type(new) is CardState
+
+
+def test_a_pay_timestamp_past_the_last_calendar_day_is_wrong_data() -> None:
+    """The last instant with a day in China pays; one millisecond later the card answers 6A80, never fails."""
+    card = _card()
+    client = _client(card)
+    req = PayRequest(100, 156, "320508000000101", "CMGQ0001", b"\1" * 16, MAX_TIMESTAMP_MS + 1)
+    with pytest.raises(CardStatusError) as exc:
+        client.pay(req)
+    assert exc.value.status == sw.SW_WRONG_DATA
+    assert card.state.counter == 0
+    client.pay(dataclasses.replace(req, timestamp_ms=MAX_TIMESTAMP_MS))
+    assert card.state.counter == 1

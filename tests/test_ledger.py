@@ -169,6 +169,18 @@ def test_entry_times_are_utc_iso_with_milliseconds(led: Ledger) -> None:
     assert led.append("void", data={}).time[:4] == stamp[:4]
 
 
+def test_entry_times_cross_second_boundaries(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The formatted second is reused within a second only: each stamp is the clock's own."""
+    from pos import ledger as ledger_module
+
+    for ns, text in [(1_790_000_000_999_000_000, "2026-09-21T14:13:20.999Z"),
+                     (1_790_000_001_000_000_000, "2026-09-21T14:13:21.000Z"),
+                     (1_790_000_001_500_000_000, "2026-09-21T14:13:21.500Z"),
+                     (1_700_000_000_000_000_000, "2023-11-14T22:13:20.000Z")]:
+        monkeypatch.setattr(ledger_module.time, "time_ns", lambda ns=ns: ns)
+        assert ledger_module.utc_now() == text
+
+
 def test_lookups_by_voucher_and_wallet_use_indexes(led: Ledger) -> None:
     """The queries a tap, the outbox and the sync make are index searches, never scans of all entries."""
     plans = {
@@ -199,3 +211,42 @@ def test_entry_hash_is_the_sha256_of_the_documented_json() -> None:
     args = (7, "2026-11-27T10:00:00.000Z", "payment", "v1", "w", 3, 1230, '{"note":"苏州 \\"quoted\\""}', "0" * 64)
     reference = json.dumps(list(args), separators=(",", ":"), ensure_ascii=False)
     assert _entry_hash(*args) == hashlib.sha256(reference.encode()).hexdigest()
+
+
+def _intent(led: Ledger, amount: int = 100) -> int:
+    return led.append("intent", amount_fen=amount, data={"challenge": "ab" * 16, "owner": "1:1"}).seq
+
+
+def test_open_intents_in_memory_follow_other_connections(led: Ledger, tmp_path: Path) -> None:
+    """Another connection (a second terminal process on the same file) opening, tearing and closing intents is
+    seen by the next read: the in-memory view is dropped when the database changed behind it."""
+    first = _intent(led)
+    assert [i.seq for i in led.open_intents()] == [first]
+    other = Ledger(led.path)
+    try:
+        second = _intent(other, 200)
+        assert [i.seq for i in led.open_intents()] == [first, second]
+        other.append("torn", wallet_id="0991000000000008", counter=4, amount_fen=200, data={"intent": second})
+        torn = led.open_intents("0991000000000008")
+        assert [(i.seq, i.counter) for i in torn] == [(second, 4)]
+        other.append("void", amount_fen=100, data={"intent": first})
+        assert [i.seq for i in led.open_intents()] == [second]
+    finally:
+        other.close()
+
+
+def test_open_intents_in_memory_follow_own_writes_and_rollbacks(led: Ledger) -> None:
+    a, b = _intent(led), _intent(led)
+    led.open_intents()  # the view is loaded
+    led.append("torn", wallet_id="0991000000000008", counter=2, amount_fen=100, data={"intent": a})
+    led.append("payment", voucher_id="v-new", wallet_id="0991000000000009", counter=1, amount_fen=100,
+               data={"intent": b})
+    led.begin()
+    led._append("void", amount_fen=100, data={"intent": a})
+    led._append("intent", amount_fen=5, data={"challenge": "cd" * 16, "owner": "1:1"})
+    assert [i.seq for i in led.open_intents()] == [b + 4]  # inside the transaction: the table as it stands
+    led.rollback()
+    view = led.open_intents()
+    assert [(i.seq, i.wallet_id, i.counter) for i in view] == [(a, "0991000000000008", 2)]
+    assert view == list(led._read_intents().values())  # the view is the table
+    led.verify()

@@ -7,8 +7,9 @@ made current and answered: a failure to persist leaves the card exactly as it wa
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from cryptography import x509
@@ -41,10 +42,25 @@ CHINA_TZ = dt.timezone(dt.timedelta(hours=8))
 MAX_COUNTER = 0xFFFFFFFF
 
 
+_DAY_MS = 86_400_000
+_CST_OFFSET_MS = 8 * 3600 * 1000  # China Standard Time is UTC+8 all year: no daylight saving
+_EPOCH_DAY = dt.date(1970, 1, 1)
+
+
+@functools.lru_cache(maxsize=4096)
+def _china_date(day_number: int) -> tuple[int, str]:
+    d = _EPOCH_DAY + dt.timedelta(days=day_number)
+    return d.year * 10000 + d.month * 100 + d.day, d.isoformat()
+
+
 def china_day(timestamp_ms: int) -> int:
     """The calendar day (YYYYMMDD, China Standard Time) of a timestamp: daily limits follow the local day."""
-    d = dt.datetime.fromtimestamp(timestamp_ms / 1000, CHINA_TZ).date()
-    return d.year * 10000 + d.month * 100 + d.day
+    return _china_date((timestamp_ms + _CST_OFFSET_MS) // _DAY_MS)[0]
+
+
+def china_day_text(timestamp_ms: int) -> str:
+    """The China Standard Time calendar day of a timestamp, as YYYY-MM-DD (the merchant's business day)."""
+    return _china_date((timestamp_ms + _CST_OFFSET_MS) // _DAY_MS)[1]
 
 
 @dataclass
@@ -91,6 +107,13 @@ class CardState:
             if data.get(k) is not None:
                 data[k] = bytes.fromhex(data[k])
         return cls(**data)
+
+    def evolve(self, **changes: Any) -> CardState:
+        """A copy with ``changes`` (what ``dataclasses.replace`` gives, without running ``__init__`` again: a
+        plain dataclass, so its ``__dict__`` is its state)."""
+        new = object.__new__(CardState)
+        new.__dict__ = {**self.__dict__, **changes}
+        return new
 
     def info(self, with_issuer: bool = True) -> CardInfo:
         return CardInfo(
@@ -229,8 +252,8 @@ class WalletApplet:
             timestamp_ms=req.timestamp_ms, balance_after_fen=s.balance_fen - req.amount_fen,
         )
         voucher = Voucher.sign(body, self._key).encode()
-        self._commit(replace(
-            s, balance_fen=body.balance_after_fen, counter=body.counter, day=day, day_spent=day_spent,
+        self._commit(s.evolve(
+            balance_fen=body.balance_after_fen, counter=body.counter, day=day, day_spent=day_spent,
             offline_amount=s.offline_amount + req.amount_fen, offline_count=s.offline_count + 1,
             last_voucher=voucher, last_challenge=req.challenge,
         ))
@@ -262,7 +285,7 @@ class WalletApplet:
         new_balance = s.balance_fen + token.amount_fen
         if s.balance_max is not None and new_balance > s.balance_max:
             raise CardDecline(sw.SW_OVER_BALANCE_LIMIT)
-        self._commit(replace(s, balance_fen=new_balance, load_counter=token.load_counter,
+        self._commit(s.evolve(balance_fen=new_balance, load_counter=token.load_counter,
                              offline_amount=0, offline_count=0))
         return new_balance.to_bytes(8, "big")
 

@@ -106,7 +106,10 @@ class PayRequest:
 
     @classmethod
     def decode(cls, raw: bytes) -> PayRequest:
-        return cls(**tlv.decode_record(raw, T_PAY_REQUEST, REQUEST_FIELDS, "PAY request"))
+        return cls(**PAY_REQUEST_RECORD.decode(raw))
+
+
+PAY_REQUEST_RECORD = tlv.FixedRecord(T_PAY_REQUEST, REQUEST_FIELDS, "PAY request")
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,7 +8,9 @@ The signature covers the exact body bytes; two vouchers are the same payment whe
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import ec
 
@@ -36,7 +38,9 @@ CHALLENGE_SIZE = 16
 
 F_WALLET_ID = tlv.Field(T_WALLET_ID, "wallet_id", "digits", 16)
 F_AMOUNT = tlv.Field(T_AMOUNT, "amount_fen", "uint", 8)
-MAX_TIMESTAMP_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z: the last instant a calendar date exists for
+# 9999-12-31T23:59:59.999 in China Standard Time (15:59:59.999Z): the last instant with a calendar day where the
+# limits are counted (a later one has no day, and the card refuses it as wrong data instead of failing on it).
+MAX_TIMESTAMP_MS = 253_402_271_999_999
 F_TIMESTAMP = tlv.Field(T_TIMESTAMP, "timestamp_ms", "uint", 8, maximum=MAX_TIMESTAMP_MS)
 F_SUITE = tlv.Field(T_SUITE, "suite", "uint", 1)
 # What the terminal asks for; the voucher binds the same fields, in the same order.
@@ -56,8 +60,11 @@ BODY_FIELDS = (
     F_SUITE,
 )
 
-if any(f.size is None for f in BODY_FIELDS):  # VoucherBody.decode relies on it (one encoding per body)
-    raise RuntimeError("every voucher body field must have a fixed size")
+BODY_RECORD = tlv.FixedRecord(T_BODY, BODY_FIELDS, "voucher body")  # fixed sizes: one encoding per body
+SIGNATURE_SIZE = 64  # suite 1 (r||s); other lengths take the generic path
+_SIG_HEAD = tlv.encode_tag(T_SIGNATURE) + tlv.encode_length(SIGNATURE_SIZE)
+_VOUCHER_HEAD = tlv.encode_tag(T_VOUCHER) + tlv.encode_length(BODY_RECORD.size + len(_SIG_HEAD) + SIGNATURE_SIZE)
+_VOUCHER_SIZE = len(_VOUCHER_HEAD) + BODY_RECORD.size + len(_SIG_HEAD) + SIGNATURE_SIZE
 
 
 @dataclass(frozen=True)
@@ -97,10 +104,24 @@ class VoucherBody:
     @classmethod
     def decode(cls, raw: bytes) -> VoucherBody:
         """Parse body bytes, accepting only the canonical encoding."""
-        body = cls(**tlv.decode_record(raw, T_BODY, BODY_FIELDS, "voucher body"))
-        # Strict TLV and fixed-size fields leave one encoding per body (checked at import below), so the bytes
-        # read are the canonical bytes: keep them instead of encoding again.
-        object.__setattr__(body, "_encoded", bytes(raw))
+        raw = bytes(raw)
+        values = BODY_RECORD.unpack(raw)
+        if values is None:
+            return cls._from(tlv.decode_record(raw, T_BODY, BODY_FIELDS, "voucher body").values(), raw)
+        return cls._from(values, raw)
+
+    @classmethod
+    def _from(cls, values: Iterable[Any], raw: bytes) -> VoucherBody:
+        """A body from its decoded field values (in field order) and the bytes they came from. Strict TLV and
+        fixed-size fields leave one encoding per body, so those bytes are the canonical bytes: kept, not encoded
+        again. A plain frozen dataclass: filling its ``__dict__`` makes the same object as calling it, without
+        one frozen-attribute write per field."""
+        if not _PLAIN:
+            body = cls(*values)
+        else:
+            body = object.__new__(cls)
+            body.__dict__.update(zip(_BODY_NAMES, values, strict=True))
+        object.__setattr__(body, "_encoded", raw)
         return body
 
 
@@ -128,10 +149,28 @@ class Voucher:
 
     @classmethod
     def decode(cls, raw: bytes) -> Voucher:
-        """Parse a voucher, accepting only the canonical encoding; raises :class:`EncodingError`."""
+        """Parse a voucher, accepting only the canonical encoding; raises :class:`EncodingError`.
+
+        A suite-1 voucher on the template (the common case) is read in one pass; anything else the generic way."""
+        if len(raw) == _VOUCHER_SIZE and raw.startswith(_VOUCHER_HEAD):
+            end = len(_VOUCHER_HEAD) + BODY_RECORD.size
+            if raw[end : end + len(_SIG_HEAD)] == _SIG_HEAD:
+                body_raw = bytes(raw[len(_VOUCHER_HEAD) : end])
+                values = BODY_RECORD.unpack(body_raw)
+                if values is not None:
+                    return cls(VoucherBody._from(values, body_raw), bytes(raw[-SIGNATURE_SIZE:]))
+        return cls._decode_generic(raw)
+
+    @classmethod
+    def _decode_generic(cls, raw: bytes) -> Voucher:
         inner = tlv.decode_one(raw, T_VOUCHER)
         items = tlv.decode(inner)
         if [t for t, _ in items] != [T_BODY, T_SIGNATURE]:
             raise EncodingError("voucher must hold a body and a signature")
         body_raw = tlv.encode(T_BODY, items[0][1])
         return cls(VoucherBody.decode(body_raw), items[1][1])  # strict TLV: the bytes read are canonical
+
+
+_BODY_NAMES = BODY_RECORD.names
+_PLAIN = (not hasattr(VoucherBody, "__post_init__") and "__slots__" not in VoucherBody.__dict__
+          and set(_BODY_NAMES) == set(VoucherBody.__dataclass_fields__))
