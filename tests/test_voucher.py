@@ -138,3 +138,24 @@ def test_tampered_wallet_certificate_is_bad_certificate() -> None:
     with pytest.raises(CertificateError) as exc:
         verify_wallet_certificate(bytes(der), [cert_der(PKI.wallet_ca.cert)], [cert_der(PKI.root.cert)], NOW)
     assert exc.value.reason == "bad_certificate"
+
+
+def test_signed_bytes_read_from_the_der_are_the_certificates_own() -> None:
+    """The chain check verifies the TBS bytes and signature read from the DER: the same as the library's."""
+    from cryptography import x509
+
+    from wallet.certs import _parsed
+
+    for der in (_wallet_cert(PKI), cert_der(PKI.wallet_ca.cert), cert_der(PKI.root.cert),
+                cert_der(PKI.terminal_ca.issue_terminal_cert("CMGQ0001", "320508000000101", new_key().public_key()))):
+        cert = x509.load_der_x509_certificate(der)
+        parsed = _parsed(der)
+        assert (parsed.tbs, parsed.signature) == (cert.tbs_certificate_bytes, cert.signature)
+
+
+def test_a_flipped_signature_bit_is_bad_certificate() -> None:
+    der = bytearray(_wallet_cert(PKI))
+    der[-5] ^= 0x01  # inside the signature's INTEGER s
+    with pytest.raises(CertificateError) as exc:
+        verify_wallet_certificate(bytes(der), [cert_der(PKI.wallet_ca.cert)], [cert_der(PKI.root.cert)], NOW)
+    assert exc.value.reason == "bad_certificate"

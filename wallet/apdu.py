@@ -100,17 +100,33 @@ class CommandApdu:
         cla, ins, p1, p2 = raw[0], raw[1], raw[2], raw[3]
         body = raw[4:]
         if not body:
-            return cls(cla, ins, p1, p2)
+            return _command(cla, ins, p1, p2, b"", None)
         if len(body) == 1:
-            return cls(cla, ins, p1, p2, le=body[0] or 256)
+            return _command(cla, ins, p1, p2, b"", body[0] or 256)
         lc = body[0]
         if lc == 0:
             raise ApduError("extended-length APDUs are not supported")
         if len(body) == 1 + lc:
-            return cls(cla, ins, p1, p2, bytes(body[1:]))
+            return _command(cla, ins, p1, p2, bytes(body[1:]), None)
         if len(body) == 2 + lc:
-            return cls(cla, ins, p1, p2, bytes(body[1:-1]), le=body[-1] or 256)
+            return _command(cla, ins, p1, p2, bytes(body[1:-1]), body[-1] or 256)
         raise ApduError(f"Lc {lc} does not match the {len(body) - 1} bytes that follow")
+
+
+_set = object.__setattr__
+
+
+def _command(cla: int, ins: int, p1: int, p2: int, data: bytes, le: int | None) -> CommandApdu:
+    """A parsed command, built without ``__post_init__``: bytes off the air are in range by construction (header
+    bytes, at most 255 data bytes counted by one Lc byte, Le 1..256)."""
+    cmd = object.__new__(CommandApdu)
+    _set(cmd, "cla", cla)
+    _set(cmd, "ins", ins)
+    _set(cmd, "p1", p1)
+    _set(cmd, "p2", p2)
+    _set(cmd, "data", data)
+    _set(cmd, "le", le)
+    return cmd
 
 
 @dataclass(frozen=True, slots=True)

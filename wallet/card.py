@@ -16,6 +16,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from wallet import apdu as sw
+from wallet import tlv
 from wallet.apdu import CommandApdu, ResponseApdu
 from wallet.certs import key_from_pem
 from wallet.errors import CardKeyError, CertificateError, EcnyError, EncodingError, SignatureError
@@ -23,6 +24,7 @@ from wallet.protocol import (
     AID,
     CLA_ISO,
     CLA_PROPRIETARY,
+    INFO_FIELDS,
     INS_GET_LAST,
     INS_GET_RESPONSE,
     INS_LOAD,
@@ -31,12 +33,15 @@ from wallet.protocol import (
     INS_SELECT,
     READ_INFO_WITHOUT_ISSUER,
     STATUS_ACTIVE,
+    T_INFO,
     CardInfo,
     LoadToken,
     PayRequest,
     fci,
 )
 from wallet.voucher import CHALLENGE_SIZE, CNY, Voucher, VoucherBody
+
+INFO_FIELDS_WITHOUT_ISSUER = tuple(f for f in INFO_FIELDS if f.name != "issuer_der")
 
 CHINA_TZ = dt.timezone(dt.timedelta(hours=8))
 MAX_COUNTER = 0xFFFFFFFF
@@ -223,7 +228,9 @@ class WalletApplet:
     def _read_info(self, cmd: CommandApdu) -> bytes:
         if cmd.data:
             raise CardDecline(sw.SW_WRONG_LENGTH)
-        return self.state.info(with_issuer=cmd.p1 != READ_INFO_WITHOUT_ISSUER).encode()
+        # The state names its fields as CardInfo does: encoded straight from it (what info().encode() gives).
+        fields = INFO_FIELDS_WITHOUT_ISSUER if cmd.p1 == READ_INFO_WITHOUT_ISSUER else INFO_FIELDS
+        return tlv.encode_record(T_INFO, fields, self.state)
 
     def _pay(self, cmd: CommandApdu) -> bytes:
         req = PayRequest.decode(cmd.data)

@@ -253,23 +253,30 @@ _OID_KP_WALLET = oid_der(OID_KP_WALLET.dotted_string)
 
 @dataclass(frozen=True, slots=True)
 class _Parsed:
-    """A parsed certificate, with what the chain builder and the wallet checks read from its TBS bytes.
+    """A parsed certificate, with what the chain builder and the wallet checks read from its DER.
 
-    ``cryptography`` parses and validates the certificate; the few fields a tap needs (the raw names, the subject's
-    serialNumber, two extensions) are then read straight from the DER with the strict TLV decoder, which costs a
-    fraction of building ``Name`` and ``Extension`` objects for every new card.
+    ``cryptography`` parses and validates the certificate; the few fields a tap needs (the signed TBS bytes and the
+    signature, the raw names, the subject's serialNumber, two extensions) are then read straight from the DER with
+    the strict TLV decoder, which costs a fraction of building ``Name`` and ``Extension`` objects (or of
+    ``tbs_certificate_bytes``, which encodes the TBS again) for every new card.
     """
 
     cert: x509.Certificate
+    tbs: bytes  # the TBSCertificate, exactly as signed
+    signature: bytes
     subject: bytes
     issuer: bytes
     extensions: dict[bytes, bytes]  # extnID (OID content octets) -> the whole Extension
 
 
-def _der_fields(der: bytes) -> tuple[bytes, bytes, dict[bytes, bytes]]:
-    """The issuer and subject Names (DER) and the extensions of a DER certificate, each extension kept whole
-    (decode it with :func:`_extension_value`): a tap reads two of them, by the OID at their head."""
-    tbs = tlv.decode(tlv.decode(tlv.decode_one(der, 0x30))[0][1])
+def _der_fields(der: bytes) -> tuple[bytes, bytes, bytes, bytes, dict[bytes, bytes]]:
+    """The TBS bytes, the signature, the issuer and subject Names (DER) and the extensions of a DER certificate,
+    each extension kept whole (decode it with :func:`_extension_value`): a tap reads two of them, by the OID at
+    their head."""
+    (tbs_tag, tbs_value), _, (sig_tag, sig_value) = tlv.decode(tlv.decode_one(der, 0x30))
+    if tbs_tag != 0x30 or sig_tag != 0x03 or not sig_value or sig_value[0] != 0:
+        raise EncodingError("not a certificate")
+    tbs = tlv.decode(tbs_value)
     fields = tbs[1:] if tbs[0][0] == 0xA0 else tbs  # skip the explicit version
     extensions: dict[bytes, bytes] = {}
     for tag, value in fields[6:]:
@@ -282,7 +289,8 @@ def _der_fields(der: bytes) -> tuple[bytes, bytes, dict[bytes, bytes]]:
             if oid in extensions:
                 raise EncodingError("repeated extension")
             extensions[oid] = ext
-    return tlv.encode(0x30, fields[2][1]), tlv.encode(0x30, fields[4][1]), extensions
+    return (tlv.encode(0x30, tbs_value), sig_value[1:], tlv.encode(0x30, fields[2][1]), tlv.encode(0x30, fields[4][1]),
+            extensions)
 
 
 def _extension_value(ext: bytes) -> bytes:
@@ -308,10 +316,10 @@ def _name_attribute(name_der: bytes, oid: bytes) -> str | None:
 def _parsed(der: bytes) -> _Parsed:
     cert = _parse(der)
     try:
-        issuer, subject, extensions = _der_fields(der)
+        tbs, signature, issuer, subject, extensions = _der_fields(der)
     except (EncodingError, IndexError, ValueError) as exc:
         raise CertificateError("bad_certificate", "certificate fields do not parse") from exc
-    return _Parsed(cert, subject, issuer, extensions)
+    return _Parsed(cert, tbs, signature, subject, issuer, extensions)
 
 
 @functools.lru_cache(maxsize=64)
@@ -379,14 +387,15 @@ def _check_link(cert_der: bytes, issuer_der: bytes) -> None:
     ``verify_directly_issued_by`` for the ECDSA certificates this operator issues (the names are compared by the
     chain builder), and it lets other threads run meanwhile (the operator verifies batches on several threads).
     """
-    cert = _parse(cert_der)
+    parsed = _parsed(cert_der)
+    cert = parsed.cert
     key = _issuer_key(issuer_der)
     algorithm = cert.signature_hash_algorithm
     if (key is None or cert.signature_algorithm_oid not in _ECDSA_SIGNATURES
             or algorithm is None):
         raise CertificateError("bad_certificate", "certificate is not signed with ECDSA by an EC issuer key")
     try:
-        key.verify(cert.signature, cert.tbs_certificate_bytes, _ecdsa(type(algorithm)))
+        key.verify(parsed.signature, parsed.tbs, _ecdsa(type(algorithm)))
     except InvalidSignature as exc:
         raise CertificateError("bad_certificate", "certificate signature does not verify") from exc
 
@@ -394,6 +403,11 @@ def _check_link(cert_der: bytes, issuer_der: bytes) -> None:
 def verify_chain(leaf_der: bytes, intermediates: list[bytes] | tuple[bytes, ...],
                  roots: list[bytes] | tuple[bytes, ...], at: dt.datetime) -> list[x509.Certificate]:
     """Verify ``leaf_der`` up to one of ``roots`` and check every certificate's validity at ``at``."""
+    return [_parse(der) for der in _checked_chain(leaf_der, intermediates, roots, at)]
+
+
+def _checked_chain(leaf_der: bytes, intermediates: list[bytes] | tuple[bytes, ...],
+                   roots: list[bytes] | tuple[bytes, ...], at: dt.datetime) -> tuple[bytes, ...]:
     chain = _verified_chain(leaf_der, tuple(intermediates), tuple(roots))
     for der in chain:
         not_before, not_after = _validity(der)
@@ -403,7 +417,7 @@ def verify_chain(leaf_der: bytes, intermediates: list[bytes] | tuple[bytes, ...]
         if at > not_after:
             raise CertificateError("expired_certificate",
                                    f"{_parse(der).subject.rfc4514_string()} expired on {not_after}")
-    return [_parse(der) for der in chain]
+    return chain
 
 
 def chain_validity(leaf_der: bytes, intermediates: list[bytes] | tuple[bytes, ...],
@@ -464,7 +478,7 @@ def find_issuer(leaf_der: bytes, candidates: Iterable[bytes]) -> bytes | None:
 def verify_wallet_certificate(leaf_der: bytes, intermediates: list[bytes] | tuple[bytes, ...],
                               roots: list[bytes] | tuple[bytes, ...], at: dt.datetime) -> WalletCertInfo:
     """Verify a wallet certificate chain at ``at`` and return what the certificate says."""
-    verify_chain(leaf_der, intermediates, roots, at)
+    _checked_chain(leaf_der, intermediates, roots, at)
     return _wallet_info(leaf_der)
 
 

@@ -163,9 +163,11 @@ class Field:
     maximum: int | None = None  # for ``uint``: the largest value accepted
     tag_bytes: bytes = field(init=False, repr=False, compare=False)
     header: bytes | None = field(init=False, repr=False, compare=False)  # tag + length, for a fixed size
+    plain_uint: bool = field(init=False, repr=False, compare=False)  # a fixed-size uint with no maximum
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "tag_bytes", encode_tag(self.tag))
+        object.__setattr__(self, "plain_uint", self.kind == "uint" and self.size is not None and self.maximum is None)
         object.__setattr__(self, "header", None if self.size is None else self.tag_bytes + encode_length(self.size))
 
     def encode(self, value: Any) -> bytes:
@@ -213,9 +215,14 @@ def decode_record(raw: bytes, tag: int, fields: Sequence[Field], what: str) -> d
     items = decode(decode_one(raw, tag))
     out: dict[str, Any] = {}
     i = 0
+    n = len(items)
     for f in fields:
-        if i < len(items) and items[i][0] == f.tag:
-            out[f.name] = f.decode(items[i][1])
+        if i < n and items[i][0] == f.tag:
+            value = items[i][1]
+            if f.plain_uint and len(value) == f.size:  # the common case, without the call
+                out[f.name] = int.from_bytes(value, "big")
+            else:
+                out[f.name] = f.decode(value)
             i += 1
         elif f.optional:
             out[f.name] = None
