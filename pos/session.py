@@ -413,7 +413,6 @@ class PaymentSession:
         """Commit the payment entry (once per voucher id); it closes the intent in the same transaction."""
         ledger = self.ctx.ledger
         fp, issuer_fp = _fingerprint(cert_der), _fingerprint(issuer_der)
-        body_hex = voucher.body.encode().hex()
         ledger.begin()
         try:
             ledger.add_certificate(fp, cert_der)
@@ -421,8 +420,7 @@ class PaymentSession:
             entry = ledger._append(
                 "payment", voucher_id=voucher.voucher_id, wallet_id=voucher.body.wallet_id,
                 counter=voucher.body.counter, amount_fen=voucher.body.amount_fen,
-                data={"intent": intent_seq, "voucher": voucher.encode().hex(), "body": body_hex,
-                      "cert": fp, "issuer": issuer_fp,
+                data={"intent": intent_seq, "voucher": voucher.encode().hex(), "cert": fp, "issuer": issuer_fp,
                       "merchant_id": voucher.body.merchant_id, "terminal_id": voucher.body.terminal_id,
                       "balance_after_fen": voucher.body.balance_after_fen})
             ledger.commit()
@@ -432,7 +430,7 @@ class PaymentSession:
             existing = ledger.payment(voucher.voucher_id)
             if existing is None:
                 raise
-            if existing.data.get("body") != body_hex:
+            if Voucher.decode(bytes.fromhex(existing.data["voucher"])).body != voucher.body:
                 raise _Decline(Reason.REPLAYED_COUNTER, "another voucher with this counter is recorded",
                                wallet_id=voucher.body.wallet_id) from None
             return existing

@@ -31,9 +31,9 @@ from bank.batch import encode_batch
 from pos.home import Home
 from pos.ledger import Entry, Ledger
 from pos.operator_client import OperatorClient, OperatorUnavailable, RetryPolicy
-from wallet.card import CHINA_TZ
+from wallet.card import CHINA_TZ, china_day_text
 from wallet.errors import EcnyError, InvalidInput
-from wallet.voucher import VoucherBody
+from wallet.voucher import Voucher
 
 BATCH_SIZE = 500
 PIPELINE_DEPTH = 2  # batches in flight once the first one is answered
@@ -280,8 +280,7 @@ def today() -> str:
 
 
 def _voucher_day(e: Entry) -> str:
-    ts = VoucherBody.decode(bytes.fromhex(e.data["body"])).timestamp_ms
-    return dt.datetime.fromtimestamp(ts / 1000, CHINA_TZ).date().isoformat()
+    return china_day_text(Voucher.decode(bytes.fromhex(e.data["voucher"])).body.timestamp_ms)
 
 
 def terminal_report(ledger: Ledger, day: str) -> tuple[dict[str, Any], dict[str, tuple[int, str]],

@@ -7,14 +7,17 @@ from pathlib import Path
 
 import pytest
 
-from pos.ledger import Ledger, LedgerTampered
+from pos.ledger import Ledger, LedgerError, LedgerTampered
+from wallet.ids import voucher_id
+
+W = "0991000000000008"  # the wallet of the fixture's payments (counters 1..5)
 
 
 @pytest.fixture
 def led(tmp_path: Path) -> Ledger:
     ledger = Ledger(tmp_path / "ledger.db")
     for i in range(5):
-        ledger.append("payment", voucher_id=f"v{i}", wallet_id="w", counter=i + 1, amount_fen=100 * (i + 1),
+        ledger.append("payment", voucher_id=voucher_id(W, i + 1), wallet_id=W, counter=i + 1, amount_fen=100 * (i + 1),
                       data={"n": i})
     return ledger
 
@@ -47,9 +50,28 @@ def test_update_and_delete_are_refused(led: Ledger) -> None:
 
 def test_one_payment_per_voucher_id(led: Ledger) -> None:
     with pytest.raises(sqlite3.IntegrityError):
-        led.append("payment", voucher_id="v1", wallet_id="w", counter=2, amount_fen=200)
+        led.append("payment", voucher_id=voucher_id(W, 2), wallet_id=W, counter=2, amount_fen=999)
+    assert led.count() == 5
+    assert led.payment(voucher_id(W, 2)).amount_fen == 200
+    led.verify()
+
+
+@pytest.mark.parametrize("fields", [
+    {"voucher_id": "v1", "wallet_id": W, "counter": 9},            # not made of its wallet and counter
+    {"voucher_id": voucher_id(W, 9), "wallet_id": W, "counter": 8},
+    {"voucher_id": voucher_id(W, 9), "wallet_id": None, "counter": 9},
+])
+def test_a_payment_voucher_id_is_its_wallet_and_counter(led: Ledger, fields: dict) -> None:
+    with pytest.raises(LedgerError, match="wallet id and counter"):
+        led.append("payment", amount_fen=1, **fields)
     assert led.count() == 5
     led.verify()
+
+
+@pytest.mark.parametrize("text", ["", "v1", f"{W}-1", f"{W}-000000001", f"{W}-4294967296", f"{W[:-1]}-00000001",
+                                  f"{W}-0000000１"])
+def test_what_is_not_a_voucher_id_finds_no_payment(led: Ledger, text: str) -> None:
+    assert led.payment(text) is None
 
 
 def test_edit_behind_its_back_is_found(led: Ledger) -> None:
@@ -93,13 +115,13 @@ def test_reopen_keeps_everything(led: Ledger) -> None:
     led.close()
     again = Ledger(path)
     assert again.count() == 5
-    again.append("payment", voucher_id="v5", wallet_id="w", counter=6, amount_fen=1)
+    again.append("payment", voucher_id=voucher_id(W, 6), wallet_id=W, counter=6, amount_fen=1)
     assert again.verify().entries == 6
 
 
 def test_failed_append_changes_nothing(led: Ledger) -> None:
     with pytest.raises(TypeError):
-        led.append("payment", voucher_id="vx", data={"bad": object()})
+        led.append("payment", voucher_id=voucher_id(W, 7), wallet_id=W, counter=7, data={"bad": object()})
     assert led.count() == 5
     led.verify()
 
@@ -122,14 +144,14 @@ def test_corrupted_file_is_a_typed_error(tmp_path: Path) -> None:
 
 
 def test_wallet_standing_follows_the_latest_denylist_entry_and_the_highest_counter(led: Ledger) -> None:
-    assert led.wallet_standing("w") == (False, 5) == (led.is_denylisted("w"), led.max_counter("w"))
+    assert led.wallet_standing(W) == (False, 5) == (led.is_denylisted(W), led.max_counter(W))
     assert led.wallet_standing("nobody") == (False, 0)
-    led.apply_denylist(1, ["w", "x"])
-    assert led.wallet_standing("w") == (True, 5) and led.wallet_standing("x") == (True, 0)
-    led.apply_denylist(2, [], ["w"])
-    assert led.wallet_standing("w") == (False, 5) and led.wallet_standing("x") == (True, 0)
-    led.append("settlement", voucher_id="v9", wallet_id="w", counter=9, data={"status": "settled"})
-    assert led.wallet_standing("w") == (False, 5)  # only payments count
+    led.apply_denylist(1, [W, "x"])
+    assert led.wallet_standing(W) == (True, 5) and led.wallet_standing("x") == (True, 0)
+    led.apply_denylist(2, [], [W])
+    assert led.wallet_standing(W) == (False, 5) and led.wallet_standing("x") == (True, 0)
+    led.append("settlement", voucher_id=voucher_id(W, 9), wallet_id=W, counter=9, data={"status": "settled"})
+    assert led.wallet_standing(W) == (False, 5)  # only payments count
 
 
 def test_an_older_ledger_is_migrated_in_place_keeping_every_certificate(tmp_path: Path) -> None:
@@ -187,18 +209,33 @@ def test_lookups_by_voucher_and_wallet_use_indexes(led: Ledger) -> None:
         "outbox": "SELECT seq FROM entries p WHERE p.kind = 'payment' AND NOT EXISTS (SELECT 1 FROM entries s "
                   "WHERE s.kind = 'settlement' AND s.voucher_id = p.voucher_id)",
         "refunds": "SELECT COUNT(*) FROM entries WHERE kind = 'refund' AND voucher_id = 'v1'",
-        "payment": "SELECT seq FROM entries WHERE kind = 'payment' AND voucher_id = 'v1'",
-        "standing": "SELECT MAX(counter) FROM entries WHERE wallet_id = 'w' AND kind = 'payment'",
-        "denylist": "SELECT seq FROM entries WHERE kind = 'denylist' AND wallet_id = 'w'",
+        "payment": f"SELECT seq FROM entries WHERE kind = 'payment' AND wallet_id = '{W}' AND counter = 3",
+        "standing": f"SELECT MAX(counter) FROM entries WHERE wallet_id = '{W}' AND kind = 'payment'",
+        "denylist": f"SELECT seq FROM entries WHERE kind = 'denylist' AND wallet_id = '{W}'",
     }
-    expected = {"outbox": "entries_settlement", "refunds": "entries_refund", "payment": "entries_one_payment",
-                "standing": "entries_kind_wallet", "denylist": "entries_kind_wallet"}
+    expected = {"outbox": "entries_settlement", "refunds": "entries_refund", "payment": "entries_payment",
+                "standing": "entries_payment", "denylist": "entries_denylist"}
     for name, sql in plans.items():
         detail = " ".join(r[3] for r in led.conn.execute("EXPLAIN QUERY PLAN " + sql))
         assert f"USING INDEX {expected[name]}" in detail or f"USING COVERING INDEX {expected[name]}" in detail, \
             (name, detail)
     names = {r[0] for r in led.conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
-    assert not names & {"entries_kind", "entries_wallet", "entries_voucher"}
+    assert not names & {"entries_kind", "entries_wallet", "entries_voucher", "entries_one_payment",
+                        "entries_kind_wallet"}
+
+
+def test_an_intent_writes_no_index_and_a_payment_one(led: Ledger) -> None:
+    """Write amplification of the two commits of every charge, in pages (WAL frames) per commit."""
+    def frames(fn: object) -> int:
+        before = led.path.with_name(led.path.name + "-wal").stat().st_size
+        fn()  # type: ignore[operator]
+        return (led.path.with_name(led.path.name + "-wal").stat().st_size - before) // (4096 + 24)
+
+    led.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    intent = led.append("intent", amount_fen=5, data={"challenge": "ab" * 16, "owner": "1:1"})
+    assert frames(lambda: _intent(led)) == 3  # the entry, the head, the open intent
+    assert frames(lambda: led.append("payment", voucher_id=voucher_id(W, 6), wallet_id=W, counter=6, amount_fen=5,
+                                     data={"intent": intent.seq})) == 4  # entry, its index, head, closed intent
 
 
 def test_entry_hash_is_the_sha256_of_the_documented_json() -> None:
@@ -239,7 +276,8 @@ def test_open_intents_in_memory_follow_own_writes_and_rollbacks(led: Ledger) -> 
     a, b = _intent(led), _intent(led)
     led.open_intents()  # the view is loaded
     led.append("torn", wallet_id="0991000000000008", counter=2, amount_fen=100, data={"intent": a})
-    led.append("payment", voucher_id="v-new", wallet_id="0991000000000009", counter=1, amount_fen=100,
+    led.append("payment", voucher_id=voucher_id("0991000000000009", 1), wallet_id="0991000000000009", counter=1,
+               amount_fen=100,
                data={"intent": b})
     led.begin()
     led._append("void", amount_fen=100, data={"intent": a})

@@ -49,6 +49,18 @@ def voucher_id(wallet_id: str, counter: int) -> str:
     return f"{wallet_id}-{counter:08d}"
 
 
+_VOUCHER_ID_RE = re.compile(r"^(\d{16})-(\d{8,10})$")
+
+
+def parse_voucher_id(value: str) -> tuple[str, int] | None:
+    """The wallet id and counter a voucher id is made of, or None for anything :func:`voucher_id` does not make."""
+    m = _VOUCHER_ID_RE.match(value)
+    if m is None:
+        return None
+    wallet, counter = m[1], int(m[2])
+    return (wallet, counter) if counter <= 0xFFFFFFFF and voucher_id(wallet, counter) == value else None
+
+
 def mask_wallet_id(wallet_id: str) -> str:
     """Wallet id as shown on screens and receipts: first 4 and last 4 digits."""
     return f"{wallet_id[:4]} **** **** {wallet_id[-4:]}"
