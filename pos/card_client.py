@@ -16,6 +16,7 @@ from wallet.protocol import (
     AID,
     CLA_ISO,
     CLA_PROPRIETARY,
+    INS_AUTHENTICATE,
     INS_GET_LAST,
     INS_GET_RESPONSE,
     INS_LOAD,
@@ -25,6 +26,7 @@ from wallet.protocol import (
     INS_SELECT,
     READ_INFO_FULL,
     READ_INFO_WITHOUT_ISSUER,
+    AuthRequest,
     CardInfo,
     LoadToken,
     PayRequest,
@@ -186,6 +188,10 @@ class WalletClient:
 
     def last_transaction(self, challenge: bytes) -> bytes:
         return self.exchange(CommandApdu(CLA_PROPRIETARY, INS_GET_LAST, data=challenge, le=256))
+
+    def authenticate(self, request: AuthRequest) -> bytes:
+        """The card's signature over ``request`` for its wallet id (verify it with the certified key)."""
+        return self.exchange(CommandApdu(CLA_PROPRIETARY, INS_AUTHENTICATE, data=request.encode(), le=256))
 
     def load(self, token: LoadToken) -> int:
         data = self.exchange(CommandApdu(CLA_PROPRIETARY, INS_LOAD, data=token.encode(), le=256))

@@ -131,9 +131,11 @@ def cmd_card_load(args: argparse.Namespace, home: Home) -> int:
 
 
 def cmd_card_clone(args: argparse.Namespace, home: Home) -> int:
-    clone = home.cards.clone(args.card)
-    emit(args, {"card_id": clone.card_id, "clone_of": args.card, "wallet_id": clone.wallet_id},
-         f"{clone.card_id}: a clone of {args.card} (wallet {clone.wallet_id})")
+    clone = home.cards.clone(args.card, with_key=not args.without_key)
+    emit(args, {"card_id": clone.card_id, "clone_of": args.card, "wallet_id": clone.wallet_id,
+                "with_key": not args.without_key},
+         f"{clone.card_id}: a clone of {args.card} (wallet {clone.wallet_id})"
+         f"{', without its key' if args.without_key else ''}")
     return EXIT_OK
 
 
@@ -295,6 +297,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--amount", type=_amount, required=True, metavar="YUAN")
     p = add("clone", cmd_card_clone, "make an attack card with the same keys and state", card)
     p.add_argument("card")
+    p.add_argument("--without-key", action="store_true",
+                   help="copy only what the card shows (id, certificate, state), with a key of its own")
 
     p = add("pay", cmd_pay, "tap a mock card on a terminal (headless, full protocol)")
     p.add_argument("--terminal", required=True)

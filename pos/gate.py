@@ -10,15 +10,16 @@ Counts live in ``gate.db`` beside the terminal's ledger (SQLite, WAL, ``synchron
 them; only the current day's two counters are held in memory, so a day of taps does not grow the process.
 
 Before charging, the gate reads the wallet's identity (SELECT, READ INFO, certificate chain) to apply the rules; the
-payment itself then runs through :class:`pos.session.PaymentSession` on the same connection. A re-entry on a pass is
-granted on the certified wallet id alone (no fresh signature): the wallet protocol has no challenge-response
-command besides PAY, so a clone of a wallet with unused tickets could use them. That is the same exposure as a
-paper ticket and is caught by nothing; it is documented, not hidden.
+payment itself then runs through :class:`pos.session.PaymentSession` on the same connection. A re-entry on a pass
+needs a fresh proof of the wallet's key: the gate sends AUTHENTICATE with a random challenge and verifies the
+signature with the certified key before it counts the entry, so a copy of a wallet's certificate and id (a clone
+without its key) cannot use the tickets its original bought.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import secrets
 import sqlite3
 import threading
 import time
@@ -26,6 +27,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from ecny_nfc.reader import Cancelled, CardConnection, CardRemoved, MultipleCards, NoCard, Reader
 from pos.card_client import CardStatusError, TraceEntry, WalletClient
@@ -37,7 +40,9 @@ from pos.reasons import Reason
 from pos.session import Outcome, PaymentSession
 from wallet import apdu as sw
 from wallet.card import china_day
-from wallet.errors import CertificateError, EcnyError, EncodingError, InvalidInput
+from wallet.errors import CertificateError, EcnyError, EncodingError, InvalidInput, SignatureError
+from wallet.protocol import AuthRequest
+from wallet.voucher import CHALLENGE_SIZE
 
 Clock = Callable[[], int]  # milliseconds since the epoch
 
@@ -257,13 +262,20 @@ class Gate:
         return entries, max(0, self.settings.daily_capacity - sold)
 
     # -- the rules --------------------------------------------------------------------------------------------------
-    def decide_without_payment(self, wallet_id: str, quantity: int, now_ms: int) -> GateDecision | None:
-        """Apply pass, anti-passback and capacity rules; None means "charge the wallet for new tickets"."""
+    def decide_without_payment(self, wallet_id: str, quantity: int, now_ms: int,
+                               prove: Callable[[], Reason | None] | None = None) -> GateDecision | None:
+        """Apply pass, anti-passback and capacity rules; None means "charge the wallet for new tickets".
+
+        ``prove`` is asked before an entry on a pass is counted (the card's proof of its key); a reason from it
+        stops the visitor and counts nothing."""
         day = china_day(now_ms)
         latest = self.store.latest_pass(wallet_id)
         if latest is not None:
             pass_id, pass_day, tickets, used, last_ms = latest
             if pass_day == day and used < tickets:
+                problem = prove() if prove is not None else None
+                if problem is not None:
+                    return self._stop(problem.value, [], wallet_id)
                 self.store.enter(pass_id, day, now_ms)
                 entries, remaining = self.stats(now_ms)
                 return GateDecision(True, PREPAID, entries, remaining, wallet_id=wallet_id, tickets=tickets,
@@ -303,12 +315,14 @@ class Gate:
         trace: list[TraceEntry] = []
         handed_over = False
         try:
-            wallet_id, problem = self._identify(conn, trace)
+            client = WalletClient(conn, trace)
+            wallet_id, key, problem = self._identify(client)
             if problem is not None:
                 return self._stop(problem.value, trace, wallet_id)
-            assert wallet_id is not None
+            assert wallet_id is not None and key is not None
             now_ms = self.clock()
-            decision = self.decide_without_payment(wallet_id, quantity, now_ms)
+            decision = self.decide_without_payment(wallet_id, quantity, now_ms,
+                                                   prove=lambda: self._prove(client, wallet_id, key, now_ms))
             if decision is not None:
                 decision.sku = sku
                 decision.trace = trace
@@ -338,26 +352,39 @@ class Gate:
             raise InvalidInput("quantity must be between 1 and 20")
         return self.product(sku)
 
-    def _identify(self, conn: CardConnection, trace: list[TraceEntry]) -> tuple[str | None, Reason | None]:
-        """The certified wallet id of the card in the field, or the reason it has none."""
-        client = WalletClient(conn, trace)
+    def _identify(self, client: WalletClient) -> tuple[str | None, ec.EllipticCurvePublicKey | None, Reason | None]:
+        """The certified wallet id and key of the card in the field, or the reason it has none."""
         try:
             client.select()
             info, issuer = client.read_wallet(self.ctx.issuers)
         except CardRemoved:
-            return None, Reason.CARD_REMOVED
+            return None, None, Reason.CARD_REMOVED
         except CardStatusError as exc:
-            return None, Reason.NOT_A_WALLET if exc.status == sw.SW_FILE_NOT_FOUND else Reason.CARD_ERROR
+            return None, None, Reason.NOT_A_WALLET if exc.status == sw.SW_FILE_NOT_FOUND else Reason.CARD_ERROR
         except EncodingError:
-            return None, Reason.CARD_ERROR
+            return None, None, Reason.CARD_ERROR
         at = dt.datetime.fromtimestamp(self.clock() / 1000, dt.UTC)
         try:
-            self.ctx.issuers.verify(info, issuer, self.ctx.roots, at)
+            cert = self.ctx.issuers.verify(info, issuer, self.ctx.roots, at)
         except CertificateError as exc:
-            return info.wallet_id, Reason(exc.reason)
+            return info.wallet_id, None, Reason(exc.reason)
         if self.ledger.is_denylisted(info.wallet_id):
-            return info.wallet_id, Reason.DENYLISTED
-        return info.wallet_id, None
+            return info.wallet_id, None, Reason.DENYLISTED
+        return info.wallet_id, cert.public_key, None
+
+    def _prove(self, client: WalletClient, wallet_id: str, key: ec.EllipticCurvePublicKey,
+               now_ms: int) -> Reason | None:
+        """AUTHENTICATE with a fresh challenge: None when the card signed it with the certified key."""
+        request = AuthRequest(self.terminal_id, secrets.token_bytes(CHALLENGE_SIZE), now_ms)
+        try:
+            request.verify(wallet_id, client.authenticate(request), key)
+        except CardRemoved:
+            return Reason.CARD_REMOVED
+        except CardStatusError as exc:
+            return Reason.CARD_BLOCKED if exc.status == sw.SW_AUTH_METHOD_BLOCKED else Reason.CARD_ERROR
+        except SignatureError:
+            return Reason.BAD_SIGNATURE
+        return None
 
     def _stop(self, code: str, trace: list[TraceEntry], wallet_id: str | None = None) -> GateDecision:
         now_ms = self.clock()

@@ -201,7 +201,8 @@ def test_a_parsed_command_is_a_valid_command_that_encodes_back(raw: bytes) -> No
 @given(st.lists(st.one_of(
     st.binary(max_size=270),
     st.builds(lambda cla, ins, p1, p2, data: bytes([cla, ins, p1, p2, len(data)]) + data,
-              st.sampled_from([0x00, 0x80, 0x84, 0xFF]), st.sampled_from([0xA4, 0xC0, 0xCA, 0x50, 0x52, 0x54, 0x00]),
+              st.sampled_from([0x00, 0x80, 0x84, 0xFF]),
+              st.sampled_from([0xA4, 0xC0, 0xCA, 0x50, 0x52, 0x54, 0x88, 0x00]),
               st.integers(0, 255), st.integers(0, 255), st.binary(max_size=255)),
 ), max_size=6))
 def test_fuzzed_apdus_never_crash_or_change_money(commands: list[bytes]) -> None:
@@ -265,3 +266,40 @@ def test_a_pay_timestamp_past_the_last_calendar_day_is_wrong_data() -> None:
     assert card.state.counter == 0
     client.pay(dataclasses.replace(req, timestamp_ms=MAX_TIMESTAMP_MS))
     assert card.state.counter == 1
+
+
+def test_authenticate_proves_the_key_and_changes_nothing() -> None:
+    from wallet.certs import _wallet_info
+    from wallet.errors import EncodingError, SignatureError
+    from wallet.protocol import AuthRequest
+    from wallet.voucher import VoucherBody
+
+    card = _card()
+    client = _client(card)
+    before = copy.deepcopy(card.state)
+    req = AuthRequest("HQGT0001", b"\x05" * 16, 1_790_000_000_000)
+    signature = client.authenticate(req)
+    key = _wallet_info(card.state.cert_der).public_key
+    req.verify(card.state.wallet_id, signature, key)
+    assert card.state == before  # no counter, balance or last-transaction change
+    for other in (dataclasses.replace(req, challenge=b"\x06" * 16), dataclasses.replace(req, terminal_id="HQGT0002")):
+        with pytest.raises(SignatureError):
+            other.verify(card.state.wallet_id, signature, key)
+    with pytest.raises(SignatureError):
+        req.verify("0991000000000016", signature, key)
+    with pytest.raises(EncodingError):
+        VoucherBody.decode(req.body(card.state.wallet_id))  # an auth body is never a voucher body
+
+
+def test_authenticate_refuses_a_blocked_card_and_a_malformed_request() -> None:
+    from wallet.protocol import INS_AUTHENTICATE, STATUS_BLOCKED, AuthRequest
+
+    card = _card()
+    client = _client(card)
+    with pytest.raises(CardStatusError) as exc:
+        client.exchange(CommandApdu(0x80, INS_AUTHENTICATE, data=b"\xbf\x25\x01\x00", le=256))
+    assert exc.value.status == sw.SW_WRONG_DATA
+    card.state = dataclasses.replace(card.state, status=STATUS_BLOCKED)
+    with pytest.raises(CardStatusError) as exc:
+        client.authenticate(AuthRequest("HQGT0001", b"\x05" * 16, 1_790_000_000_000))
+    assert exc.value.status == sw.SW_AUTH_METHOD_BLOCKED

@@ -91,6 +91,10 @@ def test_load_and_clone(capsys, h) -> None:
     assert code == 0 and clone["card_id"] == "c0002"
     code, shown = run(capsys, h, "card", "show", "c0002")
     assert shown["clone_of"] == "c0001" and shown["balance_fen"] == 10_000
+    code, keyless = run(capsys, h, "card", "clone", "c0001", "--without-key")
+    assert code == 0 and keyless["card_id"] == "c0003" and keyless["with_key"] is False
+    code, out = run(capsys, h, "pay", "--terminal", "CMGQ0001", "--card", "c0003", "--amount", "1")
+    assert code == 1 and out["reason"] == "bad_signature"  # it reads as c0001 but cannot sign as it
 
 
 def test_expired_and_foreign_cards_are_declined(capsys, h) -> None:

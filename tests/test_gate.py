@@ -168,3 +168,49 @@ def test_a_bad_selection_at_the_tap_is_refused_and_releases_the_card(home: Home,
     assert paid(gate) == [] and c.state.balance_fen == 100_000
     reader.present(c)
     assert gate.admit(reader, "adult", 1, timeout=1).open  # the reader is free for the next tap
+
+
+def keyless_clone(original: WalletApplet) -> WalletApplet:
+    """A copy of everything a wallet shows (id, certificate, balance) with a key of the copier's own: what can be
+    read off a card without breaking its secure element."""
+    from cryptography.hazmat.primitives import serialization
+
+    from wallet.card import CardState
+    from wallet.certs import new_key
+
+    pem = new_key().private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                  serialization.NoEncryption()).decode()
+    return WalletApplet(CardState(**{**original.state.__dict__, "card_id": "clone", "key_pem": pem}))
+
+
+def test_a_re_entry_on_a_pass_needs_the_wallets_key(home: Home, clock: Clock) -> None:
+    """A clone without the key shows the same certified id; AUTHENTICATE tells them apart, and nothing is counted."""
+    from pos.reasons import Reason
+
+    gate = gate_for(home, clock)
+    c = card(home, 1)
+    assert tap(gate, c, quantity=3).code == PAID
+    clone = keyless_clone(c)
+    refused = tap(gate, clone)
+    assert not refused.open and refused.code == Reason.BAD_SIGNATURE.value
+    assert refused.trace[-1].meaning.startswith("AUTHENTICATE")
+    assert gate.stats()[0] == 1  # only the paying entry
+    second = tap(gate, c)
+    assert second.open and second.code == PREPAID and second.used == 2
+    assert gate.stats()[0] == 2 and paid(gate) == [21000]
+
+
+def test_a_card_pulled_during_the_proof_is_not_counted(home: Home, clock: Clock) -> None:
+    from ecny_nfc.mock import Faults
+    from pos.reasons import Reason
+    from wallet.protocol import INS_AUTHENTICATE
+
+    gate = gate_for(home, clock)
+    c = card(home, 1)
+    assert tap(gate, c, quantity=2).open
+    reader = MockReader()
+    reader.present(c, Faults(tear_at=INS_AUTHENTICATE))
+    d = gate.admit(reader, "adult", 1, timeout=1)
+    assert d is not None and not d.open and d.code == Reason.CARD_REMOVED.value
+    assert gate.stats()[0] == 1
+    assert tap(gate, c).code == PREPAID and gate.stats()[0] == 2

@@ -16,7 +16,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from wallet import apdu as sw
-from wallet import tlv
+from wallet import suites, tlv
 from wallet.apdu import CommandApdu, ResponseApdu
 from wallet.certs import key_from_pem
 from wallet.errors import CardKeyError, CertificateError, EcnyError, EncodingError, SignatureError
@@ -25,6 +25,7 @@ from wallet.protocol import (
     CLA_ISO,
     CLA_PROPRIETARY,
     INFO_FIELDS,
+    INS_AUTHENTICATE,
     INS_GET_LAST,
     INS_GET_RESPONSE,
     INS_LOAD,
@@ -34,6 +35,7 @@ from wallet.protocol import (
     READ_INFO_WITHOUT_ISSUER,
     STATUS_ACTIVE,
     T_INFO,
+    AuthRequest,
     CardInfo,
     LoadToken,
     PayRequest,
@@ -157,7 +159,7 @@ class WalletApplet:
         except (ValueError, CertificateError) as exc:
             raise CardKeyError(f"card {state.card_id}: its private key does not load ({exc})") from exc
         self._handlers = {INS_READ_INFO: self._read_info, INS_PAY: self._pay, INS_GET_LAST: self._get_last,
-                          INS_LOAD: self._load}
+                          INS_LOAD: self._load, INS_AUTHENTICATE: self._authenticate}
         self._issuer_key: ec.EllipticCurvePublicKey | None = None
 
     # -- the APDU entry point -------------------------------------------------------------------------------------
@@ -265,6 +267,13 @@ class WalletApplet:
             last_voucher=voucher, last_challenge=req.challenge,
         ))
         return voucher
+
+    def _authenticate(self, cmd: CommandApdu) -> bytes:
+        """Sign the terminal's challenge (an auth body, never a voucher): proof of the key, no state change."""
+        req = AuthRequest.decode(cmd.data)
+        if self.state.status != STATUS_ACTIVE:
+            raise CardDecline(sw.SW_AUTH_METHOD_BLOCKED)
+        return suites.sign(self._key, req.body(self.state.wallet_id))
 
     def _get_last(self, cmd: CommandApdu) -> bytes:
         if len(cmd.data) != CHALLENGE_SIZE:

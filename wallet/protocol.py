@@ -7,7 +7,13 @@
 | PAY                  | 80 50 00 00 Lc PAY-request 00 | voucher TLV                             |
 | GET LAST TRANSACTION | 80 52 00 00 10 challenge 00   | the last voucher, if it has that challenge |
 | LOAD                 | 80 54 00 00 Lc load-token 00  | balance after (8 bytes)                 |
+| AUTHENTICATE         | 80 88 00 00 Lc auth-request 00 | signature over the auth body (64 bytes) |
 | GET RESPONSE         | 00 C0 00 00 Le                | next part of a chained answer           |
+
+AUTHENTICATE proves the card holds its certified key without paying (a gate's re-entry on tickets bought earlier):
+the card signs an auth body ``BF24`` (its wallet id, then the request's terminal id, challenge and timestamp, and
+the suite). The tag keeps it apart from anything else a card signs: no auth signature is a voucher or a load token.
+It changes nothing on the card.
 
 READ INFO's P1 says what to include: ``00`` everything, ``01`` all but the issuer's certificate, for a terminal
 that holds the issuing CA's certificate already (it saves about 500 bytes, two GET RESPONSEs, on every tap).
@@ -23,13 +29,16 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from wallet import suites, tlv
 from wallet.errors import EncodingError
 from wallet.voucher import (
+    CHALLENGE_SIZE,
     F_AMOUNT,
     F_SUITE,
     F_TIMESTAMP,
     F_WALLET_ID,
     REQUEST_FIELDS,
+    T_CHALLENGE,
     T_COUNTER,
     T_SIGNATURE,
+    T_TERMINAL_ID,
 )
 
 AID = bytes.fromhex("F045434E59504159")  # F0 + "ECNYPAY": proprietary, unregistered RID
@@ -43,6 +52,7 @@ INS_READ_INFO = 0xCA
 INS_PAY = 0x50
 INS_GET_LAST = 0x52
 INS_LOAD = 0x54
+INS_AUTHENTICATE = 0x88
 READ_INFO_FULL = 0x00
 READ_INFO_WITHOUT_ISSUER = 0x01
 
@@ -53,6 +63,7 @@ INS_NAMES = {
     INS_PAY: "PAY",
     INS_GET_LAST: "GET LAST TRANSACTION",
     INS_LOAD: "LOAD",
+    INS_AUTHENTICATE: "AUTHENTICATE",
 }
 
 T_FCI = 0x6F
@@ -63,6 +74,8 @@ T_PAY_REQUEST = 0xBF21
 T_INFO = 0xBF30
 T_LOAD_TOKEN = 0xBF22
 T_LOAD_BODY = 0xBF23
+T_AUTH_REQUEST = 0xBF25
+T_AUTH_BODY = 0xBF24
 T_TIER = 0xDF20
 T_BALANCE = 0xDF21
 T_OFFLINE_AMOUNT = 0xDF22
@@ -202,3 +215,46 @@ class LoadToken:
 
 
 LOAD_FIELDS = (F_WALLET_ID, tlv.Field(T_LOAD_COUNTER, "load_counter", "uint", 4), F_AMOUNT, F_TIMESTAMP, F_SUITE)
+
+
+AUTH_REQUEST_FIELDS = (
+    tlv.Field(T_TERMINAL_ID, "terminal_id", "text", 8),
+    tlv.Field(T_CHALLENGE, "challenge", "bytes", CHALLENGE_SIZE),
+    F_TIMESTAMP,
+)
+AUTH_REQUEST_RECORD = tlv.FixedRecord(T_AUTH_REQUEST, AUTH_REQUEST_FIELDS, "AUTHENTICATE request")
+AUTH_BODY_FIELDS = (F_WALLET_ID, *AUTH_REQUEST_FIELDS, F_SUITE)
+
+
+@dataclass(frozen=True, slots=True)
+class AuthRequest:
+    """A terminal's challenge: prove you hold the key your certificate names, to this terminal, now."""
+
+    terminal_id: str
+    challenge: bytes
+    timestamp_ms: int
+
+    def encode(self) -> bytes:
+        return tlv.encode_record(T_AUTH_REQUEST, AUTH_REQUEST_FIELDS, self)
+
+    @classmethod
+    def decode(cls, raw: bytes) -> AuthRequest:
+        return cls(**AUTH_REQUEST_RECORD.decode(raw))
+
+    def body(self, wallet_id: str, suite: int = suites.DEFAULT_SUITE) -> bytes:
+        """The bytes the card signs: the wallet id, this request and the suite, under their own tag."""
+        return tlv.encode_record(T_AUTH_BODY, AUTH_BODY_FIELDS, _AuthBody(wallet_id, self.terminal_id, self.challenge,
+                                                                          self.timestamp_ms, suite))
+
+    def verify(self, wallet_id: str, signature: bytes, public_key: ec.EllipticCurvePublicKey) -> None:
+        """Raise :class:`~wallet.errors.SignatureError` unless the key signed this request for ``wallet_id``."""
+        suites.verify(public_key, self.body(wallet_id), signature, suites.DEFAULT_SUITE)
+
+
+@dataclass(frozen=True, slots=True)
+class _AuthBody:
+    wallet_id: str
+    terminal_id: str
+    challenge: bytes
+    timestamp_ms: int
+    suite: int

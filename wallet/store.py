@@ -16,7 +16,7 @@ from pathlib import Path
 from filelock import FileLock, Timeout
 
 from wallet.card import CardState, WalletApplet
-from wallet.certs import write_atomic
+from wallet.certs import key_to_pem, new_key, write_atomic
 from wallet.errors import CardNotFound, CardStoreError, InvalidInput
 
 _CARD_ID = re.compile(r"^c\d{4,9}$")
@@ -84,12 +84,16 @@ class CardStore:
             raise CardStoreError(f"card {state.card_id} already exists")
         self.save(state)
 
-    def clone(self, card_id: str) -> CardState:
-        """A tester's attack card: the same keys, wallet id and state as ``card_id`` under a new card id."""
+    def clone(self, card_id: str, *, with_key: bool = True) -> CardState:
+        """A tester's attack card: the same keys, wallet id and state as ``card_id`` under a new card id. Without
+        the key, it copies only what a card shows (id, certificate, state) and holds a key of its own: it reads as
+        the original, but cannot sign as it."""
         with self.allocating():
             with self._lock(card_id):
                 original = self.load(card_id)
             clone = replace(original, card_id=self.new_id(), clone_of=card_id)
+            if not with_key:
+                clone = replace(clone, key_pem=key_to_pem(new_key()).decode(), note="clone without the key")
             self.add(clone)
         return clone
 
