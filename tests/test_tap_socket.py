@@ -68,6 +68,29 @@ def test_tap_from_another_shell_gives_the_pay_json(terminal: Runtime, home: Home
     assert home.cards.load("c0001").balance_fen == 100_000 - 1230
 
 
+def test_a_running_terminal_keeps_one_ledger_connection_across_customers(terminal: Runtime, home: Home,
+                                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    """The next customer's charge starts on the last one's connection and context (warm caches, learnt issuers),
+    and still sees what another process wrote in between: a denylist a sync brought."""
+    t, out = charging(terminal, 100)
+    assert main(["--home", str(home.root), "card", "tap", "c0001", "--terminal", TID]) == 0
+    t.join(5)
+    assert out[0].approved
+    checkout = terminal._checkout
+    assert checkout is not None
+    with home.ledger(TID) as other:
+        other.apply_denylist(1, [out[0].wallet_id])
+    t, out = charging(terminal, 200)
+    assert main(["--home", str(home.root), "card", "tap", "c0001", "--terminal", TID]) == 1
+    t.join(5)
+    assert out[0].reason.value == "denylisted"
+    assert terminal._checkout is checkout
+    with home.ledger(TID) as other:
+        assert [e.amount_fen for e in other.entries(kind="payment")] == [100]
+        other.verify()
+    capsys.readouterr()
+
+
 def test_a_terminal_not_waiting_refuses_the_tap(terminal: Runtime, home: Home) -> None:
     with pytest.raises(TapRefused, match="not waiting"):
         send_tap(home, TID, "c0001", timeout=2)

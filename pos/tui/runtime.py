@@ -15,7 +15,7 @@ from typing import Any
 from ecny_nfc.mock import MockReader
 from ecny_nfc.reader import Reader
 from pos.card_client import TraceEntry
-from pos.checkout import take_payment
+from pos.checkout import Checkout
 from pos.home import Home
 from pos.reasons import Reason
 from pos.session import Outcome
@@ -43,6 +43,7 @@ class Runtime:
     server: TapServer | None = None
     last_trace: list[TraceEntry] = field(default_factory=list)
     last_result: dict[str, Any] | None = None
+    _checkout: Checkout | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.merchant, self.terminal = self.home.terminal(self.terminal_id)
@@ -62,6 +63,9 @@ class Runtime:
         if self.broker is not None:
             self.broker.disarm()
         self.reader.close()
+        if self._checkout is not None:
+            self._checkout.close()
+            self._checkout = None
 
     def charge(self, amount_fen: int, timeout: float, cancel: threading.Event) -> Outcome:
         """Take one payment (blocking: call it from a worker thread). Never raises."""
@@ -69,8 +73,9 @@ class Runtime:
             self.broker.arm()
         outcome: Outcome | None = None
         try:
-            outcome = take_payment(self.home, self.terminal_id, self.reader, amount_fen, timeout=timeout,
-                                   cancel=cancel)
+            if self._checkout is None:
+                self._checkout = Checkout(self.home, self.terminal_id)  # kept: warm caches for the next customer
+            outcome = self._checkout.take(self.reader, amount_fen, timeout=timeout, cancel=cancel)
         except EcnyError as exc:
             outcome = Outcome("declined", amount_fen, Reason.TERMINAL_ERROR, detail=str(exc))
         finally:
@@ -79,4 +84,6 @@ class Runtime:
                 self.broker.disarm(result)
         self.last_trace = outcome.trace
         self.last_result = result
+        if self._checkout is not None:
+            self._checkout.idle()  # the decision is out: the customer reads the screen while the WAL is copied
         return outcome
