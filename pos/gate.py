@@ -7,7 +7,9 @@ tickets are used up is refused for ``passback_window_s`` after its last entry (a
 buys new tickets. Daily capacity caps the tickets sold per day (China Standard Time).
 
 Counts live in ``gate.db`` beside the terminal's ledger (SQLite, WAL, ``synchronous=FULL``), so a restart keeps
-them; only the current day's two counters are held in memory, so a day of taps does not grow the process.
+them; only the current day's two counters are held in memory, so a day of taps does not grow the process. The
+ledger is the source of truth for what was paid: each sale's intent says what it buys, and :meth:`Gate.reconcile`
+gives a pass to every ticket payment that has none (see there).
 
 Before charging, the gate reads the wallet's identity (SELECT, READ INFO, certificate chain) to apply the rules; the
 payment itself then runs through :class:`pos.session.PaymentSession` on the same connection. A re-entry on a pass
@@ -42,13 +44,14 @@ from wallet import apdu as sw
 from wallet.card import china_day
 from wallet.errors import CertificateError, EcnyError, EncodingError, InvalidInput, SignatureError
 from wallet.protocol import AuthRequest
-from wallet.voucher import CHALLENGE_SIZE
+from wallet.voucher import CHALLENGE_SIZE, Voucher
 
 Clock = Callable[[], int]  # milliseconds since the epoch
 
 # Gate-specific decision codes (payment declines use pos.reasons.Reason values).
 PAID = "paid"
 PREPAID = "prepaid"
+_RECONCILED = "ledger_seq_reconciled"  # ledger entries up to here have their passes
 ANTI_PASSBACK = "anti_passback"
 CAPACITY = "capacity"
 
@@ -139,6 +142,7 @@ class GateStore:
                 CREATE INDEX IF NOT EXISTS passes_wallet ON passes(wallet_id, id);
                 CREATE TABLE IF NOT EXISTS days (day INTEGER PRIMARY KEY, entries INTEGER NOT NULL,
                                                  sold INTEGER NOT NULL);
+                CREATE TABLE IF NOT EXISTS marks (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
             """)
         except sqlite3.DatabaseError as exc:
             raise GateError(f"cannot open gate database {path}: {exc}") from exc
@@ -175,19 +179,56 @@ class GateStore:
                           "entries = entries + excluded.entries, sold = sold + excluded.sold", (day, entries, sold))
 
     def buy(self, day: int, wallet_id: str, voucher_id: str | None, sku: str, tickets: int, now_ms: int) -> None:
-        """Record a pass of ``tickets`` with its first entry used."""
+        """Record a pass of ``tickets`` with its first entry used (a pass restored for this voucher meanwhile
+        gets the entry; its tickets are sold once)."""
         with self._lock:
             self.conn.execute("BEGIN IMMEDIATE")
             try:
-                self.conn.execute(
-                    "INSERT INTO passes (day, wallet_id, voucher_id, sku, tickets, used, bought_ms, last_entry_ms) "
-                    "VALUES (?, ?, ?, ?, ?, 1, ?, ?)", (day, wallet_id, voucher_id, sku, tickets, now_ms, now_ms))
-                self._bump_day(day, 1, tickets)
+                row = self.conn.execute("SELECT id FROM passes WHERE voucher_id = ?", (voucher_id,)).fetchone() \
+                    if voucher_id is not None else None
+                if row is None:
+                    self.conn.execute(
+                        "INSERT INTO passes (day, wallet_id, voucher_id, sku, tickets, used, bought_ms, "
+                        "last_entry_ms) VALUES (?, ?, ?, ?, ?, 1, ?, ?)",
+                        (day, wallet_id, voucher_id, sku, tickets, now_ms, now_ms))
+                    self._bump_day(day, 1, tickets)
+                else:
+                    self.conn.execute("UPDATE passes SET used = used + 1, last_entry_ms = ? WHERE id = ?",
+                                      (now_ms, row[0]))
+                    self._bump_day(day, 1, 0)
                 self.conn.execute("COMMIT")
                 self._writes += 1
             except BaseException:
                 self.conn.execute("ROLLBACK")
                 raise
+
+    def restore(self, day: int, wallet_id: str, voucher_id: str, sku: str, tickets: int, bought_ms: int) -> bool:
+        """Record the pass of a payment the gate never got to record (no entry used yet); False if it exists."""
+        with self._lock:
+            self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                added = self.conn.execute(
+                    "INSERT INTO passes (day, wallet_id, voucher_id, sku, tickets, used, bought_ms, last_entry_ms) "
+                    "VALUES (?, ?, ?, ?, ?, 0, ?, ?) ON CONFLICT(voucher_id) DO NOTHING",
+                    (day, wallet_id, voucher_id, sku, tickets, bought_ms, bought_ms)).rowcount == 1
+                if added:
+                    self._bump_day(day, 0, tickets)
+                self.conn.execute("COMMIT")
+                self._writes += 1
+            except BaseException:
+                self.conn.execute("ROLLBACK")
+                raise
+        return added
+
+    def mark(self, name: str) -> int:
+        with self._lock:
+            row = self.conn.execute("SELECT value FROM marks WHERE name = ?", (name,)).fetchone()
+        return row[0] if row else 0
+
+    def set_mark(self, name: str, value: int) -> None:
+        with self._lock:
+            self.conn.execute("INSERT INTO marks (name, value) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET "
+                              "value = excluded.value", (name, value))
 
     def enter(self, pass_id: int, day: int, now_ms: int) -> None:
         """Use one more ticket of a pass."""
@@ -240,15 +281,41 @@ class Gate:
         self.store = GateStore(home.terminal_dir(terminal_id) / "gate.db")
         self.ledger = home.ledger(terminal_id)
         self.ctx = home.context(terminal_id, self.ledger)
+        self._reconciled = self.store.mark(_RECONCILED)
+        self.reconcile()
+        self.store.set_mark(_RECONCILED, self._reconciled)
 
     def close(self) -> None:
         self.store.close()
         self.ledger.close()
 
     def housekeeping(self) -> None:
-        """Idle-time work between visitors (while a result shows): checkpoint the ledger's and the gate's WALs."""
+        """Idle-time work between visitors (while a result shows): passes for payments found since the last look,
+        then checkpoint the ledger's and the gate's WALs."""
+        self.reconcile()
         self.ledger.checkpoint()
         self.store.checkpoint()
+
+    def reconcile(self) -> list[str]:
+        """Give every ticket payment in the ledger its pass: one the gate could not record (it stopped between the
+        payment's commit and the pass) or one recovered later from a torn tap. Such a pass has no entry used yet:
+        the gate never opened for it. Returns the voucher ids restored; idempotent (passes are unique by voucher).
+        """
+        restored: list[str] = []
+        for payment in self.ledger.entries(kind="payment", since_seq=self._reconciled):
+            self._reconciled = payment.seq  # only what was read: a payment committed meanwhile is read next time
+            intent = self.ledger.entry(payment.data.get("intent", 0))
+            bought = (intent.data.get("purpose") or {}).get("gate") if intent is not None else None
+            if bought is None or payment.voucher_id is None or payment.wallet_id is None:
+                continue  # not a ticket sale (a payment taken through this ledger for something else)
+            voucher = Voucher.decode(bytes.fromhex(payment.data["voucher"]))
+            ts = voucher.body.timestamp_ms
+            if self.store.restore(china_day(ts), payment.wallet_id, payment.voucher_id, bought["sku"],
+                                  int(bought["tickets"]), ts):
+                restored.append(payment.voucher_id)
+        if restored:
+            self.store.set_mark(_RECONCILED, self._reconciled)
+        return restored
 
     def product(self, sku: str) -> Product:
         for p in self.products:
@@ -328,8 +395,9 @@ class Gate:
                 decision.trace = trace
                 return decision
             handed_over = True
-            outcome = PaymentSession(self.ctx, _Held(conn, reader)).pay(product.price * quantity, timeout=timeout,
-                                                                         cancel=cancel)
+            outcome = PaymentSession(self.ctx, _Held(conn, reader)).pay(
+                product.price * quantity, timeout=timeout, cancel=cancel,
+                purpose={"gate": {"sku": sku, "tickets": quantity}})
         finally:
             if not handed_over:
                 conn.release()

@@ -363,6 +363,10 @@ class Ledger:
         for row in self.conn.execute(sql + " ORDER BY seq", args):
             yield _row_entry(row)
 
+    def entry(self, seq: int) -> Entry | None:
+        row = self.conn.execute(f"SELECT {_COLS} FROM entries WHERE seq = ?", (seq,)).fetchone()
+        return _row_entry(row) if row else None
+
     def payment(self, voucher_id: str) -> Entry | None:
         parts = parse_voucher_id(voucher_id)
         if parts is None:

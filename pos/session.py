@@ -199,13 +199,19 @@ class PaymentSession:
         self._issuer_der = b""  # the certificate of the tapped card's issuer, once its chain verified
 
     # -- public -----------------------------------------------------------------------------------------------------
-    def pay(self, amount_fen: int, timeout: float | None = 30.0, cancel: threading.Event | None = None) -> Outcome:
+    def pay(self, amount_fen: int, timeout: float | None = 30.0, cancel: threading.Event | None = None,
+            purpose: dict[str, Any] | None = None) -> Outcome:
         """Prepare a charge of ``amount_fen``, wait for a card and take it. Never raises for anything a card or
-        reader does. ``Outcome.elapsed_ms`` is the tap-to-decision time: from the card entering the field."""
+        reader does. ``Outcome.elapsed_ms`` is the tap-to-decision time: from the card entering the field.
+
+        ``purpose`` (what the money buys, e.g. a gate's tickets) is recorded with the intent, so whoever finds the
+        payment later (a restart, a recovered torn tap) knows what it was for."""
         if amount_fen <= 0:
             raise ValueError("amount must be positive")
-        intent = self._intent = self.ctx.ledger.append(
-            "intent", amount_fen=amount_fen, data={"challenge": secrets.token_bytes(16).hex(), "owner": OWNER})
+        data: dict[str, Any] = {"challenge": secrets.token_bytes(16).hex(), "owner": OWNER}
+        if purpose:
+            data["purpose"] = purpose
+        intent = self._intent = self.ctx.ledger.append("intent", amount_fen=amount_fen, data=data)
         key = (str(self.ctx.ledger.path), intent.seq)
         with _ACTIVE_LOCK:
             _ACTIVE.add(key)

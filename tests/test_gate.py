@@ -214,3 +214,50 @@ def test_a_card_pulled_during_the_proof_is_not_counted(home: Home, clock: Clock)
     assert d is not None and not d.open and d.code == Reason.CARD_REMOVED.value
     assert gate.stats()[0] == 1
     assert tap(gate, c).code == PREPAID and gate.stats()[0] == 2
+
+
+def test_a_sale_the_gate_could_not_record_gets_its_pass_at_restart(home: Home, clock: Clock,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """The gate stopped between the payment's commit and the pass (a crash): at restart the pass is restored from
+    the ledger with no entry used (the gate never opened), its tickets counted as sold once; the visitor enters on
+    it without paying again."""
+    gate = gate_for(home, clock)
+    c = card(home, 1)
+
+    def crash(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("power cut")
+
+    monkeypatch.setattr(gate.store, "buy", crash)
+    with pytest.raises(RuntimeError):
+        tap(gate, c, quantity=2)
+    gate.close()
+    assert c.state.balance_fen == 100_000 - 2 * 7000
+    again = gate_for(home, clock)
+    assert again.stats() == (0, 98)  # sold 2, nobody in yet
+    first = tap(again, c)
+    assert first.open and first.code == PREPAID and first.used == 1 and first.tickets == 2
+    assert tap(again, c).used == 2
+    assert paid(again) == [14000] and again.stats() == (2, 98)
+    again.close()
+    third = gate_for(home, clock)
+    assert third.reconcile() == [] and third.stats() == (2, 98)  # restored once
+
+
+def test_a_torn_ticket_sale_recovered_later_gets_its_pass(home: Home, clock: Clock) -> None:
+    from ecny_nfc.mock import Faults
+    from pos.reasons import Reason
+    from wallet.protocol import INS_PAY
+
+    gate = gate_for(home, clock, window_s=0)
+    gate.ctx.recovery_timeout = 0
+    c = card(home, 1)
+    reader = MockReader()
+    reader.present(c, Faults(tear_at=INS_PAY))
+    torn = gate.admit(reader, "adult", 3, timeout=1)
+    assert torn is not None and not torn.open and torn.code == Reason.CARD_REMOVED.value
+    assert c.state.balance_fen == 100_000 - 3 * 7000  # the card paid; the gate does not know it yet
+    bought = tap(gate, c)  # the wallet comes back: the torn voucher is recovered, and this tap pays for one more
+    assert bought.code == PAID and bought.outcome is not None and len(bought.outcome.recovered) == 1
+    gate.housekeeping()  # while the result shows: the recovered sale's three tickets become a pass
+    assert tap(gate, c).code == PREPAID
+    assert sorted(paid(gate)) == [7000, 21000] and gate.stats() == (2, 96)
