@@ -25,7 +25,8 @@ import secrets
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -178,47 +179,52 @@ class GateStore:
         self.conn.execute("INSERT INTO days (day, entries, sold) VALUES (?, ?, ?) ON CONFLICT(day) DO UPDATE SET "
                           "entries = entries + excluded.entries, sold = sold + excluded.sold", (day, entries, sold))
 
+    @contextmanager
+    def _transaction(self) -> Iterator[None]:
+        """One durable write (all or nothing) under the lock."""
+        with self._lock:
+            self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+                self.conn.execute("COMMIT")
+            except BaseException:
+                self.conn.execute("ROLLBACK")
+                raise
+            self._writes += 1
+
+    def _use(self, pass_id: int, day: int, now_ms: int) -> None:
+        self.conn.execute("UPDATE passes SET used = used + 1, last_entry_ms = ? WHERE id = ?", (now_ms, pass_id))
+        self._bump_day(day, 1, 0)
+
     def buy(self, day: int, wallet_id: str, voucher_id: str | None, sku: str, tickets: int, now_ms: int) -> None:
         """Record a pass of ``tickets`` with its first entry used (a pass restored for this voucher meanwhile
         gets the entry; its tickets are sold once)."""
-        with self._lock:
-            self.conn.execute("BEGIN IMMEDIATE")
-            try:
-                row = self.conn.execute("SELECT id FROM passes WHERE voucher_id = ?", (voucher_id,)).fetchone() \
-                    if voucher_id is not None else None
-                if row is None:
-                    self.conn.execute(
-                        "INSERT INTO passes (day, wallet_id, voucher_id, sku, tickets, used, bought_ms, "
-                        "last_entry_ms) VALUES (?, ?, ?, ?, ?, 1, ?, ?)",
-                        (day, wallet_id, voucher_id, sku, tickets, now_ms, now_ms))
-                    self._bump_day(day, 1, tickets)
-                else:
-                    self.conn.execute("UPDATE passes SET used = used + 1, last_entry_ms = ? WHERE id = ?",
-                                      (now_ms, row[0]))
-                    self._bump_day(day, 1, 0)
-                self.conn.execute("COMMIT")
-                self._writes += 1
-            except BaseException:
-                self.conn.execute("ROLLBACK")
-                raise
+        with self._transaction():
+            row = self.conn.execute("SELECT id FROM passes WHERE voucher_id = ?", (voucher_id,)).fetchone() \
+                if voucher_id is not None else None
+            if row is not None:
+                self._use(row[0], day, now_ms)
+                return
+            self.conn.execute(
+                "INSERT INTO passes (day, wallet_id, voucher_id, sku, tickets, used, bought_ms, last_entry_ms) "
+                "VALUES (?, ?, ?, ?, ?, 1, ?, ?)", (day, wallet_id, voucher_id, sku, tickets, now_ms, now_ms))
+            self._bump_day(day, 1, tickets)
 
     def restore(self, day: int, wallet_id: str, voucher_id: str, sku: str, tickets: int, bought_ms: int) -> bool:
         """Record the pass of a payment the gate never got to record (no entry used yet); False if it exists."""
-        with self._lock:
-            self.conn.execute("BEGIN IMMEDIATE")
-            try:
-                added = self.conn.execute(
-                    "INSERT INTO passes (day, wallet_id, voucher_id, sku, tickets, used, bought_ms, last_entry_ms) "
-                    "VALUES (?, ?, ?, ?, ?, 0, ?, ?) ON CONFLICT(voucher_id) DO NOTHING",
-                    (day, wallet_id, voucher_id, sku, tickets, bought_ms, bought_ms)).rowcount == 1
-                if added:
-                    self._bump_day(day, 0, tickets)
-                self.conn.execute("COMMIT")
-                self._writes += 1
-            except BaseException:
-                self.conn.execute("ROLLBACK")
-                raise
+        with self._transaction():
+            added = self.conn.execute(
+                "INSERT INTO passes (day, wallet_id, voucher_id, sku, tickets, used, bought_ms, last_entry_ms) "
+                "VALUES (?, ?, ?, ?, ?, 0, ?, ?) ON CONFLICT(voucher_id) DO NOTHING",
+                (day, wallet_id, voucher_id, sku, tickets, bought_ms, bought_ms)).rowcount == 1
+            if added:
+                self._bump_day(day, 0, tickets)
         return added
+
+    def enter(self, pass_id: int, day: int, now_ms: int) -> None:
+        """Use one more ticket of a pass."""
+        with self._transaction():
+            self._use(pass_id, day, now_ms)
 
     def mark(self, name: str) -> int:
         with self._lock:
@@ -229,20 +235,6 @@ class GateStore:
         with self._lock:
             self.conn.execute("INSERT INTO marks (name, value) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET "
                               "value = excluded.value", (name, value))
-
-    def enter(self, pass_id: int, day: int, now_ms: int) -> None:
-        """Use one more ticket of a pass."""
-        with self._lock:
-            self.conn.execute("BEGIN IMMEDIATE")
-            try:
-                self.conn.execute("UPDATE passes SET used = used + 1, last_entry_ms = ? WHERE id = ?",
-                                  (now_ms, pass_id))
-                self._bump_day(day, 1, 0)
-                self.conn.execute("COMMIT")
-                self._writes += 1
-            except BaseException:
-                self.conn.execute("ROLLBACK")
-                raise
 
 
 class _Held:
