@@ -12,7 +12,8 @@ ledger is the source of truth for what was paid: each sale's intent says what it
 gives a pass to every ticket payment that has none (see there).
 
 Before charging, the gate reads the wallet's identity (SELECT, READ INFO, certificate chain) to apply the rules; the
-payment itself then runs through :class:`pos.session.PaymentSession` on the same connection. A re-entry on a pass
+payment itself then runs through :class:`pos.session.PaymentSession` on the same connection, starting from that
+read (one read of the card per sale). A re-entry on a pass
 needs a fresh proof of the wallet's key: the gate sends AUTHENTICATE with a random challenge and verifies the
 signature with the certified key before it counts the entry, so a copy of a wallet's certificate and id (a clone
 without its key) cannot use the tickets its original bought.
@@ -44,7 +45,7 @@ from pos.session import Outcome, PaymentSession
 from wallet import apdu as sw
 from wallet.card import china_day
 from wallet.errors import CertificateError, EcnyError, EncodingError, InvalidInput, SignatureError
-from wallet.protocol import AuthRequest
+from wallet.protocol import AuthRequest, CardInfo
 from wallet.voucher import CHALLENGE_SIZE, Voucher
 
 Clock = Callable[[], int]  # milliseconds since the epoch
@@ -375,10 +376,11 @@ class Gate:
         handed_over = False
         try:
             client = WalletClient(conn, trace)
-            wallet_id, key, problem = self._identify(client)
+            card_read, key, problem = self._identify(client)
+            wallet_id = card_read[0].wallet_id if card_read is not None else None
             if problem is not None:
                 return self._stop(problem.value, trace, wallet_id)
-            assert wallet_id is not None and key is not None
+            assert card_read is not None and wallet_id is not None and key is not None
             now_ms = self.clock()
             decision = self.decide_without_payment(wallet_id, quantity, now_ms,
                                                    prove=lambda: self._prove(client, wallet_id, key, now_ms))
@@ -387,7 +389,7 @@ class Gate:
                 decision.trace = trace
                 return decision
             handed_over = True
-            outcome = PaymentSession(self.ctx, _Held(conn, reader)).pay(
+            outcome = PaymentSession(self.ctx, _Held(conn, reader), card_read=card_read).pay(
                 product.price * quantity, timeout=timeout, cancel=cancel,
                 purpose={"gate": {"sku": sku, "tickets": quantity}})
         finally:
@@ -412,8 +414,10 @@ class Gate:
             raise InvalidInput("quantity must be between 1 and 20")
         return self.product(sku)
 
-    def _identify(self, client: WalletClient) -> tuple[str | None, ec.EllipticCurvePublicKey | None, Reason | None]:
-        """The certified wallet id and key of the card in the field, or the reason it has none."""
+    def _identify(self, client: WalletClient) -> tuple[tuple[CardInfo, bytes] | None, ec.EllipticCurvePublicKey | None,
+                                                      Reason | None]:
+        """What the card in the field says (its READ INFO and issuer certificate) and its certified key, or the
+        reason it has none. The payment, if any, goes on from this read."""
         try:
             client.select()
             info, issuer = client.read_wallet(self.ctx.issuers)
@@ -427,10 +431,10 @@ class Gate:
         try:
             cert = self.ctx.issuers.verify(info, issuer, self.ctx.roots, at)
         except CertificateError as exc:
-            return info.wallet_id, None, Reason(exc.reason)
+            return (info, issuer), None, Reason(exc.reason)
         if self.ledger.is_denylisted(info.wallet_id):
-            return info.wallet_id, None, Reason.DENYLISTED
-        return info.wallet_id, cert.public_key, None
+            return (info, issuer), None, Reason.DENYLISTED
+        return (info, issuer), cert.public_key, None
 
     def _prove(self, client: WalletClient, wallet_id: str, key: ec.EllipticCurvePublicKey,
                now_ms: int) -> Reason | None:

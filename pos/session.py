@@ -184,11 +184,17 @@ def _fingerprint(der: bytes) -> str:
 
 
 class PaymentSession:
-    """Takes one payment through a reader."""
+    """Takes one payment through a reader.
 
-    def __init__(self, ctx: TerminalContext, reader: Reader) -> None:
+    ``card_read`` is what READ INFO answered on the reader's first connection, when the caller selected and read
+    the card already (a gate identifies a wallet before it decides to charge): that connection's tap starts from it
+    instead of reading the card again. A card that comes back after a tear is read afresh."""
+
+    def __init__(self, ctx: TerminalContext, reader: Reader, *,
+                 card_read: tuple[CardInfo, bytes] | None = None) -> None:
         self.ctx = ctx
         self.reader = reader
+        self._card_read = card_read
         self.trace: list[TraceEntry] = []
         self._torn_seen = False
         self._intent: Entry | None = None
@@ -280,14 +286,18 @@ class PaymentSession:
     def _tap(self, conn: CardConnection, amount_fen: int, torn: _Torn | None) -> Outcome:
         client = WalletClient(conn, self.trace)
         now_ms = self.ctx.now_ms()
-        try:
-            client.select()
-        except CardStatusError as exc:
-            raise _Decline(Reason.NOT_A_WALLET if exc.status == sw.SW_FILE_NOT_FOUND else Reason.CARD_ERROR,
-                           str(exc)) from None
-        except CardRemoved:
-            self._removed(torn)
-        info, cert = self._read_and_verify(client, now_ms, torn)
+        if self._card_read is not None:  # selected and read on this connection already (a gate identified it)
+            (info, issuer), self._card_read = self._card_read, None
+            cert = self._verify(info, issuer, now_ms)
+        else:
+            try:
+                client.select()
+            except CardStatusError as exc:
+                raise _Decline(Reason.NOT_A_WALLET if exc.status == sw.SW_FILE_NOT_FOUND else Reason.CARD_ERROR,
+                               str(exc)) from None
+            except CardRemoved:
+                self._removed(torn)
+            info, cert = self._read_and_verify(client, now_ms, torn)
         wid = info.wallet_id
         if torn is not None and wid != torn.wallet_id:
             raise _Decline(Reason.CARD_REMOVED, "a different wallet was tapped; tap the wallet that was removed",
@@ -329,13 +339,16 @@ class PaymentSession:
             raise _Decline(Reason.CARD_ERROR, str(exc)) from None
         except EncodingError as exc:
             raise _Decline(Reason.CARD_ERROR, f"wallet info does not parse: {exc}") from None
+        return info, self._verify(info, issuer, now_ms)
+
+    def _verify(self, info: CardInfo, issuer: bytes, now_ms: int) -> WalletCertInfo:
         at = dt.datetime.fromtimestamp(now_ms / 1000, dt.UTC)
         try:
             cert = self.ctx.issuers.verify(info, issuer, self.ctx.roots, at)
         except CertificateError as exc:
             raise _Decline(Reason(exc.reason), str(exc), wallet_id=info.wallet_id) from None
         self._issuer_der = issuer
-        return info, cert
+        return cert
 
     def _charge(self, client: WalletClient, info: CardInfo, cert: WalletCertInfo, amount_fen: int, now_ms: int,
                 recovered: list[str]) -> Outcome:

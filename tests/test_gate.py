@@ -59,7 +59,9 @@ def test_a_tap_pays_one_ticket_and_opens(home: Home, clock: Clock) -> None:
     assert (d.entries_today, d.remaining) == (1, 99)
     assert paid(gate) == [7000] and c.state.balance_fen == 100_000 - 7000
     assert d.to_json("en")["gate"]["open"] is True
-    assert d.trace and d.trace[-1].meaning.startswith("PAY")
+    # one read of the wallet serves the rules and the payment: no second SELECT / READ INFO
+    assert [t.meaning.split(":")[0] for t in d.trace] == ["SELECT", "READ INFO", "GET RESPONSE", "GET RESPONSE",
+                                                          "PAY"]
 
 
 def test_anti_passback_refuses_within_the_window_then_sells_again(home: Home, clock: Clock) -> None:
@@ -261,3 +263,23 @@ def test_a_torn_ticket_sale_recovered_later_gets_its_pass(home: Home, clock: Clo
     gate.housekeeping()  # while the result shows: the recovered sale's three tickets become a pass
     assert tap(gate, c).code == PREPAID
     assert sorted(paid(gate)) == [7000, 21000] and gate.stats() == (2, 96)
+
+
+def test_a_wallet_back_after_a_tear_is_read_again(home: Home, clock: Clock) -> None:
+    """The gate's own read serves only the first connection: the wallet that left mid-PAY and came back is read
+    afresh (its counter moved), and its voucher is recovered, once."""
+    from ecny_nfc.mock import Faults
+    from wallet.protocol import INS_PAY
+
+    gate = gate_for(home, clock)
+    gate.ctx.recovery_timeout = 2
+    c = card(home, 1)
+    reader = MockReader()
+    reader.present(c, Faults(tear_at=INS_PAY))
+    reader.present(c)
+    d = gate.admit(reader, "adult", 1, timeout=1)
+    assert d is not None and d.open and d.code == PAID
+    names = [t.meaning.split(":")[0] for t in d.trace]
+    assert names.count("SELECT") == 2 and names.count("READ INFO") == 2
+    assert names[-1] == "GET LAST TRANSACTION" and d.outcome is not None and d.outcome.torn
+    assert paid(gate) == [7000] and c.state.balance_fen == 100_000 - 7000
