@@ -69,16 +69,16 @@ def _batch() -> list[UploadItem]:
     return items
 
 
-def _operator(tmp_path: Path, name: str, threads: int) -> Operator:
-    return Operator(make_engine(f"sqlite:///{tmp_path / name}"), PKI, offline_single_max=2_500 * 100,
-                    verify_threads=threads)
+def _operator(url: str, threads: int) -> Operator:
+    return Operator(make_engine(url), PKI, offline_single_max=2_500 * 100, verify_threads=threads)
 
 
 @pytest.mark.parametrize("threads", [2, 4])
-def test_threads_answer_like_one_thread(tmp_path: Path, threads: int) -> None:
+def test_threads_answer_like_one_thread(tmp_path: Path, operator_db: str, threads: int) -> None:
+    """On every storage, settling on helper threads answers what one thread on SQLite answers."""
     items = _batch()
     assert len(items) > 4 * VERIFY_CHUNK
-    serial, parallel = _operator(tmp_path, "serial.db", 1), _operator(tmp_path, "parallel.db", threads)
+    serial, parallel = _operator(f"sqlite:///{tmp_path / 'serial.db'}", 1), _operator(operator_db, threads)
     try:
         expected = serial.settle(TERMINAL, items)
         got = parallel.settle(TERMINAL, items)
@@ -96,10 +96,10 @@ def test_threads_answer_like_one_thread(tmp_path: Path, threads: int) -> None:
         parallel.close()
 
 
-def test_concurrent_batches_share_the_helpers(tmp_path: Path) -> None:
+def test_concurrent_batches_share_the_helpers(tmp_path: Path, operator_db: str) -> None:
     """Two requests settling at once share the helper threads: both finish, and each voucher settles once."""
     items = _batch()
-    serial, parallel = _operator(tmp_path, "serial.db", 1), _operator(tmp_path, "parallel.db", 2)
+    serial, parallel = _operator(f"sqlite:///{tmp_path / 'serial.db'}", 1), _operator(operator_db, 2)
     try:
         first, again = serial.settle(TERMINAL, items), serial.settle(TERMINAL, items)
         with ThreadPoolExecutor(2) as ex:

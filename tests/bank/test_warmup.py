@@ -20,8 +20,8 @@ def _counts(op: Operator) -> dict[str, int]:
         return {t.name: conn.execute(select(func.count()).select_from(t)).scalar() for t in metadata.sorted_tables}
 
 
-def test_warm_up_writes_nothing_and_settling_works_after(tmp_path: Path) -> None:
-    op = Operator(make_engine(f"sqlite:///{tmp_path / 'op.db'}"), PKI, {"CMGQ0001": "320508000000101"},
+def test_warm_up_writes_nothing_and_settling_works_after(operator_db: str) -> None:
+    op = Operator(make_engine(operator_db), PKI, {"CMGQ0001": "320508000000101"},
                   verify_threads=2)
     try:
         before = _counts(op)
