@@ -144,6 +144,7 @@ TEXTS: dict[str, tuple[str, str]] = {
     "fault.corrupt": ("损坏第 {n} 条应答", "corrupt response {n}"),
     "fault.slow": ("慢卡（每条指令 +{s} 秒）", "slow card (+{s} s per APDU)"),
     "fault.clone": ("用此卡的克隆卡碰", "tap a fresh clone of this card"),
+    "fault.clone_keyless": ("用无密钥的复制卡碰（仅复制卡号与证书）", "tap a copy without the key (id, certificate)"),
     "trace.title": ("上一次碰卡的 APDU 记录（{n} 条）", "APDU trace of the last tap ({n} exchanges)"),
     "trace.empty": ("还没有碰卡", "no tap yet"),
     "trace.no_answer": ("（无应答：钱包已离开）", "(no answer: the card left the field)"),

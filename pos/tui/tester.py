@@ -19,7 +19,7 @@ from pos.tui.base import KeyBar, TerminalScreen
 from wallet.errors import EcnyError
 from wallet.ids import mask_wallet_id
 
-FAULTS = ("none", "tear", "corrupt", "slow", "clone")
+FAULTS = ("none", "tear", "corrupt", "slow", "clone", "clone_keyless")
 SLOW_STEP_S = 0.5
 
 
@@ -143,7 +143,7 @@ class TesterScreen(TerminalScreen):
             self.notify(self.t("tester.not_armed"), severity="warning")
             return None
         card_id = self.cards[self.query_one("#cards", DataTable).cursor_row]["card_id"]
-        clone = self.fault == "clone"
+        clone = {"clone": "with_key", "clone_keyless": "without_key"}.get(self.fault)
         faults = self.faults()
         self.fault = "none"  # a fault is for one tap
         self.last = self.t("tester.tapping", card=card_id)
@@ -152,12 +152,12 @@ class TesterScreen(TerminalScreen):
         return None
 
     @work(thread=True, group="tap", exit_on_error=False)
-    def _tap(self, card_id: str, faults: Faults | None, clone: bool) -> None:
+    def _tap(self, card_id: str, faults: Faults | None, clone: str | None) -> None:
         rt = self.tapp.runtime
         assert rt.broker is not None
         try:
-            if clone:
-                card_id = rt.home.cards.clone(card_id).card_id
+            if clone is not None:
+                card_id = rt.home.cards.clone(card_id, with_key=clone == "with_key").card_id
             result = rt.broker.tap(card_id, faults=faults, timeout=max(5.0, self.tapp.charge_timeout_s()))
             self.post_message(TapDone(card_id, result, None))
         except EcnyError as exc:

@@ -79,3 +79,22 @@ def test_fault_for_the_next_tap_tears_it_and_a_clone_taps_offline(home: Home) ->
         assert home.cards.load("c0001").counter == 1
 
     asyncio.run(scenario())
+
+
+def test_a_copy_without_the_key_is_declined_for_its_signature(home: Home) -> None:
+    async def scenario() -> None:
+        app = clerk(home)
+        async with app.run_test(size=(80, 24)) as pilot:
+            await pilot.press("3", "enter", "f2")
+            await until(pilot, lambda: showing(app, TesterScreen))
+            for _ in range(5):
+                await pilot.press("f4")
+            assert app.screen.fault == "clone_keyless"
+            assert "copy without the key" in text_of(app.screen.query_one("#fault", Static))
+            await pilot.press("enter")
+            await until(pilot, lambda: showing(app, ResultScreen))
+            assert app.screen.outcome.reason.value == "bad_signature"
+        copies = [home.cards.load(i) for i in home.cards.ids() if home.cards.load(i).clone_of == "c0001"]
+        assert len(copies) == 1 and copies[0].key_pem != home.cards.load("c0001").key_pem
+
+    asyncio.run(scenario())
