@@ -1,7 +1,10 @@
 """Sync throughput: 10,000 pending vouchers from one terminal to a fresh operator (SQLite, one worker process),
 and the operator's ingest rate against the raw ECDSA P-256 verify ceiling measured in the same run.
 
-    .venv/bin/python benchmarks/sync_throughput.py [--vouchers 10000] [--batch 500]
+    .venv/bin/python benchmarks/sync_throughput.py [--vouchers 10000] [--batch 500] [--postgres URL]
+
+With ``--postgres postgresql+psycopg://postgres@127.0.0.1:5432/test`` the operators keep their books on that server
+instead (each in a schema of its own, dropped afterwards); the bar is stated for the embedded SQLite default.
 
 Vouchers are signed directly with the cards' keys (as the card would) and recorded through the payment session's
 own ledger code, instead of tapping 10,000 times. The operator runs as a separate process (``pos operator serve``).
@@ -151,7 +154,51 @@ def ingest(home: Home, url: str, batch: int) -> tuple[int, float]:
     return settled, elapsed
 
 
-def ingest_in_process(home: Home, db: Path, batch: int) -> tuple[int, float]:
+class Databases:
+    """The operators' databases: SQLite files under the home, or schemas on a PostgreSQL server."""
+
+    def __init__(self, root: Path, postgres: str | None) -> None:
+        self.root, self.postgres = root, postgres
+        self.schemas: list[str] = []
+        self._admin = None
+        if postgres:
+            import psycopg
+
+            self._admin = psycopg.connect(postgres.replace("+psycopg", ""), autocommit=True)
+
+    def url(self, name: str) -> str:
+        """A new empty database ``name``."""
+        if self._admin is None:
+            (self.root / "operator").mkdir(parents=True, exist_ok=True)
+            return f"sqlite:///{self.root / 'operator' / f'{name}.db'}"
+        schema = f"ecny_bench_{name}_{secrets.token_hex(4)}"
+        self._admin.execute(f'CREATE SCHEMA "{schema}"')
+        self.schemas.append(schema)
+        sep = "&" if "?" in self.postgres else "?"  # type: ignore[operator]
+        return f"{self.postgres}{sep}options=-csearch_path%3D{schema}"
+
+    def copy(self, source: str, target: str) -> None:
+        """Make ``target`` a copy of ``source`` (both from :meth:`url`)."""
+        if self._admin is None:
+            with sqlite3.connect(source.removeprefix("sqlite:///")) as src, \
+                    sqlite3.connect(target.removeprefix("sqlite:///")) as dst:
+                src.backup(dst)
+            return
+        from bank.schema import make_engine, metadata
+
+        make_engine(target).dispose()  # the schema's tables and constraints
+        src, dst = (url.rsplit("%3D", 1)[1] for url in (source, target))
+        for table in metadata.sorted_tables:
+            self._admin.execute(f'INSERT INTO "{dst}"."{table.name}" SELECT * FROM "{src}"."{table.name}"')
+
+    def close(self) -> None:
+        if self._admin is not None:
+            for schema in self.schemas:
+                self._admin.execute(f'DROP SCHEMA "{schema}" CASCADE')
+            self._admin.close()
+
+
+def ingest_in_process(home: Home, db: str, batch: int) -> tuple[int, float]:
     """The operator's settlement core alone (no HTTP): the same batches through :meth:`Operator.settle`."""
     from bank.service import Operator, TerminalRecord, UploadItem
 
@@ -160,7 +207,7 @@ def ingest_in_process(home: Home, db: Path, batch: int) -> tuple[int, float]:
         ders = {fp: ledger.certificate(fp) for e in outbox for fp in (e.data["cert"], e.data["issuer"])}
     batches = [[UploadItem(bytes.fromhex(e.data["voucher"]), ders[e.data["cert"]], ders[e.data["issuer"]])
                 for e in outbox[i:i + batch]] for i in range(0, len(outbox), batch)]
-    op = Operator.for_home(home, f"sqlite:///{db}")
+    op = Operator.for_home(home, db)
     try:
         op.warm_up()  # as `pos operator serve` does before it listens
         term = TerminalRecord(TERMINAL, MERCHANT)
@@ -175,10 +222,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--vouchers", type=int, default=10_000)
     ap.add_argument("--batch", type=int, default=500)
+    ap.add_argument("--postgres", metavar="URL", help="keep the operators' books on this PostgreSQL server")
     args = ap.parse_args()
     root = Path(tempfile.mkdtemp(prefix="ecny-bench-"))
     home = Home(root)
-    proc, url = start_operator(root)
+    dbs = Databases(root, args.postgres)
+    db1 = dbs.url("operator")
+    proc, url = start_operator(root, db1)
     procs = [proc]
     try:
         provision_terminal(home, TERMINAL, url)
@@ -190,12 +240,10 @@ def main() -> None:
 
         # 1. ingest: the same vouchers posted straight to a second operator whose database is a copy of the first
         #    one before any settlement (same terminals and wallets on file, no vouchers)
-        db1, db2 = root / "operator" / "operator.db", root / "operator" / "ingest.db"
-        db3 = root / "operator" / "core.db"
+        db2, db3 = dbs.url("ingest"), dbs.url("core")
         for target in (db2, db3):
-            with sqlite3.connect(db1) as src, sqlite3.connect(target) as dst:
-                src.backup(dst)
-        proc2, url2 = start_operator(root, f"sqlite:///{db2}")
+            dbs.copy(db1, target)
+        proc2, url2 = start_operator(root, db2)
         procs.append(proc2)
         settled_i, ingest_s = ingest(home, url2, args.batch)
         settled_c, core_s = ingest_in_process(home, db3, args.batch)
@@ -208,9 +256,11 @@ def main() -> None:
         for p in procs:
             p.terminate()
             p.wait(10)
+        dbs.close()
     ingest_rate = settled_i / ingest_s
     out = {
         "vouchers": args.vouchers, "batch": args.batch, "cpu_count": os.cpu_count(),
+        "operator_db": "postgresql" if args.postgres else "sqlite",
         "generate_s": round(gen_s, 2),
         "sync": {"wall_s": round(sync_s, 2), "vouchers_per_s": round(result.settled / sync_s),
                  "settled": result.settled, "pending": result.pending},
