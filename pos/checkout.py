@@ -8,6 +8,11 @@ from collections.abc import Callable
 from ecny_nfc.reader import Reader
 from pos.home import Home
 from pos.session import Outcome, PaymentSession
+from wallet.errors import EcnyError
+
+
+class CheckoutClosed(EcnyError):
+    """A charge was asked of a terminal that is shutting down."""
 
 
 class Checkout:
@@ -23,6 +28,7 @@ class Checkout:
         self.ctx = home.context(terminal_id, self.ledger)
         self._recovery_timeout = self.ctx.recovery_timeout
         self._lock = threading.Lock()
+        self._closed = False
 
     def take(self, reader: Reader, amount_fen: int, *, timeout: float | None = 30.0,
              cancel: threading.Event | None = None, recovery_timeout: float | None = None,
@@ -32,6 +38,8 @@ class Checkout:
         ``after_pay`` is a tester's fault hook that runs right after the card answers PAY (e.g. a power loss).
         """
         with self._lock:
+            if self._closed:
+                raise CheckoutClosed("the terminal is shutting down")
             self.ctx.after_pay = after_pay
             self.ctx.recovery_timeout = self._recovery_timeout if recovery_timeout is None else recovery_timeout
             try:
@@ -42,11 +50,15 @@ class Checkout:
     def idle(self) -> None:
         """Between customers: copy the write-ahead log into the database when enough commits went by."""
         with self._lock:
-            self.ledger.checkpoint()
+            if not self._closed:
+                self.ledger.checkpoint()
 
     def close(self) -> None:
+        """Close the ledger, once a charge under way has finished (later charges are refused)."""
         with self._lock:
-            self.ledger.close()
+            if not self._closed:
+                self._closed = True
+                self.ledger.close()
 
     def __enter__(self) -> Checkout:
         return self

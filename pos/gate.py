@@ -169,12 +169,19 @@ class GateStore:
             row = self.conn.execute("SELECT entries, sold FROM days WHERE day = ?", (day,)).fetchone()
         return (row[0], row[1]) if row else (0, 0)
 
-    def latest_pass(self, wallet_id: str) -> tuple[int, int, int, int, int] | None:
-        """(id, day, tickets, used, last_entry_ms) of the wallet's newest pass."""
+    def usable_pass(self, wallet_id: str, day: int) -> tuple[int, int, int, int] | None:
+        """(id, tickets, used, last_entry_ms) of the wallet's oldest pass of ``day`` with a ticket left."""
         with self._lock:
             return self.conn.execute(
-                "SELECT id, day, tickets, used, last_entry_ms FROM passes WHERE wallet_id = ? ORDER BY id DESC "
-                "LIMIT 1", (wallet_id,)).fetchone()
+                "SELECT id, tickets, used, last_entry_ms FROM passes WHERE wallet_id = ? AND day = ? "
+                "AND used < tickets ORDER BY id LIMIT 1", (wallet_id, day)).fetchone()
+
+    def last_entered(self, wallet_id: str) -> tuple[int, int, int] | None:
+        """(tickets, used, last_entry_ms) of the pass the wallet last entered on (anti-passback)."""
+        with self._lock:
+            return self.conn.execute(
+                "SELECT tickets, used, last_entry_ms FROM passes WHERE wallet_id = ? AND used > 0 "
+                "ORDER BY last_entry_ms DESC LIMIT 1", (wallet_id,)).fetchone()
 
     def _bump_day(self, day: int, entries: int, sold: int) -> None:
         self.conn.execute("INSERT INTO days (day, entries, sold) VALUES (?, ?, ?) ON CONFLICT(day) DO UPDATE SET "
@@ -193,6 +200,14 @@ class GateStore:
                 raise
             self._writes += 1
 
+    def _insert_pass(self, day: int, wallet_id: str, voucher_id: str | None, sku: str, tickets: int, used: int,
+                     bought_ms: int, last_entry_ms: int) -> bool:
+        """A new pass; False (and nothing written) when the voucher has one already."""
+        return self.conn.execute(
+            "INSERT INTO passes (day, wallet_id, voucher_id, sku, tickets, used, bought_ms, last_entry_ms) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(voucher_id) DO NOTHING",
+            (day, wallet_id, voucher_id, sku, tickets, used, bought_ms, last_entry_ms)).rowcount == 1
+
     def _use(self, pass_id: int, day: int, now_ms: int) -> None:
         self.conn.execute("UPDATE passes SET used = used + 1, last_entry_ms = ? WHERE id = ?", (now_ms, pass_id))
         self._bump_day(day, 1, 0)
@@ -206,18 +221,13 @@ class GateStore:
             if row is not None:
                 self._use(row[0], day, now_ms)
                 return
-            self.conn.execute(
-                "INSERT INTO passes (day, wallet_id, voucher_id, sku, tickets, used, bought_ms, last_entry_ms) "
-                "VALUES (?, ?, ?, ?, ?, 1, ?, ?)", (day, wallet_id, voucher_id, sku, tickets, now_ms, now_ms))
+            self._insert_pass(day, wallet_id, voucher_id, sku, tickets, 1, now_ms, now_ms)
             self._bump_day(day, 1, tickets)
 
     def restore(self, day: int, wallet_id: str, voucher_id: str, sku: str, tickets: int, bought_ms: int) -> bool:
         """Record the pass of a payment the gate never got to record (no entry used yet); False if it exists."""
         with self._transaction():
-            added = self.conn.execute(
-                "INSERT INTO passes (day, wallet_id, voucher_id, sku, tickets, used, bought_ms, last_entry_ms) "
-                "VALUES (?, ?, ?, ?, ?, 0, ?, ?) ON CONFLICT(voucher_id) DO NOTHING",
-                (day, wallet_id, voucher_id, sku, tickets, bought_ms, bought_ms)).rowcount == 1
+            added = self._insert_pass(day, wallet_id, voucher_id, sku, tickets, 0, bought_ms, 0)
             if added:
                 self._bump_day(day, 0, tickets)
         return added
@@ -292,8 +302,8 @@ class Gate:
     def reconcile(self) -> list[str]:
         """Give every ticket payment in the ledger its pass: one the gate could not record (it stopped between the
         payment's commit and the pass) or one recovered later from a torn tap. Such a pass has no entry used yet:
-        the gate never opened for it. Returns the voucher ids restored; idempotent (passes are unique by voucher).
-        """
+        the gate never opened for it. A payment refunded meanwhile gets none. Returns the voucher ids restored;
+        idempotent (passes are unique by voucher)."""
         restored: list[str] = []
         for payment in self.ledger.entries(kind="payment", since_seq=self._reconciled):
             self._reconciled = payment.seq  # only what was read: a payment committed meanwhile is read next time
@@ -301,6 +311,8 @@ class Gate:
             bought = (intent.data.get("purpose") or {}).get("gate") if intent is not None else None
             if bought is None or payment.voucher_id is None or payment.wallet_id is None:
                 continue  # not a ticket sale (a payment taken through this ledger for something else)
+            if self.ledger.refund_count(payment.voucher_id):
+                continue  # refunded before it was ever a pass: the visitor has the money, not the tickets
             voucher = Voucher.decode(bytes.fromhex(payment.data["voucher"]))
             ts = voucher.body.timestamp_ms
             if self.store.restore(china_day(ts), payment.wallet_id, payment.voucher_id, bought["sku"],
@@ -323,23 +335,25 @@ class Gate:
 
     # -- the rules --------------------------------------------------------------------------------------------------
     def decide_without_payment(self, wallet_id: str, quantity: int, now_ms: int,
-                               prove: Callable[[], Reason | None] | None = None) -> GateDecision | None:
+                               prove: Callable[[], Reason | None]) -> GateDecision | None:
         """Apply pass, anti-passback and capacity rules; None means "charge the wallet for new tickets".
 
-        ``prove`` is asked before an entry on a pass is counted (the card's proof of its key); a reason from it
-        stops the visitor and counts nothing."""
+        A ticket left on one of today's passes is used first (the oldest pass). ``prove`` is asked before that
+        entry is counted (the card's proof of its key); a reason from it stops the visitor and counts nothing."""
         day = china_day(now_ms)
-        latest = self.store.latest_pass(wallet_id)
-        if latest is not None:
-            pass_id, pass_day, tickets, used, last_ms = latest
-            if pass_day == day and used < tickets:
-                problem = prove() if prove is not None else None
-                if problem is not None:
-                    return self._stop(problem.value, [], wallet_id)
-                self.store.enter(pass_id, day, now_ms)
-                entries, remaining = self.stats(now_ms)
-                return GateDecision(True, PREPAID, entries, remaining, wallet_id=wallet_id, tickets=tickets,
-                                    used=used + 1, last_entry_ms=last_ms, time_ms=now_ms)
+        usable = self.store.usable_pass(wallet_id, day)
+        if usable is not None:
+            pass_id, tickets, used, last_ms = usable
+            problem = prove()
+            if problem is not None:
+                return self._stop(problem.value, [], wallet_id)
+            self.store.enter(pass_id, day, now_ms)
+            entries, remaining = self.stats(now_ms)
+            return GateDecision(True, PREPAID, entries, remaining, wallet_id=wallet_id, tickets=tickets,
+                                used=used + 1, last_entry_ms=last_ms or None, time_ms=now_ms)
+        last = self.store.last_entered(wallet_id)
+        if last is not None:
+            tickets, used, last_ms = last
             if now_ms - last_ms < self.settings.passback_window_s * 1000:
                 entries, remaining = self.stats(now_ms)
                 return GateDecision(False, ANTI_PASSBACK, entries, remaining, wallet_id=wallet_id, tickets=tickets,
@@ -381,6 +395,14 @@ class Gate:
             if problem is not None:
                 return self._stop(problem.value, trace, wallet_id)
             assert card_read is not None and wallet_id is not None and key is not None
+            if self.ledger.open_intents(wallet_id):  # it left mid-PAY here before: settle that first
+                settling = PaymentSession(self.ctx, reader)
+                settling.trace = trace
+                recovered, problem = settling.settle_open(conn, card_read)
+                if problem is not None:
+                    return self._stop(problem.value, trace, wallet_id)
+                if recovered:
+                    self.reconcile()  # the recovered sale's tickets are a pass now: no charge for them again
             now_ms = self.clock()
             decision = self.decide_without_payment(wallet_id, quantity, now_ms,
                                                    prove=lambda: self._prove(client, wallet_id, key, now_ms))
@@ -448,6 +470,8 @@ class Gate:
             return Reason.CARD_BLOCKED if exc.status == sw.SW_AUTH_METHOD_BLOCKED else Reason.CARD_ERROR
         except SignatureError:
             return Reason.BAD_SIGNATURE
+        except EcnyError:  # a malformed answer (ApduError, EncodingError) or a reader failure
+            return Reason.CARD_ERROR
         return None
 
     def _stop(self, code: str, trace: list[TraceEntry], wallet_id: str | None = None) -> GateDecision:

@@ -202,7 +202,8 @@ def _row_entry(row: tuple[Any, ...]) -> Entry:
 
 
 class Ledger:
-    """One terminal's ledger file. Safe for several processes; one connection per thread."""
+    """One terminal's ledger file. Safe for several processes; one connection per thread, or one shared by threads
+    that take turns (a running terminal's :class:`pos.checkout.Checkout` holds a lock around each charge)."""
 
     def __init__(self, path: Path, key: bytes | None = None) -> None:
         self.path = Path(path)
@@ -366,6 +367,11 @@ class Ledger:
     def entry(self, seq: int) -> Entry | None:
         row = self.conn.execute(f"SELECT {_COLS} FROM entries WHERE seq = ?", (seq,)).fetchone()
         return _row_entry(row) if row else None
+
+    def refund_count(self, voucher_id: str) -> int:
+        """How many refunds of the voucher this terminal has recorded."""
+        return self.conn.execute("SELECT COUNT(*) FROM entries WHERE kind = 'refund' AND voucher_id = ?",
+                                 (voucher_id,)).fetchone()[0]
 
     def payment(self, voucher_id: str) -> Entry | None:
         parts = parse_voucher_id(voucher_id)

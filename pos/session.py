@@ -236,6 +236,20 @@ class PaymentSession:
         outcome.elapsed_ms = (decided - self._tap_started) * 1e3 if self._tap_started else 0.0
         return outcome
 
+    def settle_open(self, conn: CardConnection, card_read: tuple[CardInfo, bytes]) -> tuple[list[str], Reason | None]:
+        """Settle, without charging, the open intents of this terminal that the card in the field can answer (its
+        own torn payments, orphans), from what READ INFO answered on ``conn``. Returns the voucher ids recovered
+        and recorded, or the reason the card could not be asked. A gate does this before it decides whether a
+        returning visitor still has to pay."""
+        info, issuer = card_read
+        client = WalletClient(conn, self.trace)
+        try:
+            cert = self._verify(info, issuer, self.ctx.now_ms())
+            results = self._resolve_intents(client, info, cert, None)
+        except _Decline as exc:
+            return [], exc.reason
+        return [v for v in results.values() if v not in ("void", "unresolved", "open")], None
+
     # -- the flow ---------------------------------------------------------------------------------------------------
     def _pay(self, amount_fen: int, timeout: float | None, cancel: threading.Event | None) -> Outcome:
         torn: _Torn | None = None

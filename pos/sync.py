@@ -258,9 +258,7 @@ def request_refund(home: Home, terminal_id: str, voucher_id: str, amount_fen: in
             if settlement is None or settlement.get("status") not in SETTLED_STATUSES:
                 why = "not settled yet" if settlement is None else f"rejected ({settlement.get('reason')})"
                 raise RefundRefused(f"voucher {voucher_id} cannot be refunded: {why}")
-            n = ledger.conn.execute("SELECT COUNT(*) FROM entries WHERE kind = 'refund' AND voucher_id = ?",
-                                    (voucher_id,)).fetchone()[0]
-            refund_id = f"{terminal_id}-{voucher_id}-R{n + 1}"
+            refund_id = f"{terminal_id}-{voucher_id}-R{ledger.refund_count(voucher_id) + 1}"
             answer = cli.refund(refund_id, voucher_id, amount_fen)
             ledger.append("refund", voucher_id=voucher_id, wallet_id=payment.wallet_id, counter=payment.counter,
                           amount_fen=int(answer["amount_fen"]),

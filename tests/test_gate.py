@@ -245,7 +245,10 @@ def test_a_sale_the_gate_could_not_record_gets_its_pass_at_restart(home: Home, c
     assert third.reconcile() == [] and third.stats() == (2, 98)  # restored once
 
 
-def test_a_torn_ticket_sale_recovered_later_gets_its_pass(home: Home, clock: Clock) -> None:
+def test_a_visitor_back_after_a_torn_sale_enters_on_it_without_paying_again(home: Home, clock: Clock) -> None:
+    """The card paid and left before the gate heard it: when the wallet is back, the gate reads that payment back
+    first (GET LAST TRANSACTION), turns it into a pass and lets the visitor in on it, proving the key; nothing is
+    charged twice."""
     from ecny_nfc.mock import Faults
     from pos.reasons import Reason
     from wallet.protocol import INS_PAY
@@ -258,11 +261,32 @@ def test_a_torn_ticket_sale_recovered_later_gets_its_pass(home: Home, clock: Clo
     torn = gate.admit(reader, "adult", 3, timeout=1)
     assert torn is not None and not torn.open and torn.code == Reason.CARD_REMOVED.value
     assert c.state.balance_fen == 100_000 - 3 * 7000  # the card paid; the gate does not know it yet
-    bought = tap(gate, c)  # the wallet comes back: the torn voucher is recovered, and this tap pays for one more
-    assert bought.code == PAID and bought.outcome is not None and len(bought.outcome.recovered) == 1
-    gate.housekeeping()  # while the result shows: the recovered sale's three tickets become a pass
-    assert tap(gate, c).code == PREPAID
-    assert sorted(paid(gate)) == [7000, 21000] and gate.stats() == (2, 96)
+    back = tap(gate, c)
+    assert back.open and back.code == PREPAID and (back.used, back.tickets) == (1, 3)
+    names = [t.meaning.split(":")[0] for t in back.trace]
+    assert "GET LAST TRANSACTION" in names and names[-1] == "AUTHENTICATE" and "PAY" not in names
+    assert [tap(gate, c).used for _ in range(2)] == [2, 3]
+    assert paid(gate) == [21000] and gate.stats() == (3, 97)
+    assert tap(gate, c).code == PAID  # the three tickets are used: a new sale
+
+
+def test_a_torn_sale_read_back_the_next_day_does_not_hide_todays_pass(home: Home, clock: Clock) -> None:
+    """Yesterday's ticket (torn, read back today) becomes yesterday's pass; today's tickets are bought and used on
+    today's pass, whatever order the passes were recorded in."""
+    from ecny_nfc.mock import Faults
+    from wallet.protocol import INS_PAY
+
+    gate = gate_for(home, clock, window_s=0)
+    gate.ctx.recovery_timeout = 0
+    c = card(home, 1)
+    reader = MockReader()
+    reader.present(c, Faults(tear_at=INS_PAY))
+    assert not gate.admit(reader, "adult", 1, timeout=1).open
+    clock.ms += 86_400_000
+    bought = tap(gate, c, quantity=3)
+    assert bought.code == PAID and bought.tickets == 3
+    assert [tap(gate, c).code for _ in range(2)] == [PREPAID, PREPAID]
+    assert sorted(paid(gate)) == [7000, 21000]
 
 
 def test_a_wallet_back_after_a_tear_is_read_again(home: Home, clock: Clock) -> None:
@@ -283,3 +307,49 @@ def test_a_wallet_back_after_a_tear_is_read_again(home: Home, clock: Clock) -> N
     assert names.count("SELECT") == 2 and names.count("READ INFO") == 2
     assert names[-1] == "GET LAST TRANSACTION" and d.outcome is not None and d.outcome.torn
     assert paid(gate) == [7000] and c.state.balance_fen == 100_000 - 7000
+
+
+def test_a_garbled_answer_to_the_proof_stops_the_visitor_not_the_gate(home: Home, clock: Clock) -> None:
+    from pos.reasons import Reason
+    from wallet.protocol import INS_AUTHENTICATE
+
+    class Garbled:
+        """The wallet, except that its AUTHENTICATE answer is one byte (no status word)."""
+
+        def __init__(self, inner: WalletApplet) -> None:
+            self.inner = inner
+
+        def reset(self) -> None:
+            self.inner.reset()
+
+        def process(self, apdu: bytes) -> bytes:
+            out = self.inner.process(apdu)
+            return out[:1] if apdu[1] == INS_AUTHENTICATE else out
+
+    gate = gate_for(home, clock)
+    c = card(home, 1)
+    assert tap(gate, c, quantity=2).open
+    d = tap(gate, Garbled(c))  # type: ignore[arg-type]
+    assert not d.open and d.code == Reason.CARD_ERROR.value
+    assert gate.stats()[0] == 1
+    assert tap(gate, c).code == PREPAID
+
+
+def test_a_sale_refunded_before_the_gate_recorded_it_gets_no_pass(home: Home, clock: Clock,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    gate = gate_for(home, clock)
+    c = card(home, 1)
+
+    def crash(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("power cut")
+
+    monkeypatch.setattr(gate.store, "buy", crash)
+    with pytest.raises(RuntimeError):
+        tap(gate, c, quantity=2)
+    [payment] = gate.ledger.entries(kind="payment")
+    gate.ledger.append("refund", voucher_id=payment.voucher_id, wallet_id=payment.wallet_id, counter=payment.counter,
+                       amount_fen=payment.amount_fen, data={"refund_id": f"{GATE}-{payment.voucher_id}-R1"})
+    gate.close()
+    again = gate_for(home, clock)
+    assert again.stats() == (0, 100)
+    assert tap(again, c).code == PAID

@@ -112,3 +112,19 @@ def test_stale_socket_is_replaced_and_a_second_terminal_is_refused(home: Home) -
     finally:
         rt.close()
     assert not path.exists()
+
+
+def test_a_charge_after_the_terminal_closed_is_refused_cleanly(home: Home, capsys: pytest.CaptureFixture[str]) -> None:
+    rt = Runtime(home, TID, MockReader())
+    rt.listen()
+    t, out = charging(rt, 100)
+    assert main(["--home", str(home.root), "card", "tap", "c0001", "--terminal", TID]) == 0
+    t.join(5)
+    checkout = rt._checkout
+    rt.close()
+    assert checkout is not None
+    checkout.idle()  # a worker finishing after the close: nothing to do, no error
+    late = rt.charge(100, 0.1, threading.Event())
+    assert late.reason is not None and late.reason.value == "terminal_error" and "shutting down" in late.detail
+    assert rt._checkout is checkout  # no new connection opened after the close
+    capsys.readouterr()

@@ -15,7 +15,7 @@ from typing import Any
 from ecny_nfc.mock import MockReader
 from ecny_nfc.reader import Reader
 from pos.card_client import TraceEntry
-from pos.checkout import Checkout
+from pos.checkout import Checkout, CheckoutClosed
 from pos.home import Home
 from pos.reasons import Reason
 from pos.session import Outcome
@@ -44,6 +44,7 @@ class Runtime:
     last_trace: list[TraceEntry] = field(default_factory=list)
     last_result: dict[str, Any] | None = None
     _checkout: Checkout | None = field(default=None, init=False, repr=False)
+    _closed: bool = field(default=False, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.merchant, self.terminal = self.home.terminal(self.terminal_id)
@@ -63,9 +64,9 @@ class Runtime:
         if self.broker is not None:
             self.broker.disarm()
         self.reader.close()
+        self._closed = True
         if self._checkout is not None:
-            self._checkout.close()
-            self._checkout = None
+            self._checkout.close()  # after a charge under way; the charge after it is refused
 
     def charge(self, amount_fen: int, timeout: float, cancel: threading.Event) -> Outcome:
         """Take one payment (blocking: call it from a worker thread). Never raises."""
@@ -74,6 +75,8 @@ class Runtime:
         outcome: Outcome | None = None
         try:
             if self._checkout is None:
+                if self._closed:
+                    raise CheckoutClosed("the terminal is shutting down")
                 self._checkout = Checkout(self.home, self.terminal_id)  # kept: warm caches for the next customer
             outcome = self._checkout.take(self.reader, amount_fen, timeout=timeout, cancel=cancel)
         except EcnyError as exc:

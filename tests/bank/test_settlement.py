@@ -10,7 +10,7 @@ import pytest
 from bank.testing import Shop
 from pos.operator_client import OperatorRefused
 from wallet.certs import key_from_pem, new_key
-from wallet.voucher import Voucher
+from wallet.voucher import MAX_TIMESTAMP_MS, Voucher
 
 T1, T2, OTHER = "CMGQ0001", "CMGQ0002", "ZZYS0001"
 MERCHANT = "320508000000101"
@@ -71,6 +71,11 @@ def test_tampered_and_forged_vouchers_rejected(shop: Shop) -> None:
     assert upload(shop, T1, [raw, tampered], cert, issuer)[0]["status"] == "settled"
     assert upload(shop, T1, [tampered], cert, issuer)[0]["reason"] == "bad_signature"
     assert upload(shop, T1, [b"\x70\x01\x00"], cert, issuer)[0]["reason"] == "bad_voucher"
+    # signed honestly by the card's key, but dated after the last day the calendar has in China
+    state = shop.home.cards.load(card)
+    late = Voucher.sign(replace(v.body, counter=3, timestamp_ms=MAX_TIMESTAMP_MS + 1),
+                        key_from_pem(state.key_pem.encode())).encode()
+    assert upload(shop, T1, [late], cert, issuer)[0]["reason"] == "bad_voucher"
 
 
 def test_foreign_card_and_wrong_payee_rejected(shop: Shop) -> None:
