@@ -47,6 +47,17 @@ def tap(gate: Gate, c: WalletApplet, sku: str = "adult", quantity: int = 1):
     return decision
 
 
+def crash_after_the_payment(gate: Gate, c: WalletApplet, quantity: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A sale whose payment commits and whose pass is never written: the gate stops in between."""
+    def crash(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("power cut")
+
+    monkeypatch.setattr(gate.store, "buy", crash)
+    with pytest.raises(RuntimeError):
+        tap(gate, c, quantity=quantity)
+    monkeypatch.undo()
+
+
 def paid(gate: Gate) -> list[int]:
     return [e.amount_fen for e in gate.ledger.entries(kind="payment")]
 
@@ -225,13 +236,7 @@ def test_a_sale_the_gate_could_not_record_gets_its_pass_at_restart(home: Home, c
     it without paying again."""
     gate = gate_for(home, clock)
     c = card(home, 1)
-
-    def crash(*args: object, **kwargs: object) -> None:
-        raise RuntimeError("power cut")
-
-    monkeypatch.setattr(gate.store, "buy", crash)
-    with pytest.raises(RuntimeError):
-        tap(gate, c, quantity=2)
+    crash_after_the_payment(gate, c, 2, monkeypatch)
     gate.close()
     assert c.state.balance_fen == 100_000 - 2 * 7000
     again = gate_for(home, clock)
@@ -339,13 +344,7 @@ def test_a_sale_refunded_before_the_gate_recorded_it_gets_no_pass(home: Home, cl
                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     gate = gate_for(home, clock)
     c = card(home, 1)
-
-    def crash(*args: object, **kwargs: object) -> None:
-        raise RuntimeError("power cut")
-
-    monkeypatch.setattr(gate.store, "buy", crash)
-    with pytest.raises(RuntimeError):
-        tap(gate, c, quantity=2)
+    crash_after_the_payment(gate, c, 2, monkeypatch)
     [payment] = gate.ledger.entries(kind="payment")
     gate.ledger.append("refund", voucher_id=payment.voucher_id, wallet_id=payment.wallet_id, counter=payment.counter,
                        amount_fen=payment.amount_fen, data={"refund_id": f"{GATE}-{payment.voucher_id}-R1"})

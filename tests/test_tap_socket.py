@@ -120,6 +120,7 @@ def test_a_charge_after_the_terminal_closed_is_refused_cleanly(home: Home, capsy
     t, out = charging(rt, 100)
     assert main(["--home", str(home.root), "card", "tap", "c0001", "--terminal", TID]) == 0
     t.join(5)
+    assert out[0].approved
     checkout = rt._checkout
     rt.close()
     assert checkout is not None
