@@ -169,6 +169,10 @@ class GateStore:
             row = self.conn.execute("SELECT entries, sold FROM days WHERE day = ?", (day,)).fetchone()
         return (row[0], row[1]) if row else (0, 0)
 
+    def has_pass(self, voucher_id: str) -> bool:
+        with self._lock:
+            return self.conn.execute("SELECT 1 FROM passes WHERE voucher_id = ?", (voucher_id,)).fetchone() is not None
+
     def usable_pass(self, wallet_id: str, day: int) -> tuple[int, int, int, int] | None:
         """(id, tickets, used, last_entry_ms) of the wallet's oldest pass of ``day`` with a ticket left."""
         with self._lock:
@@ -307,9 +311,11 @@ class Gate:
         restored: list[str] = []
         for payment in self.ledger.entries(kind="payment", since_seq=self._reconciled):
             self._reconciled = payment.seq  # only what was read: a payment committed meanwhile is read next time
+            if payment.voucher_id is None or self.store.has_pass(payment.voucher_id):
+                continue  # the usual case: the sale wrote its pass
             intent = self.ledger.entry(payment.data.get("intent", 0))
             bought = (intent.data.get("purpose") or {}).get("gate") if intent is not None else None
-            if bought is None or payment.voucher_id is None or payment.wallet_id is None:
+            if bought is None or payment.wallet_id is None:
                 continue  # not a ticket sale (a payment taken through this ledger for something else)
             if self.ledger.refund_count(payment.voucher_id):
                 continue  # refunded before it was ever a pass: the visitor has the money, not the tickets
