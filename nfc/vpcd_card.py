@@ -175,7 +175,11 @@ class VpcdCard:
             if code in (CTRL_OFF, CTRL_RESET, CTRL_ON):
                 self.card.end()  # a tap ends at power-off or reset; the next APDU opens the card afresh
             elif code == CTRL_ATR:
-                self._send(sock, ATR)
+                try:
+                    self._send(sock, ATR)
+                except OSError:  # vpcd went away meanwhile (or the card is being stopped): as for an APDU answer
+                    self.card.end()
+                    self._disconnect()
             return
         if not self.card.active and not self.card.begin():
             # Busy in another command (or still away): it is not in this reader's field after all.

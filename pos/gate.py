@@ -401,7 +401,8 @@ class Gate:
             if problem is not None:
                 return self._stop(problem.value, trace, wallet_id)
             assert card_read is not None and wallet_id is not None and key is not None
-            if self.ledger.open_intents(wallet_id):  # it left mid-PAY here before: settle that first
+            if any(i.wallet_id in (None, wallet_id) for i in self.ledger.open_intents()):
+                # this wallet left mid-PAY here before, or a gate process died after a PAY: settle that first
                 settling = PaymentSession(self.ctx, reader)
                 settling.trace = trace
                 recovered, problem = settling.settle_open(conn, card_read)
