@@ -324,6 +324,13 @@ class PaymentSession:
         if mine not in (None, "void", "open"):
             return Outcome("approved", amount_fen, voucher_id=mine, wallet_id=wid, balance_after_fen=info.balance_fen,
                            recovered=recovered)
+        if recovered:
+            earlier = self._same_charge_paid(results, amount_fen)
+            if earlier is not None:
+                # The clerk charged again after a tear that had in fact paid: that payment settles this charge.
+                self._close("void", wid, None, amount_fen, proof=f"paid by {earlier}, recovered at this tap")
+                return Outcome("approved", amount_fen, voucher_id=earlier, wallet_id=wid,
+                               balance_after_fen=info.balance_fen, recovered=recovered)
         denylisted, seen = self.ctx.ledger.wallet_standing(wid)
         if denylisted:
             raise _Decline(Reason.DENYLISTED, wallet_id=wid)
@@ -336,6 +343,17 @@ class PaymentSession:
         if limit is not None:
             raise _Decline(limit, wallet_id=wid)
         return self._charge(client, info, cert, amount_fen, now_ms, recovered)
+
+    def _same_charge_paid(self, results: dict[int, str], amount_fen: int) -> str | None:
+        """A voucher just recovered for an earlier charge of this amount whose card left mid-PAY (or whose
+        terminal died): a retry of that charge, not a second purchase."""
+        for seq, outcome in results.items():
+            if outcome in ("void", "unresolved", "open"):
+                continue
+            intent = self.ctx.ledger.entry(seq)
+            if intent is not None and intent.amount_fen == amount_fen:
+                return outcome
+        return None
 
     def _removed(self, torn: _Torn | None) -> None:
         if torn is not None:

@@ -286,3 +286,29 @@ def test_pay_lost_on_the_air_then_paid_elsewhere_then_retapped(taps: Taps, home)
     assert [e.amount_fen for e in payments(taps.ctx.ledger)] == [300]
     assert taps.ctx.ledger.open_intents() == []
     taps.ctx.ledger.verify()
+
+
+def test_a_charge_retried_after_a_tear_that_paid_is_settled_by_that_payment(taps: Taps) -> None:
+    """The wallet left mid-PAY (held for recovery) and the clerk charges the same amount again: the tap reads the
+    earlier payment back, and that payment settles the retry. The customer pays once; no second PAY is sent."""
+    taps.ctx.recovery_timeout = 0
+    card = taps.card(balance_fen=100_000)
+    first = taps.pay(card, 4_990, Faults(tear_at=0x50))
+    assert not first.approved and first.pending_recovery
+    retry = taps.pay(card, 4_990)
+    assert retry.approved and retry.recovered == [retry.voucher_id]
+    assert [t.meaning.split(":")[0] for t in retry.trace][-1] == "GET LAST TRANSACTION"  # no PAY in this tap
+    assert card.state.balance_fen == 100_000 - 4_990 and retry.balance_after_fen == card.state.balance_fen
+    assert [e.amount_fen for e in payments(taps.ctx.ledger)] == [4_990]
+    assert taps.ctx.ledger.open_intents() == []
+    taps.ctx.ledger.verify()
+
+
+def test_a_different_amount_after_a_tear_is_a_new_charge_and_shows_the_recovered_one(taps: Taps) -> None:
+    taps.ctx.recovery_timeout = 0
+    card = taps.card(balance_fen=100_000)
+    assert taps.pay(card, 4_990, Faults(tear_at=0x50)).pending_recovery
+    other = taps.pay(card, 1_000)
+    assert other.approved and len(other.recovered) == 1 and other.voucher_id not in other.recovered
+    assert sorted(e.amount_fen for e in payments(taps.ctx.ledger)) == [1_000, 4_990]
+    assert card.state.balance_fen == 100_000 - 5_990
