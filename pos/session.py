@@ -311,6 +311,8 @@ class PaymentSession:
                                str(exc)) from None
             except CardRemoved:
                 self._removed(torn)
+            except EncodingError as exc:  # an answer cut short of its status word
+                raise _Decline(Reason.CARD_ERROR, str(exc)) from None
             info, cert = self._read_and_verify(client, now_ms, torn)
         wid = info.wallet_id
         if torn is not None and wid != torn.wallet_id:
@@ -393,6 +395,8 @@ class PaymentSession:
             raw = client.pay(req)
         except CardRemoved:
             self._mark_torn(info.wallet_id, info.counter + 1, amount_fen)
+        except EncodingError:
+            raw = b""  # an answer cut short: damaged on the air like any other, so it is read again below
         except CardStatusError as exc:
             self._close("void", info.wallet_id, info.counter + 1, amount_fen,
                         proof=f"card refused PAY with {exc.status:04X}")
@@ -406,7 +410,7 @@ class PaymentSession:
                 voucher, problem2 = self._check_voucher(client.last_transaction(req.challenge), info, cert, req)
             except CardRemoved:
                 self._mark_torn(info.wallet_id, info.counter + 1, amount_fen)
-            except CardStatusError:
+            except (CardStatusError, EncodingError):
                 problem2 = problem
             if problem2 is not None:
                 self._close("unresolved", info.wallet_id, info.counter + 1, amount_fen, problem=problem2[1])
@@ -561,6 +565,8 @@ class PaymentSession:
         except CardStatusError as exc:
             if exc.status == sw.SW_REFERENCED_DATA_NOT_FOUND:
                 return None
+            raise _Decline(Reason.CARD_ERROR, str(exc), wallet_id=info.wallet_id) from None
+        except EncodingError as exc:  # an answer cut short of its status word
             raise _Decline(Reason.CARD_ERROR, str(exc), wallet_id=info.wallet_id) from None
         req = PayRequest(intent.amount_fen, CNY, self.ctx.merchant_id, self.ctx.terminal_id, intent.challenge, 0)
         before = replace(info, counter=info.counter - 1, balance_fen=info.balance_fen + intent.amount_fen)

@@ -253,3 +253,33 @@ def test_garbage_collection_resumes_only_when_the_last_concurrent_tap_is_decided
         release.set()
         a.join(5)
     assert result == [True] and gc.isenabled()
+
+
+@pytest.mark.parametrize("cut_at", [0xA4, 0xCA, 0x50])
+def test_an_answer_cut_short_is_a_decline_or_a_recovery_never_an_exception(taps: Taps, cut_at: int) -> None:
+    """A one-byte answer (no status word) to SELECT, READ INFO or PAY: the tap is decided like any damaged answer,
+    and a PAY that went through is read back and recorded once."""
+    card = taps.card()
+
+    class CutShort:
+        def __init__(self) -> None:
+            self.cut = True
+
+        def reset(self) -> None:
+            card.reset()
+
+        def process(self, apdu: bytes) -> bytes:
+            out = card.process(apdu)
+            if self.cut and apdu[1] == cut_at:
+                self.cut = False
+                return out[:1]
+            return out
+
+    out = taps.pay(CutShort(), 700)  # type: ignore[arg-type]
+    if cut_at == 0x50:
+        assert out.approved and card.state.balance_fen == 100_000 - 700
+        assert [e.amount_fen for e in payments(taps.ctx.ledger)] == [700]
+    else:
+        assert out.reason is Reason.CARD_ERROR and card.state.balance_fen == 100_000
+        assert payments(taps.ctx.ledger) == []
+    taps.ctx.ledger.verify()
