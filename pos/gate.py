@@ -21,7 +21,6 @@ without its key) cannot use the tickets its original bought.
 
 from __future__ import annotations
 
-import datetime as dt
 import secrets
 import sqlite3
 import threading
@@ -41,11 +40,11 @@ from pos.home import Home
 from pos.i18n import tr
 from pos.ledger import AUTOCHECKPOINT_PAGES, IDLE_CHECKPOINT_COMMITS
 from pos.reasons import Reason
-from pos.session import Outcome, PaymentSession
+from pos.session import Declined, Outcome, PaymentSession
 from wallet import apdu as sw
 from wallet.card import china_day
-from wallet.errors import CertificateError, EcnyError, EncodingError, InvalidInput, SignatureError
-from wallet.protocol import AuthRequest, CardInfo
+from wallet.errors import EcnyError, InvalidInput, SignatureError
+from wallet.protocol import AuthRequest
 from wallet.voucher import CHALLENGE_SIZE, Voucher
 
 Clock = Callable[[], int]  # milliseconds since the epoch
@@ -392,33 +391,33 @@ class Gate:
             except EcnyError:
                 conn.release()
                 raise
-        trace: list[TraceEntry] = []
+        reading = PaymentSession(self.ctx, reader)
+        trace = reading.trace
         handed_over = False
         try:
+            try:
+                info, issuer, cert = reading.identify(conn)
+                wallet_id = info.wallet_id
+                if self.ledger.is_denylisted(wallet_id):
+                    raise Declined(Reason.DENYLISTED, wallet_id=wallet_id)
+                if any(i.wallet_id in (None, wallet_id) for i in self.ledger.open_intents()) \
+                        and reading.settle_open(conn, info, cert):
+                    # This wallet left mid-PAY here before, or a gate process died after a PAY, and that payment
+                    # was read back: its tickets are a pass now, not to be charged for again.
+                    self.reconcile()
+            except Declined as exc:
+                return self._stop(exc.reason.value, trace, exc.wallet_id)
             client = WalletClient(conn, trace)
-            card_read, key, problem = self._identify(client)
-            wallet_id = card_read[0].wallet_id if card_read is not None else None
-            if problem is not None:
-                return self._stop(problem.value, trace, wallet_id)
-            assert card_read is not None and wallet_id is not None and key is not None
-            if any(i.wallet_id in (None, wallet_id) for i in self.ledger.open_intents()):
-                # this wallet left mid-PAY here before, or a gate process died after a PAY: settle that first
-                settling = PaymentSession(self.ctx, reader)
-                settling.trace = trace
-                recovered, problem = settling.settle_open(conn, card_read)
-                if problem is not None:
-                    return self._stop(problem.value, trace, wallet_id)
-                if recovered:
-                    self.reconcile()  # the recovered sale's tickets are a pass now: no charge for them again
             now_ms = self.clock()
             decision = self.decide_without_payment(wallet_id, quantity, now_ms,
-                                                   prove=lambda: self._prove(client, wallet_id, key, now_ms))
+                                                   prove=lambda: self._prove(client, wallet_id, cert.public_key,
+                                                                             now_ms))
             if decision is not None:
                 decision.sku = sku
                 decision.trace = trace
                 return decision
             handed_over = True
-            outcome = PaymentSession(self.ctx, _Held(conn, reader), card_read=card_read).pay(
+            outcome = PaymentSession(self.ctx, _Held(conn, reader), card_read=(info, issuer)).pay(
                 product.price * quantity, timeout=timeout, cancel=cancel,
                 purpose={"gate": {"sku": sku, "tickets": quantity}})
         finally:
@@ -442,28 +441,6 @@ class Gate:
         if not 1 <= quantity <= 20:
             raise InvalidInput("quantity must be between 1 and 20")
         return self.product(sku)
-
-    def _identify(self, client: WalletClient) -> tuple[tuple[CardInfo, bytes] | None, ec.EllipticCurvePublicKey | None,
-                                                      Reason | None]:
-        """What the card in the field says (its READ INFO and issuer certificate) and its certified key, or the
-        reason it has none. The payment, if any, goes on from this read."""
-        try:
-            client.select()
-            info, issuer = client.read_wallet(self.ctx.issuers)
-        except CardRemoved:
-            return None, None, Reason.CARD_REMOVED
-        except CardStatusError as exc:
-            return None, None, Reason.NOT_A_WALLET if exc.status == sw.SW_FILE_NOT_FOUND else Reason.CARD_ERROR
-        except EncodingError:
-            return None, None, Reason.CARD_ERROR
-        at = dt.datetime.fromtimestamp(self.clock() / 1000, dt.UTC)
-        try:
-            cert = self.ctx.issuers.verify(info, issuer, self.ctx.roots, at)
-        except CertificateError as exc:
-            return (info, issuer), None, Reason(exc.reason)
-        if self.ledger.is_denylisted(info.wallet_id):
-            return (info, issuer), None, Reason.DENYLISTED
-        return (info, issuer), cert.public_key, None
 
     def _prove(self, client: WalletClient, wallet_id: str, key: ec.EllipticCurvePublicKey,
                now_ms: int) -> Reason | None:

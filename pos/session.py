@@ -33,7 +33,7 @@ from pos.reasons import Reason, reason_for_status
 from pos.risk import check_limits
 from wallet import apdu as sw
 from wallet.certs import WalletCertInfo
-from wallet.errors import CertificateError, EncodingError, SignatureError
+from wallet.errors import CertificateError, EcnyError, EncodingError, SignatureError
 from wallet.limits import OfflineCaps
 from wallet.protocol import STATUS_ACTIVE, CardInfo, PayRequest
 from wallet.voucher import CNY, Voucher
@@ -171,12 +171,22 @@ class _Torn(Exception):
         self.counter = counter
 
 
-class _Decline(Exception):
+class Declined(EcnyError):
+    """The card cannot pay here (or cannot be asked): carries the decline reason and, once known, the wallet."""
+
     def __init__(self, reason: Reason, detail: str = "", wallet_id: str | None = None) -> None:
         super().__init__(detail or reason.value)
         self.reason = reason
         self.detail = detail
         self.wallet_id = wallet_id
+
+
+_NOT_PAID = ("void", "unresolved", "open")  # how an intent settles when no voucher was recorded for it
+
+
+def _paid(results: dict[int, str]) -> dict[int, str]:
+    """Of settled intents ({intent seq: voucher id or one of _NOT_PAID}), those a voucher was recorded for."""
+    return {seq: outcome for seq, outcome in results.items() if outcome not in _NOT_PAID}
 
 
 def _fingerprint(der: bytes) -> str:
@@ -236,19 +246,17 @@ class PaymentSession:
         outcome.elapsed_ms = (decided - self._tap_started) * 1e3 if self._tap_started else 0.0
         return outcome
 
-    def settle_open(self, conn: CardConnection, card_read: tuple[CardInfo, bytes]) -> tuple[list[str], Reason | None]:
-        """Settle, without charging, the open intents of this terminal that the card in the field can answer (its
-        own torn payments, orphans), from what READ INFO answered on ``conn``. Returns the voucher ids recovered
-        and recorded, or the reason the card could not be asked. A gate does this before it decides whether a
-        returning visitor still has to pay."""
-        info, issuer = card_read
-        client = WalletClient(conn, self.trace)
-        try:
-            cert = self._verify(info, issuer, self.ctx.now_ms())
-            results = self._resolve_intents(client, info, cert, None)
-        except _Decline as exc:
-            return [], exc.reason
-        return [v for v in results.values() if v not in ("void", "unresolved", "open")], None
+    def identify(self, conn: CardConnection) -> tuple[CardInfo, bytes, WalletCertInfo]:
+        """SELECT, READ INFO and the certificate check a tap starts with, for a caller with rules of its own to
+        apply before it charges (a gate): the card's info, its issuer's certificate and what its verified
+        certificate says. Raises :class:`Declined`."""
+        return self._read_card(WalletClient(conn, self.trace), self.ctx.now_ms(), None)
+
+    def settle_open(self, conn: CardConnection, info: CardInfo, cert: WalletCertInfo) -> list[str]:
+        """Settle, without charging, the open intents of this terminal that the identified card on ``conn`` can
+        answer (its own torn payments, orphans); return the voucher ids recovered and recorded. A gate does this
+        before it decides whether a returning visitor still has to pay. Raises :class:`Declined`."""
+        return list(_paid(self._resolve_intents(WalletClient(conn, self.trace), info, cert, None)).values())
 
     # -- the flow ---------------------------------------------------------------------------------------------------
     def _pay(self, amount_fen: int, timeout: float | None, cancel: threading.Event | None) -> Outcome:
@@ -284,7 +292,7 @@ class PaymentSession:
                 if wait <= 0:
                     return Outcome("declined", amount_fen, Reason.CARD_REMOVED, wallet_id=torn.wallet_id,
                                    pending_recovery=True)
-            except _Decline as exc:
+            except Declined as exc:
                 return Outcome("declined", amount_fen, exc.reason, detail=exc.detail,
                                wallet_id=exc.wallet_id, pending_recovery=self._pending())
             finally:
@@ -304,30 +312,22 @@ class PaymentSession:
             (info, issuer), self._card_read = self._card_read, None
             cert = self._verify(info, issuer, now_ms)
         else:
-            try:
-                client.select()
-            except CardStatusError as exc:
-                raise _Decline(Reason.NOT_A_WALLET if exc.status == sw.SW_FILE_NOT_FOUND else Reason.CARD_ERROR,
-                               str(exc)) from None
-            except CardRemoved:
-                self._removed(torn)
-            except EncodingError as exc:  # an answer cut short of its status word
-                raise _Decline(Reason.CARD_ERROR, str(exc)) from None
-            info, cert = self._read_and_verify(client, now_ms, torn)
+            info, _, cert = self._read_card(client, now_ms, torn)
         wid = info.wallet_id
         if torn is not None and wid != torn.wallet_id:
-            raise _Decline(Reason.CARD_REMOVED, "a different wallet was tapped; tap the wallet that was removed",
+            raise Declined(Reason.CARD_REMOVED, "a different wallet was tapped; tap the wallet that was removed",
                            wallet_id=torn.wallet_id)
         results = self._resolve_intents(client, info, cert, torn)
         mine = results.pop(self._intent.seq, None) if self._intent else None
-        recovered = [v for v in results.values() if v not in ("void", "unresolved", "open")]
+        paid = _paid(results)
+        recovered = list(paid.values())
         if mine == "unresolved":
-            raise _Decline(Reason.CARD_ERROR, "the removed wallet's payment could not be confirmed", wallet_id=wid)
-        if mine not in (None, "void", "open"):
+            raise Declined(Reason.CARD_ERROR, "the removed wallet's payment could not be confirmed", wallet_id=wid)
+        if mine is not None and mine not in _NOT_PAID:
             return Outcome("approved", amount_fen, voucher_id=mine, wallet_id=wid, balance_after_fen=info.balance_fen,
                            recovered=recovered)
-        if recovered:
-            earlier = self._same_charge_paid(results, amount_fen)
+        if paid:
+            earlier = self._same_charge_paid(paid, amount_fen)
             if earlier is not None:
                 # The clerk charged again after a tear that had in fact paid: that payment settles this charge.
                 self._close("void", wid, None, amount_fen, proof=f"paid by {earlier}, recovered at this tap")
@@ -335,52 +335,61 @@ class PaymentSession:
                                balance_after_fen=info.balance_fen, recovered=recovered)
         denylisted, seen = self.ctx.ledger.wallet_standing(wid)
         if denylisted:
-            raise _Decline(Reason.DENYLISTED, wallet_id=wid)
+            raise Declined(Reason.DENYLISTED, wallet_id=wid)
         if info.status != STATUS_ACTIVE:
-            raise _Decline(Reason.CARD_BLOCKED, wallet_id=wid)
+            raise Declined(Reason.CARD_BLOCKED, wallet_id=wid)
         if seen > info.counter:
-            raise _Decline(Reason.REPLAYED_COUNTER, f"card counter {info.counter}, this terminal has seen {seen}",
+            raise Declined(Reason.REPLAYED_COUNTER, f"card counter {info.counter}, this terminal has seen {seen}",
                            wallet_id=wid)
         limit = check_limits(info, cert.tier, amount_fen, self.ctx.caps, now_ms)
         if limit is not None:
-            raise _Decline(limit, wallet_id=wid)
+            raise Declined(limit, wallet_id=wid)
         return self._charge(client, info, cert, amount_fen, now_ms, recovered)
 
-    def _same_charge_paid(self, results: dict[int, str], amount_fen: int) -> str | None:
+    def _same_charge_paid(self, paid: dict[int, str], amount_fen: int) -> str | None:
         """A voucher just recovered for an earlier charge of this amount whose card left mid-PAY (or whose
         terminal died): a retry of that charge, not a second purchase."""
-        for seq, outcome in results.items():
-            if outcome in ("void", "unresolved", "open"):
-                continue
+        for seq, voucher_id in paid.items():
             intent = self.ctx.ledger.entry(seq)
             if intent is not None and intent.amount_fen == amount_fen:
-                return outcome
+                return voucher_id
         return None
 
     def _removed(self, torn: _Torn | None) -> None:
         if torn is not None:
             raise torn
-        raise _Decline(Reason.CARD_REMOVED, "the wallet left the field before it was asked to pay")
+        raise Declined(Reason.CARD_REMOVED, "the wallet left the field before it was asked to pay")
 
-    def _read_and_verify(self, client: WalletClient, now_ms: int,
-                         torn: _Torn | None) -> tuple[CardInfo, WalletCertInfo]:
+    def _read_card(self, client: WalletClient, now_ms: int,
+                   torn: _Torn | None) -> tuple[CardInfo, bytes, WalletCertInfo]:
+        """SELECT and READ INFO, then the certificate check: the info, the issuer's certificate, the verified
+        certificate. A card gone meanwhile is the tear ``torn`` names, or a decline."""
+        try:
+            client.select()
+        except CardStatusError as exc:
+            raise Declined(Reason.NOT_A_WALLET if exc.status == sw.SW_FILE_NOT_FOUND else Reason.CARD_ERROR,
+                           str(exc)) from None
+        except CardRemoved:
+            self._removed(torn)
+        except EncodingError as exc:  # an answer cut short of its status word
+            raise Declined(Reason.CARD_ERROR, str(exc)) from None
         try:
             info, issuer = client.read_wallet(self.ctx.issuers)
         except CardRemoved:
             self._removed(torn)
             raise  # unreachable: _removed always raises
         except CardStatusError as exc:
-            raise _Decline(Reason.CARD_ERROR, str(exc)) from None
+            raise Declined(Reason.CARD_ERROR, str(exc)) from None
         except EncodingError as exc:
-            raise _Decline(Reason.CARD_ERROR, f"wallet info does not parse: {exc}") from None
-        return info, self._verify(info, issuer, now_ms)
+            raise Declined(Reason.CARD_ERROR, f"wallet info does not parse: {exc}") from None
+        return info, issuer, self._verify(info, issuer, now_ms)
 
     def _verify(self, info: CardInfo, issuer: bytes, now_ms: int) -> WalletCertInfo:
         at = dt.datetime.fromtimestamp(now_ms / 1000, dt.UTC)
         try:
             cert = self.ctx.issuers.verify(info, issuer, self.ctx.roots, at)
         except CertificateError as exc:
-            raise _Decline(Reason(exc.reason), str(exc), wallet_id=info.wallet_id) from None
+            raise Declined(Reason(exc.reason), str(exc), wallet_id=info.wallet_id) from None
         self._issuer_der = issuer
         return cert
 
@@ -400,7 +409,7 @@ class PaymentSession:
         except CardStatusError as exc:
             self._close("void", info.wallet_id, info.counter + 1, amount_fen,
                         proof=f"card refused PAY with {exc.status:04X}")
-            raise _Decline(reason_for_status(exc.status), str(exc), wallet_id=info.wallet_id) from None
+            raise Declined(reason_for_status(exc.status), str(exc), wallet_id=info.wallet_id) from None
         if self.ctx.after_pay is not None:
             self.ctx.after_pay()
         voucher, problem = self._check_voucher(raw, info, cert, req)
@@ -414,7 +423,7 @@ class PaymentSession:
                 problem2 = problem
             if problem2 is not None:
                 self._close("unresolved", info.wallet_id, info.counter + 1, amount_fen, problem=problem2[1])
-                raise _Decline(problem2[0], problem2[1], wallet_id=info.wallet_id)
+                raise Declined(problem2[0], problem2[1], wallet_id=info.wallet_id)
         assert voucher is not None
         self._record(voucher, intent.seq, cert_der=info.cert_der, issuer_der=self._issuer_der)
         self._closed = True
@@ -486,7 +495,7 @@ class PaymentSession:
             if existing is None:
                 raise
             if Voucher.decode(bytes.fromhex(existing.data["voucher"])).body != voucher.body:
-                raise _Decline(Reason.REPLAYED_COUNTER, "another voucher with this counter is recorded",
+                raise Declined(Reason.REPLAYED_COUNTER, "another voucher with this counter is recorded",
                                wallet_id=voucher.body.wallet_id) from None
             return existing
         except BaseException:
@@ -565,9 +574,9 @@ class PaymentSession:
         except CardStatusError as exc:
             if exc.status == sw.SW_REFERENCED_DATA_NOT_FOUND:
                 return None
-            raise _Decline(Reason.CARD_ERROR, str(exc), wallet_id=info.wallet_id) from None
+            raise Declined(Reason.CARD_ERROR, str(exc), wallet_id=info.wallet_id) from None
         except EncodingError as exc:  # an answer cut short of its status word
-            raise _Decline(Reason.CARD_ERROR, str(exc), wallet_id=info.wallet_id) from None
+            raise Declined(Reason.CARD_ERROR, str(exc), wallet_id=info.wallet_id) from None
         req = PayRequest(intent.amount_fen, CNY, self.ctx.merchant_id, self.ctx.terminal_id, intent.challenge, 0)
         before = replace(info, counter=info.counter - 1, balance_fen=info.balance_fen + intent.amount_fen)
         created = dt.datetime.fromisoformat(intent.created.replace("Z", "+00:00"))

@@ -203,7 +203,7 @@ def test_session_refuses_non_positive_amounts(taps: Taps, amount: int) -> None:
 
 def test_recording_a_voucher_twice_keeps_one_entry_and_a_different_body_is_refused(taps: Taps) -> None:
     """The unique voucher id decides: the same voucher again is the same payment; another body is a replay."""
-    from pos.session import _Decline
+    from pos.session import Declined
     from wallet.certs import key_from_pem
     from wallet.voucher import CNY, VoucherBody
 
@@ -216,7 +216,7 @@ def test_recording_a_voucher_twice_keeps_one_entry_and_a_different_body_is_refus
     assert again.seq == entry.seq and len(payments(taps.ctx.ledger)) == 1
     other = Voucher.sign(VoucherBody(card.state.wallet_id, 1, 999, CNY, MERCHANT, COUNTER, b"\x07" * 16,
                                      voucher.body.timestamp_ms, 0), key_from_pem(card.state.key_pem.encode()))
-    with pytest.raises(_Decline) as exc:
+    with pytest.raises(Declined) as exc:
         session._record(other, entry.data["intent"], card.state.cert_der, card.state.issuer_der)
     assert exc.value.reason is Reason.REPLAYED_COUNTER
     assert len(payments(taps.ctx.ledger)) == 1
