@@ -1,7 +1,7 @@
 """The operator's HTTP API (FastAPI). OpenAPI at ``/openapi.json``, health at ``/healthz``.
 
 Terminal calls (``/v1/settlements``, ``/v1/denylist``, ``/v1/refunds``, ``/v1/reports``) are signed with the
-terminal key (:mod:`bank.auth`). Back-office calls (``/v1/admin/...``) carry ``Authorization: Bearer <token>``.
+terminal key (:mod:`wire.signing`). Back-office calls (``/v1/admin/...``) carry ``Authorization: Bearer <token>``.
 Every error is a 4xx/5xx with a typed body ``{"error": {"code", "message"}}``; a refused request changes nothing.
 """
 
@@ -17,10 +17,10 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 
-from bank import batch
 from bank.errors import BadRequest, Forbidden, OperatorError, UnsupportedMediaType
 from bank.service import MAX_BATCH, Operator, TerminalRecord, UploadItem
 from wallet.errors import EcnyError, InvalidInput
+from wire import batch
 
 HEX = r"^([0-9a-f]{2})*$"
 
@@ -136,7 +136,7 @@ def _settle(op: Operator, term: TerminalRecord, items: list[UploadItem]) -> tupl
 
 
 async def _terminal(request: Request, defer_nonce: bool = False) -> TerminalRecord:
-    """Authenticate the signed request (see :mod:`bank.auth` and :meth:`Operator.authenticate`)."""
+    """Authenticate the signed request (see :mod:`wire.signing` and :meth:`Operator.authenticate`)."""
     op: Operator = request.app.state.operator
     body = await request.body()
     headers = {k.lower(): v for k, v in request.headers.items()}
@@ -188,8 +188,8 @@ def create_app(op: Operator) -> FastAPI:
         """Upload a batch of vouchers; one answer per voucher, in order. Safe to repeat.
 
         The body is a :class:`SettlementRequest` (``application/json``) or the same batch in binary
-        (``application/vnd.ecny.settlement-batch``, :mod:`bank.batch`: what terminals send); another content type is
-        a 415. The request is authenticated like every terminal call (see :mod:`bank.auth`); while that runs on a
+        (``application/vnd.ecny.settlement-batch``, :mod:`wire.batch`: what terminals send); another content type is
+        a 415. The request is authenticated like every terminal call (see :mod:`wire.signing`); while that runs on a
         worker thread (a signature check and a look for the nonce among those used), the body is parsed straight from
         the raw bytes. A body error is answered only once the request is known to be authentic, so an unsigned or
         forged request gets the same refusal as anywhere else. The nonce is recorded in the batch's own transaction:

@@ -36,8 +36,6 @@ from filelock import FileLock
 from sqlalchemy import Connection, Engine, and_, bindparam, func, insert, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 
-from bank import auth
-from bank.batch import MAX_BATCH, UploadItem
 from bank.errors import BadRequest, Conflict, Forbidden, NotFound, OperatorError, Unauthenticated
 from bank.schema import (
     accounts,
@@ -69,6 +67,8 @@ from wallet.ids import voucher_id as make_voucher_id
 from wallet.limits import TIER_LIMITS
 from wallet.protocol import LoadToken
 from wallet.voucher import CNY, Voucher, VoucherBody
+from wire import signing
+from wire.batch import MAX_BATCH, UploadItem
 
 if TYPE_CHECKING:
     from pos.home import Home
@@ -321,22 +321,22 @@ class Operator:
 
     def authenticate(self, headers: dict[str, str], method: str, path: str, query: str,
                      body: bytes, defer_nonce: bool = False) -> TerminalRecord:
-        """Check a signed request (see :mod:`bank.auth`); raise :class:`Unauthenticated` or :class:`Forbidden`.
+        """Check a signed request (see :mod:`wire.signing`); raise :class:`Unauthenticated` or :class:`Forbidden`.
 
         The request's nonce is recorded durably before this returns, unless ``defer_nonce``: then it is only checked
         against those on file and comes back as ``pending_nonce``, for :meth:`settle` to record in the batch's own
         transaction (one durable commit per batch instead of two). A replay racing its original is then refused
         when it commits, and changes nothing.
         """
-        tid = headers.get(auth.H_TERMINAL.lower(), "")
-        nonce = headers.get(auth.H_NONCE.lower(), "")
-        if not tid or not nonce or auth.H_SIGNATURE.lower() not in headers or auth.H_TIME.lower() not in headers:
+        tid = headers.get(signing.H_TERMINAL.lower(), "")
+        nonce = headers.get(signing.H_NONCE.lower(), "")
+        if not tid or not nonce or signing.H_SIGNATURE.lower() not in headers or signing.H_TIME.lower() not in headers:
             raise Unauthenticated("request is not signed by a terminal", "unsigned_request")
         if len(nonce) != 32 or any(c not in "0123456789abcdef" for c in nonce):
             raise Unauthenticated("nonce must be 32 lowercase hex digits", "bad_nonce")
         try:
-            t = int(headers[auth.H_TIME.lower()])
-            sig = auth.decode_signature(headers[auth.H_SIGNATURE.lower()])
+            t = int(headers[signing.H_TIME.lower()])
+            sig = signing.decode_signature(headers[signing.H_SIGNATURE.lower()])
         except ValueError:
             raise Unauthenticated("malformed time or signature header", "bad_request_signature") from None
         with read_only(self.engine) as conn:
@@ -349,10 +349,10 @@ class Operator:
             raise Forbidden(f"terminal {tid} is revoked", "terminal_revoked")
         key = self._terminal_key(tid, row.cert_der)
         now = now_ms()
-        if abs(now - t) > auth.MAX_SKEW_MS:
+        if abs(now - t) > signing.MAX_SKEW_MS:
             raise Unauthenticated("request time is too far from the operator's clock", "stale_request")
         try:
-            suites.verify(key, auth.signing_string(method, path, query, t, nonce, body), sig, suites.DEFAULT_SUITE)
+            suites.verify(key, signing.signing_string(method, path, query, t, nonce, body), sig, suites.DEFAULT_SUITE)
         except SignatureError:
             raise Unauthenticated(f"request signature does not verify for terminal {tid}",
                                   "bad_request_signature") from None
@@ -374,7 +374,7 @@ class Operator:
         now = now_ms()
         if now - self._last_prune > 60_000:
             self._last_prune = now
-            conn.execute(nonces.delete().where(nonces.c.time_ms < now - 3 * auth.MAX_SKEW_MS))
+            conn.execute(nonces.delete().where(nonces.c.time_ms < now - 3 * signing.MAX_SKEW_MS))
 
     def _terminal_key(self, tid: str, der: bytes) -> ec.EllipticCurvePublicKey:
         key = self._terminal_keys.get((tid, der))

@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from ecny_nfc.mock import MockReader
 from pos.config import GateSettings
-from pos.gate import PREPAID, Gate
+from pos.gate.ticket_gate import PREPAID, Gate
 from pos.home import Home
 from wallet.card import WalletApplet
 from wallet.issuance import issue_card

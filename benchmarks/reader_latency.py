@@ -23,7 +23,7 @@ from pathlib import Path
 from ecny_nfc.mock import MockReader
 from ecny_nfc.reader import Reader
 from pos.home import Home
-from pos.session import PaymentSession, TerminalContext
+from pos.payment.session import PaymentSession, TerminalContext
 from wallet.issuance import issue_card
 from wallet.limits import OfflineCaps
 

@@ -40,11 +40,11 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 from bank.service import VERIFY_THREADS
-from pos.cards import issue_cards
+from pos.cards.manage import issue_cards
 from pos.home import Home
-from pos.operator_client import OperatorClient, RetryPolicy, provision_terminal
-from pos.session import PaymentSession
-from pos.sync import PIPELINE_DEPTH, _batch, sync_once, upload_batches
+from pos.payment.session import PaymentSession
+from pos.sync.client import OperatorClient, RetryPolicy, provision_terminal
+from pos.sync.rounds import PIPELINE_DEPTH, _batch, sync_once, upload_batches
 from wallet.certs import key_from_pem
 from wallet.voucher import CNY, Voucher, VoucherBody
 
@@ -61,7 +61,7 @@ def free_port() -> int:
 
 def start_operator(home: Path, db: str | None = None) -> tuple[subprocess.Popen, str]:
     port = free_port()
-    cmd = [sys.executable, "-m", "pos.cli", "--home", str(home), "operator", "serve", "--port", str(port)]
+    cmd = [sys.executable, "-m", "pos.cli.main", "--home", str(home), "operator", "serve", "--port", str(port)]
     if db:
         cmd += ["--db", db]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,

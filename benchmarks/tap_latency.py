@@ -35,7 +35,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from ecny_nfc.mock import MockReader
 from pos.home import Home
-from pos.session import PaymentSession
+from pos.payment.session import PaymentSession
 from wallet.card import WalletApplet
 from wallet.certs import _verified_chain, new_key
 from wallet.issuance import issue_card

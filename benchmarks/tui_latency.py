@@ -26,10 +26,10 @@ t_import = time.perf_counter()
 from textual.pilot import Pilot  # noqa: E402
 
 from ecny_nfc.mock import MockReader  # noqa: E402
-from pos.cards import issue_cards  # noqa: E402
+from pos.cards.manage import issue_cards  # noqa: E402
 from pos.home import Home  # noqa: E402
-from pos.tui.clerk import ClerkApp, CounterScreen, ResultScreen  # noqa: E402
-from pos.tui.runtime import Runtime  # noqa: E402
+from pos.runtime import Runtime  # noqa: E402
+from pos.ui.clerk import ClerkApp, CounterScreen, ResultScreen  # noqa: E402
 
 IMPORT_S = time.perf_counter() - t_import
 TERMINAL = "CMGQ0001"
@@ -104,7 +104,7 @@ def main() -> None:
             fp, ka = asyncio.run(one_run(home, card.card_id))
             paints.append(fp * 1e3)
             taps.append(ka * 1e3)
-    print(f"clerk app import (textual + pos.tui): {IMPORT_S * 1e3:.0f} ms")
+    print(f"clerk app import (textual + pos.ui): {IMPORT_S * 1e3:.0f} ms")
     print(f"first paint, 80x24 headless ({args.runs} runs): median {statistics.median(paints):.1f} ms, "
           f"p90 {pct(paints, 90):.1f} ms, max {max(paints):.1f} ms")
     print(f"Enter -> approved screen with a mock tap ({args.runs} runs): median {statistics.median(taps):.1f} ms, "

@@ -16,10 +16,10 @@ from pathlib import Path
 import platformdirs
 from filelock import FileLock
 
-from pos.card_client import KnownIssuers
 from pos.config import Config, Merchant, Terminal, find_config, load_config
-from pos.ledger import Ledger
-from pos.session import TerminalContext
+from pos.ledger.store import Ledger
+from pos.payment.card_client import KnownIssuers
+from pos.payment.session import TerminalContext
 from wallet.certs import OperatorPki, cert_der
 from wallet.ids import check_terminal_id
 from wallet.store import CardStore

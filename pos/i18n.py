@@ -1,7 +1,7 @@
 """The translation layer: every user-facing string of the terminal UIs, in Chinese (zh-CN) and English.
 
 ``tr(key, lang, **fields)`` looks a key up and fills ``{fields}``. Decline reasons keep their texts in
-:mod:`pos.reasons`; this table holds everything else the screens say. A missing key raises ``KeyError`` (a test
+:mod:`pos.payment.reasons`; this table holds everything else the screens say. A missing key raises ``KeyError`` (a test
 checks that every key used exists in both languages with the same fields).
 """
 

@@ -9,8 +9,8 @@ import pytest
 
 from ecny_nfc.mock import Faults, MockReader
 from pos.home import Home
-from pos.ledger import Ledger
-from pos.session import Outcome, PaymentSession, TerminalContext
+from pos.ledger.store import Ledger
+from pos.payment.session import Outcome, PaymentSession, TerminalContext
 from wallet.card import WalletApplet
 from wallet.issuance import issue_card
 from wallet.limits import OfflineCaps

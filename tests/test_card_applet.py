@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ecny_nfc.mock import MockReader
-from pos.card_client import CardStatusError, KnownIssuers, WalletClient
+from pos.payment.card_client import CardStatusError, KnownIssuers, WalletClient
 from wallet import apdu as sw
 from wallet.apdu import CommandApdu, ResponseApdu
 from wallet.card import CHINA_TZ, CardState, WalletApplet, china_day, china_day_text

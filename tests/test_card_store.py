@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from pos.cards import issue_cards
+from pos.cards.manage import issue_cards
 from pos.home import Home
 from wallet.errors import CardKeyError, CardNotFound, CardStoreError, InvalidInput
 
@@ -82,7 +82,7 @@ def test_a_card_is_in_one_field_at_a_time(tmp_path: Path) -> None:
 
 def test_concurrent_issuing_allocates_distinct_ids(tmp_path: Path) -> None:
     env = {**os.environ, "POS_HOME": str(tmp_path)}
-    cmd = [sys.executable, "-m", "pos.cli", "card", "issue", "--tier", "4", "--balance", "1", "--count", "3",
+    cmd = [sys.executable, "-m", "pos.cli.main", "card", "issue", "--tier", "4", "--balance", "1", "--count", "3",
            "--json"]
     procs = [subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, text=True) for _ in range(4)]
     ids = [c["card_id"] for p in procs for c in json.loads(p.communicate(timeout=60)[0])["cards"]]

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from pos.cli import main
+from pos.cli.main import main
 
 
 def run(capsys: pytest.CaptureFixture[str], home: Path, *args: str) -> tuple[int, dict]:
@@ -157,7 +157,7 @@ def test_tampered_ledger_verify_exits_1(capsys, h) -> None:
 def test_concurrent_cli_payments_on_one_card_store(h) -> None:
     """Several processes pay with the same card at two terminals at once: every approval is one debit."""
     env = {**os.environ, "POS_HOME": str(h)}
-    pos = [sys.executable, "-m", "pos.cli"]
+    pos = [sys.executable, "-m", "pos.cli.main"]
     subprocess.run([*pos, "card", "issue", "--tier", "4", "--balance", "100"], env=env, check=True,
                    capture_output=True)
     procs = [subprocess.Popen([*pos, "pay", "--terminal", tid, "--card", "c0001", "--amount", "3", "--json"],

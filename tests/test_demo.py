@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from pos.cli import main
+from pos.cli.main import main
 
 
 def test_demo_twice(capsys, tmp_path) -> None:

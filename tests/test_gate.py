@@ -9,7 +9,7 @@ import pytest
 
 from ecny_nfc.mock import MockReader
 from pos.config import GateSettings
-from pos.gate import ANTI_PASSBACK, CAPACITY, PAID, PREPAID, Gate
+from pos.gate.ticket_gate import ANTI_PASSBACK, CAPACITY, PAID, PREPAID, Gate
 from pos.home import Home
 from wallet.card import WalletApplet
 from wallet.errors import InvalidInput
@@ -141,7 +141,7 @@ def test_no_card_means_no_decision(home: Home, clock: Clock) -> None:
 
 
 def test_gate_refuses_a_counter_terminal_and_unknown_products(home: Home, clock: Clock) -> None:
-    from pos.gate import GateError
+    from pos.gate.ticket_gate import GateError
     from wallet.errors import InvalidInput
 
     with pytest.raises(InvalidInput):
@@ -198,7 +198,7 @@ def keyless_clone(original: WalletApplet) -> WalletApplet:
 
 def test_a_re_entry_on_a_pass_needs_the_wallets_key(home: Home, clock: Clock) -> None:
     """A clone without the key shows the same certified id; AUTHENTICATE tells them apart, and nothing is counted."""
-    from pos.reasons import Reason
+    from pos.payment.reasons import Reason
 
     gate = gate_for(home, clock)
     c = card(home, 1)
@@ -215,7 +215,7 @@ def test_a_re_entry_on_a_pass_needs_the_wallets_key(home: Home, clock: Clock) ->
 
 def test_a_card_pulled_during_the_proof_is_not_counted(home: Home, clock: Clock) -> None:
     from ecny_nfc.mock import Faults
-    from pos.reasons import Reason
+    from pos.payment.reasons import Reason
     from wallet.protocol import INS_AUTHENTICATE
 
     gate = gate_for(home, clock)
@@ -255,7 +255,7 @@ def test_a_visitor_back_after_a_torn_sale_enters_on_it_without_paying_again(home
     first (GET LAST TRANSACTION), turns it into a pass and lets the visitor in on it, proving the key; nothing is
     charged twice."""
     from ecny_nfc.mock import Faults
-    from pos.reasons import Reason
+    from pos.payment.reasons import Reason
     from wallet.protocol import INS_PAY
 
     gate = gate_for(home, clock, window_s=0)
@@ -315,7 +315,7 @@ def test_a_wallet_back_after_a_tear_is_read_again(home: Home, clock: Clock) -> N
 
 
 def test_a_garbled_answer_to_the_proof_stops_the_visitor_not_the_gate(home: Home, clock: Clock) -> None:
-    from pos.reasons import Reason
+    from pos.payment.reasons import Reason
     from wallet.protocol import INS_AUTHENTICATE
 
     class Garbled:

@@ -35,9 +35,9 @@ from hypothesis.stateful import (
 
 from ecny_nfc.mock import Faults, MockReader
 from pos.config import GateSettings
-from pos.gate import PAID, PREPAID, Gate, GateDecision
+from pos.gate.ticket_gate import PAID, PREPAID, Gate, GateDecision
 from pos.home import Home
-from pos.reasons import Reason
+from pos.payment.reasons import Reason
 from wallet.card import WalletApplet, china_day
 from wallet.issuance import issue_card
 from wallet.protocol import INS_AUTHENTICATE, INS_PAY

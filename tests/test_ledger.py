@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pos.ledger import Ledger, LedgerError, LedgerTampered
+from pos.ledger.store import Ledger, LedgerError, LedgerTampered
 from wallet.ids import voucher_id
 
 W = "0991000000000008"  # the wallet of the fixture's payments (counters 1..5)
@@ -127,7 +127,7 @@ def test_failed_append_changes_nothing(led: Ledger) -> None:
 
 
 def test_damaged_key_is_a_typed_error(tmp_path: Path) -> None:
-    from pos.ledger import LedgerError
+    from pos.ledger.store import LedgerError
 
     Ledger(tmp_path / "l.db").close()
     (tmp_path / "l.key").write_bytes(b"short")
@@ -136,7 +136,7 @@ def test_damaged_key_is_a_typed_error(tmp_path: Path) -> None:
 
 
 def test_corrupted_file_is_a_typed_error(tmp_path: Path) -> None:
-    from pos.ledger import LedgerError
+    from pos.ledger.store import LedgerError
 
     (tmp_path / "x.db").write_bytes(b"this is not a database" * 100)
     with pytest.raises(LedgerError):
@@ -157,7 +157,7 @@ def test_wallet_standing_follows_the_latest_denylist_entry_and_the_highest_count
 def test_an_older_ledger_is_migrated_in_place_keeping_every_certificate(tmp_path: Path) -> None:
     import sqlite_utils
 
-    from pos.ledger import MIGRATIONS
+    from pos.ledger.store import MIGRATIONS
 
     path = tmp_path / "ledger.db"
     old = sqlite_utils.Database(path)
@@ -180,7 +180,7 @@ def test_an_older_ledger_is_migrated_in_place_keeping_every_certificate(tmp_path
 def test_entry_times_are_utc_iso_with_milliseconds(led: Ledger) -> None:
     import datetime as dt
 
-    from pos.ledger import utc_now
+    from pos.ledger.store import utc_now
 
     before = dt.datetime.now(dt.UTC)
     stamp = utc_now()
@@ -193,7 +193,7 @@ def test_entry_times_are_utc_iso_with_milliseconds(led: Ledger) -> None:
 
 def test_entry_times_cross_second_boundaries(monkeypatch: pytest.MonkeyPatch) -> None:
     """The formatted second is reused within a second only: each stamp is the clock's own."""
-    from pos import ledger as ledger_module
+    from pos.ledger import store as ledger_module
 
     for ns, text in [(1_790_000_000_999_000_000, "2026-09-21T14:13:20.999Z"),
                      (1_790_000_001_000_000_000, "2026-09-21T14:13:21.000Z"),
@@ -243,7 +243,7 @@ def test_entry_hash_is_the_sha256_of_the_documented_json() -> None:
     import hashlib
     import json
 
-    from pos.ledger import _entry_hash
+    from pos.ledger.store import _entry_hash
 
     args = (7, "2026-11-27T10:00:00.000Z", "payment", "v1", "w", 3, 1230, '{"note":"苏州 \\"quoted\\""}', "0" * 64)
     reference = json.dumps(list(args), separators=(",", ":"), ensure_ascii=False)

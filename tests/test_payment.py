@@ -10,8 +10,8 @@ from dataclasses import replace
 import pytest
 
 from ecny_nfc.mock import MockReader
-from pos.reasons import Reason
-from pos.session import PaymentSession
+from pos.payment.reasons import Reason
+from pos.payment.session import PaymentSession
 from tests.conftest import COUNTER, COUNTER_2, MERCHANT, Taps, payments
 from wallet.protocol import STATUS_BLOCKED
 from wallet.voucher import Voucher
@@ -203,7 +203,7 @@ def test_session_refuses_non_positive_amounts(taps: Taps, amount: int) -> None:
 
 def test_recording_a_voucher_twice_keeps_one_entry_and_a_different_body_is_refused(taps: Taps) -> None:
     """The unique voucher id decides: the same voucher again is the same payment; another body is a replay."""
-    from pos.session import Declined
+    from pos.payment.session import Declined
     from wallet.certs import key_from_pem
     from wallet.voucher import CNY, VoucherBody
 

@@ -9,10 +9,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from bank.testing import Shop, shop_session
-from pos.cli import main
+from pos.cli.main import main
 from pos.home import Home
-from pos.sync import SyncLoop, SyncProgress, reconcile, sync_once
+from pos.sync.rounds import SyncLoop, SyncProgress, reconcile, sync_once
+from tests.support.shop import Shop, shop_session
 
 T1, T2, T3 = "CMGQ0001", "CMGQ0002", "ZZYS0001"
 

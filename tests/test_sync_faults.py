@@ -14,11 +14,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from bank.testing import Shop, shop_session
-from pos.cards import issue_cards, tap_mock_card
+from pos.cards.manage import issue_cards, tap_mock_card
 from pos.home import Home
-from pos.operator_client import FaultTransport, OperatorClient, OperatorUnavailable, RetryPolicy, provision_terminal
-from pos.sync import sync_once
+from pos.sync.client import FaultTransport, OperatorClient, OperatorUnavailable, RetryPolicy, provision_terminal
+from pos.sync.rounds import sync_once
+from tests.support.shop import Shop, shop_session
 
 T1 = "CMGQ0001"
 MERCHANT = "320508000000101"
@@ -141,7 +141,7 @@ def free_port() -> int:
 
 def start_operator(home: Path, port: int, fault: str | None = None) -> subprocess.Popen:
     env = {**os.environ, "ECNY_OPERATOR_FAULT": fault or ""}
-    proc = subprocess.Popen([sys.executable, "-m", "pos.cli", "--home", str(home), "operator", "serve", "--port",
+    proc = subprocess.Popen([sys.executable, "-m", "pos.cli.main", "--home", str(home), "operator", "serve", "--port",
                              str(port)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:

@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 
 from ecny_nfc.mock import MockReader
-from pos.cards import issue_cards
-from pos.cli import main
+from pos.cards.manage import issue_cards
+from pos.cards.tap_socket import TapRefused, TapServer, TerminalNotRunning, send_tap, socket_path
+from pos.cli.main import main
 from pos.home import Home
-from pos.session import Outcome
-from pos.tap_socket import TapRefused, TapServer, TerminalNotRunning, send_tap, socket_path
-from pos.tui.runtime import Runtime
+from pos.payment.session import Outcome
+from pos.runtime import Runtime
 from wallet.errors import EcnyError
 
 TID = "CMGQ0001"

@@ -9,8 +9,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ecny_nfc.mock import Faults, MockReader
-from pos.reasons import Reason
-from pos.session import PaymentSession
+from pos.payment.reasons import Reason
+from pos.payment.session import PaymentSession
 from tests.conftest import Taps, payments
 from wallet.card import WalletApplet
 
@@ -203,7 +203,7 @@ def test_power_loss_after_pay_is_recovered_by_the_next_process(tmp_path) -> None
     import sys
 
     env = {**os.environ, "POS_HOME": str(tmp_path)}
-    pos = [sys.executable, "-m", "pos.cli"]
+    pos = [sys.executable, "-m", "pos.cli.main"]
 
     def run(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run([*pos, *args], env=env, capture_output=True, text=True, timeout=60)

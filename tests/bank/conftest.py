@@ -16,8 +16,8 @@ from urllib.parse import quote
 
 import pytest
 
-from bank.testing import Shop, shop_session
 from pos.home import Home
+from tests.support.shop import Shop, shop_session
 
 POSTGRES_URL = os.environ.get("ECNY_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 

@@ -7,10 +7,10 @@ import json
 import httpx
 import pytest
 
-from bank import auth
-from bank.testing import Shop
-from pos.operator_client import OperatorBadInput, OperatorClient, OperatorRefused
+from pos.sync.client import OperatorBadInput, OperatorClient, OperatorRefused
+from tests.support.shop import Shop
 from wallet.certs import new_key
+from wire import signing
 
 T1, T2, OTHER = "CMGQ0001", "CMGQ0002", "ZZYS0001"
 
@@ -18,7 +18,7 @@ T1, T2, OTHER = "CMGQ0001", "CMGQ0002", "ZZYS0001"
 def signed(shop: Shop, tid: str, key, method: str, path: str, body: dict | None = None,
            now_ms: int | None = None) -> httpx.Response:
     content = b"" if body is None else json.dumps(body).encode()
-    headers = auth.sign_request(key, tid, method, path, "", content, now_ms)
+    headers = signing.sign_request(key, tid, method, path, "", content, now_ms)
     headers["content-type"] = "application/json"
     return httpx.request(method, shop.url + path, content=content or None, headers=headers)
 
@@ -56,16 +56,16 @@ def test_replayed_stale_and_altered_requests_refused(shop: Shop) -> None:
     with shop.client(T1) as c1:
         key = c1.key
     body = b'{"vouchers":[],"certificates":{}}'
-    headers = auth.sign_request(key, T1, "POST", "/v1/settlements", "", body)
+    headers = signing.sign_request(key, T1, "POST", "/v1/settlements", "", body)
     headers["content-type"] = "application/json"
     first = httpx.post(shop.url + "/v1/settlements", content=body, headers=headers)
     assert first.status_code == 200
     again = httpx.post(shop.url + "/v1/settlements", content=body, headers=headers)
     assert again.status_code == 401 and again.json()["error"]["code"] == "replayed_request"
-    headers = auth.sign_request(key, T1, "POST", "/v1/settlements", "", body)
+    headers = signing.sign_request(key, T1, "POST", "/v1/settlements", "", body)
     altered = httpx.post(shop.url + "/v1/settlements", content=body.replace(b"[]", b"[ ]", 1), headers=headers)
     assert altered.status_code == 401 and altered.json()["error"]["code"] == "bad_request_signature"
-    old = signed(shop, T1, key, "GET", "/v1/denylist", now_ms=auth.MAX_SKEW_MS)
+    old = signed(shop, T1, key, "GET", "/v1/denylist", now_ms=signing.MAX_SKEW_MS)
     assert old.status_code == 401 and old.json()["error"]["code"] == "stale_request"
 
 

@@ -11,11 +11,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bank import auth
-from bank.batch import CONTENT_TYPE, MAX_BATCH, MAX_CERT_BYTES, MAX_VOUCHER_BYTES, decode_batch, encode_batch
 from bank.errors import BadRequest
-from bank.testing import Shop
-from pos.operator_client import OperatorBadInput, OperatorRefused
+from pos.sync.client import OperatorBadInput, OperatorRefused
+from tests.support.shop import Shop
+from wire import signing
+from wire.batch import CONTENT_TYPE, MAX_BATCH, MAX_CERT_BYTES, MAX_VOUCHER_BYTES, decode_batch, encode_batch
 
 T1 = "CMGQ0001"
 MERCHANT = "320508000000101"
@@ -102,7 +102,7 @@ def _paid(shop: Shop, n: int) -> tuple[list[bytes], bytes, bytes]:
 
 
 def _post(shop: Shop, key, body: bytes, content_type: str = CONTENT_TYPE) -> httpx.Response:
-    headers = auth.sign_request(key, T1, "POST", "/v1/settlements", "", body)
+    headers = signing.sign_request(key, T1, "POST", "/v1/settlements", "", body)
     headers["content-type"] = content_type
     return httpx.post(shop.url + "/v1/settlements", content=body, headers=headers, timeout=30)
 
@@ -143,7 +143,7 @@ def test_binary_batch_errors_are_typed_and_change_nothing(shop: Shop) -> None:
     assert r.status_code == 400 and r.json()["error"]["code"] == "bad_request"
     first = _post(shop, key, good)
     assert first.status_code == 200 and [x["status"] for x in first.json()["results"]] == ["settled"] * 2
-    headers = auth.sign_request(key, T1, "POST", "/v1/settlements", "", good)
+    headers = signing.sign_request(key, T1, "POST", "/v1/settlements", "", good)
     headers["content-type"] = CONTENT_TYPE
     flipped = bytearray(good)
     flipped[-1] ^= 1
@@ -161,7 +161,7 @@ def test_replay_racing_its_original_settles_once(shop: Shop) -> None:
     body = encode_batch([cert, issuer], [(r, 0, 1) for r in raws])
     with shop.client(T1) as c:
         key = c.key
-    headers = auth.sign_request(key, T1, "POST", "/v1/settlements", "", body)
+    headers = signing.sign_request(key, T1, "POST", "/v1/settlements", "", body)
     headers["content-type"] = CONTENT_TYPE
     with ThreadPoolExecutor(4) as ex:
         answers = list(ex.map(lambda _: httpx.post(shop.url + "/v1/settlements", content=body, headers=headers,
@@ -179,7 +179,7 @@ def test_refused_body_changes_nothing_not_even_the_nonce(shop: Shop) -> None:
     sending it again gets the same refusal; an unknown content type is a typed 415."""
     with shop.client(T1) as c:
         key = c.key
-    headers = auth.sign_request(key, T1, "POST", "/v1/settlements", "", b"ECB1")
+    headers = signing.sign_request(key, T1, "POST", "/v1/settlements", "", b"ECB1")
     headers["content-type"] = CONTENT_TYPE
     for _ in range(2):
         r = httpx.post(shop.url + "/v1/settlements", content=b"ECB1", headers=headers)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from bank.testing import Shop
-from pos.operator_client import OperatorRefused
-from pos.sync import RefundRefused, reconcile, request_refund
+from pos.sync.client import OperatorRefused
+from pos.sync.rounds import RefundRefused, reconcile, request_refund
+from tests.support.shop import Shop
 from wallet.errors import InvalidInput
 
 T1, T2, OTHER = "CMGQ0001", "CMGQ0002", "ZZYS0001"

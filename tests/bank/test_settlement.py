@@ -7,8 +7,8 @@ from dataclasses import replace
 
 import pytest
 
-from bank.testing import Shop
-from pos.operator_client import OperatorRefused
+from pos.sync.client import OperatorRefused
+from tests.support.shop import Shop
 from wallet.certs import key_from_pem, new_key
 from wallet.voucher import MAX_TIMESTAMP_MS, Voucher
 
@@ -126,7 +126,7 @@ def test_spending_beyond_loaded_is_a_double_spend(shop: Shop) -> None:
 
 
 def test_load_tokens_count_as_loaded_and_never_repeat(shop: Shop) -> None:
-    from pos.cards import apply_load
+    from pos.cards.manage import apply_load
 
     (card,) = shop.cards(1, balance_fen=1000)
     balance, token = apply_load(shop.home, card, amount_fen=5000)

@@ -25,8 +25,8 @@ from ecny_nfc.pcscd_private import PrivatePcscd, missing_pcsc_stack, private_pcs
 from ecny_nfc.reader import Reader
 from ecny_nfc.vpcd_card import VpcdCard
 from pos.home import Home
-from pos.ledger import Ledger
-from pos.session import Outcome, PaymentSession, TerminalContext
+from pos.ledger.store import Ledger
+from pos.payment.session import Outcome, PaymentSession, TerminalContext
 from wallet.issuance import issue_card
 
 COUNTER = "CMGQ0001"

@@ -9,8 +9,8 @@ from __future__ import annotations
 from cryptography import x509
 
 from ecny_nfc.emulation import EmulatorFaults
-from pos.card_client import WalletClient
-from pos.reasons import Reason
+from pos.payment.card_client import WalletClient
+from pos.payment.reasons import Reason
 from wallet import apdu as sw
 from wallet.protocol import INS_GET_RESPONSE, INS_PAY
 from wallet.voucher import Voucher

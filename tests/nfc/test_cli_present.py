@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-POS = [sys.executable, "-m", "pos.cli"]
+POS = [sys.executable, "-m", "pos.cli.main"]
 
 
 def test_present_then_pay_over_nfcpy_udp(tmp_path: Path) -> None:

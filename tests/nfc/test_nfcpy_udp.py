@@ -20,7 +20,7 @@ from ecny_nfc.factory import open_reader
 from ecny_nfc.iso_dep_card import FWT, UdpCardEmulator
 from ecny_nfc.nfcpy_reader import NfcpyReader
 from ecny_nfc.reader import Cancelled, NoCard, ReaderBusy, ReaderNotFound
-from pos.reasons import Reason
+from pos.payment.reasons import Reason
 from wallet.protocol import INS_PAY
 
 

@@ -15,7 +15,7 @@ from payment_scenarios import (
 
 from ecny_nfc.factory import open_reader
 from ecny_nfc.reader import Cancelled, MultipleCards, NoCard, ReaderBusy, ReaderNotFound
-from pos.reasons import Reason
+from pos.payment.reasons import Reason
 
 
 def test_full_payment(pcsc_stack, terminal) -> None:

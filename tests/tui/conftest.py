@@ -14,10 +14,10 @@ from textual.pilot import Pilot
 from textual.widgets import Static
 
 from ecny_nfc.mock import MockReader
-from pos.cards import issue_cards
+from pos.cards.manage import issue_cards
 from pos.config import PACKAGE_DEFAULT
 from pos.home import Home
-from pos.tui.runtime import CHINA_TZ, Runtime
+from pos.runtime import CHINA_TZ, Runtime
 
 COUNTER = "CMGQ0001"
 GATE = "HQGT0001"

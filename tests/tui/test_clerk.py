@@ -9,9 +9,9 @@ from textual.widgets import Input, Static
 
 from ecny_nfc.mock import Faults
 from pos.home import Home
-from pos.reasons import Reason
-from pos.tui.clerk import ChargeScreen, ClerkApp, CounterScreen, ResultScreen
-from pos.tui.history import HistoryScreen, ReceiptScreen, RefundScreen
+from pos.payment.reasons import Reason
+from pos.ui.clerk import ChargeScreen, ClerkApp, CounterScreen, ResultScreen
+from pos.ui.history import HistoryScreen, ReceiptScreen, RefundScreen
 from tests.tui.conftest import COUNTER, FakeServices, runtime, showing, text_of, until
 
 

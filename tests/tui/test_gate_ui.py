@@ -6,10 +6,10 @@ import asyncio
 
 from textual.widgets import Static
 
-from pos.cards import issue_cards
-from pos.gate import Gate
+from pos.cards.manage import issue_cards
+from pos.gate.ticket_gate import Gate
 from pos.home import Home
-from pos.tui.gate_app import GateApp, GateResultScreen, GateScreen
+from pos.ui.gate_app import GateApp, GateResultScreen, GateScreen
 from tests.tui.conftest import GATE, FakeServices, runtime, showing, text_of, until
 
 

@@ -12,14 +12,14 @@ from typing import Any
 import pytest
 
 from ecny_nfc.mock import MockReader
-from pos.gate import ANTI_PASSBACK, PAID, Gate, GateDecision
+from pos.gate.ticket_gate import ANTI_PASSBACK, PAID, Gate, GateDecision
 from pos.home import Home
-from pos.reasons import Reason
-from pos.session import Outcome
-from pos.tui.clerk import ChargeScreen, ClerkApp, CounterScreen, ResultScreen
-from pos.tui.gate_app import GateApp, GateResultScreen, GateScreen
-from pos.tui.runtime import Runtime
-from pos.tui.tester import TesterScreen
+from pos.payment.reasons import Reason
+from pos.payment.session import Outcome
+from pos.runtime import Runtime
+from pos.ui.clerk import ChargeScreen, ClerkApp, CounterScreen, ResultScreen
+from pos.ui.gate_app import GateApp, GateResultScreen, GateScreen
+from pos.ui.tester import TesterScreen
 from tests.tui.conftest import COUNTER, FIXED_NOW, GATE, FakeServices, make_config, showing, until
 from wallet.ids import luhn_digit
 from wallet.issuance import issue_card

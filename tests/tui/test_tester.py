@@ -7,8 +7,8 @@ import asyncio
 from textual.widgets import DataTable, Static
 
 from pos.home import Home
-from pos.tui.clerk import ClerkApp, ResultScreen
-from pos.tui.tester import TesterScreen, TraceScreen
+from pos.ui.clerk import ClerkApp, ResultScreen
+from pos.ui.tester import TesterScreen, TraceScreen
 from tests.tui.conftest import FakeServices, runtime, showing, text_of, until
 
 

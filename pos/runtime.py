@@ -14,12 +14,12 @@ from typing import Any
 
 from ecny_nfc.mock import MockReader
 from ecny_nfc.reader import Reader
-from pos.card_client import TraceEntry
-from pos.checkout import Checkout, CheckoutClosed
+from pos.cards.tap_socket import TapBroker, TapServer
 from pos.home import Home
-from pos.reasons import Reason
-from pos.session import Outcome
-from pos.tap_socket import TapBroker, TapServer
+from pos.payment.card_client import TraceEntry
+from pos.payment.checkout import Checkout, CheckoutClosed
+from pos.payment.reasons import Reason
+from pos.payment.session import Outcome
 from wallet.errors import EcnyError
 
 CHINA_TZ = dt.timezone(dt.timedelta(hours=8), "CST")

@@ -12,7 +12,7 @@ ledger is the source of truth for what was paid: each sale's intent says what it
 gives a pass to every ticket payment that has none (see there).
 
 Before charging, the gate reads the wallet's identity (SELECT, READ INFO, certificate chain) to apply the rules; the
-payment itself then runs through :class:`pos.session.PaymentSession` on the same connection, starting from that
+payment itself then runs through :class:`pos.payment.session.PaymentSession` on the same connection, starting from that
 read (one read of the card per sale). A re-entry on a pass
 needs a fresh proof of the wallet's key: the gate sends AUTHENTICATE with a random challenge and verifies the
 signature with the certified key before it counts the entry, so a copy of a wallet's certificate and id (a clone
@@ -34,13 +34,13 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from ecny_nfc.reader import Cancelled, CardConnection, CardRemoved, MultipleCards, NoCard, Reader
-from pos.card_client import CardStatusError, TraceEntry, WalletClient
 from pos.config import GateSettings, Product
 from pos.home import Home
 from pos.i18n import tr
-from pos.ledger import AUTOCHECKPOINT_PAGES, IDLE_CHECKPOINT_COMMITS
-from pos.reasons import Reason
-from pos.session import Declined, Outcome, PaymentSession
+from pos.ledger.store import AUTOCHECKPOINT_PAGES, IDLE_CHECKPOINT_COMMITS
+from pos.payment.card_client import CardStatusError, TraceEntry, WalletClient
+from pos.payment.reasons import Reason
+from pos.payment.session import Declined, Outcome, PaymentSession
 from wallet import apdu as sw
 from wallet.card import china_day
 from wallet.errors import EcnyError, InvalidInput, SignatureError
@@ -49,7 +49,7 @@ from wallet.voucher import CHALLENGE_SIZE, Voucher
 
 Clock = Callable[[], int]  # milliseconds since the epoch
 
-# Gate-specific decision codes (payment declines use pos.reasons.Reason values).
+# Gate-specific decision codes (payment declines use pos.payment.reasons.Reason values).
 PAID = "paid"
 PREPAID = "prepaid"
 _RECONCILED = "ledger_seq_reconciled"  # ledger entries up to here have their passes

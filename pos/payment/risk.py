@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pos.reasons import Reason
+from pos.payment.reasons import Reason
 from wallet.card import china_day
 from wallet.limits import OfflineCaps, effective_cap, tier_limits
 from wallet.protocol import CardInfo

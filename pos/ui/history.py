@@ -15,9 +15,9 @@ from textual.screen import ModalScreen
 from textual.widgets import DataTable, Input, Static
 
 from pos.money import fen_to_yuan_text, format_fen, parse_yuan
-from pos.tui.base import KeyBar, StatusBar, TerminalApp, TerminalScreen
-from pos.tui.records import STATUSES, Tx, day_report, find, receipt_text, save_receipt, transactions
-from pos.tui.services import OperatorUnavailable
+from pos.records import STATUSES, Tx, day_report, find, receipt_text, save_receipt, transactions
+from pos.sync.services import OperatorUnavailable
+from pos.ui.base import KeyBar, StatusBar, TerminalApp, TerminalScreen
 from wallet.errors import EcnyError, InvalidInput
 from wallet.ids import mask_wallet_id
 

@@ -14,11 +14,11 @@ from contextlib import contextmanager
 from typing import Any
 
 from ecny_nfc.mock import Faults, MockReader
-from pos.card_client import CardStatusError, WalletClient
-from pos.checkout import take_payment
 from pos.home import Home
-from pos.reasons import Reason, reason_for_status
-from pos.session import Outcome
+from pos.payment.card_client import CardStatusError, WalletClient
+from pos.payment.checkout import take_payment
+from pos.payment.reasons import Reason, reason_for_status
+from pos.payment.session import Outcome
 from wallet.card import CardState
 from wallet.issuance import issue_card
 from wallet.protocol import STATUS_ACTIVE, LoadToken
@@ -57,7 +57,7 @@ def issue_cards(home: Home, tier: int, balance_fen: int, count: int = 1, *, expi
 
 def register_wallets(home: Home, states: list[CardState], operator_url: str | None = None) -> str:
     """Put wallets on file at the operator; returns "operator", or "local" when the embedded operator did it."""
-    from pos.operator_client import OperatorClient, OperatorRefused, OperatorUnavailable, RetryPolicy
+    from pos.sync.client import OperatorClient, OperatorRefused, OperatorUnavailable, RetryPolicy
 
     try:
         with OperatorClient.for_admin(home, operator_url, retry=RetryPolicy(attempts=1), timeout=5.0) as cli:
@@ -86,7 +86,7 @@ def _local_operator(home: Home) -> Iterator[Any]:
 def operator_load_token(home: Home, state: CardState, amount_fen: int, operator_url: str | None = None) -> LoadToken:
     """A load token from the operator (HTTP), else from the embedded operator, else from the local CA alone."""
     from bank.errors import NotFound
-    from pos.operator_client import OperatorClient, OperatorRefused, OperatorUnavailable, RetryPolicy
+    from pos.sync.client import OperatorClient, OperatorRefused, OperatorUnavailable, RetryPolicy
 
     try:
         with OperatorClient.for_admin(home, operator_url, retry=RetryPolicy(attempts=2), timeout=5.0) as cli:

@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 from ecny_nfc.reader import Reader
 from pos.home import Home
-from pos.session import Outcome, PaymentSession
+from pos.payment.session import Outcome, PaymentSession
 from wallet.errors import EcnyError
 
 

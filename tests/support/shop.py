@@ -17,11 +17,11 @@ from typing import Any
 import httpx
 
 from bank.embedded import EmbeddedOperator, start_embedded
-from pos.cards import issue_cards, tap_mock_card
+from pos.cards.manage import issue_cards, tap_mock_card
 from pos.home import Home
-from pos.operator_client import OperatorClient, RetryPolicy, provision_terminal
-from pos.session import Outcome
-from pos.sync import SyncResult, sync_once
+from pos.payment.session import Outcome
+from pos.sync.client import OperatorClient, RetryPolicy, provision_terminal
+from pos.sync.rounds import SyncResult, sync_once
 
 FAST_RETRY = RetryPolicy(attempts=4, base=0.01, cap=0.05)
 

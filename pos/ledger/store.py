@@ -203,7 +203,7 @@ def _row_entry(row: tuple[Any, ...]) -> Entry:
 
 class Ledger:
     """One terminal's ledger file. Safe for several processes; one connection per thread, or one shared by threads
-    that take turns (a running terminal's :class:`pos.checkout.Checkout` holds a lock around each charge)."""
+    that take turns (a running terminal's :class:`pos.payment.checkout.Checkout` holds a lock around each charge)."""
 
     def __init__(self, path: Path, key: bytes | None = None) -> None:
         self.path = Path(path)

@@ -7,11 +7,11 @@ import json
 from typing import Any
 
 from ecny_nfc.mock import Faults, MockReader
-from pos.cards import apply_load, issue_cards
-from pos.checkout import take_payment
+from pos.cards.manage import apply_load, issue_cards
 from pos.home import Home
 from pos.money import format_fen
-from pos.session import Outcome
+from pos.payment.checkout import take_payment
+from pos.payment.session import Outcome
 from wallet.card import CardState
 from wallet.protocol import INS_PAY
 

@@ -13,12 +13,12 @@ from textual.containers import Horizontal, Vertical
 from textual.message import Message
 from textual.widgets import DataTable, Static
 
-from pos.gate import Gate, GateDecision
+from pos.gate.ticket_gate import Gate, GateDecision
 from pos.money import format_fen
-from pos.tui.base import KeyBar, TerminalApp, TerminalScreen
-from pos.tui.runtime import Runtime
-from pos.tui.services import Services
-from pos.tui.tester import TESTER_CSS
+from pos.runtime import Runtime
+from pos.sync.services import Services
+from pos.ui.base import KeyBar, TerminalApp, TerminalScreen
+from pos.ui.tester import TESTER_CSS
 
 # A 5-row block font for the two words a queue must read at a glance.
 _FONT = {

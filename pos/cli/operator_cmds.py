@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from pos.cli import EXIT_FAILED, EXIT_OK, Commands, emit
+from pos.cli.main import EXIT_FAILED, EXIT_OK, Commands, emit
 from pos.home import Home
 from pos.money import format_fen, parse_yuan
 from wallet.errors import InvalidInput
@@ -31,7 +31,7 @@ def cmd_operator_serve(args: argparse.Namespace, home: Home) -> int:
 
 
 def cmd_provision(args: argparse.Namespace, home: Home) -> int:
-    from pos.operator_client import provision_terminal
+    from pos.sync.client import provision_terminal
 
     data = provision_terminal(home, args.terminal_id, args.operator)
     emit(args, data, f"terminal {data['terminal_id']} provisioned for merchant {data['merchant_id']} "
@@ -40,7 +40,7 @@ def cmd_provision(args: argparse.Namespace, home: Home) -> int:
 
 
 def cmd_sync(args: argparse.Namespace, home: Home) -> int:
-    from pos.sync import SyncProgress, sync_once
+    from pos.sync.rounds import SyncProgress, sync_once
 
     def progress(p: SyncProgress) -> None:
         if not args.json and p.total:
@@ -57,8 +57,8 @@ def cmd_sync(args: argparse.Namespace, home: Home) -> int:
 
 
 def cmd_refund(args: argparse.Namespace, home: Home) -> int:
-    from pos.operator_client import OperatorRefused
-    from pos.sync import request_refund
+    from pos.sync.client import OperatorRefused
+    from pos.sync.rounds import request_refund
 
     try:
         data = request_refund(home, args.terminal, args.voucher, args.amount, args.operator)
@@ -74,7 +74,7 @@ def cmd_refund(args: argparse.Namespace, home: Home) -> int:
 
 
 def cmd_report(args: argparse.Namespace, home: Home) -> int:
-    from pos.sync import reconcile
+    from pos.sync.rounds import reconcile
 
     data = reconcile(home, args.terminal, args.date, args.operator)
     t, o = data["terminal"], data["operator"]

@@ -14,7 +14,7 @@ import threading
 from typing import Any
 
 from ecny_nfc.emulation import EmulatedCard, EmulatorFaults, TapRecord
-from pos.cli import EXIT_OK, Commands, _nonneg_int
+from pos.cli.main import EXIT_OK, Commands, _nonneg_int
 from pos.home import Home
 from pos.money import format_fen
 from wallet.errors import InvalidInput

@@ -16,9 +16,9 @@ from textual.widgets import Static
 
 from pos.i18n import other_language, tr
 from pos.money import format_fen
-from pos.tui.records import parse_time
-from pos.tui.runtime import Runtime
-from pos.tui.services import OperatorServices, OperatorUnavailable, Services
+from pos.records import parse_time
+from pos.runtime import Runtime
+from pos.sync.services import OperatorServices, OperatorUnavailable, Services
 
 Keys = list[tuple[str, str]]  # (key as shown, translation key of its label)
 
@@ -157,7 +157,7 @@ class TerminalApp(App[None]):
 
     # -- tester panel -----------------------------------------------------------------------------------------------
     def action_tester(self) -> None:
-        from pos.tui.tester import TesterScreen
+        from pos.ui.tester import TesterScreen
 
         if isinstance(self.screen, TesterScreen):
             self.pop_screen()

@@ -1,6 +1,6 @@
 """The terminal's HTTP client for the operator: signed requests, retries with exponential backoff and jitter.
 
-Every terminal call is signed with the terminal key (scheme in :mod:`bank.auth`); back-office calls (provisioning,
+Every terminal call is signed with the terminal key (scheme in :mod:`wire.signing`); back-office calls (provisioning,
 wallet registration, load tokens) carry the operator's admin token. ``transport`` is the seam for tests: pass any
 ``httpx.BaseTransport`` (e.g. one that injects timeouts, 500s or truncated answers).
 """
@@ -21,10 +21,10 @@ from typing import TYPE_CHECKING, Any
 import httpx
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from bank import auth
-from bank.batch import CONTENT_TYPE as BATCH_CONTENT_TYPE
 from wallet.certs import key_from_pem
 from wallet.errors import EcnyError, InvalidInput
+from wire import signing
+from wire.batch import CONTENT_TYPE as BATCH_CONTENT_TYPE
 
 if TYPE_CHECKING:
     from pos.home import Home
@@ -152,7 +152,7 @@ class OperatorClient:
             if signed:
                 if self.key is None or self.terminal_id is None:
                     raise NotProvisioned("this client has no terminal key")
-                headers.update(auth.sign_request(self.key, self.terminal_id, method, self.prefix + path, query,
+                headers.update(signing.sign_request(self.key, self.terminal_id, method, self.prefix + path, query,
                                                  content))
             elif self.admin_token:
                 headers["authorization"] = f"Bearer {self.admin_token}"
@@ -185,7 +185,7 @@ class OperatorClient:
         return self.call("POST", "/v1/settlements", {"vouchers": vouchers, "certificates": certificates})
 
     def settle_batch(self, body: bytes, cancel: threading.Event | None = None) -> dict[str, Any]:
-        """Upload a binary settlement batch (:func:`bank.batch.encode_batch`): what :func:`pos.sync.sync_once`
+        """Upload a binary settlement batch (:func:`wire.batch.encode_batch`): what :func:`pos.sync.rounds.sync_once`
         sends. ``cancel`` as in :meth:`call`."""
         return self.call("POST", "/v1/settlements", content=body, content_type=BATCH_CONTENT_TYPE, cancel=cancel)
 

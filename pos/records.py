@@ -13,7 +13,7 @@ from typing import Any
 
 from pos.config import Merchant, Terminal
 from pos.i18n import tr
-from pos.ledger import Ledger
+from pos.ledger.store import Ledger
 from pos.money import format_fen
 from wallet.certs import write_atomic
 from wallet.ids import mask_wallet_id

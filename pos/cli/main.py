@@ -84,7 +84,7 @@ def cmd_merchants(args: argparse.Namespace, home: Home) -> int:
 
 # -- cards ----------------------------------------------------------------------------------------------------------
 def cmd_card_issue(args: argparse.Namespace, home: Home) -> int:
-    from pos.cards import issue_cards
+    from pos.cards.manage import issue_cards
 
     if not 1 <= args.count <= 1000:
         raise InvalidInput("--count must be between 1 and 1000")
@@ -97,7 +97,7 @@ def cmd_card_issue(args: argparse.Namespace, home: Home) -> int:
 
 
 def cmd_card_list(args: argparse.Namespace, home: Home) -> int:
-    from pos.cards import describe_card
+    from pos.cards.manage import describe_card
 
     cards = [describe_card(home.cards.load(i)) for i in home.cards.ids()]
     emit(args, {"cards": cards}, "\n".join(
@@ -108,7 +108,7 @@ def cmd_card_list(args: argparse.Namespace, home: Home) -> int:
 
 
 def cmd_card_show(args: argparse.Namespace, home: Home) -> int:
-    from pos.cards import describe_card
+    from pos.cards.manage import describe_card
 
     c = describe_card(home.cards.load(args.card))
     emit(args, c, "\n".join(f"{k}: {v}" for k, v in c.items()))
@@ -116,7 +116,7 @@ def cmd_card_show(args: argparse.Namespace, home: Home) -> int:
 
 
 def cmd_card_load(args: argparse.Namespace, home: Home) -> int:
-    from pos.cards import LoadRefused, apply_load
+    from pos.cards.manage import LoadRefused, apply_load
 
     try:
         balance, token = apply_load(home, args.card, amount_fen=args.amount)
@@ -142,8 +142,8 @@ def cmd_card_clone(args: argparse.Namespace, home: Home) -> int:
 # -- pay ------------------------------------------------------------------------------------------------------------
 def cmd_pay(args: argparse.Namespace, home: Home) -> int:
     from ecny_nfc.factory import open_reader
-    from pos.cards import tap_mock_card
-    from pos.checkout import take_payment
+    from pos.cards.manage import tap_mock_card
+    from pos.payment.checkout import take_payment
 
     lang = args.lang or "en"
     if args.reader == "mock":
@@ -194,7 +194,7 @@ def cmd_ledger_list(args: argparse.Namespace, home: Home) -> int:
 
 
 def cmd_ledger_verify(args: argparse.Namespace, home: Home) -> int:
-    from pos.ledger import LedgerTampered
+    from pos.ledger.store import LedgerTampered
 
     with home.ledger(args.terminal) as ledger:
         try:
@@ -228,7 +228,7 @@ def cmd_ledger_export(args: argparse.Namespace, home: Home) -> int:
 
 # -- demo -----------------------------------------------------------------------------------------------------------
 def cmd_demo(args: argparse.Namespace, home: Home) -> int:
-    from pos.demo import run_demo
+    from pos.cli.demo import run_demo
 
     return run_demo(home, args)
 
@@ -266,7 +266,7 @@ class Commands:
 
 
 # Modules that add their own commands through ``register(commands: Commands)``.
-COMMAND_MODULES = ("pos.cli_operator", "pos.cli_readers", "pos.tui.commands")
+COMMAND_MODULES = ("pos.cli.operator_cmds", "pos.cli.readers", "pos.cli.ui_cmds")
 
 
 def build_parser() -> argparse.ArgumentParser:

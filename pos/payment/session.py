@@ -27,10 +27,10 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ecny_nfc.reader import Cancelled, CardConnection, CardRemoved, MultipleCards, NoCard, Reader, ReaderError
-from pos.card_client import CardStatusError, KnownIssuers, TraceEntry, WalletClient
-from pos.ledger import Entry, Ledger, OpenIntent
-from pos.reasons import Reason, reason_for_status
-from pos.risk import check_limits
+from pos.ledger.store import Entry, Ledger, OpenIntent
+from pos.payment.card_client import CardStatusError, KnownIssuers, TraceEntry, WalletClient
+from pos.payment.reasons import Reason, reason_for_status
+from pos.payment.risk import check_limits
 from wallet import apdu as sw
 from wallet.certs import WalletCertInfo
 from wallet.errors import CertificateError, EcnyError, EncodingError, SignatureError

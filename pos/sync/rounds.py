@@ -2,7 +2,7 @@
 
 Delivery is at least once (a batch is re-sent after any failure: timeout, 500, cut-off answer, operator restart);
 settlement is exactly once (the operator answers a re-sent voucher ``duplicate``). Batches go up in the binary batch
-format (:mod:`bank.batch`). The first batch goes alone; once it is answered, two are in flight: the next batch is
+format (:mod:`wire.batch`). The first batch goes alone; once it is answered, two are in flight: the next batch is
 encoded and sent while the operator judges the one before and this thread records answers. Answers are recorded in
 upload order, each batch's in one transaction, one ``settlement`` entry per voucher; a voucher already answered is
 never answered twice, so two syncs racing on one terminal are harmless. After a failed batch nothing later is
@@ -27,13 +27,13 @@ from typing import Any
 
 import httpx
 
-from bank.batch import encode_batch
 from pos.home import Home
-from pos.ledger import Entry, Ledger
-from pos.operator_client import OperatorClient, OperatorUnavailable, RetryPolicy
+from pos.ledger.store import Entry, Ledger
+from pos.sync.client import OperatorClient, OperatorUnavailable, RetryPolicy
 from wallet.card import CHINA_TZ, china_day_text
 from wallet.errors import EcnyError, InvalidInput
 from wallet.voucher import Voucher
+from wire.batch import encode_batch
 
 BATCH_SIZE = 500
 PIPELINE_DEPTH = 2  # batches in flight once the first one is answered
@@ -96,7 +96,7 @@ def sync_once(home: Home, terminal_id: str, operator_url: str | None = None,
     """Upload the outbox in batches, record every answer and the denylist changes; return the counts.
 
     ``depth`` batches are in flight at once after the first (1: one after the other). Raises
-    :class:`~pos.operator_client.OperatorUnavailable` when the operator stays unreachable (batches answered before
+    :class:`~pos.sync.client.OperatorUnavailable` when the operator stays unreachable (batches answered before
     that are recorded; the rest stays in the outbox for the next sync).
     """
     t0 = time.perf_counter()

@@ -15,12 +15,12 @@ from textual.widgets import DataTable, Digits, Static
 
 from pos.config import Product
 from pos.money import MAX_AMOUNT_FEN, fen_to_yuan_text, format_fen, parse_yuan
-from pos.reasons import Reason
-from pos.session import Outcome
-from pos.tui.base import KeyBar, StatusBar, TerminalApp, TerminalScreen
-from pos.tui.history import HISTORY_CSS
-from pos.tui.services import OperatorUnavailable, Services
-from pos.tui.tester import TESTER_CSS
+from pos.payment.reasons import Reason
+from pos.payment.session import Outcome
+from pos.sync.services import OperatorUnavailable, Services
+from pos.ui.base import KeyBar, StatusBar, TerminalApp, TerminalScreen
+from pos.ui.history import HISTORY_CSS
+from pos.ui.tester import TESTER_CSS
 from wallet.errors import EcnyError, InvalidInput
 from wallet.ids import mask_wallet_id
 
@@ -198,12 +198,12 @@ class CounterScreen(TerminalScreen):
         self.app.push_screen(ChargeScreen(fen))
 
     def action_history(self) -> None:
-        from pos.tui.history import HistoryScreen
+        from pos.ui.history import HistoryScreen
 
         self.app.push_screen(HistoryScreen())
 
     def action_report(self) -> None:
-        from pos.tui.history import ReportScreen
+        from pos.ui.history import ReportScreen
 
         self.app.push_screen(ReportScreen())
 
@@ -394,7 +394,7 @@ class ResultScreen(TerminalScreen):
 
     def action_receipt(self) -> None:
         if self.outcome.approved and self.outcome.voucher_id:
-            from pos.tui.history import ReceiptScreen
+            from pos.ui.history import ReceiptScreen
 
             self.app.push_screen(ReceiptScreen(self.outcome.voucher_id))
 

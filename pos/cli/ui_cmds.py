@@ -11,7 +11,7 @@ import importlib
 import sys
 from typing import Any
 
-from pos.cli import EXIT_FAILED, EXIT_OK, Commands, emit
+from pos.cli.main import EXIT_FAILED, EXIT_OK, Commands, emit
 from pos.home import Home
 from pos.i18n import default_language
 from pos.money import format_fen
@@ -26,7 +26,7 @@ DEMO_CARDS = (  # tier, balance in fen, how many: what `pos run` issues into an 
 
 def ensure_demo_cards(home: Home) -> list[str]:
     """Issue the demo cards when the store has none; return the ids issued."""
-    from pos.cards import issue_cards
+    from pos.cards.manage import issue_cards
 
     if home.cards.ids():
         return []
@@ -52,7 +52,7 @@ def start_embedded_operator(home: Home) -> tuple[Any, str | None, str]:
 def ensure_provisioned(home: Home, terminal_id: str, operator_url: str | None) -> str | None:
     """Give the terminal its operator key on first run (embedded defaults); a note when that fails."""
     try:
-        from pos.operator_client import provision_terminal, terminal_key_path
+        from pos.sync.client import provision_terminal, terminal_key_path
     except ModuleNotFoundError:
         return None
     if terminal_key_path(home, terminal_id).exists():
@@ -81,9 +81,9 @@ def _open_reader(spec: str) -> Any:
 
 def cmd_run(args: argparse.Namespace, home: Home) -> int:
     """The clerk UI on a counter terminal."""
-    from pos.tui.clerk import ClerkApp
-    from pos.tui.runtime import Runtime
-    from pos.tui.services import OperatorServices
+    from pos.runtime import Runtime
+    from pos.sync.services import OperatorServices
+    from pos.ui.clerk import ClerkApp
 
     tid = args.terminal or home.config.first_terminal("counter")
     _, terminal = home.terminal(tid)
@@ -114,9 +114,9 @@ def cmd_run(args: argparse.Namespace, home: Home) -> int:
 
 def cmd_gate(args: argparse.Namespace, home: Home) -> int:
     """The gate UI on a gate terminal."""
-    from pos.gate import Gate
-    from pos.tui.gate_app import GateApp
-    from pos.tui.runtime import Runtime
+    from pos.gate.ticket_gate import Gate
+    from pos.runtime import Runtime
+    from pos.ui.gate_app import GateApp
 
     tid = args.terminal or home.config.first_terminal("gate")
     gate = Gate(home, tid)
@@ -135,7 +135,7 @@ def cmd_gate(args: argparse.Namespace, home: Home) -> int:
 
 def cmd_card_tap(args: argparse.Namespace, home: Home) -> int:
     """Tap a stored mock card on a running terminal and print its decision."""
-    from pos.tap_socket import send_tap
+    from pos.cards.tap_socket import send_tap
 
     result = send_tap(home, args.terminal, args.card, timeout=args.timeout)
     if result.get("status") == "approved":

@@ -13,7 +13,7 @@ Layout (big-endian, no padding, nothing after the last voucher)::
 
 It carries the same things as the JSON body (vouchers with their wallet and issuer certificates, each certificate
 once per batch) at about a third of the size, and it encodes and parses in a fraction of the time. The request
-signature (:mod:`bank.auth`) covers these exact bytes. The magic cannot begin a JSON document, so a body sent with
+signature (:mod:`wire.signing`) covers these exact bytes. The magic cannot begin a JSON document, so a body sent with
 the wrong content type is refused as malformed rather than misread. :func:`decode_batch` is strict: any count,
 length or index out of range, a cut-off record or trailing bytes raise :class:`~bank.errors.BadRequest` naming the
 byte offset, and nothing is settled.

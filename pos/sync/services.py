@@ -1,7 +1,8 @@
 """The operator services the clerk UI calls: sync, refund, reconcile, online check.
 
-:class:`OperatorServices` reaches the operator through ``pos.sync`` when that module exists; until then every call
-raises :class:`OperatorUnavailable` and the UI says "operator not available". Tests inject their own object with the
+:class:`OperatorServices` reaches the operator through ``pos.sync.rounds`` when that module exists; until then
+every call raises :class:`OperatorUnavailable` and the UI says "operator not available".
+Tests inject their own object with the
 same methods (see :class:`Services`).
 """
 
@@ -21,7 +22,7 @@ Progress = Callable[[int, int], None]  # (done, total)
 
 
 class OperatorUnavailable(EcnyError):
-    """The operator client (pos.sync) is not installed or the operator cannot be reached."""
+    """The operator client (pos.sync.rounds) is not installed or the operator cannot be reached."""
 
 
 class Services(Protocol):
@@ -38,16 +39,16 @@ class Services(Protocol):
 
 def _sync_module() -> Any:
     try:
-        return importlib.import_module("pos.sync")
+        return importlib.import_module("pos.sync.rounds")
     except ModuleNotFoundError as exc:
-        if exc.name in ("pos.sync", "bank"):
-            raise OperatorUnavailable("operator not available (pos.sync is not installed)") from None
+        if exc.name in ("pos.sync.rounds", "bank"):
+            raise OperatorUnavailable("operator not available (pos.sync.rounds is not installed)") from None
         raise
 
 
 @contextmanager
 def _unreachable() -> Iterator[None]:
-    """Turn "cannot reach the operator" (pos.operator_client's or the network's) into :class:`OperatorUnavailable`."""
+    """Turn "cannot reach the operator" (pos.sync.client's or the network's) into :class:`OperatorUnavailable`."""
     try:
         yield
     except OSError as exc:
@@ -59,7 +60,7 @@ def _unreachable() -> Iterator[None]:
 
 
 class OperatorServices:
-    """The real services: ``pos.sync`` against the operator named in merchants.yaml (or ``operator_url``)."""
+    """The real services: ``pos.sync.rounds`` against the operator named in merchants.yaml (or ``operator_url``)."""
 
     def __init__(self, home: Home, terminal_id: str, operator_url: str | None = None) -> None:
         self.home = home

@@ -13,9 +13,9 @@ from textual.message import Message
 from textual.widgets import DataTable, Static
 
 from ecny_nfc.mock import Faults
-from pos.cards import describe_card
+from pos.cards.manage import describe_card
 from pos.money import format_fen
-from pos.tui.base import KeyBar, TerminalScreen
+from pos.ui.base import KeyBar, TerminalScreen
 from wallet.errors import EcnyError
 from wallet.ids import mask_wallet_id
 

@@ -1,0 +1,1 @@
+"""Mock wallet cards for testers: issue, load, clone, describe, and tap them on a running terminal."""

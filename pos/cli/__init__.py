@@ -1,0 +1,1 @@
+"""The `pos` command line: parsing, commands, exit codes and JSON output."""

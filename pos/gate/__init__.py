@@ -1,0 +1,1 @@
+"""The scenic-spot ticket gate: ticket sales, passes, capacity and anti-passback."""

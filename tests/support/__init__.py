@@ -1,0 +1,1 @@
+"""Test support: an operator harness and fault transports."""
