@@ -18,8 +18,8 @@ from pos.cards.tap_socket import TapBroker, TapServer
 from pos.home import Home
 from pos.payment.card_client import TraceEntry
 from pos.payment.checkout import Checkout, CheckoutClosed
+from pos.payment.outcome import Outcome
 from pos.payment.reasons import Reason
-from pos.payment.session import Outcome
 from wallet.errors import EcnyError
 
 CHINA_TZ = dt.timezone(dt.timedelta(hours=8), "CST")

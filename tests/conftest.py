@@ -10,7 +10,8 @@ import pytest
 from ecny_nfc.mock import Faults, MockReader
 from pos.home import Home
 from pos.ledger.store import Ledger
-from pos.payment.session import Outcome, PaymentSession, TerminalContext
+from pos.payment.outcome import Outcome
+from pos.payment.session import PaymentSession, TerminalContext
 from wallet.card import WalletApplet
 from wallet.issuance import issue_card
 from wallet.limits import OfflineCaps

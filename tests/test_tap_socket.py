@@ -16,7 +16,7 @@ from pos.cards.manage import issue_cards
 from pos.cards.tap_socket import TapRefused, TapServer, TerminalNotRunning, send_tap, socket_path
 from pos.cli.main import main
 from pos.home import Home
-from pos.payment.session import Outcome
+from pos.payment.outcome import Outcome
 from pos.runtime import Runtime
 from wallet.errors import EcnyError
 

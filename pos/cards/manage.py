@@ -17,8 +17,8 @@ from ecny_nfc.mock import Faults, MockReader
 from pos.home import Home
 from pos.payment.card_client import CardStatusError, WalletClient
 from pos.payment.checkout import take_payment
+from pos.payment.outcome import Outcome
 from pos.payment.reasons import Reason, reason_for_status
-from pos.payment.session import Outcome
 from wallet.card import CardState
 from wallet.issuance import issue_card
 from wallet.protocol import STATUS_ACTIVE, LoadToken

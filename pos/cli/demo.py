@@ -11,7 +11,7 @@ from pos.cards.manage import apply_load, issue_cards
 from pos.home import Home
 from pos.money import format_fen
 from pos.payment.checkout import take_payment
-from pos.payment.session import Outcome
+from pos.payment.outcome import Outcome
 from wallet.card import CardState
 from wallet.protocol import INS_PAY
 

@@ -39,8 +39,9 @@ from pos.home import Home
 from pos.i18n import tr
 from pos.ledger.store import AUTOCHECKPOINT_PAGES, IDLE_CHECKPOINT_COMMITS
 from pos.payment.card_client import CardStatusError, TraceEntry, WalletClient
+from pos.payment.outcome import Declined, Outcome
 from pos.payment.reasons import Reason
-from pos.payment.session import Declined, Outcome, PaymentSession
+from pos.payment.session import PaymentSession
 from wallet import apdu as sw
 from wallet.card import china_day
 from wallet.errors import EcnyError, InvalidInput, SignatureError

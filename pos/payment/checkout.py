@@ -7,7 +7,8 @@ from collections.abc import Callable
 
 from ecny_nfc.reader import Reader
 from pos.home import Home
-from pos.payment.session import Outcome, PaymentSession
+from pos.payment.outcome import Outcome
+from pos.payment.session import PaymentSession
 from wallet.errors import EcnyError
 
 

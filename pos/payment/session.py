@@ -15,9 +15,7 @@ An approval is reported only after its payment entry is committed. A charge that
 from __future__ import annotations
 
 import datetime as dt
-import gc
 import hashlib
-import os
 import secrets
 import sqlite3
 import threading
@@ -29,11 +27,13 @@ from typing import Any
 from ecny_nfc.reader import Cancelled, CardConnection, CardRemoved, MultipleCards, NoCard, Reader, ReaderError
 from pos.ledger.store import Entry, Ledger, OpenIntent
 from pos.payment.card_client import CardStatusError, KnownIssuers, TraceEntry, WalletClient
+from pos.payment.outcome import Declined, Outcome
+from pos.payment.process import _ACTIVE, _ACTIVE_LOCK, OWNER, _GcDeferred, _owner_alive
 from pos.payment.reasons import Reason, reason_for_status
 from pos.payment.risk import check_limits
 from wallet import apdu as sw
 from wallet.certs import WalletCertInfo
-from wallet.errors import CertificateError, EcnyError, EncodingError, SignatureError
+from wallet.errors import CertificateError, EncodingError, SignatureError
 from wallet.limits import OfflineCaps
 from wallet.protocol import STATUS_ACTIVE, CardInfo, PayRequest
 from wallet.voucher import CNY, Voucher
@@ -41,60 +41,6 @@ from wallet.voucher import CNY, Voucher
 MAX_TAPS = 5
 CLOCK_SKEW_MS = 5 * 60 * 1000
 ORPHAN_MAX_AGE = dt.timedelta(days=7)
-
-
-def _process_start(pid: int) -> str:
-    """The kernel's start time of ``pid`` (guards against a recycled pid); empty where /proc is missing."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            return fh.read().rsplit(b")", 1)[1].split()[19].decode()
-    except (OSError, IndexError):
-        return ""
-
-
-OWNER = f"{os.getpid()}:{_process_start(os.getpid())}"
-_ACTIVE: set[tuple[str, int]] = set()  # (ledger path, intent seq) of charges running in this process
-_ACTIVE_LOCK = threading.Lock()
-
-
-class _GcDeferred:
-    """Keeps the cyclic garbage collector waiting while taps are being decided, so its pauses fall between
-    customers instead of inside a tap. Process-wide and nestable: collection resumes when the last tap in
-    progress (in any thread) is decided, and only if it was enabled before the first."""
-
-    _lock = threading.Lock()
-    _depth = 0
-    _was_enabled = False
-
-    def __enter__(self) -> None:
-        with self._lock:
-            if _GcDeferred._depth == 0:
-                _GcDeferred._was_enabled = gc.isenabled()
-                gc.disable()
-            _GcDeferred._depth += 1
-
-    def __exit__(self, *exc: object) -> None:
-        with self._lock:
-            _GcDeferred._depth -= 1
-            if _GcDeferred._depth == 0 and _GcDeferred._was_enabled:
-                gc.enable()
-
-
-def _owner_alive(owner: str) -> bool:
-    pid_text, _, start = owner.partition(":")
-    try:
-        pid = int(pid_text)
-    except ValueError:
-        return False
-    if owner == OWNER:
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return _process_start(pid) == start
 
 
 @dataclass
@@ -114,71 +60,12 @@ class TerminalContext:
         return time.time_ns() // 1_000_000
 
 
-@dataclass
-class Outcome:
-    """The decision on one tap."""
-
-    status: str  # "approved" | "declined"
-    amount_fen: int
-    reason: Reason | None = None
-    voucher_id: str | None = None
-    wallet_id: str | None = None
-    balance_after_fen: int | None = None
-    detail: str = ""
-    recovered: list[str] = field(default_factory=list)
-    pending_recovery: bool = False
-    torn: bool = False  # the wallet left mid-payment; this outcome came from the re-tap
-    trace: list[TraceEntry] = field(default_factory=list)
-    time_ms: int = 0
-    elapsed_ms: float = 0.0
-
-    @property
-    def approved(self) -> bool:
-        return self.status == "approved"
-
-    def message(self, lang: str = "en") -> str:
-        if self.approved:
-            return "支付成功" if lang.startswith("zh") else "approved"
-        assert self.reason is not None
-        msg = self.reason.message(lang)
-        if self.reason is Reason.CARD_REMOVED:
-            if self.pending_recovery:
-                msg += ("：可能已扣款，请将同一钱包再碰一次以完成" if lang.startswith("zh")
-                        else ": the wallet may have been charged; tap the same wallet again to finish")
-            else:
-                msg += "：未扣款" if lang.startswith("zh") else ": the wallet was not charged"
-        return msg
-
-    def to_json(self, lang: str = "en", trace: bool = False) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "status": self.status, "reason": self.reason.value if self.reason else None,
-            "message": self.message(lang), "voucher_id": self.voucher_id, "amount_fen": self.amount_fen,
-            "balance_after_fen": self.balance_after_fen, "wallet_id": self.wallet_id,
-            "recovered": self.recovered, "pending_recovery": self.pending_recovery, "torn": self.torn,
-        }
-        if self.detail:
-            out["detail"] = self.detail
-        if trace:
-            out["trace"] = [t.to_json() for t in self.trace]
-        return out
-
-
 class _Torn(Exception):
     """The card left the field after PAY was sent: this charge's intent is now tied to that wallet."""
 
     def __init__(self, wallet_id: str, counter: int) -> None:
         self.wallet_id = wallet_id
         self.counter = counter
-
-
-class Declined(EcnyError):
-    """The card cannot pay here (or cannot be asked): carries the decline reason and, once known, the wallet."""
-
-    def __init__(self, reason: Reason, detail: str = "", wallet_id: str | None = None) -> None:
-        super().__init__(detail or reason.value)
-        self.reason = reason
-        self.detail = detail
-        self.wallet_id = wallet_id
 
 
 _NOT_PAID = ("void", "unresolved", "open")  # how an intent settles when no voucher was recorded for it

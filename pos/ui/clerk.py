@@ -15,8 +15,8 @@ from textual.widgets import DataTable, Digits, Static
 
 from pos.config import Product
 from pos.money import MAX_AMOUNT_FEN, fen_to_yuan_text, format_fen, parse_yuan
+from pos.payment.outcome import Outcome
 from pos.payment.reasons import Reason
-from pos.payment.session import Outcome
 from pos.sync.services import OperatorUnavailable, Services
 from pos.ui.base import KeyBar, StatusBar, TerminalApp, TerminalScreen
 from pos.ui.history import HISTORY_CSS

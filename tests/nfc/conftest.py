@@ -26,7 +26,8 @@ from ecny_nfc.reader import Reader
 from ecny_nfc.vpcd_card import VpcdCard
 from pos.home import Home
 from pos.ledger.store import Ledger
-from pos.payment.session import Outcome, PaymentSession, TerminalContext
+from pos.payment.outcome import Outcome
+from pos.payment.session import PaymentSession, TerminalContext
 from wallet.issuance import issue_card
 
 COUNTER = "CMGQ0001"

@@ -19,7 +19,7 @@ import httpx
 from bank.embedded import EmbeddedOperator, start_embedded
 from pos.cards.manage import issue_cards, tap_mock_card
 from pos.home import Home
-from pos.payment.session import Outcome
+from pos.payment.outcome import Outcome
 from pos.sync.client import OperatorClient, RetryPolicy, provision_terminal
 from pos.sync.rounds import SyncResult, sync_once
 

@@ -14,8 +14,8 @@ import pytest
 from ecny_nfc.mock import MockReader
 from pos.gate.ticket_gate import ANTI_PASSBACK, PAID, Gate, GateDecision
 from pos.home import Home
+from pos.payment.outcome import Outcome
 from pos.payment.reasons import Reason
-from pos.payment.session import Outcome
 from pos.runtime import Runtime
 from pos.ui.clerk import ChargeScreen, ClerkApp, CounterScreen, ResultScreen
 from pos.ui.gate_app import GateApp, GateResultScreen, GateScreen

@@ -1,0 +1,69 @@
+"""What a tap decided: the outcome the CLI, the UIs and the tap socket report, and the typed decline."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from pos.payment.card_client import TraceEntry
+from pos.payment.reasons import Reason
+from wallet.errors import EcnyError
+
+
+@dataclass
+class Outcome:
+    """The decision on one tap."""
+
+    status: str  # "approved" | "declined"
+    amount_fen: int
+    reason: Reason | None = None
+    voucher_id: str | None = None
+    wallet_id: str | None = None
+    balance_after_fen: int | None = None
+    detail: str = ""
+    recovered: list[str] = field(default_factory=list)
+    pending_recovery: bool = False
+    torn: bool = False  # the wallet left mid-payment; this outcome came from the re-tap
+    trace: list[TraceEntry] = field(default_factory=list)
+    time_ms: int = 0
+    elapsed_ms: float = 0.0
+
+    @property
+    def approved(self) -> bool:
+        return self.status == "approved"
+
+    def message(self, lang: str = "en") -> str:
+        if self.approved:
+            return "支付成功" if lang.startswith("zh") else "approved"
+        assert self.reason is not None
+        msg = self.reason.message(lang)
+        if self.reason is Reason.CARD_REMOVED:
+            if self.pending_recovery:
+                msg += ("：可能已扣款，请将同一钱包再碰一次以完成" if lang.startswith("zh")
+                        else ": the wallet may have been charged; tap the same wallet again to finish")
+            else:
+                msg += "：未扣款" if lang.startswith("zh") else ": the wallet was not charged"
+        return msg
+
+    def to_json(self, lang: str = "en", trace: bool = False) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "status": self.status, "reason": self.reason.value if self.reason else None,
+            "message": self.message(lang), "voucher_id": self.voucher_id, "amount_fen": self.amount_fen,
+            "balance_after_fen": self.balance_after_fen, "wallet_id": self.wallet_id,
+            "recovered": self.recovered, "pending_recovery": self.pending_recovery, "torn": self.torn,
+        }
+        if self.detail:
+            out["detail"] = self.detail
+        if trace:
+            out["trace"] = [t.to_json() for t in self.trace]
+        return out
+
+
+class Declined(EcnyError):
+    """The card cannot pay here (or cannot be asked): carries the decline reason and, once known, the wallet."""
+
+    def __init__(self, reason: Reason, detail: str = "", wallet_id: str | None = None) -> None:
+        super().__init__(detail or reason.value)
+        self.reason = reason
+        self.detail = detail
+        self.wallet_id = wallet_id
