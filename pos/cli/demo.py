@@ -9,6 +9,7 @@ from typing import Any
 from ecny_nfc.mock import Faults, MockReader
 from pos.cards.manage import apply_load, issue_cards
 from pos.home import Home
+from pos.i18n import tr
 from pos.money import format_fen
 from pos.payment.checkout import take_payment
 from pos.payment.outcome import Outcome
@@ -45,8 +46,9 @@ def _line(step: str, outcome: Outcome, lang: str) -> str:
     else:
         assert outcome.reason is not None
         head = f"DECLINED {amount:>10}  {outcome.reason.value}"
-        tail = (f"{outcome.reason.message('zh-CN')}，{outcome.reason.next_step('zh-CN')} / "
-                f"{outcome.reason.message('en')}: {outcome.reason.next_step('en')}")
+        reason = outcome.reason
+        tail = " / ".join(tr("decline.with_next", each, message=reason.message(each), next=reason.next_step(each))
+                          for each in ("zh-CN", "en"))
     return f"  {step}\n      {head}\n      {tail}  ({outcome.elapsed_ms:.1f} ms)"
 
 

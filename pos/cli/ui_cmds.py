@@ -116,7 +116,7 @@ def cmd_gate(args: argparse.Namespace, home: Home) -> int:
     """The gate UI on a gate terminal."""
     from pos.gate.ticket_gate import Gate
     from pos.runtime import Runtime
-    from pos.ui.gate_app import GateApp
+    from pos.ui.gate import GateApp
 
     tid = args.terminal or home.config.first_terminal("gate")
     gate = Gate(home, tid)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from pos.i18n import tr
 from pos.payment.card_client import TraceEntry
 from pos.payment.reasons import Reason
 from wallet.errors import EcnyError
@@ -33,17 +34,15 @@ class Outcome:
         return self.status == "approved"
 
     def message(self, lang: str = "en") -> str:
+        """The decision in plain words (through :mod:`pos.i18n`): approved, or the reason and for a torn tap
+        whether the wallet may have been charged."""
         if self.approved:
-            return "支付成功" if lang.startswith("zh") else "approved"
+            return tr("outcome.approved", lang)
         assert self.reason is not None
-        msg = self.reason.message(lang)
         if self.reason is Reason.CARD_REMOVED:
-            if self.pending_recovery:
-                msg += ("：可能已扣款，请将同一钱包再碰一次以完成" if lang.startswith("zh")
-                        else ": the wallet may have been charged; tap the same wallet again to finish")
-            else:
-                msg += "：未扣款" if lang.startswith("zh") else ": the wallet was not charged"
-        return msg
+            key = "outcome.card_removed_pending" if self.pending_recovery else "outcome.card_removed_not_charged"
+            return tr(key, lang, reason=self.reason.message(lang))
+        return self.reason.message(lang)
 
     def to_json(self, lang: str = "en", trace: bool = False) -> dict[str, Any]:
         out: dict[str, Any] = {

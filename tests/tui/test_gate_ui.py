@@ -9,7 +9,7 @@ from textual.widgets import Static
 from pos.cards.manage import issue_cards
 from pos.gate.ticket_gate import Gate
 from pos.home import Home
-from pos.ui.gate_app import GateApp, GateResultScreen, GateScreen
+from pos.ui.gate import GateApp, GateResultScreen, GateScreen
 from tests.tui.conftest import GATE, FakeServices, runtime, showing, text_of, until
 
 

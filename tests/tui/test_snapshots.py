@@ -18,7 +18,7 @@ from pos.payment.outcome import Outcome
 from pos.payment.reasons import Reason
 from pos.runtime import Runtime
 from pos.ui.clerk import ChargeScreen, ClerkApp, CounterScreen, ResultScreen
-from pos.ui.gate_app import GateApp, GateResultScreen, GateScreen
+from pos.ui.gate import GateApp, GateResultScreen, GateScreen
 from pos.ui.tester import TesterScreen
 from tests.tui.conftest import COUNTER, FIXED_NOW, GATE, FakeServices, make_config, showing, until
 from wallet.ids import luhn_digit

@@ -1,4 +1,4 @@
-"""The tester panel (F2): mock cards, tap one on this terminal, a fault for the next tap, the APDU trace."""
+"""The tester panel's screens: mock cards to tap with a fault for the next tap, and the APDU trace of the last tap."""
 
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ from textual.widgets import DataTable, Static
 from ecny_nfc.mock import Faults
 from pos.cards.manage import describe_card
 from pos.money import format_fen
-from pos.ui.base import KeyBar, TerminalScreen
+from pos.ui.app import TerminalScreen
+from pos.ui.widgets import KeyBar
 from wallet.errors import EcnyError
 from wallet.ids import mask_wallet_id
 
@@ -208,12 +209,3 @@ class TraceScreen(TerminalScreen):
 
     def action_back(self) -> None:
         self.app.pop_screen()
-
-
-TESTER_CSS = """
-#tester-title, #trace-title { height: 1; background: $warning-darken-2; }
-#cards { height: 1fr; }
-#fault { height: 1; margin-top: 1; }
-#tap-result { height: 2; }
-#trace-box { height: 1fr; }
-"""

@@ -1,24 +1,22 @@
-"""The ticket gate app: pick the product, tap to pay and enter; a full-screen OPEN / STOP readable from a metre away."""
+"""The gate's screens: ready (ticket, quantity, counts) and the full-screen OPEN / STOP readable from a metre away."""
 
 from __future__ import annotations
 
-import threading
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from rich.text import Text
-from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
-from textual.message import Message
 from textual.widgets import DataTable, Static
 
-from pos.gate.ticket_gate import Gate, GateDecision
+from pos.gate.ticket_gate import GateDecision
 from pos.money import format_fen
-from pos.runtime import Runtime
-from pos.sync.services import Services
-from pos.ui.base import KeyBar, TerminalApp, TerminalScreen
-from pos.ui.tester import TESTER_CSS
+from pos.ui.app import TerminalScreen
+from pos.ui.widgets import KeyBar
+
+if TYPE_CHECKING:
+    from pos.ui.gate.app import GateApp
 
 # A 5-row block font for the two words a queue must read at a glance.
 _FONT = {
@@ -34,12 +32,6 @@ _FONT = {
 def banner(word: str) -> str:
     """``word`` (letters of OPEN and STOP) in 5-row block letters."""
     return "\n".join("  ".join(_FONT[ch][row] for ch in word) for row in range(5))
-
-
-class GateDecided(Message):
-    def __init__(self, decision: GateDecision) -> None:
-        super().__init__()
-        self.decision = decision
 
 
 class GateScreen(TerminalScreen):
@@ -162,78 +154,3 @@ class GateResultScreen(TerminalScreen):
     def action_back(self) -> None:
         if self.is_current:
             self.app.pop_screen()
-
-
-CSS = """
-#title { height: 1; background: $primary; }
-#gate-body { height: 1fr; }
-#products-box { width: 30; padding: 1 1; }
-#products { height: 8; }
-#quantity { margin-top: 1; }
-#ready-box { width: 1fr; align: center middle; padding: 1 1; }
-#ready { color: $accent; }
-#ready-box Static, #gate-result Static { width: 100%; text-align: center; }
-#stats { margin-top: 2; }
-.label { color: $text-muted; text-style: bold; }
-#gate-result { height: 1fr; align: center middle; }
-#gate-result.open { background: green; color: white; }
-#gate-result.stop { background: darkred; color: white; }
-#gate-result #banner { width: auto; text-align: left; text-style: bold; margin-bottom: 1; }
-#word { margin-bottom: 1; }
-#result-stats { margin-top: 1; }
-"""
-
-
-class GateApp(TerminalApp):
-    """The gate terminal: a reader loop in a worker thread decides every tap."""
-
-    CSS = CSS + TESTER_CSS
-
-    def __init__(self, runtime: Runtime, gate: Gate, *, lang: str = "zh-CN", services: Services | None = None,
-                 hold_s: float | None = None, status_interval: float = 0) -> None:
-        super().__init__(runtime, lang=lang, services=services, status_interval=status_interval)
-        self.gate = gate
-        self.sku = gate.products[0].sku
-        self.quantity = 1
-        self.hold_s = hold_s if hold_s is not None else gate.settings.result_hold_s
-        self.counts = gate.stats()
-        self._halt = threading.Event()
-        self.decisions = 0
-
-    def on_mount(self) -> None:
-        self.push_screen(GateScreen())
-        self._reader_loop()
-
-    def on_unmount(self) -> None:
-        self._halt.set()
-
-    def charge_timeout_s(self) -> float:
-        return 10.0
-
-    @work(thread=True, group="gate", exit_on_error=False)
-    def _reader_loop(self) -> None:
-        rt = self.runtime
-        if rt.broker is not None:
-            rt.broker.arm()
-        while not self._halt.is_set():
-            decision = self.gate.admit(rt.reader, self.sku, self.quantity, timeout=0.2, cancel=self._halt,
-                                       selection=lambda: (self.sku, self.quantity))
-            if decision is None:
-                continue
-            rt.last_trace = decision.trace
-            rt.last_result = decision.to_json("en")
-            if rt.broker is not None:
-                rt.broker.decided(rt.last_result)
-            self.post_message(GateDecided(decision))
-            self.gate.housekeeping()  # while the result shows
-
-    def on_gate_decided(self, message: GateDecided) -> None:
-        self.decisions += 1
-        d = message.decision
-        self.counts = (d.entries_today, d.remaining)
-        while isinstance(self.screen, GateResultScreen):
-            self.pop_screen()
-        for screen in self.screen_stack:
-            if isinstance(screen, GateScreen):
-                screen.redraw()
-        self.push_screen(GateResultScreen(d))

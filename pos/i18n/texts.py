@@ -1,17 +1,10 @@
-"""The translation layer: every user-facing string of the terminal UIs, in Chinese (zh-CN) and English.
+"""Every user-facing text of the terminal, keyed, in Chinese (zh-CN) and English: ``key: (zh-CN, en)``.
 
-``tr(key, lang, **fields)`` looks a key up and fills ``{fields}``. Decline reasons keep their texts in
-:mod:`pos.payment.reasons`; this table holds everything else the screens say. A missing key raises ``KeyError`` (a test
-checks that every key used exists in both languages with the same fields).
+Both languages of a key take the same ``{fields}`` (a test checks). Decline reasons are keyed by their code:
+``reason.<code>`` says what happened, ``reason.<code>.next`` what to do next (empty when there is nothing to do).
 """
 
 from __future__ import annotations
-
-import locale
-import os
-from typing import Any
-
-LANGUAGES = ("zh-CN", "en")
 
 TEXTS: dict[str, tuple[str, str]] = {
     # keys (footer labels)
@@ -164,30 +157,54 @@ TEXTS: dict[str, tuple[str, str]] = {
     "gate.capacity": ("今日游客已满", "today's visitor capacity is reached"),
     "gate.capacity_next": ("请改日再来", "please come another day"),
     "gate.walk_through": ("请通过闸机", "walk through the gate"),
+    # payment outcomes (pos pay --json "message", the result screens)
+    "outcome.approved": ("支付成功", "approved"),
+    "outcome.card_removed_pending": ("{reason}：可能已扣款，请将同一钱包再碰一次以完成",
+                                     "{reason}: the wallet may have been charged; tap the same wallet again to finish"),
+    "outcome.card_removed_not_charged": ("{reason}：未扣款", "{reason}: the wallet was not charged"),
+    # decline reasons (pos.payment.reasons.Reason codes)
+    "reason.insufficient_balance": ("余额不足", "insufficient balance"),
+    "reason.insufficient_balance.next": ("请换一个钱包或充值", "ask for another wallet"),
+    "reason.over_single_limit": ("超过单笔支付限额", "over the single-payment limit"),
+    "reason.over_single_limit.next": ("请分笔或换钱包支付", "split the payment or use another wallet"),
+    "reason.over_daily_limit": ("超过当日支付限额", "over the daily limit"),
+    "reason.over_daily_limit.next": ("请明日再付或换钱包", "pay tomorrow or use another wallet"),
+    "reason.over_offline_limit": ("超过离线支付额度", "over the offline payment allowance"),
+    "reason.over_offline_limit.next": ("请联网同步钱包后再付", "sync or top up the wallet online, then tap again"),
+    "reason.over_balance_limit": ("超过钱包余额上限", "over the wallet balance cap"),
+    "reason.over_balance_limit.next": ("请减少充值金额", "load a smaller amount"),
+    "reason.expired_certificate": ("钱包证书已过期", "wallet certificate expired"),
+    "reason.expired_certificate.next": ("请联系运营机构更新钱包", "ask the wallet operator to renew the wallet"),
+    "reason.certificate_not_yet_valid": ("钱包证书尚未生效", "wallet certificate not yet valid"),
+    "reason.certificate_not_yet_valid.next": ("请检查终端时间", "check the terminal clock"),
+    "reason.unknown_issuer": ("钱包发行方不受信任", "wallet issuer not trusted"),
+    "reason.unknown_issuer.next": ("请换一个钱包", "ask for another wallet"),
+    "reason.bad_certificate": ("钱包证书无效", "wallet certificate invalid"),
+    "reason.bad_certificate.next": ("请换一个钱包", "ask for another wallet"),
+    "reason.denylisted": ("钱包已被停用", "wallet is on the denylist"),
+    "reason.denylisted.next": ("请换一个钱包并联系运营机构",
+                               "ask for another wallet; the holder should contact the operator"),
+    "reason.card_blocked": ("钱包已锁定", "wallet is blocked"),
+    "reason.card_blocked.next": ("请换一个钱包", "ask for another wallet"),
+    "reason.bad_signature": ("支付凭证签名无效", "payment signature invalid"),
+    "reason.bad_signature.next": ("请重新碰一碰或换钱包", "tap again or use another wallet"),
+    "reason.voucher_mismatch": ("支付凭证与订单不符", "payment voucher does not match the order"),
+    "reason.voucher_mismatch.next": ("请重新碰一碰或换钱包", "tap again or use another wallet"),
+    "reason.replayed_counter": ("交易序号重复，疑似复制卡", "transaction counter reused: possible cloned card"),
+    "reason.replayed_counter.next": ("请换一个钱包并联系运营机构", "ask for another wallet; report the card"),
+    "reason.card_removed": ("钱包过早移开", "wallet removed too early"),
+    "reason.card_removed.next": ("请将同一钱包再碰一次", "tap the same wallet again and hold it until the beep"),
+    "reason.not_a_wallet": ("不是数字人民币钱包", "not an e-CNY wallet"),
+    "reason.not_a_wallet.next": ("请使用数字人民币硬钱包", "tap an e-CNY hardware wallet"),
+    "reason.card_error": ("钱包响应异常", "the wallet answered with an error"),
+    "reason.card_error.next": ("请重新碰一碰", "tap again"),
+    "reason.no_card": ("未检测到钱包", "no wallet tapped in time"),
+    "reason.no_card.next": ("请重新发起收款", "start the charge again"),
+    "reason.multiple_cards": ("检测到多个钱包", "more than one wallet in the field"),
+    "reason.multiple_cards.next": ("请只碰一个钱包", "tap one wallet at a time"),
+    "reason.cancelled": ("收款已取消", "charge cancelled"),
+    "reason.cancelled.next": ("", ""),
+    "reason.terminal_error": ("终端故障", "terminal error"),
+    "reason.terminal_error.next": ("请联系管理员", "call the supervisor"),
+    "decline.with_next": ("{message}，{next}", "{message}: {next}"),
 }
-
-
-def normalize(lang: str | None) -> str:
-    """``zh``, ``zh_CN.UTF-8``, ``zh-CN`` -> ``zh-CN``; anything else -> ``en``."""
-    return "zh-CN" if lang and lang.lower().replace("_", "-").startswith("zh") else "en"
-
-
-def other_language(lang: str) -> str:
-    return "en" if normalize(lang) == "zh-CN" else "zh-CN"
-
-
-def tr(key: str, lang: str, **fields: Any) -> str:
-    """The text for ``key`` in ``lang`` with ``fields`` filled in."""
-    zh, en = TEXTS[key]
-    text = zh if normalize(lang) == "zh-CN" else en
-    return text.format(**fields) if fields else text
-
-
-def default_language(configured: str | None = None) -> str:
-    """``POS_LANG``, else the configured language (merchants.yaml), else the locale."""
-    env = os.environ.get("POS_LANG")
-    if env:
-        return normalize(env)
-    if configured:
-        return normalize(configured)
-    return normalize(locale.getlocale()[0] or os.environ.get("LANG"))

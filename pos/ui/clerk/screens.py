@@ -1,4 +1,4 @@
-"""The clerk's counter app: amount or cart, charge, tap, approved/declined, receipts, history, sync, report."""
+"""The clerk's screens: the counter (amount or cart, sync), the charge waiting for a tap, approved/declined."""
 
 from __future__ import annotations
 
@@ -18,9 +18,9 @@ from pos.money import MAX_AMOUNT_FEN, fen_to_yuan_text, format_fen, parse_yuan
 from pos.payment.outcome import Outcome
 from pos.payment.reasons import Reason
 from pos.sync.services import OperatorUnavailable, Services
-from pos.ui.base import KeyBar, StatusBar, TerminalApp, TerminalScreen
-from pos.ui.history import HISTORY_CSS
-from pos.ui.tester import TESTER_CSS
+from pos.ui.app import TerminalScreen
+from pos.ui.history import HistoryScreen, ReceiptScreen, ReportScreen
+from pos.ui.widgets import KeyBar, StatusBar
 from wallet.errors import EcnyError, InvalidInput
 from wallet.ids import mask_wallet_id
 
@@ -198,13 +198,9 @@ class CounterScreen(TerminalScreen):
         self.app.push_screen(ChargeScreen(fen))
 
     def action_history(self) -> None:
-        from pos.ui.history import HistoryScreen
-
         self.app.push_screen(HistoryScreen())
 
     def action_report(self) -> None:
-        from pos.ui.history import ReportScreen
-
         self.app.push_screen(ReportScreen())
 
     def action_sync(self) -> None:
@@ -394,47 +390,4 @@ class ResultScreen(TerminalScreen):
 
     def action_receipt(self) -> None:
         if self.outcome.approved and self.outcome.voucher_id:
-            from pos.ui.history import ReceiptScreen
-
             self.app.push_screen(ReceiptScreen(self.outcome.voucher_id))
-
-
-CSS = """
-Screen { layout: vertical; }
-#title { height: 1; background: $primary; color: $text; }
-#body { height: 1fr; }
-#left { width: 1fr; padding: 1 2; }
-#right { width: 1fr; padding: 1 1 0 0; }
-.label { color: $text-muted; text-style: bold; }
-.hint { color: $text-muted; margin-top: 1; }
-#amount { width: auto; color: $accent; }
-#catalog { height: 1fr; }
-#cart-total { height: 1; text-style: bold; }
-#charge { align: center middle; height: 1fr; }
-#charge Static, #result Static { width: 100%; text-align: center; }
-#prompt { text-style: bold; color: $accent; margin-bottom: 1; }
-#charge-amount { width: auto; }
-#countdown { margin-top: 1; color: $text-muted; }
-#result { align: center middle; height: 1fr; }
-#result.approved { background: $success-darken-2; }
-#result.declined { background: $error-darken-2; }
-#result-amount { width: auto; }
-#verdict { margin-bottom: 1; }
-#details { margin-top: 1; }
-"""
-
-
-class ClerkApp(TerminalApp):
-    """The counter terminal."""
-
-    CSS = CSS + HISTORY_CSS + TESTER_CSS
-    TITLE = "ecny-pos"
-
-    def __init__(self, runtime: Any, *, lang: str = "zh-CN", services: Services | None = None,
-                 charge_timeout: float | None = None, status_interval: float = 5.0) -> None:
-        super().__init__(runtime, lang=lang, services=services, status_interval=status_interval)
-        self.charge_timeout = (charge_timeout if charge_timeout is not None
-                               else runtime.home.config.risk.tap_timeout_s)
-
-    def on_mount(self) -> None:
-        self.push_screen(CounterScreen())

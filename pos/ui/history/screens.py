@@ -1,4 +1,4 @@
-"""History (filter, search, open, refund), receipts (printable to a text file) and the end-of-day report."""
+"""The history, receipt, refund and end-of-day report screens."""
 
 from __future__ import annotations
 
@@ -17,7 +17,8 @@ from textual.widgets import DataTable, Input, Static
 from pos.money import fen_to_yuan_text, format_fen, parse_yuan
 from pos.records import STATUSES, Tx, day_report, find, receipt_text, save_receipt, transactions
 from pos.sync.services import OperatorUnavailable
-from pos.ui.base import KeyBar, StatusBar, TerminalApp, TerminalScreen
+from pos.ui.app import TerminalApp, TerminalScreen
+from pos.ui.widgets import KeyBar, StatusBar
 from wallet.errors import EcnyError, InvalidInput
 from wallet.ids import mask_wallet_id
 
@@ -310,14 +311,3 @@ class ReportScreen(TerminalScreen):
 
     def action_back(self) -> None:
         self.app.pop_screen()
-
-
-HISTORY_CSS = """
-#history-title { height: 1; }
-#history { height: 1fr; }
-#receipt-box { align: center top; }
-#receipt { width: 44; border: round $primary; padding: 0 1; }
-RefundScreen { align: center middle; }
-#refund { width: 60; height: auto; border: thick $warning; background: $surface; padding: 1 2; }
-#report { padding: 1 2; }
-"""

@@ -1,26 +1,21 @@
-"""What the clerk and gate apps share: the translated key bar, the status bar, the tester and language keys."""
+"""The base of the clerk and gate apps: language, status polling, the tester and language keys, translated screens."""
 
 from __future__ import annotations
 
 import datetime as dt
-import threading
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar
 
-from rich.text import Text
 from textual.app import App
 from textual.binding import Binding
 from textual.message import Message
 from textual.screen import Screen
-from textual.widgets import Static
 
 from pos.i18n import other_language, tr
-from pos.money import format_fen
-from pos.records import parse_time
 from pos.runtime import Runtime
 from pos.sync.services import OperatorServices, OperatorUnavailable, Services
-
-Keys = list[tuple[str, str]]  # (key as shown, translation key of its label)
+from pos.ui.widgets import BARS_TCSS, KeyBar, Keys, StatusBar
 
 
 @dataclass(frozen=True)
@@ -41,54 +36,6 @@ class StatusUpdated(Message):
     def __init__(self, info: StatusInfo) -> None:
         super().__init__()
         self.info = info
-
-
-class KeyBar(Static):
-    """The footer: this screen's keys with labels in the current language."""
-
-    DEFAULT_CSS = """
-    KeyBar { height: 1; background: $panel; color: $text; }
-    """
-
-    def __init__(self, keys: Keys, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.keys = keys
-
-    def on_mount(self) -> None:
-        self.retranslate()
-
-    def retranslate(self) -> None:
-        app: TerminalApp = self.app  # type: ignore[assignment]
-        text = Text(no_wrap=True, overflow="ellipsis")
-        for key, label in self.keys:
-            text.append(f"{key}", style="bold reverse")
-            text.append(f" {app.t(label)}  ")
-        self.update(text)
-
-
-class StatusBar(Static):
-    """Online/offline, vouchers and money waiting for settlement, last sync, denylist version, sync progress."""
-
-    DEFAULT_CSS = """
-    StatusBar { height: 1; background: $boost; }
-    """
-
-    def on_mount(self) -> None:
-        self.retranslate()
-
-    def retranslate(self) -> None:
-        app: TerminalApp = self.app  # type: ignore[assignment]
-        s = app.status
-        text = Text(no_wrap=True, overflow="ellipsis")
-        text.append(" ● " + app.t("bar.online" if s.online else "bar.offline") + " ",
-                    style="bold green" if s.online else "bold yellow")
-        text.append(" " + app.t("bar.pending", n=s.pending_count, amount=format_fen(s.pending_fen)) + " │ ")
-        last = parse_time(s.last_sync).strftime("%m-%d %H:%M") if s.last_sync else app.t("bar.never")
-        text.append(app.t("bar.last_sync", time=last) + " │ ")
-        text.append(app.t("bar.denylist", v=s.denylist_version))
-        if s.progress:
-            text.append(" │ " + s.progress, style="bold")
-        self.update(text)
 
 
 class TerminalScreen(Screen[Any]):
@@ -126,9 +73,15 @@ class TerminalScreen(Screen[Any]):
 
 
 class TerminalApp(App[None]):
-    """Base of the clerk and gate apps: language, tester panel, status polling."""
+    """Base of the clerk and gate apps: language, tester panel, status polling.
+
+    A concrete app extends ``CSS_PATH`` with its screens' style sheets and names the screen F2 opens in
+    ``TESTER_SCREEN``.
+    """
 
     ENABLE_COMMAND_PALETTE = False
+    CSS_PATH: ClassVar[list[str | Path]] = [BARS_TCSS]
+    TESTER_SCREEN: ClassVar[type[Screen[Any]] | None] = None
     BINDINGS: ClassVar = [
         Binding("f2", "tester", "tester", show=False),
         Binding("f3", "switch_language", "language", show=False),
@@ -143,7 +96,6 @@ class TerminalApp(App[None]):
         self.services: Services = services or OperatorServices(runtime.home, runtime.terminal_id)
         self.status = StatusInfo()
         self.status_interval = status_interval
-        self._status_lock = threading.Lock()
 
     def t(self, key: str, **kw: Any) -> str:
         return tr(key, self.lang, **kw)
@@ -157,12 +109,12 @@ class TerminalApp(App[None]):
 
     # -- tester panel -----------------------------------------------------------------------------------------------
     def action_tester(self) -> None:
-        from pos.ui.tester import TesterScreen
-
-        if isinstance(self.screen, TesterScreen):
+        if self.TESTER_SCREEN is None:
+            return
+        if isinstance(self.screen, self.TESTER_SCREEN):
             self.pop_screen()
         else:
-            self.push_screen(TesterScreen())
+            self.push_screen(self.TESTER_SCREEN())
 
     # -- status -----------------------------------------------------------------------------------------------------
     def on_mount(self) -> None:

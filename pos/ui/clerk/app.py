@@ -1,0 +1,31 @@
+"""The counter terminal's app: starts on the counter screen; F2 opens the tester panel."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar
+
+from pos.sync.services import Services
+from pos.ui.app import TerminalApp
+from pos.ui.clerk.screens import CounterScreen
+from pos.ui.history import HISTORY_TCSS
+from pos.ui.tester import TESTER_TCSS, TesterScreen
+
+CLERK_TCSS = Path(__file__).with_name("clerk.tcss")
+
+
+class ClerkApp(TerminalApp):
+    """The counter terminal."""
+
+    CSS_PATH: ClassVar[list[str | Path]] = [*TerminalApp.CSS_PATH, CLERK_TCSS, HISTORY_TCSS, TESTER_TCSS]
+    TESTER_SCREEN = TesterScreen
+    TITLE = "ecny-pos"
+
+    def __init__(self, runtime: Any, *, lang: str = "zh-CN", services: Services | None = None,
+                 charge_timeout: float | None = None, status_interval: float = 5.0) -> None:
+        super().__init__(runtime, lang=lang, services=services, status_interval=status_interval)
+        self.charge_timeout = (charge_timeout if charge_timeout is not None
+                               else runtime.home.config.risk.tap_timeout_s)
+
+    def on_mount(self) -> None:
+        self.push_screen(CounterScreen())
