@@ -1,1 +1,1 @@
-"""The Textual terminal UI: a thin layer over the pos domain (clerk counter, ticket gate, tester panel)."""
+"""The Textual terminal UI over the pos domain: base app, shared widgets, one package per screen group."""

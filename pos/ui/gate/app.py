@@ -20,6 +20,8 @@ GATE_TCSS = Path(__file__).with_name("gate.tcss")
 
 
 class GateDecided(Message):
+    """The reader loop's decision on one tap (posted from the worker thread)."""
+
     def __init__(self, decision: GateDecision) -> None:
         super().__init__()
         self.decision = decision
