@@ -153,19 +153,40 @@ def test_gate_refuses_a_counter_terminal_and_unknown_products(home: Home, clock:
 
 def test_the_ticket_and_quantity_charged_are_those_selected_when_the_wallet_arrives(home: Home, clock: Clock) -> None:
     """The visitor changes the quantity while the gate is already waiting: the tap pays what the screen shows."""
+
+    class WatchedReader(MockReader):
+        """Says when the gate starts waiting for a wallet."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.waiting = threading.Event()
+
+        def connect(self, timeout=None, cancel=None):  # type: ignore[no-untyped-def]
+            self.waiting.set()
+            return super().connect(timeout=timeout, cancel=cancel)
+
     gate = gate_for(home, clock)
     c = card(home, 1)
-    reader = MockReader()
+    reader = WatchedReader()
     chosen = {"sku": "adult", "quantity": 1}
+    asked: list[tuple[str, int]] = []
+
+    def selection() -> tuple[str, int]:
+        asked.append((chosen["sku"], chosen["quantity"]))
+        return asked[-1]
+
     result: list = []
-    waiting = threading.Thread(target=lambda: result.append(gate.admit(
-        reader, "adult", 1, timeout=2, selection=lambda: (chosen["sku"], chosen["quantity"]))))
+    waiting = threading.Thread(target=lambda: result.append(gate.admit(reader, "adult", 1, timeout=30,
+                                                                       selection=selection)))
     waiting.start()
-    time.sleep(0.05)  # the gate is waiting for a wallet with 1 × adult
+    assert reader.waiting.wait(10)  # the gate is waiting for a wallet with 1 × adult ...
+    assert asked == [] and result == [] and waiting.is_alive()  # ... and has not read the selection yet
     chosen.update(sku="child", quantity=2)
     reader.present(c)
-    waiting.join(5)
+    waiting.join(30)
+    assert not waiting.is_alive()
     [d] = result
+    assert asked == [("child", 2)]  # read once, when the wallet arrived
     child = gate.product("child").price
     assert d.open and d.sku == "child" and d.tickets == 2 and d.amount_fen == 2 * child
     assert paid(gate) == [2 * child] and c.state.balance_fen == 100_000 - 2 * child

@@ -10,17 +10,25 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_nfcpy_and_project_nfc_layer_in_one_process() -> None:
+    import ecny_nfc.nfcpy_reader
     import ecny_nfc.reader
     import nfc
 
     assert hasattr(nfc, "ContactlessFrontend")
+    assert Path(nfc.__file__).resolve().parent != (ROOT / "nfc").resolve()  # nfcpy, not the folder nfc/
     assert Path(ecny_nfc.reader.__file__).parent == ROOT / "nfc"
+    assert ecny_nfc.nfcpy_reader.NfcpyReader.__module__ == "ecny_nfc.nfcpy_reader"  # the layer over nfcpy loads
 
 
 def test_repo_root_does_not_shadow_nfcpy() -> None:
-    code = "import nfc, ecny_nfc.mock; print(nfc.ContactlessFrontend.__module__, ecny_nfc.mock.__file__)"
+    """Run from the repository root (where the folder nfc/ is), ``import nfc`` is still nfcpy."""
+    code = ("import nfc, ecny_nfc.factory, ecny_nfc.mock, ecny_nfc.nfcpy_reader; "
+            "print(nfc.ContactlessFrontend.__module__, nfc.__file__, ecny_nfc.mock.__file__, sep=chr(10))")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True).stdout
-    assert out.startswith("nfc.clf ") and "/nfc/mock.py" in out
+    clf_module, nfc_file, mock_file = out.splitlines()
+    assert clf_module == "nfc.clf"
+    assert Path(nfc_file).resolve().parent != (ROOT / "nfc").resolve()
+    assert Path(mock_file).resolve() == (ROOT / "nfc" / "mock.py").resolve()
 
 
 def test_one_exception_base() -> None:

@@ -11,8 +11,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from wallet.certs import OperatorPki, cert_der, new_key, verify_wallet_certificate
+from wallet.certs import OperatorPki, cert_der, chain_validity, new_key, verify_wallet_certificate
 from wallet.errors import CertificateError, EncodingError, SignatureError
+from wallet.issuance import issue_card
 from wallet.voucher import CNY, Voucher, VoucherBody
 
 KEY = new_key()
@@ -79,55 +80,97 @@ def test_non_canonical_length_refused() -> None:
         Voucher.decode(longer)
 
 
-PKI = OperatorPki.create()
-NOW = dt.datetime.now(dt.UTC)
+# Certificate time is explicit: the CAs and certificates are issued at ISSUED_AT and checked at CHECKED_AT, neither
+# read from the clock, so these tests mean the same whenever (and however long after collection) they run.
+ISSUED_AT = dt.datetime(2026, 5, 1, 1, 30, tzinfo=dt.UTC)
+CHECKED_AT = ISSUED_AT + dt.timedelta(days=30)
+PKI = OperatorPki.create(now=ISSUED_AT)
 
 
 def _wallet_cert(pki: OperatorPki, **kw) -> bytes:
+    kw.setdefault("not_before", ISSUED_AT)
     return cert_der(pki.wallet_ca.issue_wallet_cert("0991000000000008", 4, new_key().public_key(), **kw))
+
+
+def _terminal_cert(pki: OperatorPki) -> bytes:
+    return cert_der(pki.terminal_ca.issue_terminal_cert("CMGQ0001", "320508000000101", new_key().public_key(),
+                                                        now=ISSUED_AT))
 
 
 def test_wallet_chain_verifies_to_the_root() -> None:
     info = verify_wallet_certificate(_wallet_cert(PKI), [cert_der(PKI.wallet_ca.cert)], [cert_der(PKI.root.cert)],
-                                     NOW)
+                                     CHECKED_AT)
     assert (info.wallet_id, info.tier) == ("0991000000000008", 4)
 
 
 def test_foreign_ca_is_unknown_issuer_even_with_the_same_names() -> None:
-    foreign = OperatorPki.create()  # same subject names, other keys
+    foreign = OperatorPki.create(now=ISSUED_AT)  # same subject names, other keys
     with pytest.raises(CertificateError) as exc:
         verify_wallet_certificate(_wallet_cert(foreign), [cert_der(foreign.wallet_ca.cert)],
-                                  [cert_der(PKI.root.cert)], NOW)
+                                  [cert_der(PKI.root.cert)], CHECKED_AT)
     assert exc.value.reason == "unknown_issuer"
 
 
 def test_missing_intermediate_is_unknown_issuer() -> None:
     with pytest.raises(CertificateError) as exc:
-        verify_wallet_certificate(_wallet_cert(PKI), [], [cert_der(PKI.root.cert)], NOW)
+        verify_wallet_certificate(_wallet_cert(PKI), [], [cert_der(PKI.root.cert)], CHECKED_AT)
     assert exc.value.reason == "unknown_issuer"
 
 
 def test_expired_and_not_yet_valid() -> None:
-    der = _wallet_cert(PKI, not_before=NOW - dt.timedelta(days=10), not_after=NOW - dt.timedelta(days=1))
+    day = dt.timedelta(days=1)
+    der = _wallet_cert(PKI, not_before=CHECKED_AT - 10 * day, not_after=CHECKED_AT - day)
     with pytest.raises(CertificateError) as exc:
-        verify_wallet_certificate(der, [cert_der(PKI.wallet_ca.cert)], [cert_der(PKI.root.cert)], NOW)
+        verify_wallet_certificate(der, [cert_der(PKI.wallet_ca.cert)], [cert_der(PKI.root.cert)], CHECKED_AT)
     assert exc.value.reason == "expired_certificate"
-    der = _wallet_cert(PKI, not_before=NOW + dt.timedelta(days=1), not_after=NOW + dt.timedelta(days=10))
+    der = _wallet_cert(PKI, not_before=CHECKED_AT + day, not_after=CHECKED_AT + 10 * day)
     with pytest.raises(CertificateError) as exc:
-        verify_wallet_certificate(der, [cert_der(PKI.wallet_ca.cert)], [cert_der(PKI.root.cert)], NOW)
+        verify_wallet_certificate(der, [cert_der(PKI.wallet_ca.cert)], [cert_der(PKI.root.cert)], CHECKED_AT)
+    assert exc.value.reason == "certificate_not_yet_valid"
+
+
+def test_a_card_is_valid_from_five_minutes_before_its_issue_for_five_years() -> None:
+    state = issue_card(PKI, "c0001", 4, 10_000, now=ISSUED_AT)
+    chain = ([state.issuer_der], [cert_der(PKI.root.cert)])
+    start = ISSUED_AT - dt.timedelta(minutes=5)
+    info = verify_wallet_certificate(state.cert_der, *chain, start)
+    assert (info.wallet_id, info.not_before, info.not_after) == (state.wallet_id, start,
+                                                                 start + dt.timedelta(days=5 * 365))
+    with pytest.raises(CertificateError) as exc:
+        verify_wallet_certificate(state.cert_der, *chain, start - dt.timedelta(seconds=1))
+    assert exc.value.reason == "certificate_not_yet_valid"
+
+
+def test_an_expired_card_ended_the_day_before_its_issue() -> None:
+    state = issue_card(PKI, "c0001", 4, 10_000, expired=True, now=ISSUED_AT)
+    chain = ([state.issuer_der], [cert_der(PKI.root.cert)])
+    assert chain_validity(state.cert_der, *chain)[1] == ISSUED_AT - dt.timedelta(days=1)
+    with pytest.raises(CertificateError) as exc:
+        verify_wallet_certificate(state.cert_der, *chain, ISSUED_AT)
+    assert exc.value.reason == "expired_certificate"
+
+
+def test_the_cas_are_valid_from_the_day_before_they_are_made() -> None:
+    """A wallet certificate dated before its CAs is valid in the chain only once the CAs are."""
+    day = dt.timedelta(days=1)
+    der = _wallet_cert(PKI, not_before=ISSUED_AT - 3 * day)
+    chain = ([cert_der(PKI.wallet_ca.cert)], [cert_der(PKI.root.cert)])
+    assert chain_validity(der, *chain) == (ISSUED_AT - day, ISSUED_AT - 3 * day + 5 * 365 * day)
+    with pytest.raises(CertificateError) as exc:
+        verify_wallet_certificate(der, *chain, ISSUED_AT - 2 * day)
     assert exc.value.reason == "certificate_not_yet_valid"
 
 
 def test_terminal_cert_is_not_a_wallet_cert() -> None:
-    der = cert_der(PKI.terminal_ca.issue_terminal_cert("CMGQ0001", "320508000000101", new_key().public_key()))
+    der = _terminal_cert(PKI)
     with pytest.raises(CertificateError) as exc:
-        verify_wallet_certificate(der, [cert_der(PKI.terminal_ca.cert)], [cert_der(PKI.root.cert)], NOW)
+        verify_wallet_certificate(der, [cert_der(PKI.terminal_ca.cert)], [cert_der(PKI.root.cert)], CHECKED_AT)
     assert exc.value.reason == "bad_certificate"
 
 
 def test_garbage_certificate_is_bad_certificate() -> None:
     with pytest.raises(CertificateError) as exc:
-        verify_wallet_certificate(b"\x30\x03\x02\x01\x01", [], [cert_der(PKI.root.cert)], NOW)
+        verify_wallet_certificate(b"\x30\x03\x02\x01\x01", [], [cert_der(PKI.root.cert)], CHECKED_AT)
     assert exc.value.reason == "bad_certificate"
 
 
@@ -136,7 +179,7 @@ def test_tampered_wallet_certificate_is_bad_certificate() -> None:
     at = der.index(b"0991000000000008")  # the wallet id in the subject: change one digit
     der[at + 15] = ord("9")
     with pytest.raises(CertificateError) as exc:
-        verify_wallet_certificate(bytes(der), [cert_der(PKI.wallet_ca.cert)], [cert_der(PKI.root.cert)], NOW)
+        verify_wallet_certificate(bytes(der), [cert_der(PKI.wallet_ca.cert)], [cert_der(PKI.root.cert)], CHECKED_AT)
     assert exc.value.reason == "bad_certificate"
 
 
@@ -147,7 +190,7 @@ def test_signed_bytes_read_from_the_der_are_the_certificates_own() -> None:
     from wallet.certs import _parsed
 
     for der in (_wallet_cert(PKI), cert_der(PKI.wallet_ca.cert), cert_der(PKI.root.cert),
-                cert_der(PKI.terminal_ca.issue_terminal_cert("CMGQ0001", "320508000000101", new_key().public_key()))):
+                _terminal_cert(PKI)):
         cert = x509.load_der_x509_certificate(der)
         parsed = _parsed(der)
         assert (parsed.tbs, parsed.signature) == (cert.tbs_certificate_bytes, cert.signature)
@@ -157,5 +200,5 @@ def test_a_flipped_signature_bit_is_bad_certificate() -> None:
     der = bytearray(_wallet_cert(PKI))
     der[-5] ^= 0x01  # inside the signature's INTEGER s
     with pytest.raises(CertificateError) as exc:
-        verify_wallet_certificate(bytes(der), [cert_der(PKI.wallet_ca.cert)], [cert_der(PKI.root.cert)], NOW)
+        verify_wallet_certificate(bytes(der), [cert_der(PKI.wallet_ca.cert)], [cert_der(PKI.root.cert)], CHECKED_AT)
     assert exc.value.reason == "bad_certificate"

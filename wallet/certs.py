@@ -70,10 +70,12 @@ class CertificateAuthority:
     cert: x509.Certificate
 
     @classmethod
-    def create_root(cls, name: str = "Demo e-CNY Operator Root CA", years: int = 20) -> CertificateAuthority:
+    def create_root(cls, name: str = "Demo e-CNY Operator Root CA", years: int = 20,
+                    now: dt.datetime | None = None) -> CertificateAuthority:
+        """A self-signed root, valid from a day before ``now`` (default: the clock) for ``years``."""
         key = new_key()
         subject = _name(name)
-        now = _now()
+        now = now or _now()
         cert = (
             x509.CertificateBuilder()
             .subject_name(subject)
@@ -89,9 +91,10 @@ class CertificateAuthority:
         )
         return cls(key, cert)
 
-    def create_sub_ca(self, name: str, years: int = 10) -> CertificateAuthority:
+    def create_sub_ca(self, name: str, years: int = 10, now: dt.datetime | None = None) -> CertificateAuthority:
+        """An issuing CA certified by this one, valid from a day before ``now`` (default: the clock)."""
         key = new_key()
-        now = _now()
+        now = now or _now()
         cert = (
             self._builder(_name(name), key.public_key(), now - dt.timedelta(days=1),
                           now + dt.timedelta(days=365 * years))
@@ -133,9 +136,10 @@ class CertificateAuthority:
         )
 
     def issue_terminal_cert(self, terminal_id: str, merchant_id: str, public_key: ec.EllipticCurvePublicKey,
-                            years: int = 5) -> x509.Certificate:
-        """Certify a terminal's key; the merchant id rides in organizationIdentifier."""
-        now = _now()
+                            years: int = 5, now: dt.datetime | None = None) -> x509.Certificate:
+        """Certify a terminal's key from five minutes before ``now`` (default: the clock); the merchant id rides in
+        organizationIdentifier."""
+        now = now or _now()
         return (
             self._builder(_name(f"terminal {terminal_id}", serial=terminal_id, org_id=merchant_id), public_key,
                           now - dt.timedelta(minutes=5), now + dt.timedelta(days=365 * years))
@@ -187,9 +191,11 @@ class OperatorPki:
     terminal_ca: CertificateAuthority
 
     @classmethod
-    def create(cls, name: str = "Demo e-CNY Operator") -> OperatorPki:
-        root = CertificateAuthority.create_root(f"{name} Root CA")
-        return cls(root, root.create_sub_ca(f"{name} Wallet CA"), root.create_sub_ca(f"{name} Terminal CA"))
+    def create(cls, name: str = "Demo e-CNY Operator", now: dt.datetime | None = None) -> OperatorPki:
+        """A new root and its two issuing CAs, all valid from a day before ``now`` (default: the clock)."""
+        root = CertificateAuthority.create_root(f"{name} Root CA", now=now)
+        return cls(root, root.create_sub_ca(f"{name} Wallet CA", now=now),
+                   root.create_sub_ca(f"{name} Terminal CA", now=now))
 
     @classmethod
     def load_or_create(cls, directory: Path) -> OperatorPki:

@@ -12,8 +12,9 @@ from wallet.limits import TIER_LIMITS, OfflineCaps
 
 
 def issue_card(pki: OperatorPki, card_id: str, tier: int, balance_fen: int, caps: OfflineCaps | None = None,
-               *, expired: bool = False, wallet_id: str | None = None) -> CardState:
-    """Create a card's state. ``expired`` gives it a certificate that ended yesterday (a tester's fault)."""
+               *, expired: bool = False, wallet_id: str | None = None, now: dt.datetime | None = None) -> CardState:
+    """Create a card's state, its certificate issued at ``now`` (default: the clock). ``expired`` gives it a
+    certificate that ended the day before (a tester's fault)."""
     if tier not in TIER_LIMITS:
         raise InvalidInput(f"tier must be one of {sorted(TIER_LIMITS)}, got {tier}")
     limits = TIER_LIMITS[tier]
@@ -26,11 +27,12 @@ def issue_card(pki: OperatorPki, card_id: str, tier: int, balance_fen: int, caps
     key = new_key()
     ca: CertificateAuthority = pki.wallet_ca
     if expired:
-        now = dt.datetime.now(dt.UTC)
+        now = now or dt.datetime.now(dt.UTC)
         cert = ca.issue_wallet_cert(wallet_id, tier, key.public_key(), not_before=now - dt.timedelta(days=400),
                                     not_after=now - dt.timedelta(days=1))
     else:
-        cert = ca.issue_wallet_cert(wallet_id, tier, key.public_key())
+        cert = ca.issue_wallet_cert(wallet_id, tier, key.public_key(),
+                                    not_before=None if now is None else now - dt.timedelta(minutes=5))
     return CardState(
         card_id=card_id, wallet_id=wallet_id, tier=tier, key_pem=key_to_pem(key).decode(),
         cert_der=cert_der(cert), issuer_der=cert_der(ca.cert), balance_fen=balance_fen,

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
+from collections.abc import Callable
+from typing import Any
 
 from textual.widgets import Input, Static
 
@@ -210,15 +213,43 @@ def test_refund_from_history_through_the_service(home: Home) -> None:
 
 
 def test_sync_key_reports_progress_and_refreshes(home: Home) -> None:
-    services = FakeServices(online=True)
+    """F5 syncs in the background: the status bar shows the progress while it runs (a second F5 meanwhile starts
+    nothing), then the figures the sync changed, read again from the ledger, and no progress."""
+    halfway, resume = threading.Event(), threading.Event()
+
+    class HeldSync(FakeServices):
+        """A sync that stops halfway until the test lets it go on, and brings a new denylist (version 7)."""
+
+        def sync(self, progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+            assert progress is not None
+            progress(1, 2)
+            halfway.set()
+            assert resume.wait(30)
+            with home.ledger(COUNTER) as ledger:
+                ledger.apply_denylist(7, ["0991000000000008"])
+            progress(2, 2)
+            self.syncs += 1
+            return {"uploaded": 2, "settled": 2, "rejected": []}
+
+    services = HeldSync(online=True)
 
     async def scenario() -> None:
         app = clerk(home, services=services)
         async with app.run_test(size=(80, 24)) as pilot:
-            await until(pilot, lambda: app.status.online)
-            await pilot.press("f5")
-            await until(pilot, lambda: services.syncs == 1)
-            await until(pilot, lambda: app.status.progress == "")
+            await until(pilot, lambda: app.status.online and showing(app, CounterScreen))
+            bar = app.screen.query_one("StatusBar", Static)
+            assert app.status.denylist_version == 0 and "denylist v0" in text_of(bar)
+            try:
+                await pilot.press("f5")
+                await until(pilot, lambda: app.status.progress == "syncing 1/2")
+                assert halfway.is_set() and "syncing 1/2" in text_of(bar)
+                await pilot.press("f5")  # already syncing: ignored
+                await pilot.pause()
+            finally:
+                resume.set()
+            await until(pilot, lambda: app.status.progress == "" and app.status.denylist_version == 7)
+            assert "denylist v7" in text_of(bar) and "syncing" not in text_of(bar)
+            assert services.syncs == 1
 
     asyncio.run(scenario())
 
