@@ -11,7 +11,9 @@ import pytest
 
 from pos.cli.main import main
 from pos.home import Home
-from pos.sync.rounds import SyncLoop, SyncProgress, reconcile, sync_once
+from pos.sync.loop import SyncLoop
+from pos.sync.reports import reconcile
+from pos.sync.upload import SyncProgress, sync_once
 from tests.support.shop import Shop, shop_session
 
 T1, T2, T3 = "CMGQ0001", "CMGQ0002", "ZZYS0001"
