@@ -293,3 +293,25 @@ def test_open_intents_in_memory_follow_own_writes_and_rollbacks(led: Ledger) -> 
     finally:
         fresh.close()
     led.verify()
+
+
+def test_a_broken_link_is_found_even_when_every_hash_and_the_head_are_recomputed(led: Ledger) -> None:
+    """Entry 3 is made to follow entry 1 (as if entry 2 were cut out of the chain but kept in the table), and every
+    hash from there on and the sealed head are recomputed with the key: only the previous-hash link shows it."""
+    from pos.ledger.chain import entry_hash
+    from pos.ledger.seal import head_mac, load_key
+
+    conn = _raw(led)
+    rows = {r[0]: list(r) for r in conn.execute("SELECT seq, time, kind, voucher_id, wallet_id, counter, amount_fen, "
+                                                "data, prev_hash, hash FROM entries ORDER BY seq")}
+    rows[3][8] = rows[1][9]
+    for seq in range(3, 6):
+        if seq > 3:
+            rows[seq][8] = rows[seq - 1][9]
+        rows[seq][9] = entry_hash(*rows[seq][:9])
+        conn.execute("UPDATE entries SET prev_hash = ?, hash = ? WHERE seq = ?", (rows[seq][8], rows[seq][9], seq))
+    conn.execute("UPDATE head SET hash = ?, mac = ?", (rows[5][9], head_mac(load_key(led.path), 5, rows[5][9])))
+    conn.commit()
+    with pytest.raises(LedgerTampered) as exc:
+        led.verify()
+    assert str(exc.value) == "entry 3 does not follow the entry before it (chain broken)"
