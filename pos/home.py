@@ -17,7 +17,7 @@ import platformdirs
 from filelock import FileLock
 
 from pos.config import Config, Merchant, Terminal, find_config, load_config
-from pos.ledger.store import Ledger
+from pos.ledger import Ledger
 from pos.payment.card_client import KnownIssuers
 from pos.payment.session import TerminalContext
 from wallet.certs import OperatorPki, cert_der

@@ -1,7 +1,8 @@
 """Transactions as the clerk sees them: today's payments with settlement status, receipts, the end-of-day report.
 
 Built from the terminal ledger only (plain Python, no Textual). A payment's settlement status is its latest
-``settlement`` entry (settled | duplicate | rejected), else "pending"; ``refund`` entries add up per voucher.
+``settlement`` entry (settled | duplicate | rejected), else "pending"; ``refund`` entries add up per voucher. A
+payment belongs to the day of its voucher (:func:`pos.ledger.payment_day`), as in the terminal's sync report.
 """
 
 from __future__ import annotations
@@ -13,12 +14,12 @@ from typing import Any
 
 from pos.config import Merchant, Terminal
 from pos.i18n import tr
-from pos.ledger.store import Ledger
+from pos.ledger import Ledger, payment_day
 from pos.money import format_fen
+from wallet.card import CHINA_TZ
 from wallet.certs import write_atomic
 from wallet.ids import mask_wallet_id
 
-CHINA_TZ = dt.timezone(dt.timedelta(hours=8), "CST")
 STATUSES = ("pending", "settled", "rejected")
 
 
@@ -46,7 +47,7 @@ def parse_time(text: str) -> dt.datetime:
 
 
 def transactions(ledger: Ledger, day: dt.date | None = None) -> list[Tx]:
-    """Payments (newest first), optionally only those of ``day`` (China Standard Time)."""
+    """Payments (newest first), optionally only those of ``day`` (their voucher's China Standard Time day)."""
     status: dict[str, str] = {}
     refunded: dict[str, int] = {}
     for e in ledger.entries(kind="settlement"):
@@ -57,10 +58,11 @@ def transactions(ledger: Ledger, day: dt.date | None = None) -> list[Tx]:
         if e.voucher_id:
             refunded[e.voucher_id] = refunded.get(e.voucher_id, 0) + abs(e.amount_fen)
     out = []
+    day_text = day.isoformat() if day is not None else None
     for e in ledger.entries(kind="payment"):
-        t = parse_time(e.time)
-        if day is not None and t.date() != day:
+        if day_text is not None and payment_day(e) != day_text:
             continue
+        t = parse_time(e.time)
         vid = e.voucher_id or ""
         out.append(Tx(e.seq, vid, t, e.amount_fen, e.wallet_id or "", status.get(vid, "pending"),
                       refunded.get(vid, 0)))
@@ -103,7 +105,8 @@ def save_receipt(receipts_dir: Path, tx: Tx, text: str) -> Path:
 
 
 def day_report(ledger: Ledger, day: dt.date) -> dict[str, Any]:
-    """Counts and totals by status for ``day``, plus torn-tap and refund figures."""
+    """Counts and totals by status for ``day``, plus torn-tap and refund figures. Unresolved charges have no
+    voucher: they count on the day of their entry."""
     txs = transactions(ledger, day)
     by: dict[str, dict[str, int]] = {s: {"count": 0, "total_fen": 0} for s in STATUSES}
     for t in txs:

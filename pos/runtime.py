@@ -20,9 +20,8 @@ from pos.payment.card_client import TraceEntry
 from pos.payment.checkout import Checkout, CheckoutClosed
 from pos.payment.outcome import Outcome
 from pos.payment.reasons import Reason
+from wallet.card import CHINA_TZ
 from wallet.errors import EcnyError
-
-CHINA_TZ = dt.timezone(dt.timedelta(hours=8), "CST")
 
 
 def wall_clock() -> dt.datetime:

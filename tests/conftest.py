@@ -9,7 +9,7 @@ import pytest
 
 from ecny_nfc.mock import Faults, MockReader
 from pos.home import Home
-from pos.ledger.store import Ledger
+from pos.ledger import Ledger
 from pos.payment.outcome import Outcome
 from pos.payment.session import PaymentSession, TerminalContext
 from wallet.card import WalletApplet

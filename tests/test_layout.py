@@ -34,7 +34,7 @@ def test_repo_root_does_not_shadow_nfcpy() -> None:
 def test_one_exception_base() -> None:
     import ecny_nfc.reader as r
     import pos.config as cfg
-    import pos.ledger.store as led
+    import pos.ledger as led
     import pos.payment.card_client as cc
     import wallet.errors as e
 

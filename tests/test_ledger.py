@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pos.ledger.store import Ledger, LedgerError, LedgerTampered
+from pos.ledger import Ledger, LedgerError, LedgerTampered, PaymentRecorded
 from wallet.ids import voucher_id
 
 W = "0991000000000008"  # the wallet of the fixture's payments (counters 1..5)
@@ -30,8 +30,7 @@ def _raw(led: Ledger) -> sqlite3.Connection:
 
 
 def test_settings_are_durable(led: Ledger) -> None:
-    assert led.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert led.conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+    assert led.durability() == ("wal", 2)  # WAL, synchronous=FULL
 
 
 def test_clean_ledger_verifies(led: Ledger) -> None:
@@ -40,16 +39,18 @@ def test_clean_ledger_verifies(led: Ledger) -> None:
 
 
 def test_update_and_delete_are_refused(led: Ledger) -> None:
+    conn = sqlite3.connect(led.path)
     with pytest.raises(sqlite3.DatabaseError, match="append-only"):
-        led.conn.execute("UPDATE entries SET amount_fen = 1 WHERE seq = 2")
+        conn.execute("UPDATE entries SET amount_fen = 1 WHERE seq = 2")
     with pytest.raises(sqlite3.DatabaseError, match="append-only"):
-        led.conn.execute("DELETE FROM entries WHERE seq = 2")
-    led.conn.rollback()
+        conn.execute("DELETE FROM entries WHERE seq = 2")
+    conn.rollback()
+    conn.close()
     led.verify()
 
 
 def test_one_payment_per_voucher_id(led: Ledger) -> None:
-    with pytest.raises(sqlite3.IntegrityError):
+    with pytest.raises(PaymentRecorded):
         led.append("payment", voucher_id=voucher_id(W, 2), wallet_id=W, counter=2, amount_fen=999)
     assert led.count() == 5
     assert led.payment(voucher_id(W, 2)).amount_fen == 200
@@ -127,8 +128,6 @@ def test_failed_append_changes_nothing(led: Ledger) -> None:
 
 
 def test_damaged_key_is_a_typed_error(tmp_path: Path) -> None:
-    from pos.ledger.store import LedgerError
-
     Ledger(tmp_path / "l.db").close()
     (tmp_path / "l.key").write_bytes(b"short")
     with pytest.raises(LedgerError):
@@ -136,8 +135,6 @@ def test_damaged_key_is_a_typed_error(tmp_path: Path) -> None:
 
 
 def test_corrupted_file_is_a_typed_error(tmp_path: Path) -> None:
-    from pos.ledger.store import LedgerError
-
     (tmp_path / "x.db").write_bytes(b"this is not a database" * 100)
     with pytest.raises(LedgerError):
         Ledger(tmp_path / "x.db")
@@ -157,7 +154,7 @@ def test_wallet_standing_follows_the_latest_denylist_entry_and_the_highest_count
 def test_an_older_ledger_is_migrated_in_place_keeping_every_certificate(tmp_path: Path) -> None:
     import sqlite_utils
 
-    from pos.ledger.store import MIGRATIONS
+    from pos.ledger.schema import MIGRATIONS
 
     path = tmp_path / "ledger.db"
     old = sqlite_utils.Database(path)
@@ -166,13 +163,14 @@ def test_an_older_ledger_is_migrated_in_place_keeping_every_certificate(tmp_path
     old.conn.commit()
     old.close()
     led = Ledger(path)
-    sql = led.conn.execute("SELECT sql FROM sqlite_master WHERE name = 'certificates'").fetchone()[0]
+    raw = sqlite3.connect(path)
+    sql = raw.execute("SELECT sql FROM sqlite_master WHERE name = 'certificates'").fetchone()[0]
     assert "WITHOUT ROWID" in sql
     assert led.certificate("aa") == b"\x30\x82" and led.certificate("bb") == b"\x30\x83"
-    led.begin()
-    led.add_certificate("aa", b"\x30\x82")  # still one row per fingerprint
-    led.commit()
-    assert led.conn.execute("SELECT COUNT(*) FROM certificates").fetchone()[0] == 2
+    with led.transaction() as tx:
+        tx.add_certificate("aa", b"\x30\x82")  # still one row per fingerprint
+    assert raw.execute("SELECT COUNT(*) FROM certificates").fetchone()[0] == 2
+    raw.close()
     assert led.wallet_standing("nobody") == (False, 0)  # m004's indexes are in place too
     led.verify()
 
@@ -180,7 +178,7 @@ def test_an_older_ledger_is_migrated_in_place_keeping_every_certificate(tmp_path
 def test_entry_times_are_utc_iso_with_milliseconds(led: Ledger) -> None:
     import datetime as dt
 
-    from pos.ledger.store import utc_now
+    from pos.ledger import utc_now
 
     before = dt.datetime.now(dt.UTC)
     stamp = utc_now()
@@ -193,7 +191,7 @@ def test_entry_times_are_utc_iso_with_milliseconds(led: Ledger) -> None:
 
 def test_entry_times_cross_second_boundaries(monkeypatch: pytest.MonkeyPatch) -> None:
     """The formatted second is reused within a second only: each stamp is the clock's own."""
-    from pos.ledger import store as ledger_module
+    from pos.ledger import chain as ledger_module
 
     for ns, text in [(1_790_000_000_999_000_000, "2026-09-21T14:13:20.999Z"),
                      (1_790_000_001_000_000_000, "2026-09-21T14:13:21.000Z"),
@@ -215,11 +213,12 @@ def test_lookups_by_voucher_and_wallet_use_indexes(led: Ledger) -> None:
     }
     expected = {"outbox": "entries_settlement", "refunds": "entries_refund", "payment": "entries_payment",
                 "standing": "entries_payment", "denylist": "entries_denylist"}
+    raw = sqlite3.connect(led.path)
     for name, sql in plans.items():
-        detail = " ".join(r[3] for r in led.conn.execute("EXPLAIN QUERY PLAN " + sql))
+        detail = " ".join(r[3] for r in raw.execute("EXPLAIN QUERY PLAN " + sql))
         assert f"USING INDEX {expected[name]}" in detail or f"USING COVERING INDEX {expected[name]}" in detail, \
             (name, detail)
-    names = {r[0] for r in led.conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+    names = {r[0] for r in raw.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
     assert not names & {"entries_kind", "entries_wallet", "entries_voucher", "entries_one_payment",
                         "entries_kind_wallet"}
 
@@ -231,7 +230,9 @@ def test_an_intent_writes_no_index_and_a_payment_one(led: Ledger) -> None:
         fn()  # type: ignore[operator]
         return (led.path.with_name(led.path.name + "-wal").stat().st_size - before) // (4096 + 24)
 
-    led.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    raw = sqlite3.connect(led.path)
+    raw.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    raw.close()
     intent = led.append("intent", amount_fen=5, data={"challenge": "ab" * 16, "owner": "1:1"})
     assert frames(lambda: _intent(led)) == 3  # the entry, the head, the open intent
     assert frames(lambda: led.append("payment", voucher_id=voucher_id(W, 6), wallet_id=W, counter=6, amount_fen=5,
@@ -243,11 +244,11 @@ def test_entry_hash_is_the_sha256_of_the_documented_json() -> None:
     import hashlib
     import json
 
-    from pos.ledger.store import _entry_hash
+    from pos.ledger.chain import entry_hash
 
     args = (7, "2026-11-27T10:00:00.000Z", "payment", "v1", "w", 3, 1230, '{"note":"苏州 \\"quoted\\""}', "0" * 64)
     reference = json.dumps(list(args), separators=(",", ":"), ensure_ascii=False)
-    assert _entry_hash(*args) == hashlib.sha256(reference.encode()).hexdigest()
+    assert entry_hash(*args) == hashlib.sha256(reference.encode()).hexdigest()
 
 
 def _intent(led: Ledger, amount: int = 100) -> int:
@@ -279,12 +280,38 @@ def test_open_intents_in_memory_follow_own_writes_and_rollbacks(led: Ledger) -> 
     led.append("payment", voucher_id=voucher_id("0991000000000009", 1), wallet_id="0991000000000009", counter=1,
                amount_fen=100,
                data={"intent": b})
-    led.begin()
-    led._append("void", amount_fen=100, data={"intent": a})
-    led._append("intent", amount_fen=5, data={"challenge": "cd" * 16, "owner": "1:1"})
-    assert [i.seq for i in led.open_intents()] == [b + 4]  # inside the transaction: the table as it stands
-    led.rollback()
+    with pytest.raises(RuntimeError, match="undone"), led.transaction() as tx:
+        tx.append("void", amount_fen=100, data={"intent": a})
+        tx.append("intent", amount_fen=5, data={"challenge": "cd" * 16, "owner": "1:1"})
+        assert [i.seq for i in led.open_intents()] == [b + 4]  # inside the transaction: the table as it stands
+        raise RuntimeError("undone")
     view = led.open_intents()
     assert [(i.seq, i.wallet_id, i.counter) for i in view] == [(a, "0991000000000008", 2)]
-    assert view == list(led._read_intents().values())  # the view is the table
+    fresh = Ledger(led.path)  # a new connection reads the table itself
+    try:
+        assert view == fresh.open_intents()  # the view is the table
+    finally:
+        fresh.close()
     led.verify()
+
+
+def test_a_broken_link_is_found_even_when_every_hash_and_the_head_are_recomputed(led: Ledger) -> None:
+    """Entry 3 is made to follow entry 1 (as if entry 2 were cut out of the chain but kept in the table), and every
+    hash from there on and the sealed head are recomputed with the key: only the previous-hash link shows it."""
+    from pos.ledger.chain import entry_hash
+    from pos.ledger.seal import head_mac, load_key
+
+    conn = _raw(led)
+    rows = {r[0]: list(r) for r in conn.execute("SELECT seq, time, kind, voucher_id, wallet_id, counter, amount_fen, "
+                                                "data, prev_hash, hash FROM entries ORDER BY seq")}
+    rows[3][8] = rows[1][9]
+    for seq in range(3, 6):
+        if seq > 3:
+            rows[seq][8] = rows[seq - 1][9]
+        rows[seq][9] = entry_hash(*rows[seq][:9])
+        conn.execute("UPDATE entries SET prev_hash = ?, hash = ? WHERE seq = ?", (rows[seq][8], rows[seq][9], seq))
+    conn.execute("UPDATE head SET hash = ?, mac = ?", (rows[5][9], head_mac(load_key(led.path), 5, rows[5][9])))
+    conn.commit()
+    with pytest.raises(LedgerTampered) as exc:
+        led.verify()
+    assert str(exc.value) == "entry 3 does not follow the entry before it (chain broken)"

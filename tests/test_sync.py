@@ -11,7 +11,9 @@ import pytest
 
 from pos.cli.main import main
 from pos.home import Home
-from pos.sync.rounds import SyncLoop, SyncProgress, reconcile, sync_once
+from pos.sync.loop import SyncLoop
+from pos.sync.reports import reconcile
+from pos.sync.upload import SyncProgress, sync_once
 from tests.support.shop import Shop, shop_session
 
 T1, T2, T3 = "CMGQ0001", "CMGQ0002", "ZZYS0001"
@@ -116,3 +118,38 @@ def test_background_loop_syncs_and_can_be_triggered(shop: Shop) -> None:
     with shop.home.ledger(T1) as led:
         assert led.sync_status().pending_count == 0
         assert len(list(led.entries(kind="settlement"))) == 1
+
+
+def test_two_syncs_racing_on_one_terminal_record_each_settlement_once(shop: Shop) -> None:
+    """A second sync of the same terminal runs to its end while the first one's batch is with the operator: both
+    uploaded the same outbox, and the first one's answers (``duplicate``) find the settlements recorded already."""
+    (card,) = shop.cards(1)
+    vouchers = [shop.pay(T1, card, amount).voucher_id for amount in (100, 250)]
+
+    class RacedClient:
+        """The operator client of the first sync: the second sync runs inside its first batch upload."""
+
+        def __init__(self, inner) -> None:
+            self.inner = inner
+            self.raced = False
+
+        def __getattr__(self, name: str):
+            return getattr(self.inner, name)
+
+        def settle_batch(self, body: bytes, **kwargs):
+            if not self.raced:
+                self.raced = True
+                other = sync_once(shop.home, T1, client=self.inner)
+                assert (other.uploaded, other.settled) == (2, 2)
+            return self.inner.settle_batch(body, **kwargs)
+
+    with shop.client(T1) as c:
+        raced = RacedClient(c)
+        first = sync_once(shop.home, T1, client=raced)
+    assert raced.raced and (first.uploaded, first.settled, first.duplicate) == (2, 0, 2)
+    with shop.home.ledger(T1) as led:
+        settlements = [e.voucher_id for e in led.entries(kind="settlement")]
+        assert sorted(settlements) == sorted(vouchers)  # one each, the second sync's
+        assert [e.data["status"] for e in led.entries(kind="settlement")] == ["settled", "settled"]
+        assert led.outbox() == []
+        led.verify()

@@ -86,7 +86,6 @@ class TapBroker:
         self._armed = False
         self._waiters: list[_Waiter] = []
         self._current: _Waiter | None = None
-        self._next_faults: Faults | None = None
         reader.observe(self._on_exchange)
 
     # -- the terminal's side ----------------------------------------------------------------------------------------
@@ -126,15 +125,6 @@ class TapBroker:
             w.left.set()
             w.done.set()
 
-    def set_next_faults(self, faults: Faults | None) -> None:
-        """Faults for the next tap through this broker (the tester panel's choice)."""
-        with self._lock:
-            self._next_faults = faults
-
-    @property
-    def next_faults(self) -> Faults | None:
-        return self._next_faults
-
     def _on_exchange(self, command: bytes, response: bytes | None) -> None:
         if response is None and self._current is not None:
             self._current.left.set()  # torn: the card is out of the field, its lock can go
@@ -149,9 +139,6 @@ class TapBroker:
         """Present stored card ``card_id`` and return the terminal's decision (JSON)."""
         if not self._armed:
             raise TapRefused(f"terminal {self.terminal_id} is not waiting for a tap: start a charge first")
-        with self._lock:
-            if faults is None:
-                faults, self._next_faults = self._next_faults, None
         waiter = _Waiter(card_id)
         with self.home.cards.open(card_id, timeout=5) as applet:
             with self._lock:

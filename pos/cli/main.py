@@ -194,7 +194,7 @@ def cmd_ledger_list(args: argparse.Namespace, home: Home) -> int:
 
 
 def cmd_ledger_verify(args: argparse.Namespace, home: Home) -> int:
-    from pos.ledger.store import LedgerTampered
+    from pos.ledger import LedgerTampered
 
     with home.ledger(args.terminal) as ledger:
         try:

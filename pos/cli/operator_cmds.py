@@ -40,7 +40,7 @@ def cmd_provision(args: argparse.Namespace, home: Home) -> int:
 
 
 def cmd_sync(args: argparse.Namespace, home: Home) -> int:
-    from pos.sync.rounds import SyncProgress, sync_once
+    from pos.sync.upload import SyncProgress, sync_once
 
     def progress(p: SyncProgress) -> None:
         if not args.json and p.total:
@@ -58,7 +58,7 @@ def cmd_sync(args: argparse.Namespace, home: Home) -> int:
 
 def cmd_refund(args: argparse.Namespace, home: Home) -> int:
     from pos.sync.client import OperatorRefused
-    from pos.sync.rounds import request_refund
+    from pos.sync.refunds import request_refund
 
     try:
         data = request_refund(home, args.terminal, args.voucher, args.amount, args.operator)
@@ -74,7 +74,7 @@ def cmd_refund(args: argparse.Namespace, home: Home) -> int:
 
 
 def cmd_report(args: argparse.Namespace, home: Home) -> int:
-    from pos.sync.rounds import reconcile
+    from pos.sync.reports import reconcile
 
     data = reconcile(home, args.terminal, args.date, args.operator)
     t, o = data["terminal"], data["operator"]

@@ -37,7 +37,7 @@ from ecny_nfc.reader import Cancelled, CardConnection, CardRemoved, MultipleCard
 from pos.config import GateSettings, Product
 from pos.home import Home
 from pos.i18n import tr
-from pos.ledger.store import AUTOCHECKPOINT_PAGES, IDLE_CHECKPOINT_COMMITS
+from pos.ledger import AUTOCHECKPOINT_PAGES, IDLE_CHECKPOINT_COMMITS
 from pos.payment.card_client import CardStatusError, TraceEntry, WalletClient
 from pos.payment.outcome import Declined, Outcome
 from pos.payment.reasons import Reason

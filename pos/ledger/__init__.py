@@ -1,1 +1,26 @@
-"""The terminal's durable ledger: append-only, hash-chained, sealed by a key; the outbox of what to sync."""
+"""The terminal's durable ledger: append-only, hash-chained, sealed by a key; the outbox of what to sync.
+
+Modules: :mod:`~pos.ledger.store` (the :class:`Ledger`), :mod:`~pos.ledger.transaction` (writes),
+:mod:`~pos.ledger.queries` (outbox, settlements, refunds, denylist, sync status), :mod:`~pos.ledger.intents` (the
+open-intents table and its in-memory view), :mod:`~pos.ledger.chain` (hashes, entry times, verification),
+:mod:`~pos.ledger.seal` (the head's key file), :mod:`~pos.ledger.schema` (migrations), :mod:`~pos.ledger.model`.
+"""
+
+from pos.ledger.chain import utc_now
+from pos.ledger.model import (
+    CLOSING_KINDS,
+    Entry,
+    LedgerError,
+    LedgerTampered,
+    OpenIntent,
+    PaymentRecorded,
+    SyncStatus,
+    VerifyReport,
+    payment_day,
+)
+from pos.ledger.store import AUTOCHECKPOINT_PAGES, IDLE_CHECKPOINT_COMMITS, Ledger
+from pos.ledger.transaction import Transaction
+
+__all__ = ["AUTOCHECKPOINT_PAGES", "CLOSING_KINDS", "IDLE_CHECKPOINT_COMMITS", "Entry", "Ledger", "LedgerError",
+           "LedgerTampered", "OpenIntent", "PaymentRecorded", "SyncStatus", "Transaction", "VerifyReport",
+           "payment_day", "utc_now"]

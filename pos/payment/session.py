@@ -10,37 +10,38 @@ answer never arrives can always be recovered, because the challenge that GET LAS
 - the terminal dies after PAY (power loss, crash): the intent of a process that no longer runs is an orphan, and
   every later tap asks the card in the field for it until one card answers with the voucher.
 An approval is reported only after its payment entry is committed. A charge that never sent PAY is closed ``void``.
+
+The recovery of torn and orphaned intents is :mod:`pos.payment.recovery`; checking and recording a voucher is
+:mod:`pos.payment.vouchers`.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import secrets
-import sqlite3
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, NoReturn
 
 from ecny_nfc.reader import Cancelled, CardConnection, CardRemoved, MultipleCards, NoCard, Reader, ReaderError
-from pos.ledger.store import Entry, Ledger, OpenIntent
+from pos.ledger import Entry, Ledger
 from pos.payment.card_client import CardStatusError, KnownIssuers, TraceEntry, WalletClient
 from pos.payment.outcome import Declined, Outcome
-from pos.payment.process import _ACTIVE, _ACTIVE_LOCK, OWNER, _GcDeferred, _owner_alive
+from pos.payment.process import _ACTIVE, _ACTIVE_LOCK, OWNER, _GcDeferred
 from pos.payment.reasons import Reason, reason_for_status
+from pos.payment.recovery import NOT_PAID, Recovery, Torn, recorded
 from pos.payment.risk import check_limits
+from pos.payment.vouchers import check_voucher
 from wallet import apdu as sw
 from wallet.certs import WalletCertInfo
-from wallet.errors import CertificateError, EncodingError, SignatureError
+from wallet.errors import CertificateError, EncodingError
 from wallet.limits import OfflineCaps
 from wallet.protocol import STATUS_ACTIVE, CardInfo, PayRequest
-from wallet.voucher import CNY, Voucher
+from wallet.voucher import CNY
 
 MAX_TAPS = 5
-CLOCK_SKEW_MS = 5 * 60 * 1000
-ORPHAN_MAX_AGE = dt.timedelta(days=7)
 
 
 @dataclass
@@ -60,27 +61,7 @@ class TerminalContext:
         return time.time_ns() // 1_000_000
 
 
-class _Torn(Exception):
-    """The card left the field after PAY was sent: this charge's intent is now tied to that wallet."""
-
-    def __init__(self, wallet_id: str, counter: int) -> None:
-        self.wallet_id = wallet_id
-        self.counter = counter
-
-
-_NOT_PAID = ("void", "unresolved", "open")  # how an intent settles when no voucher was recorded for it
-
-
-def _paid(results: dict[int, str]) -> dict[int, str]:
-    """Of settled intents ({intent seq: voucher id or one of _NOT_PAID}), those a voucher was recorded for."""
-    return {seq: outcome for seq, outcome in results.items() if outcome not in _NOT_PAID}
-
-
-def _fingerprint(der: bytes) -> str:
-    return hashlib.sha256(der).hexdigest()
-
-
-class PaymentSession:
+class PaymentSession(Recovery):
     """Takes one payment through a reader.
 
     ``card_read`` is what READ INFO answered on the reader's first connection, when the caller selected and read
@@ -143,11 +124,11 @@ class PaymentSession:
         """Settle, without charging, the open intents of this terminal that the identified card on ``conn`` can
         answer (its own torn payments, orphans); return the voucher ids recovered and recorded. A gate does this
         before it decides whether a returning visitor still has to pay. Raises :class:`Declined`."""
-        return list(_paid(self._resolve_intents(WalletClient(conn, self.trace), info, cert, None)).values())
+        return list(recorded(self._resolve_intents(WalletClient(conn, self.trace), info, cert, None)).values())
 
     # -- the flow ---------------------------------------------------------------------------------------------------
     def _pay(self, amount_fen: int, timeout: float | None, cancel: threading.Event | None) -> Outcome:
-        torn: _Torn | None = None
+        torn: Torn | None = None
         wait = timeout
         for _ in range(MAX_TAPS):
             self._decided = 0.0
@@ -172,7 +153,7 @@ class PaymentSession:
                         return self._tap(conn, amount_fen, torn)
                     finally:
                         self._decided = time.perf_counter()
-            except _Torn as exc:
+            except Torn as exc:
                 torn = exc
                 self._torn_seen = True
                 wait = self.ctx.recovery_timeout
@@ -192,7 +173,7 @@ class PaymentSession:
         """Whether this charge may have taken money that is not recorded yet (held for recovery)."""
         return self._pay_sent and not self._closed
 
-    def _tap(self, conn: CardConnection, amount_fen: int, torn: _Torn | None) -> Outcome:
+    def _tap(self, conn: CardConnection, amount_fen: int, torn: Torn | None) -> Outcome:
         client = WalletClient(conn, self.trace)
         now_ms = self.ctx.now_ms()
         if self._card_read is not None:  # selected and read on this connection already (a gate identified it)
@@ -206,11 +187,11 @@ class PaymentSession:
                            wallet_id=torn.wallet_id)
         results = self._resolve_intents(client, info, cert, torn)
         mine = results.pop(self._intent.seq, None) if self._intent else None
-        paid = _paid(results)
+        paid = recorded(results)
         recovered = list(paid.values())
         if mine == "unresolved":
             raise Declined(Reason.CARD_ERROR, "the removed wallet's payment could not be confirmed", wallet_id=wid)
-        if mine is not None and mine not in _NOT_PAID:
+        if mine is not None and mine not in NOT_PAID:
             return Outcome("approved", amount_fen, voucher_id=mine, wallet_id=wid, balance_after_fen=info.balance_fen,
                            recovered=recovered)
         if paid:
@@ -233,22 +214,8 @@ class PaymentSession:
             raise Declined(limit, wallet_id=wid)
         return self._charge(client, info, cert, amount_fen, now_ms, recovered)
 
-    def _same_charge_paid(self, paid: dict[int, str], amount_fen: int) -> str | None:
-        """A voucher just recovered for an earlier charge of this amount whose card left mid-PAY (or whose
-        terminal died): a retry of that charge, not a second purchase."""
-        for seq, voucher_id in paid.items():
-            intent = self.ctx.ledger.entry(seq)
-            if intent is not None and intent.amount_fen == amount_fen:
-                return voucher_id
-        return None
-
-    def _removed(self, torn: _Torn | None) -> None:
-        if torn is not None:
-            raise torn
-        raise Declined(Reason.CARD_REMOVED, "the wallet left the field before it was asked to pay")
-
     def _read_card(self, client: WalletClient, now_ms: int,
-                   torn: _Torn | None) -> tuple[CardInfo, bytes, WalletCertInfo]:
+                   torn: Torn | None) -> tuple[CardInfo, bytes, WalletCertInfo]:
         """SELECT and READ INFO, then the certificate check: the info, the issuer's certificate, the verified
         certificate. A card gone meanwhile is the tear ``torn`` names, or a decline."""
         try:
@@ -264,7 +231,6 @@ class PaymentSession:
             info, issuer = client.read_wallet(self.ctx.issuers)
         except CardRemoved:
             self._removed(torn)
-            raise  # unreachable: _removed always raises
         except CardStatusError as exc:
             raise Declined(Reason.CARD_ERROR, str(exc)) from None
         except EncodingError as exc:
@@ -299,11 +265,12 @@ class PaymentSession:
             raise Declined(reason_for_status(exc.status), str(exc), wallet_id=info.wallet_id) from None
         if self.ctx.after_pay is not None:
             self.ctx.after_pay()
-        voucher, problem = self._check_voucher(raw, info, cert, req)
+        voucher, problem = check_voucher(raw, info, cert, req, self.ctx.now_ms)
         if problem is not None:
             # A damaged answer in transit is common on the air: read the card's stored voucher once more.
             try:
-                voucher, problem2 = self._check_voucher(client.last_transaction(req.challenge), info, cert, req)
+                voucher, problem2 = check_voucher(client.last_transaction(req.challenge), info, cert, req,
+                                                 self.ctx.now_ms)
             except CardRemoved:
                 self._mark_torn(info.wallet_id, info.counter + 1, amount_fen)
             except (CardStatusError, EncodingError):
@@ -317,12 +284,12 @@ class PaymentSession:
         return Outcome("approved", amount_fen, voucher_id=voucher.voucher_id, wallet_id=info.wallet_id,
                        balance_after_fen=voucher.body.balance_after_fen, recovered=recovered)
 
-    def _mark_torn(self, wallet_id: str, counter: int, amount_fen: int) -> None:
+    def _mark_torn(self, wallet_id: str, counter: int, amount_fen: int) -> NoReturn:
         """The card left after PAY was sent: tie this charge's intent to the wallet, then wait for it."""
         assert self._intent is not None
         self.ctx.ledger.append("torn", wallet_id=wallet_id, counter=counter, amount_fen=amount_fen,
                                data={"intent": self._intent.seq})
-        raise _Torn(wallet_id, counter) from None
+        raise Torn(wallet_id, counter) from None
 
     def _close(self, kind: str, wallet_id: str | None, counter: int | None, amount_fen: int, *,
                intent_seq: int | None = None, **data: str) -> None:
@@ -332,148 +299,3 @@ class PaymentSession:
                                data={"intent": seq, **data})
         if self._intent is not None and seq == self._intent.seq:
             self._closed = True
-
-    def _check_voucher(self, raw: bytes, info: CardInfo, cert: WalletCertInfo, req: PayRequest,
-                       since_ms: int | None = None) -> tuple[Voucher | None, tuple[Reason, str] | None]:
-        """Verify a voucher against the request. With ``since_ms`` (recovery), the PAY's timestamp is unknown and
-        must only fall between the charge's start and now."""
-        try:
-            voucher = Voucher.decode(raw)
-        except EncodingError as exc:
-            return None, (Reason.BAD_SIGNATURE, f"voucher does not parse: {exc}")
-        try:
-            voucher.verify(cert.public_key)
-        except SignatureError as exc:
-            return None, (Reason.BAD_SIGNATURE, str(exc))
-        b = voucher.body
-        expected = {
-            "wallet_id": info.wallet_id, "counter": info.counter + 1, "amount_fen": req.amount_fen,
-            "currency": req.currency, "merchant_id": req.merchant_id, "terminal_id": req.terminal_id,
-            "challenge": req.challenge, "balance_after_fen": info.balance_fen - req.amount_fen,
-        }
-        if since_ms is None:
-            expected["timestamp_ms"] = req.timestamp_ms
-        elif not since_ms - CLOCK_SKEW_MS <= b.timestamp_ms <= self.ctx.now_ms() + CLOCK_SKEW_MS:
-            return None, (Reason.VOUCHER_MISMATCH, "voucher timestamp outside the charge's time")
-        for name, want in expected.items():
-            if getattr(b, name) != want:
-                return None, (Reason.VOUCHER_MISMATCH, f"voucher {name} is {getattr(b, name)!r}, expected {want!r}")
-        return voucher, None
-
-    def _record(self, voucher: Voucher, intent_seq: int, cert_der: bytes, issuer_der: bytes) -> Entry:
-        """Commit the payment entry (once per voucher id); it closes the intent in the same transaction."""
-        ledger = self.ctx.ledger
-        fp, issuer_fp = _fingerprint(cert_der), _fingerprint(issuer_der)
-        ledger.begin()
-        try:
-            ledger.add_certificate(fp, cert_der)
-            ledger.add_certificate(issuer_fp, issuer_der)
-            entry = ledger._append(
-                "payment", voucher_id=voucher.voucher_id, wallet_id=voucher.body.wallet_id,
-                counter=voucher.body.counter, amount_fen=voucher.body.amount_fen,
-                data={"intent": intent_seq, "voucher": voucher.encode().hex(), "cert": fp, "issuer": issuer_fp,
-                      "merchant_id": voucher.body.merchant_id, "terminal_id": voucher.body.terminal_id,
-                      "balance_after_fen": voucher.body.balance_after_fen})
-            ledger.commit()
-        except sqlite3.IntegrityError:
-            # The voucher id is recorded already (one payment entry per voucher id, a unique index).
-            ledger.rollback()
-            existing = ledger.payment(voucher.voucher_id)
-            if existing is None:
-                raise
-            if Voucher.decode(bytes.fromhex(existing.data["voucher"])).body != voucher.body:
-                raise Declined(Reason.REPLAYED_COUNTER, "another voucher with this counter is recorded",
-                               wallet_id=voucher.body.wallet_id) from None
-            return existing
-        except BaseException:
-            ledger.rollback()
-            raise
-        return entry
-
-    def _is_orphan(self, intent: OpenIntent) -> bool:
-        """An intent no running charge owns and no torn tap has tied to a wallet: its terminal died after PAY."""
-        if intent.wallet_id is not None or (self._intent is not None and intent.seq == self._intent.seq):
-            return False
-        if intent.owner == OWNER:
-            with _ACTIVE_LOCK:
-                return (str(self.ctx.ledger.path), intent.seq) not in _ACTIVE
-        return not _owner_alive(intent.owner)
-
-    def _resolve_intents(self, client: WalletClient, info: CardInfo, cert: WalletCertInfo,
-                         torn: _Torn | None) -> dict[int, str]:
-        """Settle the open intents this card can answer; return {intent seq: voucher id | void | unresolved | open}.
-
-        Intents torn on this wallet are decided by its counter and GET LAST TRANSACTION. Orphans (a terminal that
-        died after PAY) are asked with GET LAST TRANSACTION: only the card that was charged answers their challenge.
-        """
-        results: dict[int, str] = {}
-        for intent in self.ctx.ledger.open_intents():
-            own = self._intent is not None and intent.seq == self._intent.seq
-            if intent.wallet_id == info.wallet_id:
-                results[intent.seq] = self._resolve_torn(client, info, cert, intent, own, torn)
-            elif self._is_orphan(intent):
-                results[intent.seq] = self._resolve_orphan(client, info, cert, intent, torn)
-        return results
-
-    def _resolve_torn(self, client: WalletClient, info: CardInfo, cert: WalletCertInfo, intent: OpenIntent,
-                      own: bool, torn: _Torn | None) -> str:
-        counter = intent.counter or 0
-        if info.counter < counter:
-            # PAY never executed on this card. This charge simply tries again; an older one is closed unpaid.
-            if not own:
-                self._close("void", intent.wallet_id, counter, intent.amount_fen, intent_seq=intent.seq,
-                            proof=f"card counter {info.counter} never reached {counter}")
-            return "open" if own else "void"
-        if info.counter > counter:
-            self._close("unresolved", intent.wallet_id, counter, intent.amount_fen, intent_seq=intent.seq,
-                        problem=f"card has moved on to counter {info.counter}")
-            return "unresolved"
-        outcome = self._read_back(client, info, cert, intent, torn)
-        if outcome is None:  # the card's payment with this counter answers another challenge: not ours
-            if own:
-                return "open"  # this charge pays again, and its intent stays open until that PAY is answered
-            self._close("void", intent.wallet_id, counter, intent.amount_fen, intent_seq=intent.seq,
-                        proof="the card's payment with this counter answers another challenge")
-            return "void"
-        return outcome
-
-    def _resolve_orphan(self, client: WalletClient, info: CardInfo, cert: WalletCertInfo, intent: OpenIntent,
-                        torn: _Torn | None) -> str:
-        outcome = self._read_back(client, info, cert, intent, torn)
-        if outcome is not None:
-            return outcome
-        created = dt.datetime.fromisoformat(intent.created.replace("Z", "+00:00"))
-        if dt.datetime.now(dt.UTC) - created > ORPHAN_MAX_AGE:
-            self._close("unresolved", None, None, intent.amount_fen, intent_seq=intent.seq,
-                        problem="no card answered this charge's challenge within seven days")
-            return "unresolved"
-        return "open"
-
-    def _read_back(self, client: WalletClient, info: CardInfo, cert: WalletCertInfo, intent: OpenIntent,
-                   torn: _Torn | None) -> str | None:
-        """GET LAST TRANSACTION with the intent's challenge: the recorded voucher id, ``unresolved`` for a voucher
-        that does not verify, or None when the card's last payment is not this intent's."""
-        try:
-            raw = client.last_transaction(intent.challenge)
-        except CardRemoved:
-            self._removed(torn)
-            raise  # unreachable
-        except CardStatusError as exc:
-            if exc.status == sw.SW_REFERENCED_DATA_NOT_FOUND:
-                return None
-            raise Declined(Reason.CARD_ERROR, str(exc), wallet_id=info.wallet_id) from None
-        except EncodingError as exc:  # an answer cut short of its status word
-            raise Declined(Reason.CARD_ERROR, str(exc), wallet_id=info.wallet_id) from None
-        req = PayRequest(intent.amount_fen, CNY, self.ctx.merchant_id, self.ctx.terminal_id, intent.challenge, 0)
-        before = replace(info, counter=info.counter - 1, balance_fen=info.balance_fen + intent.amount_fen)
-        created = dt.datetime.fromisoformat(intent.created.replace("Z", "+00:00"))
-        voucher, problem = self._check_voucher(raw, before, cert, req, since_ms=int(created.timestamp() * 1000))
-        if voucher is None:
-            assert problem is not None
-            self._close("unresolved", intent.wallet_id or info.wallet_id, info.counter, intent.amount_fen,
-                        intent_seq=intent.seq, problem=problem[1])
-            return "unresolved"
-        self._record(voucher, intent.seq, info.cert_der, self._issuer_der)
-        if self._intent is not None and intent.seq == self._intent.seq:
-            self._closed = True
-        return voucher.voucher_id

@@ -185,7 +185,7 @@ class OperatorClient:
         return self.call("POST", "/v1/settlements", {"vouchers": vouchers, "certificates": certificates})
 
     def settle_batch(self, body: bytes, cancel: threading.Event | None = None) -> dict[str, Any]:
-        """Upload a binary settlement batch (:func:`wire.batch.encode_batch`): what :func:`pos.sync.rounds.sync_once`
+        """Upload a binary settlement batch (:func:`wire.batch.encode_batch`): what :func:`pos.sync.upload.sync_once`
         sends. ``cancel`` as in :meth:`call`."""
         return self.call("POST", "/v1/settlements", content=body, content_type=BATCH_CONTENT_TYPE, cancel=cancel)
 

@@ -1,7 +1,7 @@
 """The operator services the clerk UI calls: sync, refund, reconcile, online check.
 
-:class:`OperatorServices` reaches the operator through ``pos.sync.rounds`` when that module exists; until then
-every call raises :class:`OperatorUnavailable` and the UI says "operator not available".
+:class:`OperatorServices` reaches the operator through ``pos.sync.upload``, ``refunds`` and ``reports`` when they
+exist; until then every call raises :class:`OperatorUnavailable` and the UI says "operator not available".
 Tests inject their own object with the
 same methods (see :class:`Services`).
 """
@@ -22,7 +22,7 @@ Progress = Callable[[int, int], None]  # (done, total)
 
 
 class OperatorUnavailable(EcnyError):
-    """The operator client (pos.sync.rounds) is not installed or the operator cannot be reached."""
+    """The operator client (pos.sync) is not installed or the operator cannot be reached."""
 
 
 class Services(Protocol):
@@ -37,12 +37,12 @@ class Services(Protocol):
     def reconcile(self, day: str | None = None) -> dict[str, Any]: ...
 
 
-def _sync_module() -> Any:
+def _sync_module(name: str = "upload") -> Any:
     try:
-        return importlib.import_module("pos.sync.rounds")
+        return importlib.import_module(f"pos.sync.{name}")
     except ModuleNotFoundError as exc:
-        if exc.name in ("pos.sync.rounds", "bank"):
-            raise OperatorUnavailable("operator not available (pos.sync.rounds is not installed)") from None
+        if exc.name in (f"pos.sync.{name}", "bank"):
+            raise OperatorUnavailable(f"operator not available (pos.sync.{name} is not installed)") from None
         raise
 
 
@@ -60,7 +60,7 @@ def _unreachable() -> Iterator[None]:
 
 
 class OperatorServices:
-    """The real services: ``pos.sync.rounds`` against the operator named in merchants.yaml (or ``operator_url``)."""
+    """The real services: ``pos.sync`` against the operator named in merchants.yaml (or ``operator_url``)."""
 
     def __init__(self, home: Home, terminal_id: str, operator_url: str | None = None) -> None:
         self.home = home
@@ -94,12 +94,12 @@ class OperatorServices:
         return result.to_json() if hasattr(result, "to_json") else dict(result)
 
     def refund(self, voucher_id: str, amount_fen: int | None = None) -> dict[str, Any]:
-        mod = _sync_module()
+        mod = _sync_module("refunds")
         with _unreachable():
             return dict(mod.request_refund(self.home, self.terminal_id, voucher_id, amount_fen=amount_fen,
                                            operator_url=self.operator_url))
 
     def reconcile(self, day: str | None = None) -> dict[str, Any]:
-        mod = _sync_module()
+        mod = _sync_module("reports")
         with _unreachable():
             return dict(mod.reconcile(self.home, self.terminal_id, day=day, operator_url=self.operator_url))

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from pos.sync.client import OperatorRefused
-from pos.sync.rounds import RefundRefused, reconcile, request_refund
+from pos.sync.refunds import RefundRefused, request_refund
+from pos.sync.reports import reconcile
 from tests.support.shop import Shop
 from wallet.errors import InvalidInput
 

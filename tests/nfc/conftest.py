@@ -25,7 +25,7 @@ from ecny_nfc.pcscd_private import PrivatePcscd, missing_pcsc_stack, private_pcs
 from ecny_nfc.reader import Reader
 from ecny_nfc.vpcd_card import VpcdCard
 from pos.home import Home
-from pos.ledger.store import Ledger
+from pos.ledger import Ledger
 from pos.payment.outcome import Outcome
 from pos.payment.session import PaymentSession, TerminalContext
 from wallet.issuance import issue_card

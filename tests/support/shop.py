@@ -21,7 +21,7 @@ from pos.cards.manage import issue_cards, tap_mock_card
 from pos.home import Home
 from pos.payment.outcome import Outcome
 from pos.sync.client import OperatorClient, RetryPolicy, provision_terminal
-from pos.sync.rounds import SyncResult, sync_once
+from pos.sync.upload import SyncResult, sync_once
 
 FAST_RETRY = RetryPolicy(attempts=4, base=0.01, cap=0.05)
 

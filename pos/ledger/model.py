@@ -1,0 +1,97 @@
+"""What the ledger holds and answers: entries, open intents, sync status, a verification report; its errors.
+
+Entry kinds: ``intent`` (written when a charge starts, before the card arrives: the amount and the challenge its PAY
+will carry, which is what a torn tap or a crashed terminal needs to recover the voucher later), ``torn`` (the card
+left after PAY was sent: names the wallet and counter), ``payment`` (an approved voucher), ``void`` (an intent
+closed unpaid), ``unresolved`` (an intent that cannot be settled here), ``denylist`` (wallets refused from a version
+on), ``settlement`` (the operator's answer for one voucher: data ``status`` settled | duplicate | rejected and
+``reason``), ``sync`` (one completed sync: counts and the denylist version) and ``refund``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from wallet.card import china_day_text
+from wallet.errors import EcnyError
+from wallet.voucher import Voucher
+
+GENESIS = "0" * 64  # the previous hash of the first entry
+CLOSING_KINDS = ("payment", "void", "unresolved")  # the kinds that close an intent (data ``intent``)
+COLS = "seq, time, kind, voucher_id, wallet_id, counter, amount_fen, data, prev_hash, hash"
+
+
+class LedgerError(EcnyError):
+    """The ledger cannot be opened or written."""
+
+
+class LedgerTampered(LedgerError):
+    """The ledger's content does not match its hash chain or its authenticated head."""
+
+
+class PaymentRecorded(LedgerError):
+    """A payment with this voucher id (wallet id and counter) is recorded already: one per voucher id."""
+
+    def __init__(self, voucher_id: str | None) -> None:
+        super().__init__(f"payment {voucher_id} is recorded already")
+        self.voucher_id = voucher_id
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    seq: int
+    time: str
+    kind: str
+    voucher_id: str | None
+    wallet_id: str | None
+    counter: int | None
+    amount_fen: int
+    data: dict[str, Any]
+    prev_hash: str
+    hash: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"seq": self.seq, "kind": self.kind, "voucher_id": self.voucher_id, "wallet_id": self.wallet_id,
+                "counter": self.counter, "amount_fen": self.amount_fen, "time": self.time, **self.data}
+
+
+def payment_day(entry: Entry) -> str:
+    """The business day (YYYY-MM-DD, China Standard Time) of a payment entry: the day of its voucher's timestamp,
+    the day the card counted the payment in and the operator reports it under. Every report groups by it."""
+    return china_day_text(Voucher.decode(bytes.fromhex(entry.data["voucher"])).body.timestamp_ms)
+
+
+def row_entry(row: tuple[Any, ...]) -> Entry:
+    """An entry from a row of :data:`COLS`."""
+    return Entry(row[0], row[1], row[2], row[3], row[4], row[5], row[6], json.loads(row[7]), row[8], row[9])
+
+
+@dataclass(frozen=True, slots=True)
+class OpenIntent:
+    """A PAY the terminal prepared and has not closed: ``wallet_id``/``counter`` are known once a card tore it."""
+
+    seq: int
+    challenge: bytes
+    amount_fen: int
+    wallet_id: str | None
+    counter: int | None
+    owner: str
+    created: str
+
+
+@dataclass(frozen=True, slots=True)
+class SyncStatus:
+    pending_count: int
+    pending_fen: int
+    last_sync: str | None
+    denylist_version: int
+
+
+@dataclass
+class VerifyReport:
+    entries: int
+    head_seq: int
+    head_hash: str
+    problems: list[str] = field(default_factory=list)

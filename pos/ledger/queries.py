@@ -1,0 +1,77 @@
+"""The ledger's store-and-forward side: the outbox, settlement answers, refunds, the denylist and sync status.
+
+A mixin of :class:`pos.ledger.Ledger` (it reads the ledger's connection and writes through its transactions).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Collection
+from typing import TYPE_CHECKING
+
+from pos.ledger.model import COLS, Entry, SyncStatus, row_entry
+
+if TYPE_CHECKING:
+    from pos.ledger.transaction import Transaction
+
+
+class SettlementQueries:
+    """Outbox, settlement, refund, denylist and sync-status queries over the ledger's entries."""
+
+    _conn: sqlite3.Connection
+
+    def transaction(self) -> Transaction:  # provided by the Ledger
+        raise NotImplementedError
+
+    def outbox(self, limit: int | None = None) -> list[Entry]:
+        """Payments not yet answered by the operator (no ``settlement`` entry): what sync must upload."""
+        sql = f"""SELECT {COLS} FROM entries p WHERE p.kind = 'payment' AND NOT EXISTS
+                  (SELECT 1 FROM entries s WHERE s.kind = 'settlement' AND s.voucher_id = p.voucher_id)
+                  ORDER BY p.seq"""
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        return [row_entry(r) for r in self._conn.execute(sql)]
+
+    def answered(self, voucher_ids: Collection[str | None]) -> set[str]:
+        """Of ``voucher_ids``, those with a ``settlement`` entry. Inside a transaction this reads under the write
+        lock, so a check-then-append there cannot race another writer."""
+        ids = list(voucher_ids)
+        if not ids:
+            return set()
+        marks = ",".join("?" * len(ids))
+        return {row[0] for row in self._conn.execute(
+            f"SELECT voucher_id FROM entries WHERE kind = 'settlement' AND voucher_id IN ({marks})", ids)}
+
+    def latest_settlement(self, voucher_id: str) -> Entry | None:
+        """The latest ``settlement`` entry for ``voucher_id``, or None."""
+        row = self._conn.execute(f"SELECT {COLS} FROM entries WHERE kind = 'settlement' AND voucher_id = ? "
+                                 "ORDER BY seq DESC LIMIT 1", (voucher_id,)).fetchone()
+        return row_entry(row) if row else None
+
+    def refund_count(self, voucher_id: str) -> int:
+        """How many refunds of the voucher this terminal has recorded."""
+        return self._conn.execute("SELECT COUNT(*) FROM entries WHERE kind = 'refund' AND voucher_id = ?",
+                                  (voucher_id,)).fetchone()[0]
+
+    def denylist_version(self) -> int:
+        """The highest denylist version recorded (0 if none)."""
+        row = self._conn.execute(
+            "SELECT MAX(CAST(json_extract(data, '$.version') AS INTEGER)) FROM entries WHERE kind = 'denylist'"
+        ).fetchone()
+        return row[0] or 0
+
+    def apply_denylist(self, version: int, added: list[str], removed: Collection[str] = ()) -> None:
+        """Record a denylist change as entries (one per wallet), all in one transaction."""
+        with self.transaction() as tx:
+            for w in added:
+                tx.append("denylist", wallet_id=w, data={"version": version, "action": "add"})
+            for w in removed:
+                tx.append("denylist", wallet_id=w, data={"version": version, "action": "remove"})
+
+    def sync_status(self) -> SyncStatus:
+        """What the status bar shows: vouchers and money waiting for settlement, last sync, denylist version."""
+        pending = self._conn.execute(
+            """SELECT COUNT(*), COALESCE(SUM(amount_fen), 0) FROM entries p WHERE p.kind = 'payment' AND NOT EXISTS
+               (SELECT 1 FROM entries s WHERE s.kind = 'settlement' AND s.voucher_id = p.voucher_id)""").fetchone()
+        last = self._conn.execute("SELECT time FROM entries WHERE kind = 'sync' ORDER BY seq DESC LIMIT 1").fetchone()
+        return SyncStatus(pending[0], pending[1], last[0] if last else None, self.denylist_version())

@@ -1,0 +1,78 @@
+"""A voucher the terminal received: checked against the PAY it answers, then recorded once per voucher id."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+
+from pos.ledger import Entry, Ledger, PaymentRecorded
+from pos.payment.outcome import Declined
+from pos.payment.reasons import Reason
+from wallet.certs import WalletCertInfo
+from wallet.errors import EncodingError, SignatureError
+from wallet.protocol import CardInfo, PayRequest
+from wallet.voucher import Voucher
+
+CLOCK_SKEW_MS = 5 * 60 * 1000
+
+Problem = tuple[Reason, str]
+
+
+def check_voucher(raw: bytes, info: CardInfo, cert: WalletCertInfo, req: PayRequest, now_ms: Callable[[], int],
+                  since_ms: int | None = None) -> tuple[Voucher | None, Problem | None]:
+    """Verify a voucher against the request (``info`` is the card as it was before PAY): the voucher, or why not.
+
+    With ``since_ms`` (recovery), the PAY's timestamp is unknown and must only fall between the charge's start and
+    now (``now_ms``), give or take the clock skew."""
+    try:
+        voucher = Voucher.decode(raw)
+    except EncodingError as exc:
+        return None, (Reason.BAD_SIGNATURE, f"voucher does not parse: {exc}")
+    try:
+        voucher.verify(cert.public_key)
+    except SignatureError as exc:
+        return None, (Reason.BAD_SIGNATURE, str(exc))
+    b = voucher.body
+    expected = {
+        "wallet_id": info.wallet_id, "counter": info.counter + 1, "amount_fen": req.amount_fen,
+        "currency": req.currency, "merchant_id": req.merchant_id, "terminal_id": req.terminal_id,
+        "challenge": req.challenge, "balance_after_fen": info.balance_fen - req.amount_fen,
+    }
+    if since_ms is None:
+        expected["timestamp_ms"] = req.timestamp_ms
+    elif not since_ms - CLOCK_SKEW_MS <= b.timestamp_ms <= now_ms() + CLOCK_SKEW_MS:
+        return None, (Reason.VOUCHER_MISMATCH, "voucher timestamp outside the charge's time")
+    for name, want in expected.items():
+        if getattr(b, name) != want:
+            return None, (Reason.VOUCHER_MISMATCH, f"voucher {name} is {getattr(b, name)!r}, expected {want!r}")
+    return voucher, None
+
+
+def fingerprint(der: bytes) -> str:
+    return hashlib.sha256(der).hexdigest()
+
+
+def record_payment(ledger: Ledger, voucher: Voucher, intent_seq: int, cert_der: bytes, issuer_der: bytes) -> Entry:
+    """Commit the payment entry with the card's and issuer's certificates (once per voucher id); it closes the
+    intent in the same transaction. The same voucher again returns its entry; another voucher with the same voucher
+    id is a replayed counter (:class:`Declined`)."""
+    fp, issuer_fp = fingerprint(cert_der), fingerprint(issuer_der)
+    b = voucher.body
+    try:
+        with ledger.transaction() as tx:
+            tx.add_certificate(fp, cert_der)
+            tx.add_certificate(issuer_fp, issuer_der)
+            return tx.append(
+                "payment", voucher_id=voucher.voucher_id, wallet_id=b.wallet_id, counter=b.counter,
+                amount_fen=b.amount_fen,
+                data={"intent": intent_seq, "voucher": voucher.encode().hex(), "cert": fp, "issuer": issuer_fp,
+                      "merchant_id": b.merchant_id, "terminal_id": b.terminal_id,
+                      "balance_after_fen": b.balance_after_fen})
+    except PaymentRecorded:
+        existing = ledger.payment(voucher.voucher_id)
+        if existing is None:
+            raise
+        if Voucher.decode(bytes.fromhex(existing.data["voucher"])).body != b:
+            raise Declined(Reason.REPLAYED_COUNTER, "another voucher with this counter is recorded",
+                           wallet_id=b.wallet_id) from None
+        return existing

@@ -1,0 +1,113 @@
+"""End-of-day figures: the terminal's report from its ledger, and its reconciliation with the operator's report.
+
+A payment belongs to the China Standard Time day of its voucher's timestamp (:func:`pos.ledger.payment_day`), the
+day the card counted it in and the operator reports it under; the clerk's day report (:mod:`pos.records`) too.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import defaultdict
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+
+from pos.home import Home
+from pos.ledger import Ledger, payment_day
+from pos.sync.client import OperatorClient, RetryPolicy
+from pos.sync.upload import SETTLED_STATUSES, operator_client
+from wallet.card import CHINA_TZ
+from wallet.errors import InvalidInput
+
+
+def today() -> str:
+    """Today in China Standard Time (the business day of reports)."""
+    return dt.datetime.now(CHINA_TZ).date().isoformat()
+
+
+def terminal_report(ledger: Ledger, day: str) -> tuple[dict[str, Any], dict[str, tuple[int, str]],
+                                                      dict[str, int]]:
+    """The terminal's own end-of-day report from its ledger, with per-voucher and per-refund detail."""
+    status: dict[str, tuple[str, str | None]] = {}
+    for e in ledger.entries(kind="settlement"):
+        status[e.voucher_id or ""] = (e.data.get("status", ""), e.data.get("reason"))
+    vouchers: dict[str, tuple[int, str]] = {}
+    for e in ledger.entries(kind="payment"):
+        if payment_day(e) != day:
+            continue
+        s, reason = status.get(e.voucher_id or "", ("pending", None))
+        label = "settled" if s in SETTLED_STATUSES else "pending" if s == "pending" else f"rejected:{reason}"
+        vouchers[e.voucher_id or ""] = (e.amount_fen, label)
+    refunds = {e.data["refund_id"]: e.amount_fen for e in ledger.entries(kind="refund") if e.data.get("day") == day}
+    reasons: dict[str, int] = defaultdict(int)
+    for _, label in vouchers.values():
+        if label.startswith("rejected:"):
+            reasons[label.split(":", 1)[1]] += 1
+
+    def part(pred: Callable[[str], bool]) -> dict[str, int]:
+        sel = [a for a, s in vouchers.values() if pred(s)]
+        return {"count": len(sel), "total_fen": sum(sel)}
+
+    report = {
+        "count": len(vouchers), "total_fen": sum(a for a, _ in vouchers.values()),
+        "settled": part(lambda s: s == "settled"),
+        "rejected": {**part(lambda s: s.startswith("rejected:")), "reasons": dict(reasons)},
+        "pending": part(lambda s: s == "pending"),
+        "refunds": {"count": len(refunds), "total_fen": sum(refunds.values())},
+    }
+    return report, vouchers, refunds
+
+
+def reconcile(home: Home, terminal_id: str, day: str | None = None, operator_url: str | None = None, *,
+              client: OperatorClient | None = None, transport: httpx.BaseTransport | None = None,
+              retry: RetryPolicy | None = None) -> dict[str, Any]:
+    """Compare the terminal's end-of-day report with the operator's settlement report (the ``pos report`` object).
+
+    ``matches`` is true only when every voucher has the same amount and outcome on both sides (a voucher still in
+    the outbox is a difference: it is not settled yet) and the refunds agree.
+    """
+    day = day or today()
+    try:
+        dt.date.fromisoformat(day)
+    except ValueError:
+        raise InvalidInput(f"date {day!r} is not YYYY-MM-DD") from None
+    cli, own = operator_client(home, terminal_id, operator_url, client, transport, retry)
+    try:
+        with home.ledger(terminal_id) as ledger:
+            mine, my_vouchers, my_refunds = terminal_report(ledger, day)
+        theirs = cli.report(day)
+    finally:
+        if own:
+            cli.close()
+    op_vouchers: dict[str, tuple[int, str]] = {}
+    differences: list[dict[str, Any]] = []
+    for vid, amount, label in theirs.get("vouchers", []):
+        if vid is None:
+            differences.append({"voucher_id": None, "field": "status", "terminal": None, "operator": label,
+                                "note": "the operator rejected an upload that does not parse"})
+            continue
+        if vid in op_vouchers and op_vouchers[vid][1] == "settled":
+            continue
+        op_vouchers[vid] = (int(amount), label)
+    for vid in sorted(set(my_vouchers) | set(op_vouchers)):
+        t_amount, t_label = my_vouchers.get(vid, (None, "missing"))
+        o_amount, o_label = op_vouchers.get(vid, (None, "missing"))
+        if t_label != o_label:
+            note = {("pending", "missing"): "not uploaded yet: run pos sync",
+                    ("pending", "settled"): "settled by the operator but not recorded here: run pos sync",
+                    ("missing", "settled"): "settled by the operator but absent from this ledger"}.get(
+                (t_label, o_label), "outcomes differ")
+            differences.append({"voucher_id": vid, "field": "status", "terminal": t_label, "operator": o_label,
+                                "note": note})
+        elif t_amount != o_amount:
+            differences.append({"voucher_id": vid, "field": "amount_fen", "terminal": t_amount,
+                                "operator": o_amount, "note": "amounts differ"})
+    op_refunds = {rid: int(a) for rid, _, a in theirs.get("refund_list", [])}
+    for rid in sorted(set(my_refunds) | set(op_refunds)):
+        if my_refunds.get(rid) != op_refunds.get(rid):
+            differences.append({"refund_id": rid, "field": "refund", "terminal": my_refunds.get(rid),
+                                "operator": op_refunds.get(rid), "note": "refunds differ"})
+    operator = {k: theirs[k] for k in ("count", "total_fen", "settled", "rejected", "refunds") if k in theirs}
+    return {"terminal_id": terminal_id, "date": day, "terminal": mine, "operator": operator,
+            "matches": not differences, "differences": differences}

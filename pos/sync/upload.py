@@ -1,0 +1,215 @@
+"""Store-and-forward settlement: the terminal's outbox goes to the operator; answers come back as ledger entries.
+
+Delivery is at least once (a batch is re-sent after any failure: timeout, 500, cut-off answer, operator restart);
+settlement is exactly once (the operator answers a re-sent voucher ``duplicate``). Batches go up in the binary batch
+format (:mod:`wire.batch`). The first batch goes alone; once it is answered, two are in flight: the next batch is
+encoded and sent while the operator judges the one before and this thread records answers. Answers are recorded in
+upload order, each batch's in one transaction, one ``settlement`` entry per voucher; a voucher already answered is
+never answered twice, so two syncs racing on one terminal are harmless. After a failed batch nothing later is
+recorded (what the operator settled of it is answered ``duplicate`` next time). Then the denylist changes since the
+terminal's version are recorded and one ``sync`` entry closes the run.
+
+Refunds are :mod:`pos.sync.refunds`, end-of-day reports and reconciliation :mod:`pos.sync.reports`, the background
+loop :mod:`pos.sync.loop`.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from pos.home import Home
+from pos.ledger import Entry, Ledger
+from pos.sync.client import OperatorClient, OperatorUnavailable, RetryPolicy
+from wallet.errors import EcnyError
+from wire.batch import encode_batch
+
+BATCH_SIZE = 500
+PIPELINE_DEPTH = 2  # batches in flight once the first one is answered
+SETTLED_STATUSES = ("settled", "duplicate")
+
+
+class SyncError(EcnyError):
+    """The operator's answer cannot be matched to what was uploaded (nothing of that batch is recorded)."""
+
+
+@dataclass(frozen=True, slots=True)
+class SyncProgress:
+    """How far a sync is: vouchers answered so far, and the count and amount still to go."""
+
+    done: int
+    total: int
+    left_count: int
+    left_fen: int
+
+
+ProgressCallback = Callable[[SyncProgress], None]
+
+
+@dataclass
+class SyncResult:
+    """What one sync did."""
+
+    terminal_id: str
+    uploaded: int = 0
+    settled: int = 0
+    duplicate: int = 0
+    rejected: list[dict[str, Any]] = field(default_factory=list)
+    denylist_version: int = 0
+    pending: int = 0
+    pending_fen: int = 0
+    elapsed_s: float = 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        """The ``pos sync --json`` shape."""
+        return {"terminal_id": self.terminal_id, "uploaded": self.uploaded, "settled": self.settled,
+                "duplicate": self.duplicate, "rejected": self.rejected, "denylist_version": self.denylist_version,
+                "pending": self.pending, "pending_fen": self.pending_fen}
+
+
+def operator_client(home: Home, terminal_id: str, operator_url: str | None, client: OperatorClient | None,
+                    transport: httpx.BaseTransport | None, retry: RetryPolicy | None) -> tuple[OperatorClient, bool]:
+    """``client`` if given (the caller closes it), else a new client for the terminal (True: close it after use)."""
+    if client is not None:
+        return client, False
+    return OperatorClient.for_terminal(home, terminal_id, operator_url, transport=transport, retry=retry), True
+
+
+def sync_once(home: Home, terminal_id: str, operator_url: str | None = None,
+              progress: ProgressCallback | None = None, *, client: OperatorClient | None = None,
+              transport: httpx.BaseTransport | None = None, retry: RetryPolicy | None = None,
+              batch_size: int = BATCH_SIZE, depth: int = PIPELINE_DEPTH) -> SyncResult:
+    """Upload the outbox in batches, record every answer and the denylist changes; return the counts.
+
+    ``depth`` batches are in flight at once after the first (1: one after the other). Raises
+    :class:`~pos.sync.client.OperatorUnavailable` when the operator stays unreachable (batches answered before
+    that are recorded; the rest stays in the outbox for the next sync).
+    """
+    t0 = time.perf_counter()
+    result = SyncResult(terminal_id)
+    cli, own = operator_client(home, terminal_id, operator_url, client, transport, retry)
+    try:
+        with home.ledger(terminal_id) as ledger:
+            outbox = ledger.outbox()
+            total, left_fen = len(outbox), sum(e.amount_fen for e in outbox)
+            if progress:
+                progress(SyncProgress(0, total, total, left_fen))
+            certs: dict[str, bytes] = {}
+            chunks = [outbox[i:i + batch_size] for i in range(0, total, batch_size)]
+            done = 0
+            for chunk, answer in upload_batches(cli, chunks, lambda c: _batch(ledger, c, certs), depth):
+                _record(ledger, chunk, answer.get("results"), result)
+                left_fen -= sum(e.amount_fen for e in chunk)
+                done += len(chunk)
+                if progress:
+                    progress(SyncProgress(done, total, total - done, left_fen))
+            d = cli.denylist(ledger.denylist_version())
+            if d.get("added") or d.get("removed"):
+                ledger.apply_denylist(int(d["version"]), list(d.get("added", [])), list(d.get("removed", [])))
+            status = ledger.sync_status()
+            result.denylist_version, result.pending, result.pending_fen = (status.denylist_version,
+                                                                           status.pending_count, status.pending_fen)
+            ledger.append("sync", data={"uploaded": result.uploaded, "settled": result.settled,
+                                        "duplicate": result.duplicate, "rejected": len(result.rejected),
+                                        "denylist_version": result.denylist_version, "pending": result.pending})
+    finally:
+        if own:
+            cli.close()
+    result.elapsed_s = time.perf_counter() - t0
+    return result
+
+
+def _batch(ledger: Ledger, chunk: list[Entry], certs: dict[str, bytes]) -> bytes:
+    """The binary batch of ``chunk``: each certificate once (``certs`` caches them by fingerprint across batches)."""
+    index: dict[str, int] = {}
+    ders: list[bytes] = []
+    vouchers: list[tuple[bytes, int, int]] = []
+    for e in chunk:
+        data = e.data
+        for fp in (data["cert"], data["issuer"]):
+            if fp not in index:
+                der = certs.get(fp)
+                if der is None:
+                    der = ledger.certificate(fp)
+                    if der is None:
+                        raise SyncError(f"ledger lacks certificate {fp} of payment {e.voucher_id}")
+                    certs[fp] = der
+                index[fp] = len(ders)
+                ders.append(der)
+        vouchers.append((bytes.fromhex(data["voucher"]), index[data["cert"]], index[data["issuer"]]))
+    return encode_batch(ders, vouchers)
+
+
+def upload_batches(cli: OperatorClient, chunks: Sequence[list[Entry]], encode: Callable[[list[Entry]], bytes],
+                   depth: int = PIPELINE_DEPTH) -> Iterator[tuple[list[Entry], dict[str, Any]]]:
+    """Each chunk with the operator's answer to it, in order: the first chunk alone, then ``depth`` in flight.
+
+    ``encode`` runs on the calling thread (it may read the ledger); only the requests run on helper threads. The
+    first failure is raised once the requests already in flight have ended (they stop retrying); none of their
+    answers is yielded after it. Settlement is idempotent by voucher id, so a batch the operator settled but whose
+    answer is dropped here is answered ``duplicate`` when it goes up again.
+    """
+    if not chunks:
+        return
+    yield chunks[0], cli.settle_batch(encode(chunks[0]))
+    if depth <= 1 or len(chunks) == 1:
+        for chunk in chunks[1:]:
+            yield chunk, cli.settle_batch(encode(chunk))
+        return
+    cancel = threading.Event()
+    rest = iter(chunks[1:])
+    in_flight: deque[tuple[list[Entry], Future[dict[str, Any]]]] = deque()
+    with ThreadPoolExecutor(depth, thread_name_prefix="sync-upload") as pool:
+
+        def send() -> None:
+            chunk = next(rest, None)
+            if chunk is not None:
+                in_flight.append((chunk, pool.submit(cli.settle_batch, encode(chunk), cancel=cancel)))
+
+        try:
+            for _ in range(depth):
+                send()
+            while in_flight:
+                chunk, future = in_flight.popleft()
+                answer = future.result()
+                send()
+                yield chunk, answer
+        finally:
+            cancel.set()  # on a failure (or the caller stopping early): no new attempts; running ones end
+            for _, future in in_flight:
+                future.cancel()
+
+
+def _record(ledger: Ledger, chunk: list[Entry], results: Any, result: SyncResult) -> None:
+    """Write one settlement entry per answered voucher, in one transaction, skipping any already answered."""
+    if not isinstance(results, list) or len(results) != len(chunk):
+        raise SyncError("the operator's answer does not list one result per uploaded voucher")
+    for e, r in zip(chunk, results):
+        if not isinstance(r, dict) or r.get("status") not in ("settled", "duplicate", "rejected") or (
+                r.get("voucher_id") not in (e.voucher_id, None)):
+            raise SyncError(f"the operator's answer for {e.voucher_id} does not match the upload")
+    with ledger.transaction() as tx:
+        done = ledger.answered([e.voucher_id for e in chunk])  # under the write lock: a racing sync has committed
+        for e, r in zip(chunk, results):
+            if e.voucher_id in done:
+                continue
+            tx.append("settlement", voucher_id=e.voucher_id, wallet_id=e.wallet_id, counter=e.counter,
+                      amount_fen=e.amount_fen, data={"status": r["status"], "reason": r.get("reason")})
+    result.uploaded += len(chunk)
+    for e, r in zip(chunk, results):
+        if r["status"] == "settled":
+            result.settled += 1
+        elif r["status"] == "duplicate":
+            result.duplicate += 1
+        else:
+            result.rejected.append({"voucher_id": e.voucher_id, "reason": r.get("reason")})
+
+
+__all__ = ["OperatorUnavailable", "SyncError", "SyncProgress", "SyncResult", "sync_once", "upload_batches"]
