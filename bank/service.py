@@ -62,6 +62,15 @@ class Operator:
                    settings.fee_bps, settings.offline_single_max, load_admin_token(settings.admin_token_file),
                    settings.fault, settings.verify_threads)
 
+    @property
+    def fee_bps(self) -> int:
+        """The merchant fee in basis points, taken from each settled voucher."""
+        return self.settlement.fee_bps
+
+    @fee_bps.setter
+    def fee_bps(self, value: int) -> None:
+        self.settlement.fee_bps = value
+
     def close(self) -> None:
         self.verifier.close()
         self.engine.dispose()
