@@ -14,69 +14,37 @@ from typing import Annotated, Any
 from fastapi import Depends, FastAPI, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
 
-from bank.errors import BadRequest, Forbidden, OperatorError, UnsupportedMediaType
-from bank.service import MAX_BATCH, Operator, TerminalRecord, UploadItem
+from bank.auth import TerminalRecord
+from bank.service import Operator
 from wallet.errors import EcnyError, InvalidInput
 from wire import batch
+from wire.batch import UploadItem
+from wire.errors import BadRequest, Forbidden, OperatorError, UnsupportedMediaType
+from wire.models import (
+    AccountAnswer,
+    DenylistAnswer,
+    ErrorAnswer,
+    Health,
+    LoadTokenAnswer,
+    LoadTokenRequest,
+    ProvisionAnswer,
+    ProvisionRequest,
+    RefundAnswer,
+    RefundRequest,
+    ReportAnswer,
+    SettlementAnswer,
+    SettlementRequest,
+    TerminalStatus,
+    WalletAnswer,
+    WalletRegistered,
+    WalletRequest,
+)
 
-HEX = r"^([0-9a-f]{2})*$"
-
-
-class VoucherUpload(BaseModel):
-    voucher: str = Field(pattern=HEX, max_length=4096, description="the voucher TLV, hex")
-    cert: str = Field(pattern=r"^[0-9a-f]{64}$", description="SHA-256 fingerprint of the wallet certificate")
-    issuer: str = Field(pattern=r"^[0-9a-f]{64}$", description="SHA-256 fingerprint of the issuing CA certificate")
-
-
-class SettlementRequest(BaseModel):
-    vouchers: list[VoucherUpload] = Field(max_length=MAX_BATCH)
-    certificates: dict[str, Annotated[str, Field(pattern=HEX, max_length=8192)]] = Field(
-        description="DER certificates by fingerprint, hex")
-
-
-class VoucherAnswer(BaseModel):
-    voucher_id: str | None
-    status: str = Field(description="settled | duplicate | rejected")
-    reason: str | None
-
-
-class SettlementResponse(BaseModel):
-    results: list[VoucherAnswer]
-    denylist_version: int
-
-
-class DenylistResponse(BaseModel):
-    version: int
-    since: int
-    added: list[str]
-    removed: list[str]
-
-
-class RefundRequest(BaseModel):
-    refund_id: str = Field(min_length=1, max_length=80)
-    voucher_id: str = Field(pattern=r"^\d{16}-\d{8}$")
-    amount_fen: int | None = Field(default=None, gt=0, le=10**12)
-
-
-class ProvisionRequest(BaseModel):
-    terminal_id: str = Field(pattern=r"^[A-Z0-9]{8}$")
-    public_key_pem: str = Field(max_length=4096)
-
-
-class WalletRequest(BaseModel):
-    wallet_id: str = Field(pattern=r"^\d{16}$")
-    tier: int = Field(ge=1, le=4)
-    certificate: str = Field(pattern=HEX, max_length=8192)
-    opening_balance_fen: int = Field(ge=0, le=10**12)
-
-
-class LoadTokenRequest(BaseModel):
-    amount_fen: int = Field(gt=0, le=10**12)
-    after_counter: int = Field(default=0, ge=0, le=0xFFFFFFFF)
-
+ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorAnswer} for status in (400, 401, 403, 404, 409, 415)}
 
 def _inline_schema(model: type[BaseModel]) -> dict[str, Any]:
     """A model's JSON schema with its ``$defs`` inlined (for a request body documented by hand)."""
@@ -175,15 +143,15 @@ def create_app(op: Operator) -> FastAPI:
         code = "bad_request" if status == 400 else "operator_error"
         return JSONResponse({"error": {"code": code, "message": str(exc)}}, status_code=status)
 
-    @app.get("/healthz")
-    def healthz() -> dict[str, str]:
-        return {"status": "ok"}
+    @app.get("/healthz", response_model=Health)
+    def healthz() -> Health:
+        return Health(status="ok")
 
-    @app.post("/v1/settlements", response_model=SettlementResponse, openapi_extra={"requestBody": {
+    @app.post("/v1/settlements", response_model=SettlementAnswer, responses=ERRORS, openapi_extra={"requestBody": {
         "required": True, "content": {
             "application/json": {"schema": _inline_schema(SettlementRequest)},
             batch.CONTENT_TYPE: {"schema": {"type": "string", "format": "binary",
-                                            "description": "the binary batch (see bank/batch.py)"}}}}})
+                                            "description": "the binary batch (see wire/batch.py)"}}}}})
     async def settle(request: Request) -> Any:
         """Upload a batch of vouchers; one answer per voucher, in order. Safe to repeat.
 
@@ -209,50 +177,54 @@ def create_app(op: Operator) -> FastAPI:
         results, version = await run_in_threadpool(_settle, op, term, items)
         return JSONResponse({"results": results, "denylist_version": version})
 
-    @app.get("/v1/denylist", response_model=DenylistResponse)
-    def get_denylist(term: Terminal, since: Annotated[int, Query(ge=0)] = 0) -> dict[str, Any]:
+    @app.get("/v1/denylist", response_model=DenylistAnswer, responses=ERRORS)
+    def get_denylist(term: Terminal, since: Annotated[int, Query(ge=0)] = 0) -> DenylistAnswer:
         """Denylist changes after version ``since``."""
         return op.denylist_since(since)
 
-    @app.post("/v1/refunds")
-    def refund(req: RefundRequest, term: Terminal) -> dict[str, Any]:
+    @app.post("/v1/refunds", response_model=RefundAnswer, responses=ERRORS)
+    def refund(req: RefundRequest, term: Terminal) -> RefundAnswer:
         """Refund part or all of a settled voucher to the wallet's online balance (idempotent by refund_id)."""
         return op.refund(term, req.refund_id, req.voucher_id, req.amount_fen)
 
-    @app.get("/v1/reports/{terminal_id}/{day}")
-    def report(terminal_id: str, day: str, term: Terminal) -> dict[str, Any]:
+    @app.get("/v1/reports/{terminal_id}/{day}", response_model=ReportAnswer, responses=ERRORS)
+    def report(terminal_id: str, day: str, term: Terminal) -> ReportAnswer:
         """The settlement report of one terminal for one China Standard Time day (only the terminal's own)."""
         if terminal_id != term.terminal_id:
             raise Forbidden("a terminal may read only its own reports", "not_your_report")
         return op.report(term, day)
 
-    @app.post("/v1/admin/terminals", dependencies=[Depends(_admin)])
-    def provision(req: ProvisionRequest) -> dict[str, Any]:
+    @app.post("/v1/admin/terminals", dependencies=[Depends(_admin)], response_model=ProvisionAnswer, responses=ERRORS)
+    def provision(req: ProvisionRequest) -> ProvisionAnswer:
         """Certify a terminal's key (back office)."""
         return op.provision_terminal(req.terminal_id, req.public_key_pem.encode())
 
-    @app.post("/v1/admin/terminals/{terminal_id}/revoke", dependencies=[Depends(_admin)])
-    def revoke_terminal(terminal_id: str) -> dict[str, Any]:
+    @app.post("/v1/admin/terminals/{terminal_id}/revoke", dependencies=[Depends(_admin)], response_model=TerminalStatus,
+              responses=ERRORS)
+    def revoke_terminal(terminal_id: str) -> TerminalStatus:
         return op.revoke_terminal(terminal_id)
 
-    @app.post("/v1/admin/wallets", dependencies=[Depends(_admin)])
-    def register_wallet(req: WalletRequest) -> dict[str, Any]:
+    @app.post("/v1/admin/wallets", dependencies=[Depends(_admin)], response_model=WalletRegistered, responses=ERRORS)
+    def register_wallet(req: WalletRequest) -> WalletRegistered:
         """Put a newly issued wallet on file with its opening balance."""
         return op.register_wallet(req.wallet_id, req.tier, _hex(req.certificate), req.opening_balance_fen)
 
-    @app.get("/v1/admin/wallets/{wallet_id}", dependencies=[Depends(_admin)])
-    def get_wallet(wallet_id: str) -> dict[str, Any]:
+    @app.get("/v1/admin/wallets/{wallet_id}", dependencies=[Depends(_admin)], response_model=WalletAnswer,
+             responses=ERRORS)
+    def get_wallet(wallet_id: str) -> WalletAnswer:
         return op.wallet(wallet_id)
 
-    @app.post("/v1/admin/wallets/{wallet_id}/load-tokens", dependencies=[Depends(_admin)])
-    def load_token(wallet_id: str, req: LoadTokenRequest) -> dict[str, Any]:
+    @app.post("/v1/admin/wallets/{wallet_id}/load-tokens", dependencies=[Depends(_admin)],
+              response_model=LoadTokenAnswer, responses=ERRORS)
+    def load_token(wallet_id: str, req: LoadTokenRequest) -> LoadTokenAnswer:
         """A signed load token for the wallet (the card refuses replays by load counter)."""
         token = op.issue_load_token(wallet_id, req.amount_fen, req.after_counter)
-        return {"wallet_id": wallet_id, "load_counter": token.load_counter, "amount_fen": token.amount_fen,
-                "token": token.encode().hex()}
+        return LoadTokenAnswer(wallet_id=wallet_id, load_counter=token.load_counter, amount_fen=token.amount_fen,
+                               token=token.encode().hex())
 
-    @app.get("/v1/admin/accounts/{merchant_id}", dependencies=[Depends(_admin)])
-    def account(merchant_id: str) -> dict[str, Any]:
+    @app.get("/v1/admin/accounts/{merchant_id}", dependencies=[Depends(_admin)], response_model=AccountAnswer,
+             responses=ERRORS)
+    def account(merchant_id: str) -> AccountAnswer:
         """A merchant's account: settled, fees, refunds, balance (fen)."""
         return op.account(merchant_id)
 

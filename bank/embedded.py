@@ -1,7 +1,7 @@
 """Running the operator: in a background thread on a free loopback port (demo, UI, tests) or in the foreground.
 
-    with run_embedded(home) as op:          # op.url == "http://127.0.0.1:PORT"
-        sync_once(home, "CMGQ0001", operator_url=op.url)
+    with run_embedded(settings) as op:      # op.url == "http://127.0.0.1:PORT"
+        ...
 """
 
 from __future__ import annotations
@@ -13,16 +13,13 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 import uvicorn
 
 from bank.app import create_app
-from bank.errors import OperatorError
 from bank.service import Operator
-
-if TYPE_CHECKING:
-    from pos.home import Home
+from bank.settings import OperatorSettings
+from wire.errors import OperatorError
 
 GC_THRESHOLD = 50_000  # allocations between young-generation collections in a served operator (default 700)
 
@@ -68,23 +65,22 @@ class EmbeddedOperator:
         self.operator.close()
 
 
-def start_embedded(home: Home, db_url: str | None = None, port: int = 0,
-                   host: str = "127.0.0.1") -> EmbeddedOperator:
-    """Start the operator of ``home`` (its CA under HOME/pki, its DB) on a free loopback port; call ``stop()``."""
-    return EmbeddedOperator(Operator.for_home(home, db_url), host, port).start()
+def start_embedded(settings: OperatorSettings, port: int = 0, host: str = "127.0.0.1") -> EmbeddedOperator:
+    """Start the operator of ``settings`` on a free loopback port (or ``port``); call ``stop()``."""
+    return EmbeddedOperator(Operator.from_settings(settings), host, port).start()
 
 
 @contextmanager
-def run_embedded(home: Home, db_url: str | None = None, port: int = 0) -> Iterator[EmbeddedOperator]:
+def run_embedded(settings: OperatorSettings, port: int = 0) -> Iterator[EmbeddedOperator]:
     """Context manager around :func:`start_embedded`."""
-    op = start_embedded(home, db_url, port)
+    op = start_embedded(settings, port)
     try:
         yield op
     finally:
         op.stop()
 
 
-def serve(home: Home, host: str = "127.0.0.1", port: int = 8700, db_url: str | None = None) -> None:
+def serve(settings: OperatorSettings, host: str = "127.0.0.1", port: int = 8700) -> None:
     """Serve in the foreground until interrupted (``pos operator serve``).
 
     The operator warms up before it listens (:meth:`Operator.warm_up`), so the first batch costs what the others
@@ -93,7 +89,7 @@ def serve(home: Home, host: str = "127.0.0.1", port: int = 8700, db_url: str | N
     almost none in reference cycles, and the default thresholds would run a collection every few hundred of them,
     with a full one over every object of the process now and then, all while holding the GIL.
     """
-    op = Operator.for_home(home, db_url)
+    op = Operator.from_settings(settings)
     try:
         op.warm_up()
         app = create_app(op)

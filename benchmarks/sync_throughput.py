@@ -39,7 +39,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
-from bank.service import VERIFY_THREADS
+from bank.verify import VERIFY_THREADS
 from pos.cards.manage import issue_cards
 from pos.home import Home
 from pos.payment.session import PaymentSession
@@ -200,14 +200,17 @@ class Databases:
 
 def ingest_in_process(home: Home, db: str, batch: int) -> tuple[int, float]:
     """The operator's settlement core alone (no HTTP): the same batches through :meth:`Operator.settle`."""
-    from bank.service import Operator, TerminalRecord, UploadItem
+    from bank.auth import TerminalRecord
+    from bank.service import Operator
+    from pos.composition import operator_settings
+    from wire.batch import UploadItem
 
     with home.ledger(TERMINAL) as ledger:
         outbox = ledger.outbox()
         ders = {fp: ledger.certificate(fp) for e in outbox for fp in (e.data["cert"], e.data["issuer"])}
     batches = [[UploadItem(bytes.fromhex(e.data["voucher"]), ders[e.data["cert"]], ders[e.data["issuer"]])
                 for e in outbox[i:i + batch]] for i in range(0, len(outbox), batch)]
-    op = Operator.for_home(home, db)
+    op = Operator.from_settings(operator_settings(home, db))
     try:
         op.warm_up()  # as `pos operator serve` does before it listens
         term = TerminalRecord(TERMINAL, MERCHANT)

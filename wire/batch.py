@@ -15,7 +15,7 @@ It carries the same things as the JSON body (vouchers with their wallet and issu
 once per batch) at about a third of the size, and it encodes and parses in a fraction of the time. The request
 signature (:mod:`wire.signing`) covers these exact bytes. The magic cannot begin a JSON document, so a body sent with
 the wrong content type is refused as malformed rather than misread. :func:`decode_batch` is strict: any count,
-length or index out of range, a cut-off record or trailing bytes raise :class:`~bank.errors.BadRequest` naming the
+length or index out of range, a cut-off record or trailing bytes raise :class:`~wire.errors.BadRequest` naming the
 byte offset, and nothing is settled.
 """
 
@@ -25,7 +25,7 @@ import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from bank.errors import BadRequest
+from wire.errors import BadRequest
 
 MAX_BATCH = 1000  # vouchers per settlement request, in either body format
 

@@ -1,16 +1,15 @@
 """Tester operations on mock cards: issue (every tier, expired or foreign certificates), load, clone, describe.
 
 Issuing registers each wallet with the operator (its opening balance is what the operator counts as loaded), and a
-load asks the operator for a signed load token. When the operator cannot be reached, both fall back to the embedded
-operator of the home (the CA under HOME/pki and its SQLite database), so the tester's tools work offline.
+load asks the operator for a signed load token. When the operator cannot be reached, both fall back to the home's
+operator in-process (``local``, by default the embedded one: the CA under HOME/pki and its SQLite database, as the
+composition root builds it), so the tester's tools work offline.
 """
 
 from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 from ecny_nfc.mock import Faults, MockReader
@@ -19,9 +18,18 @@ from pos.payment.card_client import CardStatusError, WalletClient
 from pos.payment.checkout import take_payment
 from pos.payment.outcome import Outcome
 from pos.payment.reasons import Reason, reason_for_status
+from pos.sync.client import (
+    LocalOperator,
+    OperatorClient,
+    OperatorRefused,
+    OperatorUnavailable,
+    RetryPolicy,
+    embedded_back_office,
+)
 from wallet.card import CardState
 from wallet.issuance import issue_card
 from wallet.protocol import STATUS_ACTIVE, LoadToken
+from wire.errors import NotFound
 
 
 class LoadRefused(CardStatusError):
@@ -34,7 +42,7 @@ class LoadRefused(CardStatusError):
 
 def issue_cards(home: Home, tier: int, balance_fen: int, count: int = 1, *, expired: bool = False,
                 foreign: bool = False, note: str = "", register: bool = True,
-                operator_url: str | None = None) -> list[CardState]:
+                operator_url: str | None = None, local: LocalOperator = embedded_back_office) -> list[CardState]:
     """Issue ``count`` cards into the home's card store, certified by the operator CA (or a foreign one).
 
     With ``register`` (default) the operator's wallets get each card's opening balance (foreign and expired cards
@@ -51,14 +59,13 @@ def issue_cards(home: Home, tier: int, balance_fen: int, count: int = 1, *, expi
             store.add(state)
             out.append(state)
     if register and not foreign and not expired:
-        register_wallets(home, out, operator_url)
+        register_wallets(home, out, operator_url, local)
     return out
 
 
-def register_wallets(home: Home, states: list[CardState], operator_url: str | None = None) -> str:
-    """Put wallets on file at the operator; returns "operator", or "local" when the embedded operator did it."""
-    from pos.sync.client import OperatorClient, OperatorRefused, OperatorUnavailable, RetryPolicy
-
+def register_wallets(home: Home, states: list[CardState], operator_url: str | None = None,
+                     local: LocalOperator = embedded_back_office) -> str:
+    """Put wallets on file at the operator; returns "operator", or "local" when ``local`` did it."""
     try:
         with OperatorClient.for_admin(home, operator_url, retry=RetryPolicy(attempts=1), timeout=5.0) as cli:
             for s in states:
@@ -66,38 +73,26 @@ def register_wallets(home: Home, states: list[CardState], operator_url: str | No
         return "operator"
     except (OperatorUnavailable, OperatorRefused):
         pass  # not reachable, or another operator (another home) answers on that port: use the embedded one
-    with _local_operator(home) as op:
+    with local(home) as op:
         for s in states:
             op.register_wallet(s.wallet_id, s.tier, s.cert_der, s.balance_fen)
     return "local"
 
 
-@contextmanager
-def _local_operator(home: Home) -> Iterator[Any]:
-    from bank.service import Operator
-
-    op = Operator.for_home(home)
-    try:
-        yield op
-    finally:
-        op.close()
-
-
-def operator_load_token(home: Home, state: CardState, amount_fen: int, operator_url: str | None = None) -> LoadToken:
-    """A load token from the operator (HTTP), else from the embedded operator, else from the local CA alone."""
-    from bank.errors import NotFound
-    from pos.sync.client import OperatorClient, OperatorRefused, OperatorUnavailable, RetryPolicy
-
+def operator_load_token(home: Home, state: CardState, amount_fen: int, operator_url: str | None = None,
+                        local: LocalOperator = embedded_back_office) -> LoadToken:
+    """A load token from the operator (HTTP), else from ``local`` (the embedded operator), else from the local CA
+    alone."""
     try:
         with OperatorClient.for_admin(home, operator_url, retry=RetryPolicy(attempts=2), timeout=5.0) as cli:
             answer = cli.load_token(state.wallet_id, amount_fen, state.load_counter)
-        return LoadToken.decode(bytes.fromhex(answer["token"]))
+        return LoadToken.decode(bytes.fromhex(answer.token))
     except OperatorUnavailable:
         pass
     except OperatorRefused as exc:
         if exc.code not in ("unknown_wallet", "bad_admin_token"):
             raise  # e.g. wallet_revoked: the operator will not load it
-    with _local_operator(home) as op:
+    with local(home) as op:
         try:
             return op.issue_load_token(state.wallet_id, amount_fen, state.load_counter)
         except NotFound:

@@ -20,13 +20,13 @@ def _amount(text: str) -> int:
 
 
 def cmd_operator_serve(args: argparse.Namespace, home: Home) -> int:
-    from bank.embedded import serve
+    from pos.composition import serve_operator
 
     if not 0 < args.port < 65536:
         raise InvalidInput("--port must be 1..65535")
     print(f"operator for home {home.root} on http://{args.host}:{args.port} (OpenAPI at /openapi.json)",
           file=sys.stderr)
-    serve(home, args.host, args.port, args.db)
+    serve_operator(home, args.host, args.port, args.db)
     return EXIT_OK
 
 

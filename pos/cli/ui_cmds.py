@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib
 import sys
 from typing import Any
 
@@ -37,13 +36,11 @@ def ensure_demo_cards(home: Home) -> list[str]:
 
 
 def start_embedded_operator(home: Home) -> tuple[Any, str | None, str]:
-    """Start the in-process operator (``bank.embedded``) if it is installed: (handle, its URL, a note)."""
+    """Start the home's operator in-process (:mod:`pos.composition`): (handle, its URL, a note)."""
+    from pos.composition import start_embedded_operator as start
+
     try:
-        mod = importlib.import_module("bank.embedded")
-    except ModuleNotFoundError:
-        return None, None, "operator not available: bank.embedded is not installed; payments stay offline"
-    try:
-        op = mod.start_embedded(home)
+        op = start(home)
     except EcnyError as exc:
         return None, None, f"operator not started: {exc}"
     return op, op.url, f"operator running at {op.url}"
@@ -51,10 +48,8 @@ def start_embedded_operator(home: Home) -> tuple[Any, str | None, str]:
 
 def ensure_provisioned(home: Home, terminal_id: str, operator_url: str | None) -> str | None:
     """Give the terminal its operator key on first run (embedded defaults); a note when that fails."""
-    try:
-        from pos.sync.client import provision_terminal, terminal_key_path
-    except ModuleNotFoundError:
-        return None
+    from pos.sync.client import provision_terminal, terminal_key_path
+
     if terminal_key_path(home, terminal_id).exists():
         return None
     try:

@@ -2,7 +2,11 @@
 
 Every terminal call is signed with the terminal key (scheme in :mod:`wire.signing`); back-office calls (provisioning,
 wallet registration, load tokens) carry the operator's admin token. ``transport`` is the seam for tests: pass any
-``httpx.BaseTransport`` (e.g. one that injects timeouts, 500s or truncated answers).
+``httpx.BaseTransport`` (e.g. one that injects timeouts, 500s or truncated answers). Answers come back as the
+models of :mod:`wire.models`.
+
+Where the operator cannot be reached, the tester tools fall back to the home's operator in-process: a
+:data:`LocalOperator` they are given, by default :func:`embedded_back_office` (built by :mod:`pos.composition`).
 """
 
 from __future__ import annotations
@@ -14,20 +18,39 @@ import threading
 import time
 import urllib.parse
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import httpx
 from cryptography.hazmat.primitives.asymmetric import ec
+from pydantic import ValidationError
 
 from wallet.certs import key_from_pem
 from wallet.errors import EcnyError, InvalidInput
+from wallet.protocol import LoadToken
 from wire import signing
+from wire.admin_token import load_admin_token
 from wire.batch import CONTENT_TYPE as BATCH_CONTENT_TYPE
+from wire.models import (
+    AccountAnswer,
+    DenylistAnswer,
+    LoadTokenAnswer,
+    ProvisionAnswer,
+    RefundAnswer,
+    ReportAnswer,
+    SettlementAnswer,
+    TerminalStatus,
+    WalletAnswer,
+    WalletRegistered,
+    WireModel,
+)
 
 if TYPE_CHECKING:
     from pos.home import Home
+
+M = TypeVar("M", bound=WireModel)
 
 ENV_URL = "POS_OPERATOR_URL"
 ENV_ADMIN_TOKEN = "POS_OPERATOR_ADMIN_TOKEN"  # noqa: S105 - the name of a variable, not a secret
@@ -65,6 +88,33 @@ class RetryPolicy:
 
     def delay(self, attempt: int) -> float:
         return random.uniform(0, min(self.cap, self.base * 2 ** attempt))
+
+
+class BackOffice(Protocol):
+    """The back-office calls of an operator in-process (what the offline fallbacks need)."""
+
+    def provision_terminal(self, terminal_id: str, public_key_pem: bytes) -> ProvisionAnswer: ...
+
+    def register_wallet(self, wallet_id: str, tier: int, certificate: bytes,
+                        opening_fen: int) -> WalletRegistered: ...
+
+    def issue_load_token(self, wallet_id: str, amount_fen: int, after_counter: int = 0) -> LoadToken: ...
+
+
+LocalOperator = Callable[["Home"], AbstractContextManager[BackOffice]]
+
+
+def embedded_back_office(home: Home) -> AbstractContextManager[BackOffice]:
+    """The home's embedded operator in-process, as the composition root builds it (the default
+    :data:`LocalOperator`)."""
+    from pos.composition import local_operator
+
+    return local_operator(home)
+
+
+def admin_token_path(home: Home) -> Path:
+    """Where the home's operator keeps its back-office token."""
+    return home.root / "pki" / "admin.token"
 
 
 def resolve_url(home: Home, explicit: str | None = None) -> str:
@@ -110,11 +160,7 @@ class OperatorClient:
     def for_admin(cls, home: Home, operator_url: str | None = None, transport: httpx.BaseTransport | None = None,
                   retry: RetryPolicy | None = None, timeout: float = 10.0) -> OperatorClient:
         """A back-office client: token from ``POS_OPERATOR_ADMIN_TOKEN``, else HOME/pki/admin.token."""
-        token = os.environ.get(ENV_ADMIN_TOKEN)
-        if not token:
-            from bank.service import load_admin_token
-
-            token = load_admin_token(home.root / "pki")
+        token = os.environ.get(ENV_ADMIN_TOKEN) or load_admin_token(admin_token_path(home))
         return cls(resolve_url(home, operator_url), admin_token=token, transport=transport, retry=retry,
                    timeout=timeout)
 
@@ -136,6 +182,17 @@ class OperatorClient:
         The body is ``body`` as JSON, or ``content`` as given (of ``content_type``); the signature covers its bytes.
         Once ``cancel`` is set no further attempt is made (:class:`OperatorUnavailable`).
         """
+        return self._send(dict, method, path, body, params, signed, content, content_type, cancel)
+
+    def _call(self, model: type[M], method: str, path: str, body: dict[str, Any] | None = None,
+              params: dict[str, Any] | None = None, signed: bool = True, *, content: bytes | None = None,
+              content_type: str = "application/json", cancel: threading.Event | None = None) -> M:
+        """:meth:`call`, the answer parsed into ``model``; an answer that does not fit is retried as a cut-off one."""
+        return self._send(model.model_validate, method, path, body, params, signed, content, content_type, cancel)
+
+    def _send(self, parse: Callable[[dict[str, Any]], Any], method: str, path: str, body: dict[str, Any] | None,
+              params: dict[str, Any] | None, signed: bool, content: bytes | None, content_type: str,
+              cancel: threading.Event | None) -> Any:
         if content is None:
             content = b"" if body is None else json.dumps(body, separators=(",", ":")).encode()
         elif body is not None:
@@ -176,62 +233,66 @@ class OperatorClient:
             if not isinstance(data, dict):
                 last = "answer is not a JSON object"
                 continue
-            return data
+            try:
+                return parse(data)
+            except ValidationError as exc:
+                last = f"answer does not fit the contract: {exc.errors()[0].get('msg', 'invalid')}"
         raise OperatorUnavailable(f"operator at {self.url} unavailable after {self.retry.attempts} attempts: {last}")
 
     # -- terminal calls ---------------------------------------------------------------------------------------------
-    def settle(self, vouchers: list[dict[str, str]], certificates: dict[str, str]) -> dict[str, Any]:
+    def settle(self, vouchers: list[dict[str, str]], certificates: dict[str, str]) -> SettlementAnswer:
         """Upload vouchers as the JSON body (hex vouchers, certificates by fingerprint)."""
-        return self.call("POST", "/v1/settlements", {"vouchers": vouchers, "certificates": certificates})
+        return self._call(SettlementAnswer, "POST", "/v1/settlements",
+                          {"vouchers": vouchers, "certificates": certificates})
 
-    def settle_batch(self, body: bytes, cancel: threading.Event | None = None) -> dict[str, Any]:
+    def settle_batch(self, body: bytes, cancel: threading.Event | None = None) -> SettlementAnswer:
         """Upload a binary settlement batch (:func:`wire.batch.encode_batch`): what :func:`pos.sync.upload.sync_once`
         sends. ``cancel`` as in :meth:`call`."""
-        return self.call("POST", "/v1/settlements", content=body, content_type=BATCH_CONTENT_TYPE, cancel=cancel)
+        return self._call(SettlementAnswer, "POST", "/v1/settlements", content=body,
+                          content_type=BATCH_CONTENT_TYPE, cancel=cancel)
 
-    def denylist(self, since: int) -> dict[str, Any]:
-        return self.call("GET", "/v1/denylist", params={"since": since})
+    def denylist(self, since: int) -> DenylistAnswer:
+        return self._call(DenylistAnswer, "GET", "/v1/denylist", params={"since": since})
 
-    def refund(self, refund_id: str, voucher_id: str, amount_fen: int | None) -> dict[str, Any]:
-        return self.call("POST", "/v1/refunds", {"refund_id": refund_id, "voucher_id": voucher_id,
-                                                  "amount_fen": amount_fen})
+    def refund(self, refund_id: str, voucher_id: str, amount_fen: int | None) -> RefundAnswer:
+        return self._call(RefundAnswer, "POST", "/v1/refunds", {"refund_id": refund_id, "voucher_id": voucher_id,
+                                                                 "amount_fen": amount_fen})
 
-    def report(self, day: str) -> dict[str, Any]:
-        return self.call("GET", f"/v1/reports/{self.terminal_id}/{day}")
-
-    def health(self) -> dict[str, Any]:
-        return self.call("GET", "/healthz", signed=False)
+    def report(self, day: str) -> ReportAnswer:
+        return self._call(ReportAnswer, "GET", f"/v1/reports/{self.terminal_id}/{day}")
 
     # -- back-office calls ------------------------------------------------------------------------------------------
-    def provision(self, terminal_id: str, public_key_pem: str) -> dict[str, Any]:
-        return self.call("POST", "/v1/admin/terminals", {"terminal_id": terminal_id, "public_key_pem": public_key_pem},
-                         signed=False)
+    def provision(self, terminal_id: str, public_key_pem: str) -> ProvisionAnswer:
+        return self._call(ProvisionAnswer, "POST", "/v1/admin/terminals",
+                          {"terminal_id": terminal_id, "public_key_pem": public_key_pem}, signed=False)
 
-    def revoke_terminal(self, terminal_id: str) -> dict[str, Any]:
-        return self.call("POST", f"/v1/admin/terminals/{terminal_id}/revoke", {}, signed=False)
+    def revoke_terminal(self, terminal_id: str) -> TerminalStatus:
+        return self._call(TerminalStatus, "POST", f"/v1/admin/terminals/{terminal_id}/revoke", {}, signed=False)
 
-    def register_wallet(self, wallet_id: str, tier: int, certificate: bytes, opening_fen: int) -> dict[str, Any]:
-        return self.call("POST", "/v1/admin/wallets", {"wallet_id": wallet_id, "tier": tier,
-                                                        "certificate": certificate.hex(),
-                                                        "opening_balance_fen": opening_fen}, signed=False)
+    def register_wallet(self, wallet_id: str, tier: int, certificate: bytes, opening_fen: int) -> WalletRegistered:
+        return self._call(WalletRegistered, "POST", "/v1/admin/wallets", {
+            "wallet_id": wallet_id, "tier": tier, "certificate": certificate.hex(),
+            "opening_balance_fen": opening_fen}, signed=False)
 
-    def wallet(self, wallet_id: str) -> dict[str, Any]:
-        return self.call("GET", f"/v1/admin/wallets/{wallet_id}", signed=False)
+    def wallet(self, wallet_id: str) -> WalletAnswer:
+        return self._call(WalletAnswer, "GET", f"/v1/admin/wallets/{wallet_id}", signed=False)
 
-    def load_token(self, wallet_id: str, amount_fen: int, after_counter: int) -> dict[str, Any]:
-        return self.call("POST", f"/v1/admin/wallets/{wallet_id}/load-tokens",
-                         {"amount_fen": amount_fen, "after_counter": after_counter}, signed=False)
+    def load_token(self, wallet_id: str, amount_fen: int, after_counter: int) -> LoadTokenAnswer:
+        return self._call(LoadTokenAnswer, "POST", f"/v1/admin/wallets/{wallet_id}/load-tokens",
+                          {"amount_fen": amount_fen, "after_counter": after_counter}, signed=False)
 
-    def account(self, merchant_id: str) -> dict[str, Any]:
-        return self.call("GET", f"/v1/admin/accounts/{merchant_id}", signed=False)
+    def account(self, merchant_id: str) -> AccountAnswer:
+        return self._call(AccountAnswer, "GET", f"/v1/admin/accounts/{merchant_id}", signed=False)
 
 
 def provision_terminal(home: Home, terminal_id: str, operator_url: str | None = None,
-                       transport: httpx.BaseTransport | None = None) -> dict[str, Any]:
+                       transport: httpx.BaseTransport | None = None,
+                       local: LocalOperator = embedded_back_office) -> dict[str, Any]:
     """Give a terminal a fresh P-256 key and an operator certificate (HOME/terminals/TID/terminal.key, .pem).
 
-    Asks the operator's back office over HTTP; when it cannot be reached, certifies with the embedded operator
-    (the CA under HOME/pki and the embedded database), so a demo works offline. The key never leaves the terminal.
+    Asks the operator's back office over HTTP; when it cannot be reached, certifies with ``local`` (by default the
+    embedded operator: the CA under HOME/pki and the embedded database), so a demo works offline. The key never
+    leaves the terminal.
     """
     from cryptography.hazmat.primitives import serialization
 
@@ -247,20 +308,15 @@ def provision_terminal(home: Home, terminal_id: str, operator_url: str | None = 
                                       timeout=5.0) as cli:
             answer = cli.provision(terminal_id, pub)
     except OperatorUnavailable:
-        from bank.service import Operator
-
         via = "local"
-        op = Operator.for_home(home)
-        try:
+        with local(home) as op:
             answer = op.provision_terminal(terminal_id, pub.encode())
-        finally:
-            op.close()
     directory = home.terminal_dir(terminal_id)
     directory.mkdir(parents=True, exist_ok=True)
     write_atomic(directory / "terminal.key", key_to_pem(key), mode=0o600)
-    write_atomic(directory / "terminal.pem", answer["certificate"].encode())
-    write_atomic(directory / "chain.pem", (answer["chain"] + answer["root"]).encode())
-    return {"terminal_id": terminal_id, "merchant_id": answer["merchant_id"], "provisioned_by": via,
+    write_atomic(directory / "terminal.pem", answer.certificate.encode())
+    write_atomic(directory / "chain.pem", (answer.chain + answer.root).encode())
+    return {"terminal_id": terminal_id, "merchant_id": answer.merchant_id, "provisioned_by": via,
             "certificate": str(directory / "terminal.pem"), "key": str(directory / "terminal.key")}
 
 

@@ -11,11 +11,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bank.errors import BadRequest
 from pos.sync.client import OperatorBadInput, OperatorRefused
 from tests.support.shop import Shop
 from wire import signing
 from wire.batch import CONTENT_TYPE, MAX_BATCH, MAX_CERT_BYTES, MAX_VOUCHER_BYTES, decode_batch, encode_batch
+from wire.errors import BadRequest
 
 T1 = "CMGQ0001"
 MERCHANT = "320508000000101"

@@ -12,10 +12,13 @@ from pathlib import Path
 
 import pytest
 
+from bank.auth import TerminalRecord
 from bank.schema import make_engine
-from bank.service import VERIFY_CHUNK, Operator, TerminalRecord, UploadItem
+from bank.service import Operator
+from bank.verify import VERIFY_CHUNK
 from wallet.certs import OperatorPki, cert_der, new_key
 from wallet.voucher import CNY, Voucher, VoucherBody
+from wire.batch import UploadItem
 
 TERMINAL = TerminalRecord("CMGQ0001", "320508000000101")
 PKI = OperatorPki.create()
@@ -82,7 +85,7 @@ def test_threads_answer_like_one_thread(tmp_path: Path, operator_db: str, thread
     try:
         expected = serial.settle(TERMINAL, items)
         got = parallel.settle(TERMINAL, items)
-        assert parallel._pool is not None and serial._pool is None
+        assert parallel.verifier.pool is not None and serial.verifier.pool is None
         assert got == expected
         reasons = Counter(r["reason"] or r["status"] for r in got)
         for reason in ("settled", "unknown_issuer", "expired_certificate", "wallet_mismatch", "bad_signature",

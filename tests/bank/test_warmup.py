@@ -8,8 +8,9 @@ from pathlib import Path
 
 from sqlalchemy import func, select
 
+from bank.auth import TerminalRecord
 from bank.schema import make_engine, metadata, read_only, wallets
-from bank.service import Operator, TerminalRecord
+from bank.service import Operator
 from wallet.certs import OperatorPki
 
 PKI = OperatorPki.create()
@@ -28,7 +29,7 @@ def test_warm_up_writes_nothing_and_settling_works_after(operator_db: str) -> No
         op.warm_up()
         op.warm_up()  # twice is harmless
         assert _counts(op) == before
-        assert op._pool is not None  # the helpers are running
+        assert op.verifier.pool is not None  # the helpers are running
         assert op.settle(TerminalRecord("CMGQ0001", "320508000000101"), []) == []
     finally:
         op.close()

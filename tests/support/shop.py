@@ -16,8 +16,9 @@ from typing import Any
 
 import httpx
 
-from bank.embedded import EmbeddedOperator, start_embedded
+from bank.embedded import EmbeddedOperator
 from pos.cards.manage import issue_cards, tap_mock_card
+from pos.composition import start_embedded_operator
 from pos.home import Home
 from pos.payment.outcome import Outcome
 from pos.sync.client import OperatorClient, RetryPolicy, provision_terminal
@@ -66,7 +67,7 @@ class Shop:
 @contextmanager
 def shop_session(home: Home, db_url: str | None = None) -> Iterator[Shop]:
     """An operator for ``home`` on a free loopback port (``POS_OPERATOR_URL`` points at it meanwhile)."""
-    op = start_embedded(home, db_url)
+    op = start_embedded_operator(home, db_url)
     old = os.environ.get("POS_OPERATOR_URL")
     os.environ["POS_OPERATOR_URL"] = op.url
     try:

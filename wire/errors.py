@@ -1,4 +1,5 @@
-"""Typed errors of the operator backend. Each maps to one HTTP status and one stable error code."""
+"""Typed errors of the operator, as they travel: each maps to one HTTP status and one stable error code in the
+body ``{"error": {"code", "message"}}``."""
 
 from __future__ import annotations
 

@@ -1,0 +1,54 @@
+"""The double-spend rules, applied to verified vouchers inside the batch's transaction.
+
+A voucher whose (wallet, counter) is already settled with the same body is a ``duplicate``; with another body, or
+one that would take the wallet's settled spending over what was loaded onto it, it is a ``double_spend``: the first
+settled stands and the wallet is revoked. A voucher that would take the wallet's day over its tier's daily cap is
+``over_daily_limit``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from bank.parse import Judged
+from bank.reasons import DOUBLE_SPEND, OVER_DAILY_LIMIT
+from wallet.limits import TIER_LIMITS
+
+
+@dataclass(slots=True)
+class WalletState:
+    """A wallet's row as the batch found it, and what the batch changes: spending added, revocation."""
+
+    loaded: int | None  # None: the operator never saw the opening balance (only the counter rule applies)
+    spent: int
+    status: str
+    spent_delta: int = 0
+    revoke: bool = False
+
+
+def judge(j: Judged, w: WalletState, on_file: dict[str, str], daily: dict[tuple[str, str], int]) -> bool:
+    """Decide a verified voucher: True when it settles (``w``, ``on_file`` and ``daily`` then count it), else its
+    status and reason are set (and ``w.revoke`` on a double spend)."""
+    assert j.wallet_id is not None and j.voucher_id is not None
+    prior = on_file.get(j.voucher_id)
+    if prior is not None:
+        if prior == j.body_hash:
+            j.status = "duplicate"
+        else:
+            j.status, j.reason = "rejected", DOUBLE_SPEND
+            w.revoke = True
+        return False
+    if w.loaded is not None and w.spent + w.spent_delta + j.amount_fen > w.loaded:
+        j.status, j.reason = "rejected", DOUBLE_SPEND
+        w.revoke = True
+        return False
+    daily_max = TIER_LIMITS[j.tier].daily_max
+    key = (j.wallet_id, j.day)
+    if daily_max is not None and daily[key] + j.amount_fen > daily_max:
+        j.status, j.reason = "rejected", OVER_DAILY_LIMIT
+        return False
+    daily[key] += j.amount_fen
+    w.spent_delta += j.amount_fen
+    on_file[j.voucher_id] = j.body_hash
+    j.status = "settled"
+    return True

@@ -1,0 +1,45 @@
+"""What an operator is built from: plain settings, with no notion of a terminal's home or configuration."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from filelock import FileLock
+
+from bank.verify import VERIFY_THREADS
+from wallet.certs import OperatorPki
+
+
+@dataclass(frozen=True)
+class OperatorSettings:
+    """An operator's settings.
+
+    ``db_url`` is a SQLAlchemy URL (SQLite file or PostgreSQL); ``pki_dir`` holds the operator's CA (root, wallet
+    CA, terminal CA; created on first use); ``admin_token_path`` the back-office token (default
+    ``pki_dir/admin.token``). ``terminal_merchants`` maps each terminal id that may be provisioned to its merchant
+    id. ``fee_bps`` is the merchant fee in basis points, ``offline_single_max`` the cap (fen) on one offline
+    payment (None: no cap). ``fault`` injects a crash around a batch's commit (tests only, see
+    :mod:`bank.faults`). ``verify_threads`` is how many threads check a batch's signatures.
+    """
+
+    db_url: str
+    pki_dir: Path
+    admin_token_path: Path | None = None
+    terminal_merchants: Mapping[str, str] = field(default_factory=dict)
+    fee_bps: int = 0
+    offline_single_max: int | None = None
+    fault: str | None = None
+    verify_threads: int = VERIFY_THREADS
+
+    @property
+    def admin_token_file(self) -> Path:
+        return self.admin_token_path or self.pki_dir / "admin.token"
+
+
+def load_pki(directory: Path) -> OperatorPki:
+    """The operator CA under ``directory``, created there on first use (one creator at a time)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(directory / ".lock"), timeout=60):
+        return OperatorPki.load_or_create(directory)

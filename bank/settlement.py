@@ -1,0 +1,90 @@
+"""Settlement of a batch: parse, answer re-uploads from what is on file, verify, then judge and commit.
+
+Settlement trusts nothing the terminal says. Per voucher: canonical decoding, payee (merchant and terminal) equal to
+the authenticated uploader (:mod:`bank.parse`), certificate chain to the operator root valid at the voucher's time,
+the certificate naming the voucher's wallet, the card's signature, the tier's single limit and the offline single
+cap (:mod:`bank.verify`). Then, inside one transaction per batch, the double-spend rules and the daily limit
+(:mod:`bank.double_spend`, :mod:`bank.commit`).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+from bank import sql
+from bank.auth import Authenticator, TerminalRecord
+from bank.commit import commit_batch
+from bank.parse import Judged, parse
+from bank.schema import read_only
+from bank.store import Store
+from bank.verify import Verifier
+from wire.batch import MAX_BATCH, UploadItem
+from wire.errors import BadRequest
+
+
+class Settlement:
+    """Settles batches exactly once per voucher, any number of times per batch."""
+
+    def __init__(self, store: Store, auth: Authenticator, verifier: Verifier, fee_bps: int,
+                 fault: str | None) -> None:
+        self.store = store
+        self.auth = auth
+        self.verifier = verifier
+        self.fee_bps = fee_bps
+        self.fault = fault
+        self._lock = threading.Lock()
+
+    def settle(self, terminal: TerminalRecord, items: Sequence[UploadItem]) -> list[dict[str, Any]]:
+        """Judge and settle a batch; one answer per item, in order (:class:`wire.models.VoucherAnswer` as JSON)."""
+        if len(items) > MAX_BATCH:
+            raise BadRequest(f"at most {MAX_BATCH} vouchers per batch")
+        # One batch at a time is judged and written (its verification threads have the cores to themselves, and
+        # its Python work does not fight another batch's for the GIL); the next one starts while this one's
+        # transaction commits, which waits on the disk with the GIL released.
+        held = [self._lock]
+
+        def release() -> None:
+            if held:
+                held.pop().release()
+
+        self._lock.acquire()
+        try:
+            judged = self.check(terminal, items)
+            candidates = [j for j in judged if j.status is None]
+            self.store.write(self.commit, terminal, judged, candidates, [i.voucher for i in items],
+                             before_commit=release)
+        finally:
+            release()
+        return [j.answer() for j in judged]
+
+    def check(self, terminal: TerminalRecord, items: Sequence[UploadItem]) -> list[Judged]:
+        """Everything before the transaction: parse, answer re-uploads from the books, verify."""
+        judged = [parse(i, item, terminal) for i, item in enumerate(items)]
+        open_ = [j for j in judged if j.status is None]
+        self._prior_answers(terminal, open_)
+        self.verifier.verify_all([j for j in open_ if j.status is None], items)
+        return judged
+
+    def commit(self, conn: Any, terminal: TerminalRecord, judged: list[Judged], candidates: list[Judged],
+               raw: list[bytes]) -> None:
+        """Judge and write ``candidates`` in the caller's transaction (see :func:`bank.commit.commit_batch`)."""
+        commit_batch(conn, terminal, judged, candidates, raw, fee_bps=self.fee_bps,
+                     remember_nonce=self.auth.remember_nonce, fault=self.fault)
+
+    def _prior_answers(self, terminal: TerminalRecord, open_: list[Judged]) -> None:
+        """Answer re-uploads from what is on file: same settled body -> duplicate; same rejected bytes -> same."""
+        if not open_:
+            return
+        with read_only(self.store.engine) as conn:
+            settled = sql.select_in(conn, "settled_bodies", sql.settled_bodies, [j.voucher_id for j in open_])
+            rejected = sql.select_in(conn, "prior_rejections", sql.prior_rejections, [j.vhash for j in open_],
+                                     terminal_id=terminal.terminal_id)
+        bodies = dict(settled)
+        reasons = dict(rejected)
+        for j in open_:
+            if bodies.get(j.voucher_id) == j.body_hash:
+                j.status = "duplicate"
+            elif j.vhash in reasons:
+                j.status, j.reason = "rejected", reasons[j.vhash]

@@ -1,0 +1,209 @@
+"""The bodies of the terminal–operator API, as pydantic models both sides use: the operator declares them (requests
+it accepts, answers it gives) and the terminal's client parses answers into them.
+
+Field names and order are the JSON on the wire. Answers read by attribute (``answer.results``); they also read as
+a mapping of plain JSON values (``answer["results"]``, ``answer.get("reason")``, ``{**answer}``) for code written
+against the JSON objects.
+"""
+
+from __future__ import annotations
+
+from collections.abc import KeysView
+from typing import Annotated, Any
+
+from pydantic import BaseModel, Field
+
+from wire.batch import MAX_BATCH
+
+HEX = r"^([0-9a-f]{2})*$"
+FINGERPRINT = r"^[0-9a-f]{64}$"
+
+
+def _plain(value: Any) -> Any:
+    """``value`` as plain JSON data (models as dicts, tuples as lists)."""
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+class WireModel(BaseModel):
+    """A JSON object of the API; readable by attribute, or as a read-only mapping of its JSON values."""
+
+    def __getitem__(self, key: str) -> Any:
+        if key not in type(self).model_fields:
+            raise KeyError(key)
+        return _plain(getattr(self, key))
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self[key] if key in type(self).model_fields else default
+
+    def __contains__(self, key: object) -> bool:
+        return key in type(self).model_fields
+
+    def keys(self) -> KeysView[str]:
+        return type(self).model_fields.keys()
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON object, as plain data."""
+        return self.model_dump(mode="json")
+
+
+# -- requests -------------------------------------------------------------------------------------------------------
+class VoucherUpload(BaseModel):
+    voucher: str = Field(pattern=HEX, max_length=4096, description="the voucher TLV, hex")
+    cert: str = Field(pattern=FINGERPRINT, description="SHA-256 fingerprint of the wallet certificate")
+    issuer: str = Field(pattern=FINGERPRINT, description="SHA-256 fingerprint of the issuing CA certificate")
+
+
+class SettlementRequest(BaseModel):
+    vouchers: list[VoucherUpload] = Field(max_length=MAX_BATCH)
+    certificates: dict[str, Annotated[str, Field(pattern=HEX, max_length=8192)]] = Field(
+        description="DER certificates by fingerprint, hex")
+
+
+class RefundRequest(BaseModel):
+    refund_id: str = Field(min_length=1, max_length=80)
+    voucher_id: str = Field(pattern=r"^\d{16}-\d{8}$")
+    amount_fen: int | None = Field(default=None, gt=0, le=10**12)
+
+
+class ProvisionRequest(BaseModel):
+    terminal_id: str = Field(pattern=r"^[A-Z0-9]{8}$")
+    public_key_pem: str = Field(max_length=4096)
+
+
+class WalletRequest(BaseModel):
+    wallet_id: str = Field(pattern=r"^\d{16}$")
+    tier: int = Field(ge=1, le=4)
+    certificate: str = Field(pattern=HEX, max_length=8192)
+    opening_balance_fen: int = Field(ge=0, le=10**12)
+
+
+class LoadTokenRequest(BaseModel):
+    amount_fen: int = Field(gt=0, le=10**12)
+    after_counter: int = Field(default=0, ge=0, le=0xFFFFFFFF)
+
+
+# -- answers --------------------------------------------------------------------------------------------------------
+class VoucherAnswer(WireModel):
+    voucher_id: str | None
+    status: str = Field(description="settled | duplicate | rejected")
+    reason: str | None
+
+
+class SettlementAnswer(WireModel):
+    results: list[VoucherAnswer]
+    denylist_version: int
+
+
+class DenylistAnswer(WireModel):
+    version: int
+    since: int
+    added: list[str]
+    removed: list[str]
+
+
+class RefundAnswer(WireModel):
+    refund_id: str
+    voucher_id: str
+    status: str = Field(description="refunded")
+    amount_fen: int
+    refunded_total_fen: int
+    remaining_fen: int
+    wallet_id: str
+    day: str
+    created_ms: int
+    replayed: bool
+
+
+class SettledTotals(WireModel):
+    count: int
+    total_fen: int
+    fee_fen: int
+    net_fen: int
+
+
+class RejectedTotals(WireModel):
+    count: int
+    total_fen: int
+    reasons: dict[str, int]
+
+
+class RefundTotals(WireModel):
+    count: int
+    total_fen: int
+
+
+class ReportAnswer(WireModel):
+    terminal_id: str
+    merchant_id: str
+    date: str
+    count: int
+    total_fen: int
+    settled: SettledTotals
+    rejected: RejectedTotals
+    refunds: RefundTotals
+    vouchers: list[tuple[str | None, int, str]] = Field(description="[voucher id, amount, settled | rejected:REASON]")
+    refund_list: list[tuple[str, str, int]] = Field(description="[refund id, voucher id, amount]")
+
+
+class ProvisionAnswer(WireModel):
+    terminal_id: str
+    merchant_id: str
+    certificate: str = Field(description="the terminal certificate, PEM")
+    chain: str = Field(description="the terminal CA certificate, PEM")
+    root: str = Field(description="the operator root certificate, PEM")
+
+
+class TerminalStatus(WireModel):
+    terminal_id: str
+    status: str
+
+
+class WalletRegistered(WireModel):
+    wallet_id: str
+    tier: int
+    status: str = Field(description="registered")
+
+
+class WalletAnswer(WireModel):
+    wallet_id: str
+    tier: int
+    status: str = Field(description="active | revoked")
+    loaded_fen: int | None = Field(description="null when the operator never saw the wallet's opening balance")
+    spent_fen: int
+    online_fen: int
+    load_counter: int
+    revoked_reason: str | None
+
+
+class LoadTokenAnswer(WireModel):
+    wallet_id: str
+    load_counter: int
+    amount_fen: int
+    token: str = Field(description="the signed load token, hex")
+
+
+class AccountAnswer(WireModel):
+    merchant_id: str
+    balance_fen: int
+    settled_fen: int
+    fee_fen: int
+    refunded_fen: int
+
+
+class ErrorDetail(WireModel):
+    code: str
+    message: str
+
+
+class ErrorAnswer(WireModel):
+    error: ErrorDetail
+
+
+class Health(WireModel):
+    status: str
