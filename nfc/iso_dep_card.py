@@ -65,6 +65,8 @@ class UdpCardEmulator:
     ``serve(stop)`` runs until ``stop`` is set (or :meth:`close`); :meth:`start` runs it in a daemon thread.
     """
 
+    _last_rx: float  # monotonic time of the last datagram; set by _reset_link, read by serve
+
     def __init__(self, source: CardSource | None, host: str = "127.0.0.1", port: int = 0,
                  faults: EmulatorFaults | None = None, uid: bytes = b"\x08\x45\x43\x4e",
                  card: EmulatedCard | None = None) -> None:

@@ -71,7 +71,7 @@ class PcscConnection:
         if self._released:
             return False
         hr, *_ = self._scard.SCardStatus(self._hcard)
-        return hr == self._scard.SCARD_S_SUCCESS
+        return bool(hr == self._scard.SCARD_S_SUCCESS)
 
     def release(self) -> None:
         """Power the card down and disconnect (the next connect powers it up afresh)."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from wallet.errors import ApduError
+from wallet.errors import ApduError as ApduError  # re-exported: what CommandApdu raises, for its callers
 
 # Status words (ISO 7816-4 where one fits; 94xx are this wallet's proprietary decline codes).
 SW_OK = 0x9000

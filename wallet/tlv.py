@@ -247,24 +247,27 @@ class FixedRecord:
     """
 
     def __init__(self, tag: int, fields: Sequence[Field], what: str) -> None:
-        if any(f.size is None or f.optional for f in fields):
-            raise ValueError(f"{what}: a fixed record needs fixed-size, required fields")
+        fixed: list[tuple[Field, int, bytes]] = []  # each field with its size and header, both known
+        for f in fields:
+            if f.size is None or f.header is None or f.optional:
+                raise ValueError(f"{what}: a fixed record needs fixed-size, required fields")
+            fixed.append((f, f.size, f.header))
         self.tag, self.fields, self.what = tag, tuple(fields), what
         self.names = tuple(f.name for f in self.fields)
-        value_size = sum(len(f.header) + f.size for f in self.fields)  # type: ignore[arg-type, misc]
+        value_size = sum(len(header) + size for _, size, header in fixed)
         head = encode_tag(tag) + encode_length(value_size)
         codes: list[str] = []
         structure: list[bytes] = []
         structure_at: list[int] = []
         values_at: list[int] = []
-        for f in self.fields:
-            piece = head + f.header  # type: ignore[operator]
+        for f, size, header in fixed:
+            piece = head + header
             head = b""
             structure_at.append(len(codes))
             structure.append(piece)
             codes.append(f"{len(piece)}s")
             values_at.append(len(codes))
-            codes.append(_UINT_CODES.get(f.size, f"{f.size}s") if f.kind == "uint" else f"{f.size}s")  # type: ignore[arg-type]
+            codes.append(_UINT_CODES.get(size, f"{size}s") if f.kind == "uint" else f"{size}s")
         self._struct = struct.Struct(">" + "".join(codes))
         self.size = self._struct.size
         self._structure = tuple(structure)

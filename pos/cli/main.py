@@ -121,7 +121,7 @@ def cmd_card_load(args: argparse.Namespace, home: Home) -> int:
     try:
         balance, token = apply_load(home, args.card, amount_fen=args.amount)
     except LoadRefused as exc:
-        data = {"status": "refused", "reason": exc.reason.value, "message": exc.reason.message("en")}
+        data: dict[str, Any] = {"status": "refused", "reason": exc.reason.value, "message": exc.reason.message("en")}
         emit(args, data, f"REFUSED {exc.reason.value}: {exc.reason.message('en')}")
         return EXIT_FAILED
     data = {"status": "loaded", "card_id": args.card, "amount_fen": args.amount, "balance_fen": balance,

@@ -30,6 +30,7 @@ from pos.ledger import Entry, Ledger
 from pos.sync.client import OperatorClient, OperatorUnavailable, RetryPolicy
 from wallet.errors import EcnyError
 from wire.batch import encode_batch
+from wire.models import SettlementAnswer
 
 BATCH_SIZE = 500
 PIPELINE_DEPTH = 2  # batches in flight once the first one is answered
@@ -148,7 +149,7 @@ def _batch(ledger: Ledger, chunk: list[Entry], certs: dict[str, bytes]) -> bytes
 
 
 def upload_batches(cli: OperatorClient, chunks: Sequence[list[Entry]], encode: Callable[[list[Entry]], bytes],
-                   depth: int = PIPELINE_DEPTH) -> Iterator[tuple[list[Entry], dict[str, Any]]]:
+                   depth: int = PIPELINE_DEPTH) -> Iterator[tuple[list[Entry], SettlementAnswer]]:
     """Each chunk with the operator's answer to it, in order: the first chunk alone, then ``depth`` in flight.
 
     ``encode`` runs on the calling thread (it may read the ledger); only the requests run on helper threads. The
@@ -165,7 +166,7 @@ def upload_batches(cli: OperatorClient, chunks: Sequence[list[Entry]], encode: C
         return
     cancel = threading.Event()
     rest = iter(chunks[1:])
-    in_flight: deque[tuple[list[Entry], Future[dict[str, Any]]]] = deque()
+    in_flight: deque[tuple[list[Entry], Future[SettlementAnswer]]] = deque()
     with ThreadPoolExecutor(depth, thread_name_prefix="sync-upload") as pool:
 
         def send() -> None:

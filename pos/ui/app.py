@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import PurePath
 from typing import Any, ClassVar
 
 from textual.app import App
@@ -80,7 +80,7 @@ class TerminalApp(App[None]):
     """
 
     ENABLE_COMMAND_PALETTE = False
-    CSS_PATH: ClassVar[list[str | Path]] = [BARS_TCSS]
+    CSS_PATH: ClassVar[list[str | PurePath]] = [BARS_TCSS]
     TESTER_SCREEN: ClassVar[type[Screen[Any]] | None] = None
     BINDINGS: ClassVar = [
         Binding("f2", "tester", "tester", show=False),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any, ClassVar
 
 from pos.sync.services import Services
@@ -17,7 +17,7 @@ CLERK_TCSS = Path(__file__).with_name("clerk.tcss")
 class ClerkApp(TerminalApp):
     """The counter terminal."""
 
-    CSS_PATH: ClassVar[list[str | Path]] = [*TerminalApp.CSS_PATH, CLERK_TCSS, HISTORY_TCSS, TESTER_TCSS]
+    CSS_PATH: ClassVar[list[str | PurePath]] = [*TerminalApp.CSS_PATH, CLERK_TCSS, HISTORY_TCSS, TESTER_TCSS]
     TESTER_SCREEN = TesterScreen
     TITLE = "ecny-pos"
 

@@ -274,7 +274,7 @@ class ChargeScreen(TerminalScreen):
 
     @property
     def timeout(self) -> float:
-        return self.tapp.charge_timeout  # type: ignore[attr-defined, no-any-return]
+        return self.tapp.charge_timeout  # type: ignore[attr-defined]
 
     def compose(self) -> ComposeResult:
         with Vertical(id="charge"):
@@ -338,7 +338,7 @@ class ResultScreen(TerminalScreen):
     def __init__(self, outcome: Outcome) -> None:
         super().__init__()
         self.outcome = outcome
-        self.KEYS = ([("Enter", "key.next_sale"), ("R", "key.receipt"), ("F2", "key.tester"), ("F3", "key.language")]
+        self.keys = ([("Enter", "key.next_sale"), ("R", "key.receipt"), ("F2", "key.tester"), ("F3", "key.language")]
                      if outcome.approved else [("Enter", "key.back"), ("F2", "key.tester"), ("F3", "key.language")])
 
     def compose(self) -> ComposeResult:
@@ -347,7 +347,7 @@ class ResultScreen(TerminalScreen):
             with Center():
                 yield Digits(yuan_digits(self.outcome.amount_fen), id="result-amount")
             yield Static(id="details")
-        yield KeyBar(self.KEYS)
+        yield KeyBar(self.keys)
 
     def ready(self) -> None:
         self.retranslate()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import ClassVar
 
 from textual import work
@@ -30,7 +30,7 @@ class GateDecided(Message):
 class GateApp(TerminalApp):
     """The gate terminal: a reader loop in a worker thread decides every tap."""
 
-    CSS_PATH: ClassVar[list[str | Path]] = [*TerminalApp.CSS_PATH, GATE_TCSS, TESTER_TCSS]
+    CSS_PATH: ClassVar[list[str | PurePath]] = [*TerminalApp.CSS_PATH, GATE_TCSS, TESTER_TCSS]
     TESTER_SCREEN = TesterScreen
 
     def __init__(self, runtime: Runtime, gate: Gate, *, lang: str = "zh-CN", services: Services | None = None,
