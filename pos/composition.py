@@ -58,6 +58,13 @@ def start_embedded_operator(home: Home, db_url: str | None = None, port: int = 0
     return start_embedded(operator_settings(home, db_url), port)
 
 
-def serve_operator(home: Home, host: str, port: int, db_url: str | None = None) -> None:
-    """Serve the home's operator in the foreground until interrupted (``pos operator serve``)."""
-    serve(operator_settings(home, db_url), host, port)
+def serve_operator(home: Home, host: str, port: int, db_url: str | None = None, workers: int = 1) -> None:
+    """Serve the home's operator in the foreground until interrupted (``pos operator serve``); with ``workers``
+    above 1, that many processes share the port (PostgreSQL only: :func:`bank.asgi.serve_workers`)."""
+    settings = operator_settings(home, db_url)
+    if workers == 1:
+        serve(settings, host, port)
+        return
+    from bank.asgi import serve_workers
+
+    serve_workers(settings, host, port, workers, home.root / "operator" / f"workers-{port}.json")

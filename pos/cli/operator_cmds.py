@@ -24,9 +24,14 @@ def cmd_operator_serve(args: argparse.Namespace, home: Home) -> int:
 
     if not 0 < args.port < 65536:
         raise InvalidInput("--port must be 1..65535")
-    print(f"operator for home {home.root} on http://{args.host}:{args.port} (OpenAPI at /openapi.json)",
-          file=sys.stderr)
-    serve_operator(home, args.host, args.port, args.db)
+    if args.workers < 1:
+        raise InvalidInput("--workers must be 1 or more")
+    if args.workers > 1 and not (args.db or "").startswith("postgresql"):
+        raise InvalidInput("SQLite is the single-worker embedded database: --workers above 1 needs PostgreSQL "
+                           "(--db postgresql+psycopg://HOST/DB)")
+    print(f"operator for home {home.root} on http://{args.host}:{args.port} (OpenAPI at /openapi.json)"
+          + (f", {args.workers} worker processes" if args.workers > 1 else ""), file=sys.stderr)
+    serve_operator(home, args.host, args.port, args.db, args.workers)
     return EXIT_OK
 
 
@@ -100,6 +105,8 @@ def register(commands: Commands) -> None:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8700)
     p.add_argument("--db", metavar="URL", help="SQLAlchemy URL (default: sqlite file HOME/operator/operator.db)")
+    p.add_argument("--workers", type=int, default=1, metavar="N",
+                   help="worker processes sharing the port (above 1: PostgreSQL only)")
 
     commands.group("terminal", "terminal keys and certificates")
     p = commands.add("provision", cmd_provision, "give a terminal its key and operator certificate",
