@@ -266,7 +266,7 @@ class Commands:
 
 
 # Modules that add their own commands through ``register(commands: Commands)``.
-COMMAND_MODULES = ("pos.cli.operator_cmds", "pos.cli.readers", "pos.cli.ui_cmds")
+COMMAND_MODULES = ("pos.cli.operator_cmds", "pos.cli.readers", "pos.cli.ui_cmds", "pos.cli.fleet_cmds")
 
 
 def build_parser() -> argparse.ArgumentParser:

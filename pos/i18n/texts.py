@@ -207,4 +207,7 @@ TEXTS: dict[str, tuple[str, str]] = {
     "reason.terminal_error": ("终端故障", "terminal error"),
     "reason.terminal_error.next": ("请联系管理员", "call the supervisor"),
     "decline.with_next": ("{message}，{next}", "{message}: {next}"),
+    "fleet.merchant": ("模拟商户{n}", "Fleet merchant {n}"),
+    "fleet.operator": ("模拟运营机构", "Fleet operator"),
+    "fleet.ticket": ("成人票", "Adult"),
 }
