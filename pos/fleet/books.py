@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import random
 import sys
+import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -97,6 +98,7 @@ def sync_shard(home_dir: str, opts: FleetOptions, shard: int, url: str, with_out
     tids = [t for i, t in enumerate(terminal_ids(opts)) if i % opts.shards == shard]
     down = outage_terminals(opts) if with_outages else set()
     totals = SyncTotals()
+    lock = threading.Lock()
 
     def one(tid: str) -> None:
         if tid in down:
@@ -109,11 +111,12 @@ def sync_shard(home_dir: str, opts: FleetOptions, shard: int, url: str, with_out
         except Exception as exc:  # a terminal that cannot sync is a failure of the run, not of the simulator
             totals.failures.append(f"{tid}: {type(exc).__name__}: {exc}")
             return
-        totals.uploaded += r.uploaded
-        totals.settled += r.settled
-        totals.duplicates += r.duplicate
-        totals.rejected += len(r.rejected)
-        totals.pending += r.pending
+        with lock:
+            totals.uploaded += r.uploaded
+            totals.settled += r.settled
+            totals.duplicates += r.duplicate
+            totals.rejected += len(r.rejected)
+            totals.pending += r.pending
 
     with ThreadPoolExecutor(SYNC_THREADS) as pool:
         list(pool.map(one, tids))

@@ -91,6 +91,22 @@ def operator_for(run: FleetRun) -> Iterator[str]:
         log.close()
 
 
+class _InProcess:
+    """One shard: played in this process (no pool to start)."""
+
+    def map(self, fn: Callable[..., Any], *iterables: Any) -> Iterator[Any]:
+        return map(fn, *iterables)
+
+
+@contextmanager
+def _pool(shards: int) -> Iterator[Any]:
+    if shards == 1:
+        yield _InProcess()
+        return
+    with ProcessPoolExecutor(shards, mp_context=multiprocessing.get_context("spawn")) as pool:
+        yield pool
+
+
 def run_fleet(run: FleetRun) -> dict[str, Any]:
     """Play the fleet and check the books; the ``pos fleet run --json`` object."""
     opts = run.options
@@ -110,8 +126,7 @@ def run_fleet(run: FleetRun) -> dict[str, Any]:
         t0 = time.perf_counter()
         played: list[ShardResult] = []
         synced: list[SyncTotals] = []
-        ctx = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(opts.shards, mp_context=ctx) as pool:
+        with _pool(opts.shards) as pool:
             for day in range(opts.days):
                 _say(run, f"fleet: day {day + 1}/{opts.days}: playing taps in {opts.shards} shards")
                 played += pool.map(play_shard, *zip(*[(str(run.home), opts, s, day, str(journals[s]))
@@ -124,6 +139,7 @@ def run_fleet(run: FleetRun) -> dict[str, Any]:
                 day_sync = list(pool.map(sync_shard, *zip(*[(str(run.home), opts, s, url, last)
                                                             for s in range(opts.shards)], strict=True)))
                 sync_seconds = time.perf_counter() - t_sync
+                last_settled = sum(s.settled for s in day_sync)
                 synced += day_sync
         seconds = time.perf_counter() - t0
         _say(run, "fleet: checking the books")
@@ -144,7 +160,7 @@ def run_fleet(run: FleetRun) -> dict[str, Any]:
             "reports_matching": books["reports_matching"], "balance_errors": books["balance_errors"],
             "outages": sum(s.outages for s in synced), "sync_failures": failures,
             "seconds": round(seconds, 2), "taps_per_s": round(sum(r.taps for r in played) / seconds, 1),
-            "settled_per_s": round(settled / sync_seconds, 1) if sync_seconds else 0.0}
+            "settled_per_s": round(last_settled / sync_seconds, 1) if sync_seconds else 0.0}
 
 
 def balanced(result: dict[str, Any]) -> bool:
