@@ -23,11 +23,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-import sync_throughput as st  # noqa: E402
+import sync_throughput as st
 
-from pos.home import Home  # noqa: E402
-from pos.sync.client import OperatorClient, RetryPolicy, provision_terminal  # noqa: E402
-from pos.sync.upload import _batch  # noqa: E402
+from pos.home import Home
+from pos.sync.client import OperatorClient, RetryPolicy, provision_terminal
+from pos.sync.upload import _batch
 
 
 def start(home: Path, db: str, workers: int) -> tuple[object, str]:
@@ -45,7 +45,7 @@ def start(home: Path, db: str, workers: int) -> tuple[object, str]:
             httpx.get(url + "/healthz", timeout=0.5)
             time.sleep(3 if workers > 1 else 0)  # let every worker finish its warm-up
             return proc, url
-        except Exception:  # noqa: BLE001
+        except Exception:
             time.sleep(0.05)
     raise SystemExit("operator did not start")
 

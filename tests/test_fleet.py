@@ -43,7 +43,7 @@ def test_a_small_fleet_balances_its_books(tmp_path: Path, capsys: pytest.Capture
                  "--seed", "7", "--operator", url])
     out = json.loads(capsys.readouterr().out)
     assert code == 0, out
-    assert KEYS <= out.keys()
+    assert out.keys() >= KEYS
     assert (out["terminals"], out["wallets"], out["taps"]) == (4, 20, 200)
     assert out["approved"] + out["declined"] == 200 and out["approved"] > 150
     assert out["torn"] > 0 and out["outages"] == 1

@@ -150,10 +150,10 @@ def check_books(home: Home, opts: FleetOptions, url: str, journals: list[Path]) 
     lost = doubled = double_spends = 0
     spent_by_clones: dict[int, set[bool]] = {}
     for tid, vid, _amount, wallet, clone in _journal(journals):
-        label = outcome.get(tid, {}).get(vid)
-        if label is None or (label != "settled" and DOUBLE_SPEND not in label and not cloned(opts, wallet)):
+        found = outcome.get(tid, {}).get(vid)
+        if found is None or (found != "settled" and DOUBLE_SPEND not in found and not cloned(opts, wallet)):
             lost += 1
-        elif DOUBLE_SPEND in label:
+        elif DOUBLE_SPEND in found:
             double_spends += 1
         if cloned(opts, wallet):
             spent_by_clones.setdefault(wallet, set()).add(clone)
