@@ -56,7 +56,7 @@ class _Waiter:
     left: threading.Event = field(default_factory=threading.Event)
     connected: bool = False
     result: dict[str, Any] | None = None
-    on_left: Callable[[], None] | None = None  # told when the card leaves the field mid-tap (torn)
+    on_left: Callable[[], object] | None = None  # told when the card leaves the field mid-tap (torn)
 
 
 class _FieldCard:
@@ -142,7 +142,7 @@ class TapBroker:
 
     # -- the tapper's side ------------------------------------------------------------------------------------------
     def tap(self, card_id: str, faults: Faults | None = None, timeout: float = 60.0,
-            on_left: Callable[[], None] | None = None) -> dict[str, Any]:
+            on_left: Callable[[], object] | None = None) -> dict[str, Any]:
         """Present stored card ``card_id`` and return the terminal's decision (JSON). ``on_left`` is called (from
         the terminal's thread) when the card leaves the field mid-tap: the terminal then waits for a re-tap."""
         if not self._armed:
