@@ -6,7 +6,9 @@ Faults apply to the next tap of a presented card:
 - ``tear_at=INS``: the same at the first command with that instruction byte (``0x50``: PAY), however many
   APDUs come before it;
 - ``corrupt_response=N``: one byte of the N-th answer's data is flipped on the way back;
-- ``delay=S``: every APDU takes S seconds longer (a slow card).
+- ``delay=S``: every APDU takes S seconds longer (a slow card). The delay comes before the card sees the command
+  and waits on the cancel signal the connection was made with: a cancel ends it at once with :class:`Cancelled`,
+  and the command never reaches the card.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from ecny_nfc.reader import Cancelled, CardRemoved, MultipleCards, NoCard
+from ecny_nfc.reader import Cancelled, CancelSignal, CardRemoved, MultipleCards, NoCard
 
 
 class Card(Protocol):
@@ -55,8 +57,10 @@ Observer = Callable[[bytes, bytes | None], None]
 class MockConnection:
     """A presented card in the mock field."""
 
-    def __init__(self, reader: MockReader, card: Card, faults: Faults, uid: bytes) -> None:
+    def __init__(self, reader: MockReader, card: Card, faults: Faults, uid: bytes,
+                 cancel: CancelSignal | None = None) -> None:
         self._reader = reader
+        self._cancel = cancel
         self._card = card
         self._faults = faults
         self.uid = uid
@@ -71,7 +75,11 @@ class MockConnection:
             self._present = False
             raise CardRemoved("card pulled away before the first APDU")
         if self._faults.delay:
-            time.sleep(self._faults.delay)
+            if self._cancel is None:
+                time.sleep(self._faults.delay)
+            elif self._cancel.wait(self._faults.delay):
+                self.count -= 1  # the command never reached the card
+                raise Cancelled("cancelled while the slow card was busy")
         response = self._card.process(bytes(apdu))
         if ((self._faults.tear_after is not None and self.count >= self._faults.tear_after)
                 or (self._faults.tear_at is not None and len(apdu) > 1 and apdu[1] == self._faults.tear_at)):
@@ -128,7 +136,7 @@ class MockReader:
         for obs in self._observers:
             obs(command, response)
 
-    def connect(self, timeout: float | None = None, cancel: threading.Event | None = None) -> MockConnection:
+    def connect(self, timeout: float | None = None, cancel: CancelSignal | None = None) -> MockConnection:
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
             while not self._queue:
@@ -144,7 +152,7 @@ class MockReader:
                 raise MultipleCards("more than one card in the field: present one card at a time")
             card, faults, uid = self._queue.popleft()
         card.reset()
-        return MockConnection(self, card, faults, uid)
+        return MockConnection(self, card, faults, uid, cancel)
 
     def close(self) -> None:
         self.closed = True

@@ -16,12 +16,12 @@ import errno
 import logging
 import re
 import socket
-import threading
 import time
 from typing import Any
 
 from ecny_nfc.reader import (
     Cancelled,
+    CancelSignal,
     CardRemoved,
     NoCard,
     ReaderBusy,
@@ -172,7 +172,7 @@ class NfcpyReader:
                              "close it first") from None
         self.device = str(self.clf.device)
 
-    def connect(self, timeout: float | None = None, cancel: threading.Event | None = None) -> NfcpyConnection:
+    def connect(self, timeout: float | None = None, cancel: CancelSignal | None = None) -> NfcpyConnection:
         deadline = None if timeout is None else time.monotonic() + timeout
         nfc = self.nfc
         first = True

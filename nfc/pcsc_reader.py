@@ -10,12 +10,12 @@ once the terminal refuses with :class:`MultipleCards` rather than guess which cu
 from __future__ import annotations
 
 import contextlib
-import threading
 import time
 from typing import Any
 
 from ecny_nfc.reader import (
     Cancelled,
+    CancelSignal,
     CardRemoved,
     MultipleCards,
     NoCard,
@@ -124,7 +124,7 @@ class PcscReader:
             raise ReaderError(f"cannot list PC/SC readers: {s.SCardGetErrorMessage(hr)}")
         return [n for n in names if all_readers or n.startswith(self.prefix)]
 
-    def connect(self, timeout: float | None = None, cancel: threading.Event | None = None) -> PcscConnection:
+    def connect(self, timeout: float | None = None, cancel: CancelSignal | None = None) -> PcscConnection:
         s = self.scard
         deadline = None if timeout is None else time.monotonic() + timeout
         known: dict[str, int] = {}

@@ -8,10 +8,18 @@ and of a PC/SC ``transmit`` joined back together.
 
 from __future__ import annotations
 
-import threading
 from typing import Protocol, runtime_checkable
 
 from wallet.errors import EcnyError
+
+
+class CancelSignal(Protocol):
+    """What a reader watches to stop waiting: a :class:`threading.Event`, or an object that answers like one (a
+    payment session's, which stops being set once the payment can no longer be cancelled)."""
+
+    def is_set(self) -> bool: ...
+
+    def wait(self, timeout: float | None = None) -> bool: ...
 
 
 class ReaderError(EcnyError):
@@ -67,8 +75,11 @@ class Reader(Protocol):
 
     name: str
 
-    def connect(self, timeout: float | None = None, cancel: threading.Event | None = None) -> CardConnection:
-        """Wait for a card; raise :class:`NoCard` on timeout and :class:`Cancelled` when ``cancel`` is set."""
+    def connect(self, timeout: float | None = None, cancel: CancelSignal | None = None) -> CardConnection:
+        """Wait for a card; raise :class:`NoCard` on timeout and :class:`Cancelled` when ``cancel`` is set.
+
+        A connection may keep ``cancel``: where its exchange waits (a mock card's delay) it stops with
+        :class:`Cancelled` when ``cancel`` is set, before the command reaches the card."""
         ...
 
     def close(self) -> None:

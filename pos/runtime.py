@@ -18,6 +18,7 @@ from pos.cards.tap_socket import TapBroker, TapServer
 from pos.home import Home
 from pos.payment.card_client import TraceEntry
 from pos.payment.checkout import Checkout, CheckoutClosed
+from pos.payment.control import ChargeControl
 from pos.payment.outcome import Outcome
 from pos.payment.reasons import Reason
 from wallet.card import CHINA_TZ
@@ -67,8 +68,9 @@ class Runtime:
         if self._checkout is not None:
             self._checkout.close()  # after a charge under way; the charge after it is refused
 
-    def charge(self, amount_fen: int, timeout: float, cancel: threading.Event) -> Outcome:
-        """Take one payment (blocking: call it from a worker thread). Never raises."""
+    def charge(self, amount_fen: int, timeout: float, cancel: threading.Event | ChargeControl) -> Outcome:
+        """Take one payment (blocking: call it from a worker thread). Never raises. ``cancel`` cancels it until PAY
+        is sent (a :class:`ChargeControl` also shows the screen where the charge stands)."""
         if self.broker is not None:
             self.broker.arm()
         outcome: Outcome | None = None

@@ -129,3 +129,71 @@ def test_a_charge_after_the_terminal_closed_is_refused_cleanly(home: Home, capsy
     assert late.reason is not None and late.reason.value == "terminal_error" and "shutting down" in late.detail
     assert rt._checkout is checkout  # no new connection opened after the close
     capsys.readouterr()
+
+
+def test_pos_card_tap_finishes_a_torn_tap_while_the_terminal_waits(terminal: Runtime, home: Home,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    """The card leaves after PAY: the terminal waits for the same wallet, and `pos card tap` in that wait is taken
+    (not 'not waiting for a tap'); both taps get the approval. The tapper is told when its card left the field."""
+    from ecny_nfc.mock import Faults
+    from pos.payment import control as stages
+    from pos.payment.control import ChargeControl
+    from wallet.protocol import INS_PAY
+
+    control = ChargeControl()
+    out: list[Outcome] = []
+    t = threading.Thread(target=lambda: out.append(terminal.charge(2000, 30.0, control)))
+    t.start()
+    while not terminal.broker.armed:  # type: ignore[union-attr]
+        threading.Event().wait(0.01)
+    left = threading.Event()
+    first: list[dict] = []
+    tapper = threading.Thread(target=lambda: first.append(terminal.broker.tap(  # type: ignore[union-attr]
+        "c0001", Faults(tear_at=INS_PAY), timeout=30, on_left=left.set)))
+    tapper.start()
+    assert left.wait(10)
+    for _ in range(2000):  # the terminal notes the tear just after the card left
+        if control.stage == stages.RETAP:
+            break
+        threading.Event().wait(0.005)
+    assert control.stage == stages.RETAP
+    code = main(["--home", str(home.root), "card", "tap", "c0001", "--terminal", TID, "--json"])
+    t.join(10)
+    tapper.join(10)
+    printed = json.loads(capsys.readouterr().out)
+    assert code == 0 and printed["status"] == "approved" and printed["torn"]
+    assert first == [printed] and out[0].approved
+    assert home.cards.load("c0001").balance_fen == 100_000 - 2000
+
+
+def test_pos_card_tap_names_a_recovered_amount(terminal: Runtime, home: Home,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    """A torn payment the clerk gave up on is recovered by the wallet's next tap: `pos card tap` says how much."""
+    from ecny_nfc.mock import Faults
+    from pos.payment import control as stages
+    from pos.payment.control import ChargeControl
+    from wallet.protocol import INS_PAY
+
+    control = ChargeControl()
+    t = threading.Thread(target=lambda: terminal.charge(2000, 30.0, control))
+    t.start()
+    while not terminal.broker.armed:  # type: ignore[union-attr]
+        threading.Event().wait(0.01)
+    tapper = threading.Thread(target=lambda: terminal.broker.tap(  # type: ignore[union-attr]
+        "c0001", Faults(tear_at=INS_PAY), timeout=30))
+    tapper.start()
+    for _ in range(2000):  # the terminal notes the tear just after the card left
+        if control.stage == stages.RETAP:
+            break
+        threading.Event().wait(0.005)
+    assert control.stage == stages.RETAP
+    control.request_cancel()  # the clerk gives up waiting
+    t.join(10)
+    tapper.join(10)
+    t, out = charging(terminal, 300)
+    code = main(["--home", str(home.root), "card", "tap", "c0001", "--terminal", TID])
+    t.join(5)
+    printed = capsys.readouterr().out
+    assert code == 0 and out[0].approved
+    assert "APPROVED ¥3.00" in printed and "(recovered ¥20.00 from an earlier torn tap)" in printed
+    assert home.cards.load("c0001").balance_fen == 100_000 - 2300

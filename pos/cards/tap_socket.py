@@ -5,8 +5,10 @@ A running terminal (``pos run`` or ``pos gate`` with the mock reader) owns a :cl
 the decision the terminal made on that tap: the same JSON object as ``pos pay --json`` (a gate adds ``gate``).
 
 The broker locks the card in the card store while it is in the field, presents it to the terminal's mock reader,
-releases the lock when the card leaves (a torn tap lets the customer tap the same card again), and waits for the
-terminal's decision. A terminal that is not waiting for a tap (a counter with no charge open) refuses at once.
+releases the lock when the card leaves (a torn tap lets the customer tap the same card again: the terminal waits
+for it, and the broker takes that tap like any other), and waits for the terminal's decision: every card tapped in
+one charge (the torn one and its re-tap) gets the charge's decision. A terminal that is not waiting for a tap (a
+counter with no charge open) refuses at once.
 
 Protocol: one JSON line each way. ``{"op": "tap", "card": "c0001", "lang": "en"}`` ->
 ``{"ok": true, "result": {...}}`` or ``{"ok": false, "error": "..."}``; ``{"op": "ping"}`` -> ``{"ok": true, ...}``.
@@ -54,6 +56,7 @@ class _Waiter:
     left: threading.Event = field(default_factory=threading.Event)
     connected: bool = False
     result: dict[str, Any] | None = None
+    on_left: Callable[[], object] | None = None  # told when the card leaves the field mid-tap (torn)
 
 
 class _FieldCard:
@@ -126,8 +129,11 @@ class TapBroker:
             w.done.set()
 
     def _on_exchange(self, command: bytes, response: bytes | None) -> None:
-        if response is None and self._current is not None:
-            self._current.left.set()  # torn: the card is out of the field, its lock can go
+        current = self._current
+        if response is None and current is not None:
+            current.left.set()  # torn: the card is out of the field, its lock can go
+            if current.on_left is not None:
+                current.on_left()
 
     def _connected(self, waiter: _Waiter) -> None:
         with self._lock:
@@ -135,11 +141,13 @@ class TapBroker:
             self._current = waiter
 
     # -- the tapper's side ------------------------------------------------------------------------------------------
-    def tap(self, card_id: str, faults: Faults | None = None, timeout: float = 60.0) -> dict[str, Any]:
-        """Present stored card ``card_id`` and return the terminal's decision (JSON)."""
+    def tap(self, card_id: str, faults: Faults | None = None, timeout: float = 60.0,
+            on_left: Callable[[], object] | None = None) -> dict[str, Any]:
+        """Present stored card ``card_id`` and return the terminal's decision (JSON). ``on_left`` is called (from
+        the terminal's thread) when the card leaves the field mid-tap: the terminal then waits for a re-tap."""
         if not self._armed:
             raise TapRefused(f"terminal {self.terminal_id} is not waiting for a tap: start a charge first")
-        waiter = _Waiter(card_id)
+        waiter = _Waiter(card_id, on_left=on_left)
         with self.home.cards.open(card_id, timeout=5) as applet:
             with self._lock:
                 self._waiters.append(waiter)

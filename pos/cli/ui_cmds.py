@@ -136,6 +136,8 @@ def cmd_card_tap(args: argparse.Namespace, home: Home) -> int:
     if result.get("status") == "approved":
         text = (f"APPROVED {format_fen(int(result.get('amount_fen') or 0))}  voucher {result.get('voucher_id')}  "
                 f"balance {format_fen(int(result.get('balance_after_fen') or 0))}")
+        if result.get("recovery"):
+            text += f"  ({result['recovery']})"
     else:
         text = f"DECLINED {result.get('reason')}: {result.get('message')}"
     if "gate" in result:

@@ -33,7 +33,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from ecny_nfc.reader import Cancelled, CardConnection, CardRemoved, MultipleCards, NoCard, Reader
+from ecny_nfc.reader import Cancelled, CancelSignal, CardConnection, CardRemoved, MultipleCards, NoCard, Reader
 from pos.config import GateSettings, Product
 from pos.home import Home
 from pos.i18n import tr
@@ -260,7 +260,7 @@ class _Held:
         self._reader = reader
         self.name = reader.name
 
-    def connect(self, timeout: float | None = None, cancel: threading.Event | None = None) -> CardConnection:
+    def connect(self, timeout: float | None = None, cancel: CancelSignal | None = None) -> CardConnection:
         if self._conn is not None:
             conn, self._conn = self._conn, None
             return conn

@@ -210,4 +210,23 @@ TEXTS: dict[str, tuple[str, str]] = {
     "fleet.merchant": ("模拟商户{n}", "Fleet merchant {n}"),
     "fleet.operator": ("模拟运营机构", "Fleet operator"),
     "fleet.ticket": ("成人票", "Adult"),
+    # a charge in progress: cancel until PAY, the wait for a torn wallet, recovered amounts, quitting mid-tap
+    "charge.reading": ("正在读卡，请勿移开 · Esc 取消", "reading the wallet: hold it still · Esc cancels"),
+    "charge.completing": ("正在完成支付，无法取消", "completing the payment: it can no longer be cancelled"),
+    "charge.retap": ("卡片离开过早，请同一钱包再碰一次", "The wallet left too soon: hold the same wallet again"),
+    "charge.retap_hint": ("可能已扣款：同一钱包再碰一次即可完成，不会重复扣款",
+                          "it may have been charged: the same wallet finishes the payment, never charging twice"),
+    "charge.retap_countdown": ("剩余 {s} 秒 · Esc 放弃等待", "{s} s left · Esc stops waiting"),
+    "charge.quit_after": ("支付完成后退出", "quitting once the payment is complete"),
+    "result.settles_next_tap": ("钱包可能已扣款：此钱包下次在本终端碰卡时自动结清",
+                                "the wallet may have been charged: the next tap of this wallet at this terminal "
+                                "settles it"),
+    "outcome.recovered_one": ("已补记此前中断碰卡的 {amounts}", "recovered {amounts} from an earlier torn tap"),
+    "outcome.recovered_many": ("已补记此前中断碰卡的 {amounts}", "recovered {amounts} from earlier torn taps"),
+    "quit.title": ("退出终端？", "Quit the terminal?"),
+    "quit.hint": ("Enter 退出 · Esc 留下", "Enter quits · Esc stays"),
+    "key.quit": ("退出", "quit"),
+    "key.stay": ("留下", "stay"),
+    "tester.left_field": ("{card} 已离开读卡区（碰卡中断）：可再碰一次以完成",
+                          "{card} left the field (torn tap): tap it again to finish"),
 }

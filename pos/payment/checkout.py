@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 from ecny_nfc.reader import Reader
 from pos.home import Home
+from pos.payment.control import ChargeControl
 from pos.payment.outcome import Outcome
 from pos.payment.session import PaymentSession
 from wallet.errors import EcnyError
@@ -32,7 +33,7 @@ class Checkout:
         self._closed = False
 
     def take(self, reader: Reader, amount_fen: int, *, timeout: float | None = 30.0,
-             cancel: threading.Event | None = None, recovery_timeout: float | None = None,
+             cancel: threading.Event | ChargeControl | None = None, recovery_timeout: float | None = None,
              after_pay: Callable[[], None] | None = None) -> Outcome:
         """Wait up to ``timeout`` for a card on ``reader`` and charge it ``amount_fen``.
 
@@ -69,7 +70,7 @@ class Checkout:
 
 
 def take_payment(home: Home, terminal_id: str, reader: Reader, amount_fen: int, *, timeout: float | None = 30.0,
-                 cancel: threading.Event | None = None, recovery_timeout: float | None = None,
+                 cancel: threading.Event | ChargeControl | None = None, recovery_timeout: float | None = None,
                  after_pay: Callable[[], None] | None = None) -> Outcome:
     """One charge on a fresh :class:`Checkout` (a command that takes one payment and exits)."""
     with Checkout(home, terminal_id) as checkout:

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pos.i18n import tr
+from pos.money import format_fen
 from pos.payment.card_client import TraceEntry
 from pos.payment.reasons import Reason
 from wallet.errors import EcnyError
@@ -22,7 +23,8 @@ class Outcome:
     wallet_id: str | None = None
     balance_after_fen: int | None = None
     detail: str = ""
-    recovered: list[str] = field(default_factory=list)
+    recovered: list[str] = field(default_factory=list)  # voucher ids of earlier torn payments this tap recovered
+    recovered_fen: list[int] = field(default_factory=list)  # their amounts, in the same order
     pending_recovery: bool = False
     torn: bool = False  # the wallet left mid-payment; this outcome came from the re-tap
     trace: list[TraceEntry] = field(default_factory=list)
@@ -44,6 +46,14 @@ class Outcome:
             return tr(key, lang, reason=self.reason.message(lang))
         return self.reason.message(lang)
 
+    def recovery_note(self, lang: str = "en") -> str:
+        """What this tap recovered of earlier torn taps, with the amounts ("" when nothing)."""
+        if not self.recovered:
+            return ""
+        amounts = " + ".join(format_fen(f) for f in self.recovered_fen) or "?"
+        key = "outcome.recovered_one" if len(self.recovered) == 1 else "outcome.recovered_many"
+        return tr(key, lang, amounts=amounts)
+
     def to_json(self, lang: str = "en", trace: bool = False) -> dict[str, Any]:
         out: dict[str, Any] = {
             "status": self.status, "reason": self.reason.value if self.reason else None,
@@ -51,6 +61,9 @@ class Outcome:
             "balance_after_fen": self.balance_after_fen, "wallet_id": self.wallet_id,
             "recovered": self.recovered, "pending_recovery": self.pending_recovery, "torn": self.torn,
         }
+        if self.recovered:
+            out["recovered_fen"] = self.recovered_fen
+            out["recovery"] = self.recovery_note(lang)
         if self.detail:
             out["detail"] = self.detail
         if trace:

@@ -11,6 +11,12 @@ answer never arrives can always be recovered, because the challenge that GET LAS
   every later tap asks the card in the field for it until one card answers with the voucher.
 An approval is reported only after its payment entry is committed. A charge that never sent PAY is closed ``void``.
 
+The clerk can cancel until PAY is sent (:mod:`pos.payment.control`): the cancel is checked before every command
+APDU and the reader's waits watch it, so a cancel stops the tap within one APDU and charges nothing. Once PAY is
+sent the charge runs to its outcome. After a tear the session waits for the same wallet until one deadline, the one
+the screen counts down; a clerk who cancels that wait gives up on it, and the next tap of that wallet at this
+terminal settles the payment.
+
 The recovery of torn and orphaned intents is :mod:`pos.payment.recovery`; checking and recording a voucher is
 :mod:`pos.payment.vouchers`.
 """
@@ -27,7 +33,9 @@ from typing import Any, NoReturn
 
 from ecny_nfc.reader import Cancelled, CardConnection, CardRemoved, MultipleCards, NoCard, Reader, ReaderError
 from pos.ledger import Entry, Ledger
+from pos.payment import control as stages
 from pos.payment.card_client import CardStatusError, KnownIssuers, TraceEntry, WalletClient
+from pos.payment.control import ChargeCancelled, ChargeControl
 from pos.payment.outcome import Declined, Outcome
 from pos.payment.process import _ACTIVE, _ACTIVE_LOCK, OWNER, _GcDeferred
 from pos.payment.reasons import Reason, reason_for_status
@@ -81,17 +89,22 @@ class PaymentSession(Recovery):
         self._tap_started = 0.0
         self._decided = 0.0
         self._issuer_der = b""  # the certificate of the tapped card's issuer, once its chain verified
+        self._control = ChargeControl()
 
     # -- public -----------------------------------------------------------------------------------------------------
-    def pay(self, amount_fen: int, timeout: float | None = 30.0, cancel: threading.Event | None = None,
+    def pay(self, amount_fen: int, timeout: float | None = 30.0, cancel: threading.Event | ChargeControl | None = None,
             purpose: dict[str, Any] | None = None) -> Outcome:
         """Prepare a charge of ``amount_fen``, wait for a card and take it. Never raises for anything a card or
         reader does. ``Outcome.elapsed_ms`` is the tap-to-decision time: from the card entering the field.
+
+        ``cancel`` (an event, or a :class:`ChargeControl` that also shows the charge's progress) cancels the charge
+        until PAY is sent: within one APDU, nothing charged, the intent closed void.
 
         ``purpose`` (what the money buys, e.g. a gate's tickets) is recorded with the intent, so whoever finds the
         payment later (a restart, a recovered torn tap) knows what it was for."""
         if amount_fen <= 0:
             raise ValueError("amount must be positive")
+        self._control = cancel if isinstance(cancel, ChargeControl) else ChargeControl(cancel)
         data: dict[str, Any] = {"challenge": secrets.token_bytes(16).hex(), "owner": OWNER}
         if purpose:
             data["purpose"] = purpose
@@ -100,7 +113,10 @@ class PaymentSession(Recovery):
         with _ACTIVE_LOCK:
             _ACTIVE.add(key)
         try:
-            outcome = self._pay(amount_fen, timeout, cancel)
+            try:
+                outcome = self._pay(amount_fen, timeout)
+            finally:
+                self._control.done()
             decided = self._decided or time.perf_counter()
             if not self._closed and not self._pay_sent:
                 self.ctx.ledger.append("void", amount_fen=amount_fen,
@@ -127,17 +143,18 @@ class PaymentSession(Recovery):
         return list(recorded(self._resolve_intents(WalletClient(conn, self.trace), info, cert, None)).values())
 
     # -- the flow ---------------------------------------------------------------------------------------------------
-    def _pay(self, amount_fen: int, timeout: float | None, cancel: threading.Event | None) -> Outcome:
+    def _pay(self, amount_fen: int, timeout: float | None) -> Outcome:
         torn: Torn | None = None
-        wait = timeout
+        control = self._control
+        wait = control.waiting(stages.WAITING, timeout)
         for _ in range(MAX_TAPS):
             self._decided = 0.0
             try:
-                conn = self.reader.connect(timeout=wait, cancel=cancel)
+                conn = self.reader.connect(timeout=wait, cancel=control)
             except (NoCard, Cancelled) as exc:
                 if torn is not None:
-                    return Outcome("declined", amount_fen, Reason.CARD_REMOVED, wallet_id=torn.wallet_id,
-                                   pending_recovery=True, detail="the wallet did not come back in time")
+                    return self._gave_up(amount_fen, torn, "the clerk stopped waiting for the wallet"
+                                         if isinstance(exc, Cancelled) else "the wallet did not come back in time")
                 reason = Reason.CANCELLED if isinstance(exc, Cancelled) else Reason.NO_CARD
                 return Outcome("declined", amount_fen, reason)
             except MultipleCards as exc:
@@ -147,17 +164,25 @@ class PaymentSession(Recovery):
                                wallet_id=torn.wallet_id if torn else None, pending_recovery=self._pending())
             if not self._tap_started:
                 self._tap_started = time.perf_counter()
+            control.reading()
+            guarded = _Guarded(conn, control)
             try:
                 with _GcDeferred():
                     try:
-                        return self._tap(conn, amount_fen, torn)
+                        return self._tap(guarded, amount_fen, torn)
                     finally:
                         self._decided = time.perf_counter()
+            except ChargeCancelled:
+                if guarded.unsent and self.trace and self.trace[-1].response is None:
+                    self.trace.pop()  # the command the cancel stopped never reached the card
+                if torn is not None:
+                    return self._gave_up(amount_fen, torn, "the clerk stopped waiting for the wallet")
+                return Outcome("declined", amount_fen, Reason.CANCELLED)
             except Torn as exc:
                 torn = exc
                 self._torn_seen = True
-                wait = self.ctx.recovery_timeout
-                if wait <= 0:
+                wait = control.waiting(stages.RETAP, self.ctx.recovery_timeout)
+                if wait is None or wait <= 0:
                     return Outcome("declined", amount_fen, Reason.CARD_REMOVED, wallet_id=torn.wallet_id,
                                    pending_recovery=True)
             except Declined as exc:
@@ -168,6 +193,12 @@ class PaymentSession(Recovery):
         assert torn is not None
         return Outcome("declined", amount_fen, Reason.CARD_REMOVED, wallet_id=torn.wallet_id, pending_recovery=True,
                        detail="too many attempts")
+
+    @staticmethod
+    def _gave_up(amount_fen: int, torn: Torn, detail: str) -> Outcome:
+        """The wait for the torn wallet ended without it: the payment is held for the next tap of that wallet."""
+        return Outcome("declined", amount_fen, Reason.CARD_REMOVED, wallet_id=torn.wallet_id, pending_recovery=True,
+                       detail=detail)
 
     def _pending(self) -> bool:
         """Whether this charge may have taken money that is not recorded yet (held for recovery)."""
@@ -188,19 +219,17 @@ class PaymentSession(Recovery):
         results = self._resolve_intents(client, info, cert, torn)
         mine = results.pop(self._intent.seq, None) if self._intent else None
         paid = recorded(results)
-        recovered = list(paid.values())
+        recovered = self._amounts(paid)
         if mine == "unresolved":
             raise Declined(Reason.CARD_ERROR, "the removed wallet's payment could not be confirmed", wallet_id=wid)
         if mine is not None and mine not in NOT_PAID:
-            return Outcome("approved", amount_fen, voucher_id=mine, wallet_id=wid, balance_after_fen=info.balance_fen,
-                           recovered=recovered)
+            return self._approved(amount_fen, mine, wid, info.balance_fen, recovered)
         if paid:
             earlier = self._same_charge_paid(paid, amount_fen)
             if earlier is not None:
                 # The clerk charged again after a tear that had in fact paid: that payment settles this charge.
                 self._close("void", wid, None, amount_fen, proof=f"paid by {earlier}, recovered at this tap")
-                return Outcome("approved", amount_fen, voucher_id=earlier, wallet_id=wid,
-                               balance_after_fen=info.balance_fen, recovered=recovered)
+                return self._approved(amount_fen, earlier, wid, info.balance_fen, recovered)
         denylisted, seen = self.ctx.ledger.wallet_standing(wid)
         if denylisted:
             raise Declined(Reason.DENYLISTED, wallet_id=wid)
@@ -213,6 +242,21 @@ class PaymentSession(Recovery):
         if limit is not None:
             raise Declined(limit, wallet_id=wid)
         return self._charge(client, info, cert, amount_fen, now_ms, recovered)
+
+    def _amounts(self, paid: dict[int, str]) -> dict[str, int]:
+        """{voucher id: amount} of the earlier payments a tap recovered ({intent seq: voucher id})."""
+        amounts = {}
+        for seq, voucher_id in paid.items():
+            intent = self.ctx.ledger.entry(seq)
+            amounts[voucher_id] = intent.amount_fen if intent is not None else 0
+        return amounts
+
+    @staticmethod
+    def _approved(amount_fen: int, voucher_id: str, wallet_id: str, balance_fen: int | None,
+                  recovered: dict[str, int]) -> Outcome:
+        return Outcome("approved", amount_fen, voucher_id=voucher_id, wallet_id=wallet_id,
+                       balance_after_fen=balance_fen, recovered=list(recovered),
+                       recovered_fen=list(recovered.values()))
 
     def _read_card(self, client: WalletClient, now_ms: int,
                    torn: Torn | None) -> tuple[CardInfo, bytes, WalletCertInfo]:
@@ -247,11 +291,22 @@ class PaymentSession(Recovery):
         return cert
 
     def _charge(self, client: WalletClient, info: CardInfo, cert: WalletCertInfo, amount_fen: int, now_ms: int,
-                recovered: list[str]) -> Outcome:
+                recovered: dict[str, int]) -> Outcome:
         intent = self._intent
         assert intent is not None
         req = PayRequest(amount_fen, CNY, self.ctx.merchant_id, self.ctx.terminal_id,
                          bytes.fromhex(intent.data["challenge"]), now_ms)
+        self._control.begin_pay()  # a cancel that came first stops here; one that comes later waits for the outcome
+        try:
+            return self._pay_and_record(client, info, cert, req, recovered)
+        finally:
+            self._control.end_pay()
+
+    def _pay_and_record(self, client: WalletClient, info: CardInfo, cert: WalletCertInfo, req: PayRequest,
+                        recovered: dict[str, int]) -> Outcome:
+        intent = self._intent
+        assert intent is not None
+        amount_fen = req.amount_fen
         self._pay_sent = True
         try:
             raw = client.pay(req)
@@ -281,8 +336,8 @@ class PaymentSession(Recovery):
         assert voucher is not None
         self._record(voucher, intent.seq, cert_der=info.cert_der, issuer_der=self._issuer_der)
         self._closed = True
-        return Outcome("approved", amount_fen, voucher_id=voucher.voucher_id, wallet_id=info.wallet_id,
-                       balance_after_fen=voucher.body.balance_after_fen, recovered=recovered)
+        return self._approved(amount_fen, voucher.voucher_id, info.wallet_id, voucher.body.balance_after_fen,
+                              recovered)
 
     def _mark_torn(self, wallet_id: str, counter: int, amount_fen: int) -> NoReturn:
         """The card left after PAY was sent: tie this charge's intent to the wallet, then wait for it."""
@@ -299,3 +354,30 @@ class PaymentSession(Recovery):
                                data={"intent": seq, **data})
         if self._intent is not None and seq == self._intent.seq:
             self._closed = True
+
+
+class _Guarded:
+    """A card connection that checks the charge's cancel before every command APDU: a cancelled charge sends
+    nothing more to the card (until PAY is sent, after which nothing stops it)."""
+
+    def __init__(self, conn: CardConnection, control: ChargeControl) -> None:
+        self._conn = conn
+        self._control = control
+        self.uid = conn.uid
+        self.unsent = False  # the last command was stopped before it reached the card
+
+    def transceive(self, apdu: bytes) -> bytes:
+        if self._control.is_set():
+            self.unsent = True
+            raise ChargeCancelled("the clerk cancelled the charge")
+        try:
+            return self._conn.transceive(apdu)
+        except Cancelled:  # the reader stopped a wait inside the exchange, before the card saw the command
+            self.unsent = True
+            raise ChargeCancelled("the clerk cancelled the charge") from None
+
+    def is_present(self) -> bool:
+        return self._conn.is_present()
+
+    def release(self) -> None:
+        self._conn.release()

@@ -149,3 +149,63 @@ def long_chained_response(stack, terminal) -> None:
     assert any(t.response is not None and len(t.response) == 258 for t in client.trace)
     # The whole 261-byte command reached the card: it parsed it and looked for that AID (a cut one is 6700).
     assert int.from_bytes(answer[-2:], "big") == sw.SW_FILE_NOT_FOUND
+
+
+class _CancelAfter:
+    """A reader whose connections cancel the charge once the card answered the first command with ``ins``: the
+    clerk's Esc arriving while the card works on it."""
+
+    def __init__(self, reader, ins: int, control) -> None:
+        self._reader = reader
+        self._ins = ins
+        self._control = control
+        self.name = reader.name
+
+    def connect(self, timeout=None, cancel=None):
+        conn = self._reader.connect(timeout=timeout, cancel=cancel)
+        outer = self
+
+        class Conn:
+            uid = conn.uid
+
+            def transceive(self, apdu: bytes) -> bytes:
+                answer = conn.transceive(apdu)
+                if apdu[1] == outer._ins:
+                    outer._control.request_cancel()
+                return answer
+
+            def is_present(self) -> bool:
+                return conn.is_present()
+
+            def release(self) -> None:
+                conn.release()
+
+        return Conn()
+
+    def close(self) -> None:
+        self._reader.close()
+
+
+def cancel_before_pay(stack, terminal) -> None:
+    """Esc while the card answers READ INFO: no further command reaches the card, nothing is charged, the intent
+    is closed void."""
+    from pos.payment.control import ChargeControl
+    from pos.payment.session import PaymentSession
+    from wallet.protocol import INS_READ_INFO
+
+    card_id = terminal.issue(balance_fen=10_000)
+    control = ChargeControl()
+    with stack.present(terminal, card_id) as emulator:
+        reader = _CancelAfter(stack.reader(), INS_READ_INFO, control)
+        try:
+            out = PaymentSession(terminal.ctx, reader).pay(400, timeout=5, cancel=control)
+        finally:
+            reader.close()
+        assert emulator.card.wait_taps(1, 5)
+    assert out.reason is Reason.CANCELLED, out
+    assert [t.command[1] for t in out.trace][-1] == INS_READ_INFO
+    assert emulator.card.taps[0].apdus == len(out.trace)  # the card saw nothing after READ INFO
+    state = terminal.home.cards.load(card_id)
+    assert (state.balance_fen, state.counter) == (10_000, 0)
+    assert [e.kind for e in terminal.ledger.entries()][-2:] == ["intent", "void"]
+    assert terminal.ledger.open_intents() == []

@@ -8,6 +8,7 @@ import threading
 import pytest
 from payment_scenarios import (
     assert_conserved,
+    cancel_before_pay,
     decline,
     full_payment,
     long_chained_response,
@@ -26,6 +27,10 @@ from wallet.protocol import INS_PAY
 
 def test_full_payment(udp_stack, terminal) -> None:
     assert full_payment(udp_stack, terminal) >= 3
+
+
+def test_cancel_before_pay_sends_nothing_more(udp_stack, terminal) -> None:
+    cancel_before_pay(udp_stack, terminal)
 
 
 def test_decline_changes_nothing(udp_stack, terminal) -> None:

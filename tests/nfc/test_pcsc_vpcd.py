@@ -6,6 +6,7 @@ import threading
 
 import pytest
 from payment_scenarios import (
+    cancel_before_pay,
     decline,
     full_payment,
     long_chained_response,
@@ -20,6 +21,10 @@ from pos.payment.reasons import Reason
 
 def test_full_payment(pcsc_stack, terminal) -> None:
     assert full_payment(pcsc_stack, terminal) >= 3
+
+
+def test_cancel_before_pay_sends_nothing_more(pcsc_stack, terminal) -> None:
+    cancel_before_pay(pcsc_stack, terminal)
 
 
 def test_decline_changes_nothing(pcsc_stack, terminal) -> None:

@@ -126,7 +126,8 @@ def test_torn_tap_then_recovery_on_the_next_tap(home: Home) -> None:
             await until(pilot, lambda: showing(app, ResultScreen))
             outcome = app.screen.outcome
             assert torn["reason"] == "card_removed" and outcome.pending_recovery
-            assert "tap the same wallet again" in text_of(app.screen.query_one("#details", Static))
+            assert "the next tap of this wallet at this terminal settles it" in text_of(
+                app.screen.query_one("#details", Static))
             assert app.runtime.last_trace[-1].response is None
             await pilot.press("enter")
 
@@ -134,6 +135,7 @@ def test_torn_tap_then_recovery_on_the_next_tap(home: Home) -> None:
             await asyncio.to_thread(app.runtime.broker.tap, "c0001")
             await until(pilot, lambda: showing(app, ResultScreen))
             assert app.screen.outcome.approved and len(app.screen.outcome.recovered) == 1
+            assert "recovered ¥2.00 from an earlier torn tap" in text_of(app.screen.query_one("#details", Static))
         # the torn ¥2 was taken by the card, so it is recorded once, found on the next tap
         assert sorted(p.amount_fen for p in payments(home)) == [100, 200, 300]
         assert home.cards.load("c0001").balance_fen == 100_000 - 600

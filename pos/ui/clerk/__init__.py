@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pos.ui.clerk.app import ClerkApp
-from pos.ui.clerk.screens import ChargeScreen, CounterScreen, ResultScreen
+from pos.ui.clerk.charge import ChargeScreen, QuitScreen, ResultScreen
+from pos.ui.clerk.screens import CounterScreen
 
-__all__ = ["ChargeScreen", "ClerkApp", "CounterScreen", "ResultScreen"]
+__all__ = ["ChargeScreen", "ClerkApp", "CounterScreen", "QuitScreen", "ResultScreen"]

@@ -1,4 +1,5 @@
-"""The counter terminal's app: starts on the counter screen; F2 opens the tester panel."""
+"""The counter terminal's app: starts on the counter screen; F2 opens the tester panel; Ctrl+Q never leaves a
+payment half done."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from typing import Any, ClassVar
 
 from pos.sync.services import Services
 from pos.ui.app import TerminalApp
+from pos.ui.clerk.charge import ChargeScreen
 from pos.ui.clerk.screens import CounterScreen
 from pos.ui.history import HISTORY_TCSS
 from pos.ui.tester import TESTER_TCSS, TesterScreen
@@ -29,3 +31,12 @@ class ClerkApp(TerminalApp):
 
     def on_mount(self) -> None:
         self.push_screen(CounterScreen())
+
+    async def action_quit(self) -> None:
+        """Ctrl+Q. With a charge in progress: before PAY it cancels the charge, then quits; after PAY it waits for
+        the outcome, shows it and asks before quitting. Otherwise it quits at once."""
+        charge = next((s for s in self.screen_stack if isinstance(s, ChargeScreen) and s.in_progress), None)
+        if charge is None:
+            self.exit()
+        else:
+            charge.quit_when_done()

@@ -1,28 +1,25 @@
-"""The clerk's screens: the counter (amount or cart, sync), the charge waiting for a tap, approved/declined."""
+"""The clerk's counter screen: amount or cart, sync, history and report (the charge itself: :mod:`.charge`)."""
 
 from __future__ import annotations
 
-import threading
 from typing import Any, ClassVar
 
 from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Center, Horizontal, Vertical
+from textual.containers import Horizontal, Vertical
 from textual.message import Message
 from textual.widgets import DataTable, Digits, Static
 
 from pos.config import Product
 from pos.money import MAX_AMOUNT_FEN, fen_to_yuan_text, format_fen, parse_yuan
-from pos.payment.outcome import Outcome
-from pos.payment.reasons import Reason
 from pos.sync.services import OperatorUnavailable, Services
 from pos.ui.app import TerminalScreen
-from pos.ui.history import HistoryScreen, ReceiptScreen, ReportScreen
+from pos.ui.clerk.charge import ChargeScreen
+from pos.ui.history import HistoryScreen, ReportScreen
 from pos.ui.widgets import KeyBar, StatusBar
 from wallet.errors import EcnyError, InvalidInput
-from wallet.ids import mask_wallet_id
 
 MAX_TYPED = 11  # "99999999.99"
 
@@ -249,145 +246,3 @@ class SyncDone(Message):
         super().__init__()
         self.result = result
         self.error = error
-
-
-class ChargeDone(Message):
-    """The reader worker's decision."""
-
-    def __init__(self, outcome: Outcome) -> None:
-        super().__init__()
-        self.outcome = outcome
-
-
-class ChargeScreen(TerminalScreen):
-    """请碰一碰 / Tap the wallet: waits in a worker thread; Esc cancels; gives up after the tap timeout."""
-
-    KEYS: ClassVar = [("Esc", "key.cancel"), ("F2", "key.tester"), ("F3", "key.language")]
-    BINDINGS: ClassVar = [Binding("escape", "cancel", show=False)]
-
-    def __init__(self, amount_fen: int) -> None:
-        super().__init__()
-        self.amount_fen = amount_fen
-        self.cancel = threading.Event()
-        self._started = 0.0
-        self._done = False
-
-    @property
-    def timeout(self) -> float:
-        return self.tapp.charge_timeout  # type: ignore[attr-defined]
-
-    def compose(self) -> ComposeResult:
-        with Vertical(id="charge"):
-            yield Static(id="prompt")
-            yield Static(id="prompt-other")
-            with Center():
-                yield Digits(yuan_digits(self.amount_fen), id="charge-amount")
-            yield Static(Text(format_fen(self.amount_fen), style="bold", justify="center"), id="charge-text")
-            yield Static(id="countdown")
-        yield KeyBar(self.KEYS)
-
-    def ready(self) -> None:
-        self._started = self.tapp.runtime.monotonic()
-        self.retranslate()
-        self.set_interval(0.5, self._tick)
-        self._wait(self.amount_fen, self.timeout)
-
-    def on_unmount(self) -> None:
-        self.cancel.set()  # the reader wait ends within 50 ms; teardown is never held up by a waiting reader
-
-    def retranslate(self) -> None:
-        super().retranslate()
-        self.query_one("#prompt", Static).update(Text(self.t("charge.tap"), style="bold", justify="center"))
-        self.query_one("#prompt-other", Static).update(Text(self.t("charge.tap_hint"), justify="center"))
-        self._tick()
-
-    def _tick(self) -> None:
-        if self.cancel.is_set() and not self._done:
-            text = self.t("charge.cancelling")
-        else:
-            left = max(0, round(self.timeout - (self.tapp.runtime.monotonic() - self._started)))
-            text = self.t("charge.countdown", s=left)
-        self.query_one("#countdown", Static).update(Text(text, justify="center"))
-
-    @work(thread=True, group="charge", exit_on_error=False)
-    def _wait(self, amount_fen: int, timeout: float) -> None:
-        outcome = self.tapp.runtime.charge(amount_fen, timeout, self.cancel)
-        self.post_message(ChargeDone(outcome))
-
-    def action_cancel(self) -> None:
-        self.cancel.set()
-        self._tick()
-
-    def on_charge_done(self, message: ChargeDone) -> None:
-        self._done = True
-        outcome = message.outcome
-        while self.app.screen is not self:  # e.g. the tester panel opened over this screen
-            self.app.pop_screen()
-        if outcome.reason is Reason.CANCELLED:
-            self.app.pop_screen()
-            self.app.notify(self.t("charge.cancelled"))
-            return
-        self.app.switch_screen(ResultScreen(outcome))
-
-
-class ResultScreen(TerminalScreen):
-    """Approved (green) or declined (red) with the reason in plain words and the next step."""
-
-    BINDINGS: ClassVar = [Binding("enter,escape", "done", show=False), Binding("r", "receipt", show=False)]
-
-    def __init__(self, outcome: Outcome) -> None:
-        super().__init__()
-        self.outcome = outcome
-        self.keys = ([("Enter", "key.next_sale"), ("R", "key.receipt"), ("F2", "key.tester"), ("F3", "key.language")]
-                     if outcome.approved else [("Enter", "key.back"), ("F2", "key.tester"), ("F3", "key.language")])
-
-    def compose(self) -> ComposeResult:
-        with Vertical(id="result", classes="approved" if self.outcome.approved else "declined"):
-            yield Static(id="verdict")
-            with Center():
-                yield Digits(yuan_digits(self.outcome.amount_fen), id="result-amount")
-            yield Static(id="details")
-        yield KeyBar(self.keys)
-
-    def ready(self) -> None:
-        self.retranslate()
-
-    def retranslate(self) -> None:
-        super().retranslate()
-        o = self.outcome
-        lang = self.tapp.lang
-        if o.approved:
-            verdict = Text("✔ " + self.t("result.approved"), style="bold", justify="center")
-            rows = [(self.t("result.amount"), format_fen(o.amount_fen)),
-                    (self.t("result.wallet"), mask_wallet_id(o.wallet_id) if o.wallet_id else "-"),
-                    (self.t("result.balance"), format_fen(o.balance_after_fen or 0)),
-                    (self.t("result.voucher"), o.voucher_id or "-")]
-            if o.recovered:
-                rows.append((self.t("result.recovered"), ", ".join(o.recovered)))
-            details = Text(justify="center")
-            for label, value in rows:
-                details.append(f"{label}: ", style="bold")
-                details.append(value + "\n")
-        else:
-            assert o.reason is not None
-            verdict = Text("✘ " + self.t("result.declined"), style="bold", justify="center")
-            details = Text(justify="center")
-            details.append(o.message(lang) + "\n", style="bold")
-            step = (self.t("result.retap_same") if o.pending_recovery else o.reason.next_step(lang))
-            if step:
-                details.append(self.t("result.next", step=step) + "\n")
-            details.append(f"{self.t('result.amount')}: {format_fen(o.amount_fen)}\n")
-            if o.wallet_id:
-                details.append(f"{self.t('result.wallet')}: {mask_wallet_id(o.wallet_id)}\n")
-        self.query_one("#verdict", Static).update(verdict)
-        self.query_one("#details", Static).update(details)
-
-    def action_done(self) -> None:
-        self.app.pop_screen()
-        if self.outcome.approved and isinstance(self.app.screen, CounterScreen):
-            self.app.screen.new_sale()
-        self.tapp.poll_status()
-
-    def action_receipt(self) -> None:
-        if self.outcome.approved and self.outcome.voucher_id:
-            self.app.push_screen(ReceiptScreen(self.outcome.voucher_id))

@@ -32,6 +32,14 @@ class TapDone(Message):
         self.error = error
 
 
+class TapLeft(Message):
+    """The tapped card left the field mid-tap (torn): the terminal waits for it again."""
+
+    def __init__(self, card_id: str) -> None:
+        super().__init__()
+        self.card_id = card_id
+
+
 class TesterScreen(TerminalScreen):
     """Pick a card, pick a fault, tap. The fault applies to the next tap only."""
 
@@ -159,10 +167,15 @@ class TesterScreen(TerminalScreen):
         try:
             if clone is not None:
                 card_id = rt.home.cards.clone(card_id, with_key=clone == "with_key").card_id
-            result = rt.broker.tap(card_id, faults=faults, timeout=max(5.0, self.tapp.charge_timeout_s()))
+            result = rt.broker.tap(card_id, faults=faults, timeout=max(5.0, self.tapp.charge_timeout_s()),
+                                   on_left=lambda: self.post_message(TapLeft(card_id)))
             self.post_message(TapDone(card_id, result, None))
         except EcnyError as exc:
             self.post_message(TapDone(card_id, None, str(exc)))
+
+    def on_tap_left(self, message: TapLeft) -> None:
+        self.last = self.t("tester.left_field", card=message.card_id)
+        self.load()
 
     def on_tap_done(self, message: TapDone) -> None:
         if message.error:
