@@ -169,7 +169,7 @@ def tap_mock_card(home: Home, terminal_id: str, card_id: str, amount_fen: int, f
     the voucher: the next tap at that terminal recovers it from the intent written when the charge started.
     """
     home.terminal(terminal_id)
-    home.pki  # a damaged certificate store fails here, before the terminal's ledger is opened
+    home.roots()  # a damaged certificate store fails here, before the terminal's ledger is opened
     with home.cards.open(card_id) as applet:
         reader = MockReader()
         reader.present(applet, faults)
