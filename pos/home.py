@@ -51,6 +51,8 @@ class Home:
     def _pki_at(self, name: str) -> OperatorPki:
         directory = self.root / name
         try:
+            if (directory / "root.pem").exists():  # complete (written last): reading needs no lock, works read-only
+                return OperatorPki.load_or_create(directory)
             directory.mkdir(parents=True, exist_ok=True)
             with FileLock(str(directory / ".lock"), timeout=60):
                 return OperatorPki.load_or_create(directory)

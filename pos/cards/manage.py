@@ -68,7 +68,12 @@ def issue_cards(home: Home, tier: int, balance_fen: int, count: int = 1, *, expi
                 store.remove(s.card_id)
             raise
     if register and not foreign and not expired:
-        register_wallets(home, out, operator_url, local)
+        try:
+            register_wallets(home, out, operator_url, local)
+        except BaseException:
+            for s in out:  # a card the operator does not know would be refused at settlement: none at all
+                store.remove(s.card_id)
+            raise
     return out
 
 

@@ -13,6 +13,7 @@ import argparse
 import errno
 import json
 import math
+import shutil
 import sqlite3
 import sys
 from pathlib import Path
@@ -72,17 +73,33 @@ def classify(exc: BaseException) -> tuple[str, int]:
 
 def as_ecny_error(exc: BaseException, home: Path) -> EcnyError | None:
     """A raw storage error escaping a command (``OSError``, SQLite's "database or disk is full", "readonly
-    database") as a typed error naming the path and what to do; None for anything else."""
+    database", also wrapped by SQLAlchemy as ``exc.orig``) as a typed error naming the path and what to do; None for
+    anything else."""
+    orig = getattr(exc, "orig", None)
+    if isinstance(orig, (OSError, sqlite3.Error)):
+        exc = orig
     if isinstance(exc, OSError) and exc.errno is not None:
         return os_error(exc, exc.filename or home)
     if isinstance(exc, sqlite3.OperationalError):
         text = str(exc).lower()
-        code = (errno.ENOSPC if "full" in text else errno.EROFS if "readonly" in text
-                else errno.EIO if "i/o" in text else errno.EACCES if "unable to open" in text else None)
+        code = (errno.ENOSPC if "full" in text or ("i/o" in text and _nearly_full(home)) else
+                errno.EROFS if "readonly" in text else errno.EACCES if "unable to open" in text else None)
         if code is not None:
             return os_error(OSError(code, str(exc)), home)
-        return StorageError(f"storage under {home} failed: {exc}", str(home))
+        return StorageError(f"storage under {home} failed ({exc}): check that the disk is not full or failing, then "
+                            "run the same command again", str(home))
     return None
+
+
+def _nearly_full(path: Path) -> bool:
+    """SQLite says "disk I/O error" when it cannot grow its shared-memory file on a full disk: tell that apart."""
+    for p in (path, *path.parents):
+        if p.exists():
+            try:
+                return shutil.disk_usage(p).free < 1 << 20
+            except OSError:
+                return False
+    return False
 
 
 def report(want_json: bool, exc: BaseException, message: str | None = None) -> int:

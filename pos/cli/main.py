@@ -12,7 +12,6 @@ import argparse
 import importlib
 import json
 import os
-import sqlite3
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -316,7 +315,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except EcnyError as exc:
         return report(args.json, exc, _hint(args, exc))
-    except (OSError, sqlite3.Error) as exc:
+    except Exception as exc:  # only storage errors (OSError, SQLite's, SQLAlchemy's around them) are mapped
         typed = as_ecny_error(exc, Path(args.home or default_home()))
         if typed is None:
             raise
