@@ -41,12 +41,11 @@ def check_listen_address(host: str, port: int) -> None:
 
 
 def cmd_operator_serve(args: argparse.Namespace, home: Home) -> int:
-    from pos.composition import serve_operator
-
     check_listen_address(args.host, args.port)
     if args.db is not None and not DB_URL.match(args.db):
         raise InvalidInput(f"--db {args.db!r}: give an SQLAlchemy URL for SQLite or PostgreSQL, e.g. "
                            "sqlite:////srv/operator.db or postgresql+psycopg://user@host/db")
+    from pos.composition import serve_operator  # the operator's stack loads only for a valid address
     print(f"operator for home {home.root} on http://{args.host}:{args.port} (OpenAPI at /openapi.json)",
           file=sys.stderr)
     serve_operator(home, args.host, args.port, args.db)
