@@ -48,8 +48,8 @@ def refund(store: Store, terminal: TerminalRecord, refund_id: str, voucher_id: s
             vouchers.c.refunded_fen + amount <= vouchers.c.amount_fen)).values(
             refunded_fen=vouchers.c.refunded_fen + amount)).rowcount
         if n != 1:
-            raise Conflict(f"refund of {amount} fen would exceed what is left of voucher {voucher_id} "
-                           f"({v.amount_fen - v.refunded_fen} fen)", "over_refund")
+            raise Conflict(f"refund of {_yuan(amount)} would exceed what is left of voucher {voucher_id} "
+                           f"({_yuan(v.amount_fen - v.refunded_fen)})", "over_refund")
         t = now_ms()
         conn.execute(insert(refunds).values(refund_id=refund_id, voucher_id=voucher_id,
                                             terminal_id=terminal.terminal_id, merchant_id=v.merchant_id,
@@ -71,3 +71,9 @@ def _answer(row: Any, v: Any, replayed: bool) -> RefundAnswer:
     return RefundAnswer(refund_id=row.refund_id, voucher_id=row.voucher_id, status="refunded",
                         amount_fen=row.amount_fen, refunded_total_fen=total, remaining_fen=original - total,
                         wallet_id=row.wallet_id, day=row.day, created_ms=row.created_ms, replayed=replayed)
+
+
+def _yuan(fen: int) -> str:
+    """``¥5.00`` for 500 fen (the operator's messages speak yuan, as the people reading them do)."""
+    sign = "-" if fen < 0 else ""
+    return f"{sign}¥{abs(fen) // 100}.{abs(fen) % 100:02d}"

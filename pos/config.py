@@ -1,13 +1,16 @@
 """merchants.yaml: demo merchants, terminals, catalogs, tickets, the operator endpoint and offline risk settings.
 
 The file is validated on load; a bad file raises :class:`ConfigError` naming the file, the key path and the problem.
-Prices are written in yuan and held as integer fen; YAML numbers are read as exact decimals, never floats.
+Prices are written in yuan and held as integer fen; YAML numbers are read as exact decimals, never floats. What YAML
+1.1 would quietly turn into something else is refused with the line it is on: ``.nan``/``.inf``, sexagesimal numbers
+(``1:30``), keys that are not plain scalars, duplicate keys, anchors and aliases (no "billion laughs"), nesting
+deeper than 32 levels, and bytes that are not UTF-8.
 """
 
 from __future__ import annotations
 
 import os
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -137,17 +140,56 @@ class Config(_Model):
         raise ConfigError(f"merchants.yaml has no {kind} terminal")
 
 
+MAX_DEPTH = 32
+
+
 class _Loader(yaml.SafeLoader):
-    """Safe YAML with exact decimals for floats and refusal of duplicate keys."""
+    """Safe YAML with exact decimals for floats, refusing duplicate and complex keys, aliases and deep nesting."""
+
+    _depth = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
+            raise yaml.composer.ComposerError(None, None, "anchors and aliases (&name, *name) are not allowed: "
+                                              "write the value out", event.start_mark)
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                raise yaml.composer.ComposerError(None, None, f"nested more than {MAX_DEPTH} levels deep",
+                                                  event.start_mark)
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+
+def _refuse(node: yaml.Node, problem: str) -> yaml.constructor.ConstructorError:
+    return yaml.constructor.ConstructorError(None, None, problem, node.start_mark)
 
 
 def _construct_decimal(loader: _Loader, node: yaml.ScalarNode) -> Decimal:
-    return Decimal(loader.construct_scalar(node).replace("_", ""))
+    text = str(loader.construct_scalar(node))
+    try:
+        value = Decimal(text.replace("_", ""))
+    except InvalidOperation:
+        raise _refuse(node, f"{text!r} is not a plain decimal number (write e.g. 12.50)") from None
+    if not value.is_finite():
+        raise _refuse(node, f"{text!r} is not a number (write e.g. 12.50)")
+    return value
+
+
+def _construct_int(loader: _Loader, node: yaml.ScalarNode) -> int:
+    text = str(loader.construct_scalar(node))
+    if ":" in text:
+        raise _refuse(node, f"{text!r} is a YAML 1.1 base-60 number: quote it, or write the plain number")
+    return int(yaml.constructor.SafeConstructor.construct_yaml_int(loader, node))
 
 
 def _construct_mapping(loader: _Loader, node: yaml.MappingNode) -> dict[Any, Any]:
     seen: set[Any] = set()
     for key_node, _ in node.value:
+        if not isinstance(key_node, yaml.ScalarNode):
+            raise _refuse(key_node, "keys must be plain names, not lists or mappings")
         key = loader.construct_object(key_node)
         if key in seen:
             raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
@@ -156,6 +198,7 @@ def _construct_mapping(loader: _Loader, node: yaml.MappingNode) -> dict[Any, Any
 
 
 _Loader.add_constructor("tag:yaml.org,2002:float", _construct_decimal)
+_Loader.add_constructor("tag:yaml.org,2002:int", _construct_int)
 _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
 
 
@@ -175,10 +218,17 @@ def load_config(path: Path) -> Config:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start}): save it as UTF-8") from None
     try:
         data = yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader derives from SafeLoader
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+        mark = getattr(exc, "problem_mark", None)
+        problem = getattr(exc, "problem", None) or " ".join(str(exc).split())
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
+        raise ConfigError(f"{where}: not valid YAML: {problem}") from exc
+    except RecursionError:
+        raise ConfigError(f"{path}: nested too deeply") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: (top level): expected a mapping of settings")
     try:

@@ -22,7 +22,7 @@ from pos.payment.card_client import KnownIssuers
 from pos.payment.session import TerminalContext
 from wallet.certs import OperatorPki, cert_der
 from wallet.ids import check_terminal_id
-from wallet.store import CardStore
+from wallet.store import CardStore, CorruptedFile, os_error
 
 
 def default_home() -> Path:
@@ -50,9 +50,17 @@ class Home:
 
     def _pki_at(self, name: str) -> OperatorPki:
         directory = self.root / name
-        directory.mkdir(parents=True, exist_ok=True)
-        with FileLock(str(directory / ".lock"), timeout=60):
-            return OperatorPki.load_or_create(directory)
+        try:
+            if (directory / "root.pem").exists():  # complete (written last): reading needs no lock, works read-only
+                return OperatorPki.load_or_create(directory)
+            directory.mkdir(parents=True, exist_ok=True)
+            with FileLock(str(directory / ".lock"), timeout=60):
+                return OperatorPki.load_or_create(directory)
+        except OSError as exc:
+            raise os_error(exc, directory) from exc
+        except (ValueError, TypeError) as exc:
+            raise CorruptedFile(f"certificate store {directory} is corrupted ({str(exc).split('. ')[0]}): restore "
+                                "it from a backup") from exc
 
     @property
     def pki(self) -> OperatorPki:

@@ -90,3 +90,45 @@ def test_concurrent_issuing_allocates_distinct_ids(tmp_path: Path) -> None:
     assert sorted(ids) == [f"c{n:04d}" for n in range(1, 13)]
     wallets = {Home(tmp_path).cards.load(i).wallet_id for i in ids}
     assert len(wallets) == 12
+
+
+def test_a_full_disk_leaves_no_card_of_the_batch_and_no_reserved_id(tmp_path: Path, monkeypatch) -> None:
+    import errno
+
+    import wallet.store
+    from wallet.errors import StorageError
+
+    home = Home(tmp_path)
+    issue_cards(home, 4, 100, register=False)
+    real = wallet.store.write_atomic
+    calls = []
+
+    def full_on_third(path: Path, data: bytes, mode: int = 0o644) -> None:
+        calls.append(path)
+        if len(calls) == 3:
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        real(path, data, mode)
+
+    monkeypatch.setattr(wallet.store, "write_atomic", full_on_third)
+    with pytest.raises(StorageError, match="is full"):
+        issue_cards(home, 4, 100, count=5, register=False)
+    with pytest.raises(StorageError, match="is full"):
+        calls.clear()
+        calls.extend([tmp_path, tmp_path])
+        home.cards.clone("c0001")
+    assert sorted(p.name for p in (tmp_path / "cards").iterdir() if not p.name.endswith(".lock")) == ["c0001.json"]
+    monkeypatch.setattr(wallet.store, "write_atomic", real)
+    assert [c.card_id for c in issue_cards(home, 4, 100, count=2, register=False)] == ["c0002", "c0003"]
+
+
+def test_unknown_or_bad_card_ids_make_no_lock_files(tmp_path: Path) -> None:
+    home = Home(tmp_path / "home")
+    issue_cards(home, 4, 100, register=False)
+    before = sorted(p.name for p in tmp_path.rglob("*"))
+    with pytest.raises(CardNotFound):
+        home.cards.clone("c0099")
+    with pytest.raises(InvalidInput):
+        home.cards.clone("../../x")
+    with pytest.raises(CardNotFound), home.cards.open("c0098"):
+        pass
+    assert sorted(p.name for p in tmp_path.rglob("*")) == before

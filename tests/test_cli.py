@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -176,3 +177,109 @@ def test_concurrent_cli_payments_on_one_card_store(h) -> None:
                                         env=env, check=True, capture_output=True, text=True).stdout)
         total += sum(e["amount_fen"] for e in led["entries"])
     assert total == 6 * 300
+
+
+def _err(capsys: pytest.CaptureFixture[str], argv: list[str]) -> tuple[int, dict, str]:
+    capsys.readouterr()
+    code = main([*argv, "--json"])
+    out, err = capsys.readouterr()
+    return code, json.loads(out) if out.strip() else {}, err
+
+
+def test_a_full_disk_is_a_typed_error_exit_1_with_the_path(capsys, h, monkeypatch) -> None:
+    import errno
+
+    import wallet.store
+
+    def full(path: Path, data: bytes, mode: int = 0o644) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(wallet.store, "write_atomic", full)
+    code, data, err = _err(capsys, ["--home", str(h), "card", "issue", "--tier", "4", "--balance", "1", "--count",
+                                    "3"])
+    assert code == 1 and data["code"] == "storage" and str(h / "cards" / "c0001.json") in data["error"]
+    assert "is full: free some space" in data["error"] and len(err.splitlines()) == 1
+    assert not list((h / "cards").glob("c*"))
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small tmpfs needs root")
+def test_card_issue_on_a_really_full_tmpfs(capsys, tmp_path) -> None:
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(disk)], capture_output=True).returncode:
+        pytest.skip("cannot mount tmpfs here")
+    try:
+        codes = [_err(capsys, ["--home", str(disk / "h"), "card", "issue", "--tier", "4", "--balance", "1",
+                               "--count", "10"]) for _ in range(2)]
+        assert {c for c, _, _ in codes} <= {0, 1} and codes[-1][0] == 1
+        assert all(d["code"] == "storage" and "is full" in d["error"] for c, d, _ in codes if c == 1)
+        issued = [c["card_id"] for code, d, _ in codes if code == 0 for c in d["cards"]]
+        on_disk = sorted(p.stem for p in (disk / "h" / "cards").glob("c*"))
+        assert on_disk == sorted(issued) == [f"c{n:04d}" for n in range(1, len(issued) + 1)]  # none skipped, none half
+    finally:
+        subprocess.run(["umount", "--lazy", str(disk)], check=True)  # the in-process operator may hold its db
+
+
+@pytest.fixture
+def read_only_copy(tmp_path: Path, h: Path, capsys) -> Iterator[Path]:
+    """A used home, then the same home read-only (a read-only bind mount as root, else permission bits)."""
+    run(capsys, h, "card", "issue", "--tier", "4", "--balance", "100")
+    run(capsys, h, "pay", "--terminal", "CMGQ0001", "--card", "c0001", "--amount", "1")
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    mounted = os.geteuid() == 0 and not subprocess.run(["mount", "--bind", str(h), str(ro)]).returncode
+    if mounted:
+        subprocess.run(["mount", "-o", "remount,ro,bind", str(ro)], check=True)
+    else:
+        ro.rmdir()
+        ro = h
+        for p in [h, *h.rglob("*")]:
+            p.chmod(p.stat().st_mode & ~0o222)
+    try:
+        yield ro
+    finally:
+        if mounted:
+            subprocess.run(["umount", str(ro)], check=True)
+
+
+def test_a_read_only_home_can_be_listed_and_writes_fail_typed(capsys, read_only_copy) -> None:
+    ro = read_only_copy
+    code, listed = run(capsys, ro, "card", "list")
+    assert code == 0 and [c["card_id"] for c in listed["cards"]] == ["c0001"]
+    code, shown = run(capsys, ro, "card", "show", "c0001")
+    assert code == 0 and shown["balance_fen"] == 9_900
+    code, data, _ = _err(capsys, ["--home", str(ro), "card", "load", "c0001", "--amount", "1"])
+    assert code in (1, 2) and data["code"] in ("storage", "bad_path") and str(ro) in data["error"]
+
+
+def test_load_refused_by_the_operator_exits_1(capsys, h) -> None:
+    run(capsys, h, "card", "issue", "--tier", "4", "--balance", "100")
+    code, data = run(capsys, h, "card", "load", "c0001", "--amount", "99999")
+    assert code == 1 and data["status"] == "refused" and data["reason"] == "over_balance_limit"
+
+
+def test_a_torn_pay_says_its_next_step_once(capsys, h) -> None:
+    run(capsys, h, "card", "issue", "--tier", "4", "--balance", "100")
+    capsys.readouterr()
+    code = main(["--home", str(h), "pay", "--terminal", "CMGQ0001", "--card", "c0001", "--amount", "1",
+                 "--tear-after", "pay"])
+    out = capsys.readouterr().out
+    assert code == 1 and out.count("tap the same wallet again") == 1
+
+
+def test_a_second_ui_on_a_running_terminal_is_bad_usage(tmp_path) -> None:
+    from ecny_nfc.mock import MockReader
+    from pos.cards.tap_socket import TapServer
+    from pos.cli.errors import classify
+    from pos.home import Home
+    from pos.runtime import Runtime
+
+    home = Home(tmp_path / "h")
+    rt = Runtime(home, "CMGQ0001", MockReader())
+    rt.listen()
+    try:
+        with pytest.raises(Exception, match="already running") as err:
+            TapServer(home, "CMGQ0001", Runtime(home, "CMGQ0001", MockReader()).broker).start()  # type: ignore[arg-type]
+        assert classify(err.value) == ("invalid_input", 2)
+    finally:
+        rt.close()

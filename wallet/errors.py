@@ -45,3 +45,12 @@ class CardNotFound(CardStoreError, InvalidInput):
 
 class CardKeyError(CardStoreError):
     """A card's stored private key does not load (a damaged card file)."""
+
+
+class StorageError(EcnyError):
+    """The disk refused a write or a read (full, read-only, I/O error): nothing was half-written; ``path`` says
+    where, and the message what to do (CLI exit status 1: the operation failed, the input was fine)."""
+
+    def __init__(self, message: str, path: str | None = None) -> None:
+        super().__init__(message)
+        self.path = path

@@ -14,6 +14,7 @@ from typing import Any
 
 from ecny_nfc.mock import Faults, MockReader
 from pos.home import Home
+from pos.money import format_fen
 from pos.payment.card_client import CardStatusError, WalletClient
 from pos.payment.checkout import take_payment
 from pos.payment.outcome import Outcome
@@ -27,7 +28,9 @@ from pos.sync.client import (
     embedded_back_office,
 )
 from wallet.card import CardState
+from wallet.errors import InvalidInput
 from wallet.issuance import issue_card
+from wallet.limits import tier_limits
 from wallet.protocol import STATUS_ACTIVE, LoadToken
 from wire.errors import NotFound
 
@@ -48,19 +51,43 @@ def issue_cards(home: Home, tier: int, balance_fen: int, count: int = 1, *, expi
     With ``register`` (default) the operator's wallets get each card's opening balance (foreign and expired cards
     are not the operator's to register).
     """
-    pki = home.foreign_pki() if foreign else home.pki
+    check_issue(tier, balance_fen)
     caps = home.config.risk.caps
+    pki = home.foreign_pki() if foreign else home.pki
     store = home.cards
-    out = []
+    out: list[CardState] = []
     with store.allocating():
-        for _ in range(count):
-            state = issue_card(pki, store.new_id(), tier, balance_fen, caps, expired=expired)
-            state.note = note
-            store.add(state)
-            out.append(state)
+        try:
+            for _ in range(count):
+                state = issue_card(pki, store.new_id(), tier, balance_fen, caps, expired=expired)
+                state.note = note
+                store.add(state)
+                out.append(state)
+        except BaseException:
+            for s in out:  # all or nothing: no card of a batch that failed half-way (e.g. on a full disk)
+                store.remove(s.card_id)
+            raise
     if register and not foreign and not expired:
-        register_wallets(home, out, operator_url, local)
+        try:
+            register_wallets(home, out, operator_url, local)
+        except BaseException:
+            for s in out:  # a card the operator does not know would be refused at settlement: none at all
+                store.remove(s.card_id)
+            raise
     return out
+
+
+def check_issue(tier: int, balance_fen: int) -> None:
+    """Refuse a tier or balance the card could not hold, before anything is allocated or written."""
+    try:
+        limits = tier_limits(tier)
+    except (KeyError, ValueError):
+        raise InvalidInput(f"tier must be 1, 2, 3 or 4, got {tier}") from None
+    if balance_fen < 0:
+        raise InvalidInput("balance must not be negative")
+    if limits.balance_max is not None and balance_fen > limits.balance_max:
+        raise InvalidInput(f"balance {format_fen(balance_fen)} is over the tier {tier} wallet cap of "
+                           f"{format_fen(limits.balance_max)}")
 
 
 def register_wallets(home: Home, states: list[CardState], operator_url: str | None = None,
@@ -147,6 +174,7 @@ def tap_mock_card(home: Home, terminal_id: str, card_id: str, amount_fen: int, f
     the voucher: the next tap at that terminal recovers it from the intent written when the charge started.
     """
     home.terminal(terminal_id)
+    home.roots()  # a damaged certificate store fails here, before the terminal's ledger is opened
     with home.cards.open(card_id) as applet:
         reader = MockReader()
         reader.present(applet, faults)

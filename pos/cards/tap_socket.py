@@ -31,7 +31,7 @@ from ecny_nfc.mock import Faults, MockReader
 from ecny_nfc.reader import NoCard
 from pos.home import Home
 from wallet.card import WalletApplet
-from wallet.errors import EcnyError
+from wallet.errors import EcnyError, InvalidInput
 
 MAX_SOCKET_PATH = 100  # sun_path is 108 bytes on Linux, 104 on macOS
 
@@ -203,7 +203,7 @@ class TapServer:
             except TerminalNotRunning:
                 self.path.unlink(missing_ok=True)  # left by a terminal that died
             else:
-                raise EcnyError(f"terminal {self.terminal_id} is already running ({self.path})")
+                raise InvalidInput(f"terminal {self.terminal_id} is already running ({self.path})")
         server = _Server(str(self.path), _Handler)
         server.serve = self._serve
         os.chmod(self.path, 0o600)

@@ -1,32 +1,51 @@
 """The ``pos`` command line. A contract: scripts outside the project use these names, flags and JSON shapes.
 
-Exit status: 0 success or approved; 1 declined or a failed check; 2 bad usage or bad input (nothing written).
-Every command takes ``--home DIR`` (default ``POS_HOME``, else a per-user data directory) and ``--json``.
+Exit status: 0 success or approved; 1 declined, refused or a failed operation (a full or read-only disk included:
+nothing half-written); 2 bad usage or bad input (nothing written). Errors are one line on stderr, with ``--json``
+also ``{"error", "code"}`` on stdout (:mod:`pos.cli.errors`). Every command takes ``--home DIR`` (default
+``POS_HOME``, else a per-user data directory) and ``--json``.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
 import importlib
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from ecny_nfc.mock import Faults
+from pos.cli.errors import (
+    EXIT_BROKEN_PIPE,
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_USAGE,
+    Parser,
+    UsageError,
+    amount,
+    as_ecny_error,
+    bounded_int,
+    nonneg_int,
+    reader_spec,
+    report,
+    seconds,
+)
 from pos.home import Home, default_home
-from pos.money import format_fen, parse_yuan
-from wallet.errors import EcnyError, InvalidInput
+from pos.money import format_fen
+from wallet.errors import EcnyError, InvalidInput, StorageError
 from wallet.protocol import INS_PAY, INS_READ_INFO, INS_SELECT
+from wallet.store import BadPath
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+__all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_USAGE", "Commands", "build_parser", "emit", "main"]
 Handler = Callable[[argparse.Namespace, Home], int]
+MAX_APDUS = 64  # a tap is a handful of APDUs: fault positions beyond this could never fire
+_amount = amount
+_nonneg_int = nonneg_int
 
 
-class Failed(EcnyError):
-    """A check failed (exit status 1); the message says what."""
 
 
 def emit(args: argparse.Namespace, data: dict[str, Any], text: str) -> None:
@@ -35,13 +54,6 @@ def emit(args: argparse.Namespace, data: dict[str, Any], text: str) -> None:
         print(json.dumps(data, ensure_ascii=False, indent=None if args.compact else 2))
     else:
         print(text)
-
-
-def _amount(text: str) -> int:
-    try:
-        return parse_yuan(text)
-    except InvalidInput as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 TEAR_COMMANDS = {"select": INS_SELECT, "read-info": INS_READ_INFO, "pay": INS_PAY}
@@ -53,17 +65,7 @@ def _tear_point(text: str) -> dict[str, int]:
         return {"tear_at": TEAR_COMMANDS[text.lower()]}
     if not text.lstrip("-").isdigit():
         raise argparse.ArgumentTypeError(f"{text!r} is neither an APDU number nor one of {', '.join(TEAR_COMMANDS)}")
-    return {"tear_after": _nonneg_int(text)}
-
-
-def _nonneg_int(text: str) -> int:
-    try:
-        n = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if n < 0:
-        raise argparse.ArgumentTypeError("must be 0 or more")
-    return n
+    return {"tear_after": bounded_int(0, MAX_APDUS)(text)}
 
 
 # -- merchants ------------------------------------------------------------------------------------------------------
@@ -117,12 +119,19 @@ def cmd_card_show(args: argparse.Namespace, home: Home) -> int:
 
 def cmd_card_load(args: argparse.Namespace, home: Home) -> int:
     from pos.cards.manage import LoadRefused, apply_load
+    from pos.sync.client import OperatorRefused
+    from wire.errors import OperatorError
 
+    home.cards.load(args.card)  # an unknown or damaged card is bad input (exit 2), before the operator is asked
     try:
         balance, token = apply_load(home, args.card, amount_fen=args.amount)
     except LoadRefused as exc:
         data: dict[str, Any] = {"status": "refused", "reason": exc.reason.value, "message": exc.reason.message("en")}
         emit(args, data, f"REFUSED {exc.reason.value}: {exc.reason.message('en')}")
+        return EXIT_FAILED
+    except (OperatorRefused, OperatorError) as exc:  # the operator will not sign this load (over the cap, revoked)
+        code = getattr(exc, "code", None) or "refused"
+        emit(args, {"status": "refused", "reason": code, "message": str(exc)}, f"REFUSED {code}: {exc}")
         return EXIT_FAILED
     data = {"status": "loaded", "card_id": args.card, "amount_fen": args.amount, "balance_fen": balance,
             "load_counter": token.load_counter}
@@ -168,7 +177,7 @@ def cmd_pay(args: argparse.Namespace, home: Home) -> int:
     else:
         assert outcome.reason is not None
         text = f"DECLINED {outcome.reason.value}: {outcome.message(lang)}"
-        if outcome.reason.next_step(lang):
+        if outcome.reason.next_step(lang) and not outcome.pending_recovery:  # that message already says it
             text += f" ({outcome.reason.next_step(lang)})"
     if outcome.recovered:
         text += f"\nrecovered earlier torn payments: {', '.join(outcome.recovered)}"
@@ -180,52 +189,6 @@ def cmd_pay(args: argparse.Namespace, home: Home) -> int:
     return EXIT_OK if outcome.approved else EXIT_FAILED
 
 
-# -- ledger ---------------------------------------------------------------------------------------------------------
-def cmd_ledger_list(args: argparse.Namespace, home: Home) -> int:
-    with home.ledger(args.terminal) as ledger:
-        entries = [e.to_json() for e in ledger.entries(kind=args.kind)]
-    for e in entries:
-        e.pop("voucher", None)
-        e.pop("body", None)
-    emit(args, {"terminal_id": args.terminal, "entries": entries}, "\n".join(
-        f"{e['seq']:>6}  {e['time']}  {e['kind']:<10} {format_fen(e['amount_fen']):>12}  {e['voucher_id'] or ''}"
-        for e in entries) or "ledger is empty")
-    return EXIT_OK
-
-
-def cmd_ledger_verify(args: argparse.Namespace, home: Home) -> int:
-    from pos.ledger import LedgerTampered
-
-    with home.ledger(args.terminal) as ledger:
-        try:
-            report = ledger.verify()
-        except LedgerTampered as exc:
-            emit(args, {"ok": False, "problems": str(exc).split("; ")}, f"TAMPERED: {exc}")
-            return EXIT_FAILED
-    emit(args, {"ok": True, "entries": report.entries, "head_seq": report.head_seq, "head_hash": report.head_hash},
-         f"ok: {report.entries} entries, hash chain intact, head {report.head_hash[:16]}…")
-    return EXIT_OK
-
-
-def cmd_ledger_export(args: argparse.Namespace, home: Home) -> int:
-    from pos.money import fen_to_yuan_text
-
-    fields = ["seq", "time", "kind", "voucher_id", "wallet_id", "counter", "amount_fen", "amount_yuan", "hash"]
-    out = Path(args.csv)
-    with home.ledger(args.terminal) as ledger:
-        rows = list(ledger.entries())
-    tmp = out.with_name(f".{out.name}.tmp")
-    with open(tmp, "w", newline="", encoding="utf-8") as fh:
-        w = csv.writer(fh)
-        w.writerow(fields)
-        for e in rows:
-            w.writerow([e.seq, e.time, e.kind, e.voucher_id or "", e.wallet_id or "", e.counter or "",
-                        e.amount_fen, fen_to_yuan_text(e.amount_fen), e.hash])
-    tmp.replace(out)
-    emit(args, {"file": str(out), "entries": len(rows)}, f"wrote {len(rows)} entries to {out}")
-    return EXIT_OK
-
-
 # -- demo -----------------------------------------------------------------------------------------------------------
 def cmd_demo(args: argparse.Namespace, home: Home) -> int:
     from pos.cli.demo import run_demo
@@ -235,7 +198,7 @@ def cmd_demo(args: argparse.Namespace, home: Home) -> int:
 
 # -- parser ---------------------------------------------------------------------------------------------------------
 def _common() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(add_help=False)
+    p = Parser(add_help=False)
     p.add_argument("--home", default=argparse.SUPPRESS, help="data directory (default: $POS_HOME or per-user)")
     p.add_argument("--config", default=argparse.SUPPRESS, help="merchants.yaml to use (default: $POS_CONFIG, "
                                                                "HOME/merchants.yaml, else the shipped one)")
@@ -266,12 +229,13 @@ class Commands:
 
 
 # Modules that add their own commands through ``register(commands: Commands)``.
-COMMAND_MODULES = ("pos.cli.operator_cmds", "pos.cli.readers", "pos.cli.ui_cmds", "pos.cli.fleet_cmds")
+COMMAND_MODULES = ("pos.cli.ledger_cmds", "pos.cli.operator_cmds", "pos.cli.readers", "pos.cli.ui_cmds",
+                   "pos.cli.fleet_cmds")
 
 
 def build_parser() -> argparse.ArgumentParser:
     common = _common()
-    parser = argparse.ArgumentParser(prog="pos", parents=[common],
+    parser = Parser(prog="pos", parents=[common],
                                      description="ecny-pos: an e-CNY tap-to-pay terminal simulator")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     commands = Commands(sub, common)
@@ -304,29 +268,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--terminal", required=True)
     p.add_argument("--card", help="mock card id (with --reader mock)")
     p.add_argument("--amount", type=_amount, required=True, metavar="YUAN")
-    p.add_argument("--reader", default="mock", help="mock (default), usb[:VID:PID], tty:PORT:DRIVER, udp:HOST:PORT, "
-                                                   "pcsc[:NAME]")
+    p.add_argument("--reader", type=reader_spec, default="mock",
+                   help="mock (default), usb[:VID:PID], tty:PORT:DRIVER, udp:HOST:PORT, pcsc[:NAME]")
     p.add_argument("--tear-after", type=_tear_point, metavar="N|COMMAND",
                    help="pull the card after the N-th APDU, or after a command: " + ", ".join(TEAR_COMMANDS))
     p.add_argument("--retap", action="store_true", help="after a tear, tap the same card again")
-    p.add_argument("--corrupt", type=_nonneg_int, metavar="N", help="flip a byte in the N-th response")
-    p.add_argument("--slow", type=float, default=0.0, metavar="S", help="add S seconds to every APDU")
+    p.add_argument("--corrupt", type=bounded_int(1, MAX_APDUS), metavar="N", help="flip a byte in the N-th response")
+    p.add_argument("--slow", type=seconds, default=0.0, metavar="S", help="add S seconds to every APDU")
     p.add_argument("--power-loss", action="store_true",
                    help="the terminal dies right after the card answers PAY, before it records the voucher")
-    p.add_argument("--timeout", type=float, default=5.0, metavar="S")
+    p.add_argument("--timeout", type=seconds, default=5.0, metavar="S")
     p.add_argument("--trace", action="store_true", help="show the APDU trace")
     p.add_argument("--lang", choices=["en", "zh-CN"])
-
-    led = "ledger"
-    commands.group(led, "a terminal's ledger")
-    p = add("list", cmd_ledger_list, "list ledger entries", led)
-    p.add_argument("--terminal", required=True)
-    p.add_argument("--kind")
-    p = add("verify", cmd_ledger_verify, "check the hash chain and head", led)
-    p.add_argument("--terminal", required=True)
-    p = add("export", cmd_ledger_export, "export entries to CSV", led)
-    p.add_argument("--terminal", required=True)
-    p.add_argument("--csv", required=True, metavar="FILE")
 
     p = add("demo", cmd_demo, "headless demo: issue demo cards, take payments, show the ledger")
     p.add_argument("--terminal")
@@ -342,29 +295,57 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    want_json = "--json" in argv
+    try:
+        args = build_parser().parse_args(argv)
+    except UsageError as exc:
+        return report(want_json, exc)
     for name, default in (("home", None), ("config", None), ("json", False)):
         if not hasattr(args, name):
             setattr(args, name, default)
     args.compact = False
-    home = Home(Path(args.home) if args.home else default_home(), Path(args.config) if args.config else None)
     try:
-        return int(args.handler(args, home))
-    except InvalidInput as exc:
-        _error(args, str(exc))
-        return EXIT_USAGE
-    except EcnyError as exc:
-        _error(args, str(exc))
-        return EXIT_FAILED
+        home = _home(args)
+        status = int(args.handler(args, home))
+        sys.stdout.flush()  # a closed pipe shows up here, inside the handling below
+        return status
+    except BrokenPipeError:
+        return _broken_pipe()
     except KeyboardInterrupt:
         return 130
+    except EcnyError as exc:
+        return report(args.json, exc, _hint(args, exc))
+    except Exception as exc:  # only storage errors (OSError, SQLite's, SQLAlchemy's around them) are mapped
+        typed = as_ecny_error(exc, Path(args.home or default_home()))
+        if typed is None:
+            raise
+        return report(args.json, typed, _hint(args, typed))
 
 
-def _error(args: argparse.Namespace, message: str) -> None:
-    if args.json:
-        print(json.dumps({"error": message}, ensure_ascii=False))
-    print(f"pos: error: {message}", file=sys.stderr)
+def _home(args: argparse.Namespace) -> Home:
+    root = Path(args.home).expanduser() if args.home else default_home()
+    if root.exists() and not root.is_dir():
+        raise BadPath(f"--home {root} is a file, not a directory")
+    return Home(root, Path(args.config) if args.config else None)
+
+
+def _hint(args: argparse.Namespace, exc: EcnyError) -> str:
+    """The error line, worded for the command: after a failed ``pos pay`` the customer taps the same wallet."""
+    text = str(exc)
+    if isinstance(exc, StorageError) and args.command == "pay":
+        text = text.replace("run the same command again", "tap the same wallet again")
+    return text
+
+
+def _broken_pipe() -> int:
+    """The reader of our output went away (``pos card list | head -1``): stop quietly, as Unix tools do."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # so the interpreter's final flush does not complain
+    except (OSError, ValueError, AttributeError):
+        pass
+    return EXIT_BROKEN_PIPE
 
 
 if __name__ == "__main__":

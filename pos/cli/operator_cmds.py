@@ -7,28 +7,50 @@ merchants.yaml. Exit status: 0 done, 1 refused or unreachable, 2 bad input.
 from __future__ import annotations
 
 import argparse
+import ipaddress
+import re
+import socket
 import sys
 
+from pos.cli.errors import amount
 from pos.cli.main import EXIT_FAILED, EXIT_OK, Commands, emit
 from pos.home import Home
-from pos.money import format_fen, parse_yuan
+from pos.money import format_fen
 from wallet.errors import InvalidInput
 
+DB_URL = re.compile(r"^(sqlite|postgresql)(\+[a-z0-9_]+)?://")
+HOSTNAME = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}"
+                      r"[A-Za-z0-9])?)*$")
 
-def _amount(text: str) -> int:
-    return parse_yuan(text)
+
+def check_listen_address(host: str, port: int) -> None:
+    """Refuse a host that is neither an IP address nor a name that resolves, and a port outside 1..65535."""
+    if not 0 < port < 65536:
+        raise InvalidInput("--port must be 1..65535")
+    try:
+        ipaddress.ip_address(host)
+        return
+    except ValueError:
+        pass
+    if re.fullmatch(r"[\d.]+", host) or not HOSTNAME.match(host):
+        raise InvalidInput(f"--host {host!r} is neither an IP address nor a host name")
+    try:
+        socket.getaddrinfo(host, port)
+    except (OSError, UnicodeError):
+        raise InvalidInput(f"--host {host!r} does not resolve to an address of this machine") from None
 
 
 def cmd_operator_serve(args: argparse.Namespace, home: Home) -> int:
-    from pos.composition import serve_operator
-
-    if not 0 < args.port < 65536:
-        raise InvalidInput("--port must be 1..65535")
+    check_listen_address(args.host, args.port)
+    if args.db is not None and not DB_URL.match(args.db):
+        raise InvalidInput(f"--db {args.db!r}: give an SQLAlchemy URL for SQLite or PostgreSQL, e.g. "
+                           "sqlite:////srv/operator.db or postgresql+psycopg://user@host/db")
     if args.workers < 1:
         raise InvalidInput("--workers must be 1 or more")
     if args.workers > 1 and not (args.db or "").startswith("postgresql"):
         raise InvalidInput("SQLite is the single-worker embedded database: --workers above 1 needs PostgreSQL "
                            "(--db postgresql+psycopg://HOST/DB)")
+    from pos.composition import serve_operator  # the operator's stack loads only for a valid address
     print(f"operator for home {home.root} on http://{args.host}:{args.port} (OpenAPI at /openapi.json)"
           + (f", {args.workers} worker processes" if args.workers > 1 else ""), file=sys.stderr)
     serve_operator(home, args.host, args.port, args.db, args.workers)
@@ -121,7 +143,7 @@ def register(commands: Commands) -> None:
     p = commands.add("refund", cmd_refund, "refund all or part of a settled voucher")
     p.add_argument("--terminal", required=True)
     p.add_argument("--voucher", required=True, metavar="VID")
-    p.add_argument("--amount", type=_amount, metavar="YUAN", help="default: all that is left")
+    p.add_argument("--amount", type=amount, metavar="YUAN", help="default: all that is left")
     p.add_argument("--operator", metavar="URL")
 
     p = commands.add("report", cmd_report, "compare the terminal's day with the operator's settlement report")

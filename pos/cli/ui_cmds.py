@@ -10,6 +10,7 @@ import contextlib
 import sys
 from typing import Any
 
+from pos.cli.errors import reader_spec
 from pos.cli.main import EXIT_FAILED, EXIT_OK, Commands, emit
 from pos.home import Home
 from pos.i18n import default_language
@@ -153,12 +154,12 @@ def register(commands: Commands) -> None:
     readers = "mock (default), usb[:VID:PID], tty:PORT:DRIVER, udp:HOST:PORT, pcsc[:NAME]"
     p = commands.add("run", cmd_run, "the clerk's counter UI (Textual)")
     p.add_argument("--terminal", help="counter terminal id (default: the first counter in merchants.yaml)")
-    p.add_argument("--reader", default="mock", help=readers)
+    p.add_argument("--reader", type=reader_spec, default="mock", help=readers)
     p.add_argument("--lang", choices=["zh-CN", "en"], help="starting language (F3 switches)")
     p.add_argument("--no-operator", action="store_true", help="do not start the embedded operator")
     p = commands.add("gate", cmd_gate, "the ticket gate UI (Textual)")
     p.add_argument("--terminal", help="gate terminal id (default: the first gate in merchants.yaml)")
-    p.add_argument("--reader", default="mock", help=readers)
+    p.add_argument("--reader", type=reader_spec, default="mock", help=readers)
     p.add_argument("--lang", choices=["zh-CN", "en"], help="starting language (F3 switches)")
     p = commands.add("tap", cmd_card_tap, "tap a mock card on a running terminal (pos run / pos gate)", "card")
     p.add_argument("card")

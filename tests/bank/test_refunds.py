@@ -22,6 +22,7 @@ def test_partial_then_full_then_nothing_more(shop: Shop) -> None:
     with pytest.raises(OperatorRefused) as err:
         request_refund(shop.home, T1, vid, 701)
     assert err.value.status == 409 and err.value.code == "over_refund"
+    assert "¥7.01" in str(err.value) and "(¥7.00)" in str(err.value) and "fen" not in str(err.value)
     r2 = request_refund(shop.home, T1, vid)  # the rest
     assert (r2["amount_fen"], r2["remaining_fen"]) == (700, 0)
     with pytest.raises(OperatorRefused):
