@@ -238,10 +238,10 @@ class WalletApplet:
             raise CardDecline(sw.SW_INS_NOT_SUPPORTED)
         if not self._selected:
             raise CardDecline(sw.SW_CONDITIONS_NOT_SATISFIED, "application not selected")
-        if cmd.p2 or (cmd.p1 and not (cmd.ins == INS_READ_INFO and cmd.p1 == READ_INFO_WITHOUT_ISSUER
+        if cmd.p2 or (cmd.p1 and not ((cmd.ins == INS_READ_INFO and cmd.p1 == READ_INFO_WITHOUT_ISSUER)
                                       or cmd.ins == INS_RECOVER)):
             raise CardDecline(sw.SW_WRONG_P1P2)
-        if cmd.le is None and cmd.ins in _NEEDS_LE or not cmd.data and cmd.ins in _NEEDS_DATA:
+        if (cmd.le is None and cmd.ins in _NEEDS_LE) or (not cmd.data and cmd.ins in _NEEDS_DATA):
             raise CardDecline(sw.SW_WRONG_LENGTH)
         return handler(cmd)
 

@@ -19,6 +19,7 @@ swept away.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from dataclasses import dataclass
@@ -86,7 +87,5 @@ def sweep_marks(ledger_path: Path, open_seqs: set[int]) -> None:
         return
     for entry in entries:
         if entry.name.isdigit() and int(entry.name) not in open_seqs:
-            try:
+            with contextlib.suppress(OSError):
                 os.unlink(entry.path)
-            except OSError:
-                pass

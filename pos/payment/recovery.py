@@ -170,10 +170,10 @@ class Recovery:
         now_ms = self.ctx.now_ms()
         for ask in asks:
             intent, c = ask.intent, ask.counter
-            raw = found.get(intent.challenge)
+            logged = found.get(intent.challenge)
             wallet = info.wallet_id if c is not None else None
-            if raw is not None:
-                voucher, problem = check_recovered(raw, info, cert, intent.amount_fen, self.ctx.merchant_id,
+            if logged is not None:
+                voucher, problem = check_recovered(logged, info, cert, intent.amount_fen, self.ctx.merchant_id,
                                                    self.ctx.terminal_id, intent.challenge, _created_ms(intent),
                                                    now_ms, c)
                 if voucher is None:
