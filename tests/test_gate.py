@@ -273,7 +273,7 @@ def test_a_sale_the_gate_could_not_record_gets_its_pass_at_restart(home: Home, c
 
 def test_a_visitor_back_after_a_torn_sale_enters_on_it_without_paying_again(home: Home, clock: Clock) -> None:
     """The card paid and left before the gate heard it: when the wallet is back, the gate reads that payment back
-    first (GET LAST TRANSACTION), turns it into a pass and lets the visitor in on it, proving the key; nothing is
+    first (RECOVER), turns it into a pass and lets the visitor in on it, proving the key; nothing is
     charged twice."""
     from ecny_nfc.mock import Faults
     from pos.payment.reasons import Reason
@@ -290,7 +290,7 @@ def test_a_visitor_back_after_a_torn_sale_enters_on_it_without_paying_again(home
     back = tap(gate, c)
     assert back.open and back.code == PREPAID and (back.used, back.tickets) == (1, 3)
     names = [t.meaning.split(":")[0] for t in back.trace]
-    assert "GET LAST TRANSACTION" in names and names[-1] == "AUTHENTICATE" and "PAY" not in names
+    assert "RECOVER" in names and names[-1] == "AUTHENTICATE" and "PAY" not in names
     assert [tap(gate, c).used for _ in range(2)] == [2, 3]
     assert paid(gate) == [21000] and gate.stats() == (3, 97)
     assert tap(gate, c).code == PAID  # the three tickets are used: a new sale
@@ -331,7 +331,7 @@ def test_a_wallet_back_after_a_tear_is_read_again(home: Home, clock: Clock) -> N
     assert d is not None and d.open and d.code == PAID
     names = [t.meaning.split(":")[0] for t in d.trace]
     assert names.count("SELECT") == 2 and names.count("READ INFO") == 2
-    assert names[-1] == "GET LAST TRANSACTION" and d.outcome is not None and d.outcome.torn
+    assert names[-1] == "RECOVER" and d.outcome is not None and d.outcome.torn
     assert paid(gate) == [7000] and c.state.balance_fen == 100_000 - 7000
 
 

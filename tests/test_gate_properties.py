@@ -332,7 +332,7 @@ def test_a_visitor_back_after_the_gate_died_right_after_pay_enters_without_payin
     """The gate stops right after the card answered PAY, before the payment was recorded (a power cut: the tester
     fault ``ctx.after_pay`` raising). The card paid for 2 adult tickets; the ledger keeps an open intent with no
     wallet (an orphan: no torn entry tied it to the wallet). After the restart the same visitor taps again: as for a
-    torn sale, the gate reads that payment back first (GET LAST TRANSACTION), turns it into a pass and lets the
+    torn sale, the gate reads that payment back first (RECOVER), turns it into a pass and lets the
     visitor in on it, charging nothing. (Found by this file's author: the gate used to settle only intents torn on
     the wallet, so it charged 70.00 again.)"""
     clock = Clock()

@@ -194,9 +194,10 @@ def test_reader_failure_mid_pay_is_held_for_recovery_not_lost(taps: Taps) -> Non
     assert taps.pay(card, 1).recovered == [f"{card.state.wallet_id}-00000001"]
 
 
-def test_power_loss_after_pay_is_recovered_by_the_next_process(tmp_path) -> None:
-    """The terminal process dies right after the card answers PAY (os._exit: no cleanup). The next process's tap
-    of the same card finds the orphaned intent and recovers the voucher exactly once; money is conserved."""
+def test_power_loss_after_pay_then_paid_elsewhere_is_recovered_by_the_next_process(tmp_path) -> None:
+    """The terminal process dies right after the card answers PAY (os._exit: no cleanup); the customer then pays at
+    another terminal. The card's transaction log still holds the first voucher: the next tap of that card at the
+    first terminal recovers it exactly once, and the ledgers hold every fen the card paid."""
     import json
     import os
     import subprocess
@@ -208,20 +209,29 @@ def test_power_loss_after_pay_is_recovered_by_the_next_process(tmp_path) -> None
     def run(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run([*pos, *args], env=env, capture_output=True, text=True, timeout=60)
 
+    def ledger(terminal: str, wallet_id: str) -> list[int]:
+        out = json.loads(run("ledger", "list", "--terminal", terminal, "--kind", "payment", "--json").stdout)
+        return sorted(e["amount_fen"] for e in out["entries"] if e["wallet_id"] == wallet_id)
+
     run("card", "issue", "--tier", "4", "--balance", "100", "--count", "2")
-    died = run("pay", "--terminal", "CMGQ0001", "--card", "c0001", "--amount", "7", "--power-loss", "--json")
+    died = run("pay", "--terminal", "CMGQ0001", "--card", "c0001", "--amount", "20", "--power-loss", "--json")
     assert died.returncode == 137 and died.stdout == ""
+    elsewhere = json.loads(run("pay", "--terminal", "CMGQ0002", "--card", "c0001", "--amount", "5", "--json").stdout)
+    assert elsewhere["status"] == "approved"
     card = json.loads(run("card", "show", "c0001", "--json").stdout)
-    assert card["balance_fen"] == 9_300 and card["counter"] == 1  # the card paid; the terminal recorded nothing
-    # Another wallet taps first: it cannot answer the orphan's challenge, so nothing changes for the orphan.
-    other = json.loads(run("pay", "--terminal", "CMGQ0001", "--card", "c0002", "--amount", "1", "--json").stdout)
+    assert card["balance_fen"] == 7_500 and card["counter"] == 2  # paid twice; the first terminal recorded nothing
+    # Another wallet taps first: it cannot answer the orphan (whose pay-sent mark names c0001): no extra APDU.
+    other = json.loads(run("pay", "--terminal", "CMGQ0001", "--card", "c0002", "--amount", "1", "--json",
+                           "--trace").stdout)
     assert other["status"] == "approved" and other["recovered"] == []
-    back = json.loads(run("pay", "--terminal", "CMGQ0001", "--card", "c0001", "--amount", "2", "--json").stdout)
+    assert len(other["trace"]) == APDUS_IN_A_PAYMENT
+    back = json.loads(run("pay", "--terminal", "CMGQ0001", "--card", "c0001", "--amount", "2", "--json",
+                          "--trace").stdout)
     assert back["status"] == "approved"
     assert back["recovered"] == [card["wallet_id"] + "-00000001"]
-    entries = json.loads(run("ledger", "list", "--terminal", "CMGQ0001", "--kind", "payment", "--json").stdout)
-    mine = [e for e in entries["entries"] if e["wallet_id"] == card["wallet_id"]]
-    assert sorted(e["amount_fen"] for e in mine) == [200, 700]
+    assert [t["meaning"].split(":")[0] for t in back["trace"]][-2:] == ["RECOVER", "PAY"]
+    assert ledger("CMGQ0001", card["wallet_id"]) == [200, 2_000]
+    assert ledger("CMGQ0002", card["wallet_id"]) == [500]  # with CMGQ0001's ¥20: the ¥25 the card had paid
     assert run("ledger", "verify", "--terminal", "CMGQ0001").returncode == 0
     # Tapping again recovers nothing twice.
     again = json.loads(run("pay", "--terminal", "CMGQ0001", "--card", "c0001", "--amount", "1", "--json").stdout)
@@ -297,7 +307,7 @@ def test_a_charge_retried_after_a_tear_that_paid_is_settled_by_that_payment(taps
     assert not first.approved and first.pending_recovery
     retry = taps.pay(card, 4_990)
     assert retry.approved and retry.recovered == [retry.voucher_id]
-    assert [t.meaning.split(":")[0] for t in retry.trace][-1] == "GET LAST TRANSACTION"  # no PAY in this tap
+    assert [t.meaning.split(":")[0] for t in retry.trace][-1] == "RECOVER"  # no PAY in this tap
     assert card.state.balance_fen == 100_000 - 4_990 and retry.balance_after_fen == card.state.balance_fen
     assert [e.amount_fen for e in payments(taps.ctx.ledger)] == [4_990]
     assert taps.ctx.ledger.open_intents() == []

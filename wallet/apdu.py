@@ -10,6 +10,9 @@ from wallet.errors import ApduError as ApduError  # re-exported: what CommandApd
 SW_OK = 0x9000
 SW_BYTES_REMAINING = 0x6100  # low byte: bytes still available through GET RESPONSE
 SW_WRONG_LENGTH = 0x6700
+SW_CHANNEL_NOT_SUPPORTED = 0x6881  # CLA names a logical channel other than the basic one
+SW_SM_NOT_SUPPORTED = 0x6882  # CLA announces secure messaging
+SW_CHAINING_NOT_SUPPORTED = 0x6884  # CLA announces command chaining
 SW_SECURITY_STATUS = 0x6982
 SW_AUTH_METHOD_BLOCKED = 0x6983
 SW_CONDITIONS_NOT_SATISFIED = 0x6985
@@ -33,6 +36,9 @@ SW_TOKEN_REPLAYED = 0x9406
 SW_NAMES: dict[int, str] = {
     SW_OK: "success",
     SW_WRONG_LENGTH: "wrong length",
+    SW_CHANNEL_NOT_SUPPORTED: "logical channel not supported",
+    SW_SM_NOT_SUPPORTED: "secure messaging not supported",
+    SW_CHAINING_NOT_SUPPORTED: "command chaining not supported",
     SW_SECURITY_STATUS: "security status not satisfied",
     SW_AUTH_METHOD_BLOCKED: "card blocked",
     SW_CONDITIONS_NOT_SATISFIED: "conditions of use not satisfied",
@@ -52,6 +58,55 @@ SW_NAMES: dict[int, str] = {
     SW_OVER_BALANCE_LIMIT: "over balance limit",
     SW_TOKEN_REPLAYED: "load token replayed",
 }
+
+
+# Every status word the wallet applet answers, with what it means there: the table docs/protocol.md shows (a test
+# compares the two both ways, and another provokes each one from the applet). 61xx: xx more bytes.
+APPLET_STATUS_WORDS: dict[int, str] = {
+    SW_OK: "success",
+    SW_BYTES_REMAINING: "xx more bytes: GET RESPONSE",
+    SW_MEMORY_FAILURE: "state not persisted (PAY, LOAD: the card is as it was)",
+    SW_WRONG_LENGTH: "wrong length (Lc or Le missing or of the wrong size)",
+    SW_CHANNEL_NOT_SUPPORTED: "logical channel not supported (CLA names channel 1 to 19)",
+    SW_SM_NOT_SUPPORTED: "secure messaging not supported (CLA announces it)",
+    SW_CHAINING_NOT_SUPPORTED: "command chaining not supported (CLA bit 5)",
+    SW_SECURITY_STATUS: "security status (a load token for another wallet or badly signed)",
+    SW_AUTH_METHOD_BLOCKED: "card blocked",
+    SW_CONDITIONS_NOT_SATISFIED: "conditions not satisfied (not selected, nothing pending, counter exhausted)",
+    SW_WRONG_DATA: "incorrect data",
+    SW_FILE_NOT_FOUND: "application not found (SELECT of another AID; the selection stays as it was)",
+    SW_REFERENCED_DATA_NOT_FOUND: "referenced data not found (GET LAST TRANSACTION)",
+    SW_WRONG_P1P2: "wrong P1/P2",
+    SW_INS_NOT_SUPPORTED: "instruction not supported",
+    SW_CLA_NOT_SUPPORTED: "class not supported",
+    SW_INSUFFICIENT_BALANCE: "insufficient balance",
+    SW_OVER_SINGLE_LIMIT: "over the single-payment limit",
+    SW_OVER_DAILY_LIMIT: "over the daily limit",
+    SW_OVER_OFFLINE_LIMIT: "over an offline limit (single, cumulative or count)",
+    SW_OVER_BALANCE_LIMIT: "over the balance cap (LOAD)",
+    SW_TOKEN_REPLAYED: "load token replayed",
+}
+
+
+def class_status(cla: int) -> int | None:
+    """What a card without logical channels, secure messaging or command chaining answers to ``cla`` (ISO 7816-4
+    section 5.4.1), or None for the two classes it serves: ``00`` (interindustry) and ``80`` (proprietary, coded
+    like the first interindustry class). Channel is checked before secure messaging, then chaining."""
+    if cla == 0xFF or 0x20 <= cla <= 0x3F:  # invalid; RFU
+        return SW_CLA_NOT_SUPPORTED
+    if cla & 0x40:  # further interindustry: channels 4 to 19 (b4-b1), secure messaging b6, chaining b5
+        if cla & 0x80:
+            return SW_CLA_NOT_SUPPORTED
+        return SW_CHANNEL_NOT_SUPPORTED
+    if cla & 0x03:  # first interindustry (and proprietary 8x): channel b2-b1
+        return SW_CHANNEL_NOT_SUPPORTED
+    if cla & 0x0C:  # secure messaging b4-b3
+        return SW_SM_NOT_SUPPORTED
+    if cla & 0x10:  # command chaining b5
+        return SW_CHAINING_NOT_SUPPORTED
+    if cla & 0x60:
+        return SW_CLA_NOT_SUPPORTED
+    return None
 
 
 def sw_name(sw: int) -> str:

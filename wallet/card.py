@@ -2,6 +2,9 @@
 
 Every state change (PAY, LOAD) is computed on a copy, persisted through the ``persist`` callback, and only then
 made current and answered: a failure to persist leaves the card exactly as it was (all or nothing).
+
+The card keeps a transaction log, as a secure element does: its last ``log_depth`` vouchers (oldest first, their
+counters consecutive up to the card's counter), persisted with the rest of its state. RECOVER answers from it.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from wallet.protocol import (
     INS_LOAD,
     INS_PAY,
     INS_READ_INFO,
+    INS_RECOVER,
     INS_SELECT,
     READ_INFO_WITHOUT_ISSUER,
     STATUS_ACTIVE,
@@ -39,7 +43,9 @@ from wallet.protocol import (
     CardInfo,
     LoadToken,
     PayRequest,
+    Recovered,
     fci,
+    filter_admits,
 )
 from wallet.voucher import CHALLENGE_SIZE, CNY, Voucher, VoucherBody
 
@@ -47,6 +53,12 @@ INFO_FIELDS_WITHOUT_ISSUER = tuple(f for f in INFO_FIELDS if f.name != "issuer_d
 
 CHINA_TZ = dt.timezone(dt.timedelta(hours=8))
 MAX_COUNTER = 0xFFFFFFFF
+LOG_DEPTH = 10  # payments a card's transaction log keeps by default
+
+# Commands whose point is their answer: sent without Le (ISO 7816-4 case 1 or 3) they are refused with 6700 before
+# they do anything. SELECT and LOAD without Le do their work and answer 9000 without data.
+_NEEDS_LE = frozenset({INS_READ_INFO, INS_PAY, INS_GET_LAST, INS_RECOVER, INS_AUTHENTICATE})
+_NEEDS_DATA = frozenset({INS_PAY, INS_LOAD, INS_AUTHENTICATE, INS_RECOVER})  # without command data: 6700
 
 
 _DAY_MS = 86_400_000
@@ -94,8 +106,8 @@ class CardState:
     offline_count: int = 0
     day: int = 0
     day_spent: int = 0
-    last_voucher: bytes | None = None
-    last_challenge: bytes | None = None
+    log: tuple[tuple[bytes, bytes], ...] = ()  # (challenge, voucher) of the last payments, oldest first
+    log_depth: int = LOG_DEPTH
     clone_of: str | None = None
     note: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
@@ -105,14 +117,20 @@ class CardState:
         for k, v in out.items():
             if isinstance(v, bytes):
                 out[k] = v.hex()
+        out["log"] = [{"challenge": c.hex(), "voucher": v.hex()} for c, v in self.log]
         return out
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> CardState:
         data = dict(data)
-        for k in ("cert_der", "issuer_der", "last_voucher", "last_challenge"):
+        for k in ("cert_der", "issuer_der"):
             if data.get(k) is not None:
                 data[k] = bytes.fromhex(data[k])
+        last, challenge = data.pop("last_voucher", None), data.pop("last_challenge", None)  # a card from before logs
+        log = [(bytes.fromhex(e["challenge"]), bytes.fromhex(e["voucher"])) for e in data.get("log", ())]
+        if not log and last and challenge:
+            log = [(bytes.fromhex(challenge), bytes.fromhex(last))]
+        data["log"] = tuple(log)
         return cls(**data)
 
     def evolve(self, **changes: Any) -> CardState:
@@ -159,7 +177,7 @@ class WalletApplet:
         except (ValueError, CertificateError) as exc:
             raise CardKeyError(f"card {state.card_id}: its private key does not load ({exc})") from exc
         self._handlers = {INS_READ_INFO: self._read_info, INS_PAY: self._pay, INS_GET_LAST: self._get_last,
-                          INS_LOAD: self._load, INS_AUTHENTICATE: self._authenticate}
+                          INS_LOAD: self._load, INS_AUTHENTICATE: self._authenticate, INS_RECOVER: self._recover}
         self._issuer_key: ec.EllipticCurvePublicKey | None = None
 
     # -- the APDU entry point -------------------------------------------------------------------------------------
@@ -183,10 +201,12 @@ class WalletApplet:
             return ResponseApdu(b"", exc.status).to_bytes()
         except EncodingError:
             return ResponseApdu(b"", sw.SW_WRONG_DATA).to_bytes()
+        if cmd.le is None:  # no answer was asked for (case 1 or 3): success without data
+            return b"\x90\x00"
         return self._answer(data, cmd.le)
 
-    def _answer(self, data: bytes, le: int | None) -> bytes:
-        size = min(le or 256, 256)
+    def _answer(self, data: bytes, le: int) -> bytes:
+        size = min(le, 256)
         if len(data) <= size:
             return data + b"\x90\x00"
         self._pending = data[size:]
@@ -195,13 +215,18 @@ class WalletApplet:
     def _get_response(self, cmd: CommandApdu) -> bytes:
         if not self._pending:
             return ResponseApdu(b"", sw.SW_CONDITIONS_NOT_SATISFIED).to_bytes()
-        if cmd.p1 or cmd.p2 or cmd.data:
+        if cmd.p1 or cmd.p2:
             self._pending = b""
             return ResponseApdu(b"", sw.SW_WRONG_P1P2).to_bytes()
+        if cmd.data or cmd.le is None:  # GET RESPONSE is case 2: Le and nothing else; the answer stays pending
+            return ResponseApdu(b"", sw.SW_WRONG_LENGTH).to_bytes()
         data, self._pending = self._pending, b""
         return self._answer(data, cmd.le)
 
     def _dispatch(self, cmd: CommandApdu) -> bytes:
+        status = sw.class_status(cmd.cla)
+        if status is not None:
+            raise CardDecline(status)
         if cmd.cla == CLA_ISO:
             if cmd.ins != INS_SELECT:
                 raise CardDecline(sw.SW_INS_NOT_SUPPORTED)
@@ -213,16 +238,20 @@ class WalletApplet:
             raise CardDecline(sw.SW_INS_NOT_SUPPORTED)
         if not self._selected:
             raise CardDecline(sw.SW_CONDITIONS_NOT_SATISFIED, "application not selected")
-        if cmd.p2 or (cmd.p1 and not (cmd.ins == INS_READ_INFO and cmd.p1 == READ_INFO_WITHOUT_ISSUER)):
+        if cmd.p2 or (cmd.p1 and not ((cmd.ins == INS_READ_INFO and cmd.p1 == READ_INFO_WITHOUT_ISSUER)
+                                      or cmd.ins == INS_RECOVER)):
             raise CardDecline(sw.SW_WRONG_P1P2)
+        if (cmd.le is None and cmd.ins in _NEEDS_LE) or (not cmd.data and cmd.ins in _NEEDS_DATA):
+            raise CardDecline(sw.SW_WRONG_LENGTH)
         return handler(cmd)
 
     # -- commands ---------------------------------------------------------------------------------------------------
     def _select(self, cmd: CommandApdu) -> bytes:
         if cmd.p1 != 0x04 or cmd.p2 not in (0x00, 0x0C):
             raise CardDecline(sw.SW_WRONG_P1P2)
-        if cmd.data != AID:
-            self._selected = False
+        if not cmd.data:
+            raise CardDecline(sw.SW_WRONG_LENGTH)
+        if cmd.data != AID:  # another application: not here, and this one stays selected (as on Java Card)
             raise CardDecline(sw.SW_FILE_NOT_FOUND)
         self._selected = True
         return b"" if cmd.p2 == 0x0C else fci()
@@ -264,7 +293,7 @@ class WalletApplet:
         self._commit(s.evolve(
             balance_fen=body.balance_after_fen, counter=body.counter, day=day, day_spent=day_spent,
             offline_amount=s.offline_amount + req.amount_fen, offline_count=s.offline_count + 1,
-            last_voucher=voucher, last_challenge=req.challenge,
+            log=(*s.log, (req.challenge, voucher))[-max(1, s.log_depth):],
         ))
         return voucher
 
@@ -278,10 +307,18 @@ class WalletApplet:
     def _get_last(self, cmd: CommandApdu) -> bytes:
         if len(cmd.data) != CHALLENGE_SIZE:
             raise CardDecline(sw.SW_WRONG_LENGTH)
-        s = self.state
-        if s.last_voucher is None or s.last_challenge != cmd.data:
+        log = self.state.log
+        if not log or log[-1][0] != cmd.data:
             raise CardDecline(sw.SW_REFERENCED_DATA_NOT_FOUND)
-        return s.last_voucher
+        return log[-1][1]
+
+    def _recover(self, cmd: CommandApdu) -> bytes:
+        """The logged vouchers whose challenge the terminal's filter admits (P1: positions per challenge, 1-8)."""
+        if not 1 <= cmd.p1 <= CHALLENGE_SIZE // 2:
+            raise CardDecline(sw.SW_WRONG_P1P2)
+        s = self.state
+        return Recovered(s.counter - len(s.log) + 1,
+                         tuple(v for c, v in s.log if filter_admits(cmd.data, cmd.p1, c))).encode()
 
     def _load(self, cmd: CommandApdu) -> bytes:
         token = LoadToken.decode(cmd.data)

@@ -1,14 +1,6 @@
 """The wallet applet's command set and the TLV structures that cross the air besides the voucher.
 
-| command              | APDU                          | answer                                  |
-|----------------------|-------------------------------|-----------------------------------------|
-| SELECT by AID        | 00 A4 04 00 Lc AID 00         | FCI (6F: 84 AID, A5: 50 label)          |
-| READ INFO            | 80 CA P1 00 00                | wallet info TLV (chained: 61xx)         |
-| PAY                  | 80 50 00 00 Lc PAY-request 00 | voucher TLV                             |
-| GET LAST TRANSACTION | 80 52 00 00 10 challenge 00   | the last voucher, if it has that challenge |
-| LOAD                 | 80 54 00 00 Lc load-token 00  | balance after (8 bytes)                 |
-| AUTHENTICATE         | 80 88 00 00 Lc auth-request 00 | signature over the auth body (64 bytes) |
-| GET RESPONSE         | 00 C0 00 00 Le                | next part of a chained answer           |
+:data:`COMMANDS` is the command table (docs/protocol.md shows it; a test compares the two).
 
 AUTHENTICATE proves the card holds its certified key without paying (a gate's re-entry on tickets bought earlier):
 the card signs an auth body ``BF24`` (its wallet id, then the request's terminal id, challenge and timestamp, and
@@ -17,6 +9,12 @@ It changes nothing on the card.
 
 READ INFO's P1 says what to include: ``00`` everything, ``01`` all but the issuer's certificate, for a terminal
 that holds the issuing CA's certificate already (it saves about 500 bytes, two GET RESPONSEs, on every tap).
+
+RECOVER asks the card's transaction log (its last payments, a bounded list kept with its state) for the vouchers
+of any of a terminal's open charges in one APDU, however many are open: the terminal sends a Bloom filter of their
+challenges (:func:`log_filter`), the card answers ``BF26`` with the counter of the oldest payment its log holds and
+every logged voucher whose challenge the filter admits (:func:`filter_admits`); the terminal keeps those whose
+challenge is exactly one of its own.
 """
 
 from __future__ import annotations
@@ -53,6 +51,7 @@ INS_PAY = 0x50
 INS_GET_LAST = 0x52
 INS_LOAD = 0x54
 INS_AUTHENTICATE = 0x88
+INS_RECOVER = 0x56
 READ_INFO_FULL = 0x00
 READ_INFO_WITHOUT_ISSUER = 0x01
 
@@ -64,7 +63,23 @@ INS_NAMES = {
     INS_GET_LAST: "GET LAST TRANSACTION",
     INS_LOAD: "LOAD",
     INS_AUTHENTICATE: "AUTHENTICATE",
+    INS_RECOVER: "RECOVER",
 }
+
+# The command table: name, APDU, answer (docs/protocol.md shows exactly these rows). An APDU without its Le byte
+# gets no data: SELECT and LOAD then answer 9000 alone; the commands whose point is their answer refuse with 6700
+# before they do anything.
+COMMANDS: tuple[tuple[str, str, str], ...] = (
+    ("SELECT by AID", "00 A4 04 00 Lc AID 00", "FCI (`6F`: `84` AID, `A5`: `50` label \"e-CNY WALLET\")"),
+    ("READ INFO", "80 CA P1 00 00", "wallet info `BF30` (chained: `61xx`)"),
+    ("PAY", "80 50 00 00 Lc PAY-request 00", "the voucher `70`"),
+    ("RECOVER", "80 56 k 00 Lc filter 00",
+     "`BF26`: the log's first counter `DF28`, the vouchers `70` the filter admits"),
+    ("GET LAST TRANSACTION", "80 52 00 00 10 challenge 00", "the last voucher, if its PAY carried that challenge"),
+    ("LOAD", "80 54 00 00 Lc load-token 00", "the balance after (8 bytes)"),
+    ("AUTHENTICATE", "80 88 00 00 Lc auth-request 00", "a 64-byte signature over the auth body"),
+    ("GET RESPONSE", "00 C0 00 00 Le", "the next part of a chained answer"),
+)
 
 T_FCI = 0x6F
 T_DF_NAME = 0x84
@@ -92,6 +107,12 @@ T_OFF_CUMULATIVE_MAX = 0xDF44
 T_OFF_COUNT_MAX = 0xDF45
 T_CERT = 0xDF30
 T_ISSUER_CERT = 0xDF31
+T_RECOVERED = 0xBF26
+T_LOG_FIRST = 0xDF28
+T_VOUCHER = 0x70
+
+FILTER_MAX_BYTES = 255  # one short APDU's data
+FILTER_MAX_HASHES = CHALLENGE_SIZE // 2  # bit positions per challenge: its 16-bit words
 
 STATUS_ACTIVE = 0
 STATUS_BLOCKED = 1
@@ -101,6 +122,54 @@ STATUS_BLOCKED = 1
 def fci() -> bytes:
     """The File Control Information returned by SELECT."""
     return tlv.encode(T_FCI, tlv.encode(T_DF_NAME, AID) + tlv.encode(T_FCI_PROP, tlv.encode(T_LABEL, LABEL)))
+
+
+def _positions(challenge: bytes, k: int, bits: int) -> list[int]:
+    """The filter's bit positions for a challenge: its first ``k`` 16-bit words modulo the filter's size. A
+    challenge is 16 random bytes, so its words are as good as any hash of it."""
+    return [int.from_bytes(challenge[2 * i: 2 * i + 2], "big") % bits for i in range(k)]
+
+
+def log_filter(challenges: list[bytes]) -> tuple[int, bytes]:
+    """A Bloom filter of ``challenges`` for RECOVER: (k, the filter bytes). Four bytes a challenge up to the 255
+    bytes of one APDU, with k = 8 (about 6 false matches in a million logged payments); past 63 challenges the
+    filter stays 255 bytes and k falls to what fits (``bits / n * ln 2``), so more open charges mean more false
+    matches (answered, then dropped by the terminal), never a second APDU to ask."""
+    n = max(1, len(challenges))
+    size = min(FILTER_MAX_BYTES, 4 * n)
+    bits = 8 * size
+    k = max(1, min(FILTER_MAX_HASHES, round(bits / n * 0.693)))
+    out = bytearray(size)
+    for challenge in challenges:
+        for pos in _positions(challenge, k, bits):
+            out[pos >> 3] |= 0x80 >> (pos & 7)
+    return k, bytes(out)
+
+
+def filter_admits(flt: bytes, k: int, challenge: bytes) -> bool:
+    """Whether ``challenge`` may be one of those the filter was built from (no false negatives)."""
+    return all(flt[pos >> 3] & (0x80 >> (pos & 7)) for pos in _positions(challenge, k, 8 * len(flt)))
+
+
+@dataclass(frozen=True, slots=True)
+class Recovered:
+    """RECOVER's answer: the counter of the oldest payment the card's log holds (its counter + 1 when the log is
+    empty), and the logged vouchers the filter admitted, oldest first."""
+
+    log_first: int
+    vouchers: tuple[bytes, ...]
+
+    def encode(self) -> bytes:
+        return tlv.encode(T_RECOVERED, tlv.encode(T_LOG_FIRST, self.log_first.to_bytes(4, "big"))
+                          + b"".join(self.vouchers))
+
+    @classmethod
+    def decode(cls, raw: bytes) -> Recovered:
+        items = tlv.decode(tlv.decode_one(raw, T_RECOVERED))
+        if not items or items[0][0] != T_LOG_FIRST or any(t != T_VOUCHER for t, _ in items[1:]):
+            raise EncodingError("RECOVER answer must hold the log's first counter, then vouchers")
+        first = tlv.uint(items[0][1], 4, "log first counter")
+        return cls(first, tuple(tlv.encode(T_VOUCHER, v) for _, v in items[1:]))
 
 
 @dataclass(frozen=True, slots=True)

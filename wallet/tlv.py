@@ -1,4 +1,4 @@
-"""Strict BER-TLV encoding, as used on smart cards (ISO 7816-4 / EMV).
+"""EMV-style TLV: BER-TLV's layout with the private two-byte tags smart cards use (ISO 7816-4 / EMV), strict.
 
 Only the canonical form is accepted: tags of one to three bytes, definite lengths in their shortest form. A value
 that parses re-encodes to the same bytes, which is what makes signed TLV structures safe to compare.

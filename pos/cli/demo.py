@@ -42,7 +42,7 @@ def _line(step: str, outcome: Outcome, lang: str) -> str:
         head = f"APPROVED {amount:>10}  balance after {format_fen(outcome.balance_after_fen or 0)}"
         tail = f"voucher {outcome.voucher_id}"
         if outcome.torn:
-            tail += "  (torn tap recovered with GET LAST TRANSACTION: charged once)"
+            tail += "  (torn tap recovered from the card's log with RECOVER: charged once)"
     else:
         assert outcome.reason is not None
         head = f"DECLINED {amount:>10}  {outcome.reason.value}"

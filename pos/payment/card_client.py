@@ -23,6 +23,7 @@ from wallet.protocol import (
     INS_NAMES,
     INS_PAY,
     INS_READ_INFO,
+    INS_RECOVER,
     INS_SELECT,
     READ_INFO_FULL,
     READ_INFO_WITHOUT_ISSUER,
@@ -30,6 +31,8 @@ from wallet.protocol import (
     CardInfo,
     LoadToken,
     PayRequest,
+    Recovered,
+    log_filter,
 )
 
 MAX_CHAINED = 16 * 1024  # refuse a card that keeps chaining past any answer this protocol has
@@ -188,6 +191,12 @@ class WalletClient:
 
     def last_transaction(self, challenge: bytes) -> bytes:
         return self.exchange(CommandApdu(CLA_PROPRIETARY, INS_GET_LAST, data=challenge, le=256))
+
+    def recover(self, challenges: list[bytes]) -> Recovered:
+        """RECOVER: the card's logged vouchers for any of ``challenges`` (one APDU however many; a voucher whose
+        challenge only passed the filter is the caller's to drop), and the first counter its log holds."""
+        k, flt = log_filter(challenges)
+        return Recovered.decode(self.exchange(CommandApdu(CLA_PROPRIETARY, INS_RECOVER, k, 0, flt, le=256)))
 
     def authenticate(self, request: AuthRequest) -> bytes:
         """The card's signature over ``request`` for its wallet id (verify it with the certified key)."""

@@ -16,7 +16,24 @@ def _process_start(pid: int) -> str:
         return ""
 
 
-OWNER = f"{os.getpid()}:{_process_start(os.getpid())}"
+def _boot_id() -> str:
+    """This boot of the machine (the kernel's random boot id); empty where /proc is missing."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as fh:
+            return fh.read().strip()
+    except OSError:
+        return ""
+
+
+BOOT_ID = _boot_id()
+# pid:start-time@boot-id: the boot tells a pid of an earlier boot apart, and lets the recovery trust what a process
+# of this boot wrote to the page cache (pos.payment.recovery: the pay-sent marks)
+OWNER = f"{os.getpid()}:{_process_start(os.getpid())}@{BOOT_ID}"
+
+
+def owner_boot(owner: str) -> str:
+    """The boot id an owner id carries ("" for an owner id from before boot ids were recorded)."""
+    return owner.partition("@")[2]
 _ACTIVE: set[tuple[str, int]] = set()  # (ledger path, intent seq) of charges running in this process
 _ACTIVE_LOCK = threading.Lock()
 
@@ -45,13 +62,16 @@ class _GcDeferred:
 
 
 def _owner_alive(owner: str) -> bool:
-    pid_text, _, start = owner.partition(":")
+    if owner == OWNER:
+        return True
+    ident, _, boot = owner.partition("@")
+    if boot and boot != BOOT_ID:  # a process of an earlier boot
+        return False
+    pid_text, _, start = ident.partition(":")
     try:
         pid = int(pid_text)
     except ValueError:
         return False
-    if owner == OWNER:
-        return True
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -1,11 +1,24 @@
-"""Torn and orphan recovery: the open intents a card in the field can answer are settled before anything else.
+"""Torn and orphan recovery: the open intents a card in the field can answer are settled before anything else, with
+one RECOVER APDU however many are open.
 
-- An intent torn on this wallet (the card left after PAY was sent) is decided by the card's counter and GET LAST
-  TRANSACTION: the voucher is recovered (recorded once, as the payment), or the PAY never ran (void), or the card
-  has moved on (unresolved).
-- An orphan (an intent no running charge owns and no tear tied to a wallet: its terminal died after PAY) is asked
-  with GET LAST TRANSACTION: only the card that was charged answers its challenge. After seven days unanswered it
-  is closed unresolved.
+Which open intents a tap asks the card about:
+
+- those torn on this wallet (the card left after PAY was sent: the ``torn`` entry names the wallet and the counter
+  the PAY would produce);
+- orphans, the intents no running charge owns (their process died): one whose pay-sent mark names this wallet is
+  asked like a torn one; one with no mark whose process ran in this boot never sent PAY and is closed ``void``
+  without asking (:mod:`pos.payment.pay_marks` says why that is sound); any other (an unreadable mark, a process of
+  an earlier boot) is asked of every card.
+
+RECOVER carries a filter of all their challenges; the card answers from its transaction log (its last payments):
+the counter ``F`` of the oldest payment the log holds, and the vouchers whose challenge the filter admits. With the
+card's counter ``N``, an intent whose PAY would have produced counter ``c`` is decided:
+
+- a voucher with its challenge: verified and recorded once (the payment entry closes the intent);
+- none, and ``N < c`` (the PAY never ran) or ``F <= c <= N`` (the card's payment ``c`` answers another challenge):
+  no PAY of it ever executed: ``void`` (this charge's own intent stays open: it simply pays);
+- none, and ``c < F``: the log no longer reaches ``c``: ``unresolved``, for the operator to reconcile;
+- an intent without a known wallet and counter and no voucher stays open; after seven days it is ``unresolved``.
 
 A mixin of :class:`pos.payment.session.PaymentSession`.
 """
@@ -13,21 +26,22 @@ A mixin of :class:`pos.payment.session.PaymentSession`.
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import replace
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, NoReturn
 
 from ecny_nfc.reader import CardRemoved
 from pos.ledger import Entry, OpenIntent
 from pos.payment.card_client import CardStatusError, WalletClient
 from pos.payment.outcome import Declined
-from pos.payment.process import _ACTIVE, _ACTIVE_LOCK, OWNER, _owner_alive
+from pos.payment.pay_marks import PayMark, read_marks, sweep_marks, write_mark
+from pos.payment.process import _ACTIVE, _ACTIVE_LOCK, BOOT_ID, OWNER, _owner_alive, owner_boot
 from pos.payment.reasons import Reason
-from pos.payment.vouchers import check_voucher, record_payment
+from pos.payment.vouchers import check_recovered, record_payment
 from wallet import apdu as sw
 from wallet.certs import WalletCertInfo
 from wallet.errors import EncodingError
-from wallet.protocol import CardInfo, PayRequest
-from wallet.voucher import CNY, Voucher
+from wallet.protocol import CardInfo, Recovered
+from wallet.voucher import Voucher
 
 if TYPE_CHECKING:
     from pos.payment.session import TerminalContext
@@ -49,6 +63,17 @@ def recorded(results: dict[int, str]) -> dict[int, str]:
     return {seq: outcome for seq, outcome in results.items() if outcome not in NOT_PAID}
 
 
+def _created_ms(intent: OpenIntent) -> int:
+    return int(dt.datetime.fromisoformat(intent.created.replace("Z", "+00:00")).timestamp() * 1000)
+
+
+@dataclass(frozen=True, slots=True)
+class _Ask:
+    intent: OpenIntent
+    counter: int | None  # the counter its PAY would produce, when a torn tap or a pay-sent mark names it
+    own: bool  # this charge's intent
+
+
 class Recovery:
     """Settling the open intents of the terminal that a card in the field can answer."""
 
@@ -57,13 +82,22 @@ class Recovery:
     _closed: bool
     _issuer_der: bytes
 
-    def _close(self, kind: str, wallet_id: str | None, counter: int | None, amount_fen: int, *,
-               intent_seq: int | None = None, **data: str) -> None:
-        raise NotImplementedError  # the session's
-
     def _record(self, voucher: Voucher, intent_seq: int, cert_der: bytes, issuer_der: bytes) -> Entry:
         """Commit the payment entry (once per voucher id); it closes the intent in the same transaction."""
         return record_payment(self.ctx.ledger, voucher, intent_seq, cert_der, issuer_der)
+
+    def _arm_pay(self, wallet_id: str, counter: int) -> None:
+        """Right before PAY: leave this charge's pay-sent mark (the wallet and the counter the PAY will produce).
+        When it cannot be left, no PAY is sent (:class:`Declined`, ``terminal_error``)."""
+        intent = self._intent
+        assert intent is not None
+        path = self.ctx.ledger.path
+        try:
+            sweep_marks(path, {i.seq for i in self.ctx.ledger.open_intents()})
+            write_mark(path, PayMark(intent.seq, bytes.fromhex(intent.data["challenge"]), wallet_id, counter))
+        except OSError as exc:
+            raise Declined(Reason.TERMINAL_ERROR, f"cannot note the payment before sending it: {exc}",
+                           wallet_id=wallet_id) from None
 
     def _removed(self, torn: Torn | None) -> NoReturn:
         if torn is not None:
@@ -80,8 +114,8 @@ class Recovery:
         return None
 
     def _is_orphan(self, intent: OpenIntent) -> bool:
-        """An intent no running charge owns and no torn tap has tied to a wallet: its terminal died after PAY."""
-        if intent.wallet_id is not None or (self._intent is not None and intent.seq == self._intent.seq):
+        """An intent no running charge owns: its process died (or ended with the payment held for recovery)."""
+        if self._intent is not None and intent.seq == self._intent.seq:
             return False
         if intent.owner == OWNER:
             with _ACTIVE_LOCK:
@@ -91,79 +125,111 @@ class Recovery:
     def _resolve_intents(self, client: WalletClient, info: CardInfo, cert: WalletCertInfo,
                          torn: Torn | None) -> dict[int, str]:
         """Settle the open intents this card can answer; return {intent seq: voucher id | void | unresolved | open}.
-
-        Intents torn on this wallet are decided by its counter and GET LAST TRANSACTION. Orphans (a terminal that
-        died after PAY) are asked with GET LAST TRANSACTION: only the card that was charged answers their challenge.
-        """
-        results: dict[int, str] = {}
+        At most one APDU (RECOVER), and only when there is something to ask."""
+        asks: list[_Ask] = []
+        closing: list[tuple[str, OpenIntent, str | None, int | None, dict[str, str]]] = []
+        marks: dict[int, PayMark] | None = None
         for intent in self.ctx.ledger.open_intents():
             own = self._intent is not None and intent.seq == self._intent.seq
-            if intent.wallet_id == info.wallet_id:
-                results[intent.seq] = self._resolve_torn(client, info, cert, intent, own, torn)
-            elif self._is_orphan(intent):
-                results[intent.seq] = self._resolve_orphan(client, info, cert, intent, torn)
+            if intent.wallet_id is not None:
+                if intent.wallet_id == info.wallet_id:
+                    asks.append(_Ask(intent, intent.counter, own))
+                continue
+            if not self._is_orphan(intent):
+                continue
+            if marks is None:
+                marks = read_marks(self.ctx.ledger.path)
+            mark = marks.get(intent.seq)
+            if mark is not None and mark.wallet_id and mark.challenge == intent.challenge:
+                if mark.wallet_id == info.wallet_id:
+                    asks.append(_Ask(intent, mark.counter, False))
+            elif mark is None and BOOT_ID and owner_boot(intent.owner) == BOOT_ID:
+                closing.append(("void", intent, None, None,
+                                {"proof": "its process ended in this boot without leaving a pay-sent mark: "
+                                          "no PAY was sent"}))
+            else:
+                asks.append(_Ask(intent, None, False))
+        results = self._ask(client, info, cert, asks, torn, closing) if asks else {}
+        self._close_many(closing)
+        results.update({intent.seq: kind for kind, intent, *_ in closing})
+        if marks:
+            sweep_marks(self.ctx.ledger.path, {i.seq for i in self.ctx.ledger.open_intents()})
         return results
 
-    def _resolve_torn(self, client: WalletClient, info: CardInfo, cert: WalletCertInfo, intent: OpenIntent,
-                      own: bool, torn: Torn | None) -> str:
-        counter = intent.counter or 0
-        if info.counter < counter:
-            # PAY never executed on this card. This charge simply tries again; an older one is closed unpaid.
-            if not own:
-                self._close("void", intent.wallet_id, counter, intent.amount_fen, intent_seq=intent.seq,
-                            proof=f"card counter {info.counter} never reached {counter}")
-            return "open" if own else "void"
-        if info.counter > counter:
-            self._close("unresolved", intent.wallet_id, counter, intent.amount_fen, intent_seq=intent.seq,
-                        problem=f"card has moved on to counter {info.counter}")
-            return "unresolved"
-        outcome = self._read_back(client, info, cert, intent, torn)
-        if outcome is None:  # the card's payment with this counter answers another challenge: not ours
-            if own:
-                return "open"  # this charge pays again, and its intent stays open until that PAY is answered
-            self._close("void", intent.wallet_id, counter, intent.amount_fen, intent_seq=intent.seq,
-                        proof="the card's payment with this counter answers another challenge")
-            return "void"
-        return outcome
+    def _ask(self, client: WalletClient, info: CardInfo, cert: WalletCertInfo, asks: list[_Ask],
+             torn: Torn | None, closing: list[tuple[str, OpenIntent, str | None, int | None, dict[str, str]]],
+             ) -> dict[int, str]:
+        answer = self._recover(client, info, [a.intent.challenge for a in asks], torn)
+        found: dict[bytes, bytes] = {}
+        for raw in answer.vouchers:
+            try:
+                found.setdefault(Voucher.decode(raw).body.challenge, raw)
+            except EncodingError:
+                continue  # a voucher for none of ours could be anything; ours are checked below
+        results: dict[int, str] = {}
+        now_ms = self.ctx.now_ms()
+        for ask in asks:
+            intent, c = ask.intent, ask.counter
+            logged = found.get(intent.challenge)
+            wallet = info.wallet_id if c is not None else None
+            if logged is not None:
+                voucher, problem = check_recovered(logged, info, cert, intent.amount_fen, self.ctx.merchant_id,
+                                                   self.ctx.terminal_id, intent.challenge, _created_ms(intent),
+                                                   now_ms, c)
+                if voucher is None:
+                    assert problem is not None
+                    closing.append(("unresolved", intent, info.wallet_id, c, {"problem": problem[1]}))
+                    continue
+                self._record(voucher, intent.seq, info.cert_der, self._issuer_der)
+                if ask.own:
+                    self._closed = True
+                results[intent.seq] = voucher.voucher_id
+            elif c is not None and (info.counter < c or answer.log_first <= c):
+                if ask.own:
+                    results[intent.seq] = "open"  # this charge pays again; its intent stays open until then
+                    continue
+                proof = (f"card counter {info.counter} never reached {c}" if info.counter < c else
+                         f"the card's payment {c} answers another challenge")
+                closing.append(("void", intent, wallet, c, {"proof": proof}))
+            elif c is not None:
+                closing.append(("unresolved", intent, wallet, c,
+                                {"problem": f"the card's log starts at counter {answer.log_first}, past {c}"}))
+            elif now_ms - _created_ms(intent) > ORPHAN_MAX_AGE.total_seconds() * 1000:
+                closing.append(("unresolved", intent, None, None,
+                                {"problem": "no card answered this charge's challenge within seven days"}))
+            else:
+                results[intent.seq] = "open"
+        return results
 
-    def _resolve_orphan(self, client: WalletClient, info: CardInfo, cert: WalletCertInfo, intent: OpenIntent,
-                        torn: Torn | None) -> str:
-        outcome = self._read_back(client, info, cert, intent, torn)
-        if outcome is not None:
-            return outcome
-        created = dt.datetime.fromisoformat(intent.created.replace("Z", "+00:00"))
-        if dt.datetime.now(dt.UTC) - created > ORPHAN_MAX_AGE:
-            self._close("unresolved", None, None, intent.amount_fen, intent_seq=intent.seq,
-                        problem="no card answered this charge's challenge within seven days")
-            return "unresolved"
-        return "open"
-
-    def _read_back(self, client: WalletClient, info: CardInfo, cert: WalletCertInfo, intent: OpenIntent,
-                   torn: Torn | None) -> str | None:
-        """GET LAST TRANSACTION with the intent's challenge: the recorded voucher id, ``unresolved`` for a voucher
-        that does not verify, or None when the card's last payment is not this intent's."""
+    def _recover(self, client: WalletClient, info: CardInfo, challenges: list[bytes],
+                 torn: Torn | None) -> Recovered:
+        """RECOVER; from a card without it (6D00), GET LAST TRANSACTION for each: a log of its last payment."""
         try:
-            raw = client.last_transaction(intent.challenge)
+            try:
+                return client.recover(challenges)
+            except CardStatusError as exc:
+                if exc.status != sw.SW_INS_NOT_SUPPORTED:
+                    raise
+            vouchers = []
+            for challenge in challenges:
+                try:
+                    vouchers.append(client.last_transaction(challenge))
+                except CardStatusError as exc:
+                    if exc.status != sw.SW_REFERENCED_DATA_NOT_FOUND:
+                        raise
+            return Recovered(info.counter, tuple(vouchers))
         except CardRemoved:
             self._removed(torn)
-        except CardStatusError as exc:
-            if exc.status == sw.SW_REFERENCED_DATA_NOT_FOUND:
-                return None
+        except (CardStatusError, EncodingError) as exc:  # EncodingError: an answer cut short of its status word
             raise Declined(Reason.CARD_ERROR, str(exc), wallet_id=info.wallet_id) from None
-        except EncodingError as exc:  # an answer cut short of its status word
-            raise Declined(Reason.CARD_ERROR, str(exc), wallet_id=info.wallet_id) from None
-        req = PayRequest(intent.amount_fen, CNY, self.ctx.merchant_id, self.ctx.terminal_id, intent.challenge, 0)
-        before = replace(info, counter=info.counter - 1, balance_fen=info.balance_fen + intent.amount_fen)
-        created = dt.datetime.fromisoformat(intent.created.replace("Z", "+00:00"))
-        voucher, problem = check_voucher(raw, before, cert, req, self.ctx.now_ms,
-                                         since_ms=int(created.timestamp() * 1000))
-        if voucher is None:
-            assert problem is not None
-            self._close("unresolved", intent.wallet_id or info.wallet_id, info.counter, intent.amount_fen,
-                        intent_seq=intent.seq, problem=problem[1])
-            return "unresolved"
-        self._record(voucher, intent.seq, info.cert_der, self._issuer_der)
-        if self._intent is not None and intent.seq == self._intent.seq:
-            self._closed = True
-        return voucher.voucher_id
 
+    def _close_many(self, closing: list[tuple[str, OpenIntent, str | None, int | None, dict[str, str]]]) -> None:
+        """Close intents void or unresolved, in one durable commit."""
+        if not closing:
+            return
+        with self.ctx.ledger.transaction() as tx:
+            for kind, intent, wallet_id, counter, data in closing:
+                tx.append(kind, wallet_id=wallet_id, counter=counter, amount_fen=intent.amount_fen,
+                          data={"intent": intent.seq, **data})
+        if self._intent is not None and any(i.seq == self._intent.seq for _, i, *_ in closing):
+            self._closed = True

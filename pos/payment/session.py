@@ -108,9 +108,9 @@ class PaymentSession(Recovery):
         data: dict[str, Any] = {"challenge": secrets.token_bytes(16).hex(), "owner": OWNER}
         if purpose:
             data["purpose"] = purpose
-        intent = self._intent = self.ctx.ledger.append("intent", amount_fen=amount_fen, data=data)
-        key = (str(self.ctx.ledger.path), intent.seq)
-        with _ACTIVE_LOCK:
+        with _ACTIVE_LOCK:  # no tap in this process may see the intent before it is registered as running
+            intent = self._intent = self.ctx.ledger.append("intent", amount_fen=amount_fen, data=data)
+            key = (str(self.ctx.ledger.path), intent.seq)
             _ACTIVE.add(key)
         try:
             try:
@@ -307,6 +307,7 @@ class PaymentSession(Recovery):
         intent = self._intent
         assert intent is not None
         amount_fen = req.amount_fen
+        self._arm_pay(info.wallet_id, info.counter + 1)  # the pay-sent mark (pos.payment.pay_marks)
         self._pay_sent = True
         try:
             raw = client.pay(req)

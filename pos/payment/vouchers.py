@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import sqlite3
 from collections.abc import Callable
 
 from pos.ledger import Entry, Ledger, PaymentRecorded
@@ -11,7 +12,7 @@ from pos.payment.reasons import Reason
 from wallet.certs import WalletCertInfo
 from wallet.errors import EncodingError, SignatureError
 from wallet.protocol import CardInfo, PayRequest
-from wallet.voucher import Voucher
+from wallet.voucher import CNY, Voucher
 
 CLOCK_SKEW_MS = 5 * 60 * 1000
 
@@ -48,6 +49,36 @@ def check_voucher(raw: bytes, info: CardInfo, cert: WalletCertInfo, req: PayRequ
     return voucher, None
 
 
+def check_recovered(raw: bytes, info: CardInfo, cert: WalletCertInfo, amount_fen: int, merchant_id: str,
+                    terminal_id: str, challenge: bytes, since_ms: int, now_ms: int,
+                    counter: int | None = None) -> tuple[Voucher | None, Problem | None]:
+    """Verify a voucher read back from the card's log for an open charge: signed by this card, for this wallet,
+    amount, merchant, terminal and challenge, at a counter the card has reached (``counter`` exactly, when a torn
+    tap or a pay-sent mark named it), and timed between the charge's start and now, give or take the clock skew.
+    Its balance after is the card's signed word for it: the card may have paid since."""
+    try:
+        voucher = Voucher.decode(raw)
+    except EncodingError as exc:
+        return None, (Reason.BAD_SIGNATURE, f"voucher does not parse: {exc}")
+    try:
+        voucher.verify(cert.public_key)
+    except SignatureError as exc:
+        return None, (Reason.BAD_SIGNATURE, str(exc))
+    b = voucher.body
+    expected = {"wallet_id": info.wallet_id, "amount_fen": amount_fen, "currency": CNY, "merchant_id": merchant_id,
+                "terminal_id": terminal_id, "challenge": challenge}
+    if counter is not None:
+        expected["counter"] = counter
+    for name, want in expected.items():
+        if getattr(b, name) != want:
+            return None, (Reason.VOUCHER_MISMATCH, f"voucher {name} is {getattr(b, name)!r}, expected {want!r}")
+    if not 1 <= b.counter <= info.counter:
+        return None, (Reason.VOUCHER_MISMATCH, f"voucher counter {b.counter} is past the card's {info.counter}")
+    if not since_ms - CLOCK_SKEW_MS <= b.timestamp_ms <= now_ms + CLOCK_SKEW_MS:
+        return None, (Reason.VOUCHER_MISMATCH, "voucher timestamp outside the charge's time")
+    return voucher, None
+
+
 def fingerprint(der: bytes) -> str:
     return hashlib.sha256(der).hexdigest()
 
@@ -55,7 +86,9 @@ def fingerprint(der: bytes) -> str:
 def record_payment(ledger: Ledger, voucher: Voucher, intent_seq: int, cert_der: bytes, issuer_der: bytes) -> Entry:
     """Commit the payment entry with the card's and issuer's certificates (once per voucher id); it closes the
     intent in the same transaction. The same voucher again returns its entry; another voucher with the same voucher
-    id is a replayed counter (:class:`Declined`)."""
+    id is a replayed counter (:class:`Declined`). A ledger that cannot be written (disk full, I/O error) declines
+    with ``terminal_error``: the card has paid and keeps the voucher in its log, the intent stays open, so the
+    charge reports ``pending_recovery`` and the card's next tap here records it."""
     fp, issuer_fp = fingerprint(cert_der), fingerprint(issuer_der)
     b = voucher.body
     try:
@@ -68,6 +101,9 @@ def record_payment(ledger: Ledger, voucher: Voucher, intent_seq: int, cert_der: 
                 data={"intent": intent_seq, "voucher": voucher.encode().hex(), "cert": fp, "issuer": issuer_fp,
                       "merchant_id": b.merchant_id, "terminal_id": b.terminal_id,
                       "balance_after_fen": b.balance_after_fen})
+    except (sqlite3.Error, OSError) as exc:
+        raise Declined(Reason.TERMINAL_ERROR, f"the payment {voucher.voucher_id} could not be written to the ledger "
+                       f"({exc}); the card keeps it and its next tap here records it", wallet_id=b.wallet_id) from None
     except PaymentRecorded:
         existing = ledger.payment(voucher.voucher_id)
         if existing is None:

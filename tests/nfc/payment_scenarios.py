@@ -90,7 +90,7 @@ def torn_and_recovered_in_session(stack, terminal) -> None:
     assert state.balance_fen == 100_000 - 100 - 777
     meanings = [t.meaning for t in out.trace]
     assert any("no answer (card left the field)" in m for m in meanings)
-    assert meanings[-1].startswith("GET LAST TRANSACTION: success")
+    assert meanings[-1].startswith("RECOVER: success")
     assert [e.kind for e in terminal.ledger.entries()][-3:] == ["intent", "torn", "payment"]
     assert_conserved(terminal, card_id, 100_000)
 
