@@ -10,6 +10,7 @@ import argparse
 import csv
 import importlib
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -18,10 +19,12 @@ from typing import Any
 from ecny_nfc.mock import Faults
 from pos.home import Home, default_home
 from pos.money import format_fen, parse_yuan
+from wallet import clock
 from wallet.errors import EcnyError, InvalidInput
 from wallet.protocol import INS_PAY, INS_READ_INFO, INS_SELECT
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+ENV_NOW = "POS_NOW"  # a virtual clock for one command, as --now
 Handler = Callable[[argparse.Namespace, Home], int]
 
 
@@ -240,6 +243,9 @@ def _common() -> argparse.ArgumentParser:
     p.add_argument("--config", default=argparse.SUPPRESS, help="merchants.yaml to use (default: $POS_CONFIG, "
                                                                "HOME/merchants.yaml, else the shipped one)")
     p.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="machine-readable output")
+    p.add_argument("--now", default=argparse.SUPPRESS, metavar="TIME",
+                   help="run on a virtual clock frozen at TIME (ISO 8601; without an offset, China time UTC+8; "
+                        "default: $POS_NOW, else the real time)")
     return p
 
 
@@ -266,7 +272,7 @@ class Commands:
 
 
 # Modules that add their own commands through ``register(commands: Commands)``.
-COMMAND_MODULES = ("pos.cli.operator_cmds", "pos.cli.readers", "pos.cli.ui_cmds")
+COMMAND_MODULES = ("pos.cli.operator_cmds", "pos.cli.readers", "pos.cli.ui_cmds", "pos.cli.scenario_cmds")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -344,13 +350,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    for name, default in (("home", None), ("config", None), ("json", False)):
+    for name, default in (("home", None), ("config", None), ("json", False), ("now", None)):
         if not hasattr(args, name):
             setattr(args, name, default)
     args.compact = False
     home = Home(Path(args.home) if args.home else default_home(), Path(args.config) if args.config else None)
     try:
-        return int(args.handler(args, home))
+        with clock.use(_clock_source(args)):
+            return int(args.handler(args, home))
     except InvalidInput as exc:
         _error(args, str(exc))
         return EXIT_USAGE
@@ -359,6 +366,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_FAILED
     except KeyboardInterrupt:
         return 130
+
+
+def _clock_source(args: argparse.Namespace) -> clock.Clock:
+    """A frozen virtual clock at ``--now`` (else ``POS_NOW``), else the process's clock."""
+    text = args.now or os.environ.get(ENV_NOW) or None
+    if text is None:
+        return clock.current()
+    try:
+        return clock.VirtualClock(clock.parse_instant(text))
+    except InvalidInput as exc:
+        raise InvalidInput(f"{'--now' if args.now else ENV_NOW}: {exc}") from None
 
 
 def _error(args: argparse.Namespace, message: str) -> None:

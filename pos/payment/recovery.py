@@ -24,6 +24,7 @@ from pos.payment.process import _ACTIVE, _ACTIVE_LOCK, OWNER, _owner_alive
 from pos.payment.reasons import Reason
 from pos.payment.vouchers import check_voucher, record_payment
 from wallet import apdu as sw
+from wallet import clock
 from wallet.certs import WalletCertInfo
 from wallet.errors import EncodingError
 from wallet.protocol import CardInfo, PayRequest
@@ -132,7 +133,7 @@ class Recovery:
         if outcome is not None:
             return outcome
         created = dt.datetime.fromisoformat(intent.created.replace("Z", "+00:00"))
-        if dt.datetime.now(dt.UTC) - created > ORPHAN_MAX_AGE:
+        if clock.now() - created > ORPHAN_MAX_AGE:
             self._close("unresolved", None, None, intent.amount_fen, intent_seq=intent.seq,
                         problem="no card answered this charge's challenge within seven days")
             return "unresolved"
