@@ -11,7 +11,7 @@ from pos.scenario.runner import ScenarioResult, StepResult, fmt
 from wallet.clock import CHINA_TZ, from_ms
 
 SHOWN = ("status", "reason", "balance_after", "balance", "recovered", "open", "code", "used", "remaining", "pending",
-         "settled", "rejected", "amount", "issued", "operator", "armed")
+         "settled", "rejected", "amount", "left", "issued", "operator", "armed")
 
 
 def clock_text(ms: int) -> str:

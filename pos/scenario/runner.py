@@ -6,6 +6,7 @@ run at all (an unknown card, a refused file) is an error of that step, reported 
 
 from __future__ import annotations
 
+import os
 import tempfile
 import time
 from collections.abc import Callable
@@ -24,8 +25,9 @@ from wallet import clock
 from wallet.clock import VirtualClock
 from wallet.errors import EcnyError
 
-MONEY_KEYS = frozenset({"balance", "balance_after", "amount", "remaining", "pending_amount", "offline_amount",
+MONEY_KEYS = frozenset({"balance", "balance_after", "amount", "left", "pending_amount", "offline_amount",
                         "day_spent"})
+SCRATCH = Path("/dev/shm")  # a throwaway home in memory where there is one: no disk flush per tap
 
 
 @dataclass
@@ -75,7 +77,8 @@ Sink = Callable[[StepResult], None]
 def run_scenario(sc: Scenario, home_dir: Path | None = None, on_step: Sink | None = None) -> ScenarioResult:
     """Run ``sc`` in ``home_dir`` (default: a temporary home, removed afterwards) on its virtual clock."""
     if home_dir is None:
-        with tempfile.TemporaryDirectory(prefix="pos-scenario-") as tmp:
+        scratch = str(SCRATCH) if SCRATCH.is_dir() and os.access(SCRATCH, os.W_OK) else None
+        with tempfile.TemporaryDirectory(prefix="pos-scenario-", dir=scratch) as tmp:
             return run_scenario(sc, Path(tmp), on_step)
     start = sc.header.clock if sc.header.clock is not None else clock.now_ms()
     vclock = VirtualClock(start)

@@ -145,7 +145,7 @@ class RefundStep(Strict):
 class RefundExpect(Strict):
     status: Literal["refunded", "refused", "unavailable"] | None = None
     amount: Money | None = None
-    remaining: Money | None = None
+    left: Money | None = None  # what may still be refunded of the voucher
 
 
 class LoadStep(Strict):

@@ -151,8 +151,13 @@ class World:
             return [self.home.cards.clone(self.card(spec.clone_of), with_key=not spec.without_key)
                     for _ in range(count)]
         if spec.expires_at is None:
-            return issue_cards(self.home, spec.tier, spec.balance, count, expired=spec.expired, foreign=spec.foreign,
-                               note=note, operator_url=self.url or NOWHERE)
+            direct = self.embedded is not None
+            states = issue_cards(self.home, spec.tier, spec.balance, count, expired=spec.expired,
+                                 foreign=spec.foreign, note=note, operator_url=self.url or NOWHERE,
+                                 register=not direct)
+            if direct and not (spec.expired or spec.foreign):
+                self._register(states)
+            return states
         # certified now, for a certificate life that ends exactly at expires_at
         issued_at = from_ms(spec.expires_at) - CERT_YEARS + dt.timedelta(minutes=5)
         store = self.home.cards
@@ -166,8 +171,16 @@ class World:
                 store.add(state)
                 out.append(state)
         if not spec.foreign and spec.expires_at > self.clock.now_ms():
-            register_wallets(self.home, out, self.url or NOWHERE)
+            self._register(out)
         return out
+
+    def _register(self, states: list[CardState]) -> None:
+        """Put new wallets on file at the operator (the embedded one directly: no HTTP round trip per card)."""
+        if self.embedded is None:
+            register_wallets(self.home, states, self.url or NOWHERE)
+            return
+        for s in states:
+            self.embedded.operator.register_wallet(s.wallet_id, s.tier, s.cert_der, s.balance_fen)
 
     def pay(self, a: PayStep) -> dict[str, Any]:
         self.provision(a.terminal)
@@ -257,7 +270,7 @@ class World:
             return {"status": "refused", "reason": exc.code, "detail": str(exc), "voucher": vid}
         except RefundRefused as exc:
             return {"status": "refused", "reason": "not_settled", "detail": str(exc), "voucher": vid}
-        return {"status": "refunded", "amount": int(r["amount_fen"]), "remaining": int(r["remaining_fen"]),
+        return {"status": "refunded", "amount": int(r["amount_fen"]), "left": int(r["remaining_fen"]),
                 "voucher": vid}
 
     def load(self, a: LoadStep) -> dict[str, Any]:
