@@ -27,7 +27,7 @@ from wallet.errors import EcnyError
 
 MONEY_KEYS = frozenset({"balance", "balance_after", "amount", "left", "pending_amount", "offline_amount",
                         "day_spent"})
-SCRATCH = Path("/dev/shm")  # a throwaway home in memory where there is one: no disk flush per tap
+SCRATCH = Path("/dev/shm")  # noqa: S108 - mkdtemp parent: a home in memory, no disk flush
 
 
 @dataclass
