@@ -3,7 +3,6 @@ by its bearer token."""
 
 from __future__ import annotations
 
-import datetime as dt
 import secrets
 from dataclasses import dataclass
 
@@ -14,7 +13,7 @@ from bank import sql
 from bank.clock import now_ms
 from bank.schema import nonces, read_only, terminals
 from bank.store import Store
-from wallet import suites
+from wallet import clock, suites
 from wallet.certs import OperatorPki, cert_der, verify_terminal_certificate
 from wallet.errors import CertificateError, SignatureError
 from wire import signing
@@ -112,7 +111,7 @@ class Authenticator:
         if key is None:
             try:
                 info = verify_terminal_certificate(der, (cert_der(self.pki.terminal_ca.cert),), self.roots,
-                                                   dt.datetime.now(dt.UTC))
+                                                   clock.now())
             except CertificateError as exc:
                 raise Forbidden(f"terminal certificate refused: {exc}", "terminal_certificate") from None
             if info.terminal_id != tid:

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import datetime as dt
-import time
+
+from wallet import clock
 
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 
 def now_ms() -> int:
     """Now, in ms since the epoch."""
-    return time.time_ns() // 1_000_000
+    return clock.now_ms()
 
 
 def ms(t: dt.datetime) -> int:

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import datetime as dt
-
 from sqlalchemy import Connection, insert, select, update
 
 from bank.clock import now_ms
 from bank.schema import load_tokens, read_only, wallets
 from bank.store import Store
+from wallet import clock
 from wallet.certs import OperatorPki, cert_der, verify_wallet_certificate
 from wallet.errors import CertificateError, InvalidInput
 from wallet.ids import check_wallet_id
@@ -31,7 +30,7 @@ class Wallets:
         try:
             check_wallet_id(wallet_id)
             info = verify_wallet_certificate(certificate, (cert_der(self.pki.wallet_ca.cert),), self.roots,
-                                             dt.datetime.now(dt.UTC))
+                                             clock.now())
         except (InvalidInput, CertificateError) as exc:
             raise BadRequest(str(exc), "bad_wallet") from None
         if info.wallet_id != wallet_id or info.tier != tier:

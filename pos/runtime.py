@@ -21,13 +21,14 @@ from pos.payment.checkout import Checkout, CheckoutClosed
 from pos.payment.control import ChargeControl
 from pos.payment.outcome import Outcome
 from pos.payment.reasons import Reason
+from wallet import clock
 from wallet.card import CHINA_TZ
 from wallet.errors import EcnyError
 
 
 def wall_clock() -> dt.datetime:
     """Now, in China Standard Time (the terminals' display time)."""
-    return dt.datetime.now(CHINA_TZ)
+    return clock.now().astimezone(CHINA_TZ)
 
 
 @dataclass

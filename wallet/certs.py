@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID, ObjectIdentifier
 
-from wallet import tlv
+from wallet import clock, tlv
 from wallet.errors import CertificateError, EncodingError
 
 OID_ARC = "1.3.6.1.4.1.64321"  # private arc of the ecny-pos simulator
@@ -49,7 +49,7 @@ def key_from_pem(pem: bytes) -> ec.EllipticCurvePrivateKey:
 
 
 def _now() -> dt.datetime:
-    return dt.datetime.now(UTC)
+    return clock.now()
 
 
 def _name(cn: str, serial: str | None = None, org_id: str | None = None) -> x509.Name:

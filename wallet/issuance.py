@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
+from wallet import clock
 from wallet.card import CardState
 from wallet.certs import CertificateAuthority, OperatorPki, cert_der, key_to_pem, new_key
 from wallet.errors import InvalidInput
@@ -27,7 +28,7 @@ def issue_card(pki: OperatorPki, card_id: str, tier: int, balance_fen: int, caps
     key = new_key()
     ca: CertificateAuthority = pki.wallet_ca
     if expired:
-        now = now or dt.datetime.now(dt.UTC)
+        now = now or clock.now()
         cert = ca.issue_wallet_cert(wallet_id, tier, key.public_key(), not_before=now - dt.timedelta(days=400),
                                     not_after=now - dt.timedelta(days=1))
     else:

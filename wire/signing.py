@@ -18,11 +18,10 @@ import base64
 import binascii
 import hashlib
 import secrets
-import time
 
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from wallet import suites
+from wallet import clock, suites
 
 H_TERMINAL = "X-Ecny-Terminal"
 H_TIME = "X-Ecny-Time"
@@ -41,7 +40,7 @@ def signing_string(method: str, path: str, query: str, time_ms: int, nonce: str,
 def sign_request(key: ec.EllipticCurvePrivateKey, terminal_id: str, method: str, path: str, query: str,
                  body: bytes, now_ms: int | None = None) -> dict[str, str]:
     """The authentication headers for one request."""
-    t = time.time_ns() // 1_000_000 if now_ms is None else now_ms
+    t = clock.now_ms() if now_ms is None else now_ms
     nonce = secrets.token_hex(16)
     sig = suites.sign(key, signing_string(method, path, query, t, nonce, body))
     return {H_TERMINAL: terminal_id, H_TIME: str(t), H_NONCE: nonce, H_SIGNATURE: base64.b64encode(sig).decode()}

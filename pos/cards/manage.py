@@ -9,7 +9,6 @@ composition root builds it), so the tester's tools work offline.
 from __future__ import annotations
 
 import os
-import time
 from typing import Any
 
 from ecny_nfc.mock import Faults, MockReader
@@ -28,6 +27,7 @@ from pos.sync.client import (
     embedded_back_office,
 )
 from wallet.card import CardState
+from wallet.clock import now_ms
 from wallet.errors import InvalidInput
 from wallet.issuance import issue_card
 from wallet.limits import tier_limits
@@ -128,7 +128,7 @@ def operator_load_token(home: Home, state: CardState, amount_fen: int, operator_
 
 def make_load_token(home: Home, state: CardState, amount_fen: int) -> LoadToken:
     """A load token for the card's next load counter, signed by the embedded operator's wallet CA."""
-    return LoadToken(state.wallet_id, state.load_counter + 1, amount_fen, time.time_ns() // 1_000_000).signed(
+    return LoadToken(state.wallet_id, state.load_counter + 1, amount_fen, now_ms()).signed(
         home.pki.wallet_ca.key)
 
 

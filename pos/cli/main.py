@@ -35,12 +35,14 @@ from pos.cli.errors import (
 )
 from pos.home import Home, default_home
 from pos.money import format_fen
+from wallet import clock
 from wallet.errors import EcnyError, InvalidInput, StorageError
 from wallet.protocol import INS_PAY, INS_READ_INFO, INS_SELECT
 from wallet.store import BadPath
 
 __all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_USAGE", "Commands", "build_parser", "emit", "main"]
 Handler = Callable[[argparse.Namespace, Home], int]
+ENV_NOW = "POS_NOW"  # a virtual clock for one command, as --now
 MAX_APDUS = 64  # a tap is a handful of APDUs: fault positions beyond this could never fire
 _amount = amount
 _nonneg_int = nonneg_int
@@ -203,6 +205,9 @@ def _common() -> argparse.ArgumentParser:
     p.add_argument("--config", default=argparse.SUPPRESS, help="merchants.yaml to use (default: $POS_CONFIG, "
                                                                "HOME/merchants.yaml, else the shipped one)")
     p.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="machine-readable output")
+    p.add_argument("--now", default=argparse.SUPPRESS, metavar="TIME",
+                   help="run on a virtual clock frozen at TIME (ISO 8601; without an offset, China time UTC+8; "
+                        "default: $POS_NOW, else the real time)")
     return p
 
 
@@ -230,7 +235,7 @@ class Commands:
 
 # Modules that add their own commands through ``register(commands: Commands)``.
 COMMAND_MODULES = ("pos.cli.ledger_cmds", "pos.cli.operator_cmds", "pos.cli.readers", "pos.cli.ui_cmds",
-                   "pos.cli.fleet_cmds")
+                   "pos.cli.fleet_cmds", "pos.cli.scenario_cmds")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -301,13 +306,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
     except UsageError as exc:
         return report(want_json, exc)
-    for name, default in (("home", None), ("config", None), ("json", False)):
+    for name, default in (("home", None), ("config", None), ("json", False), ("now", None)):
         if not hasattr(args, name):
             setattr(args, name, default)
     args.compact = False
     try:
         home = _home(args)
-        status = int(args.handler(args, home))
+        with clock.use(_clock_source(args)):
+            status = int(args.handler(args, home))
         sys.stdout.flush()  # a closed pipe shows up here, inside the handling below
         return status
     except BrokenPipeError:
@@ -328,6 +334,17 @@ def _home(args: argparse.Namespace) -> Home:
     if root.exists() and not root.is_dir():
         raise BadPath(f"--home {root} is a file, not a directory")
     return Home(root, Path(args.config) if args.config else None)
+
+
+def _clock_source(args: argparse.Namespace) -> clock.Clock:
+    """A frozen virtual clock at ``--now`` (else ``POS_NOW``), else the process's clock."""
+    text = args.now or os.environ.get(ENV_NOW) or None
+    if text is None:
+        return clock.current()
+    try:
+        return clock.VirtualClock(clock.parse_instant(text))
+    except InvalidInput as exc:
+        raise InvalidInput(f"{'--now' if args.now else ENV_NOW}: {exc}") from None
 
 
 def _hint(args: argparse.Namespace, exc: EcnyError) -> str:

@@ -24,7 +24,6 @@ from __future__ import annotations
 import secrets
 import sqlite3
 import threading
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -44,6 +43,7 @@ from pos.payment.reasons import Reason
 from pos.payment.session import PaymentSession
 from wallet import apdu as sw
 from wallet.card import china_day
+from wallet.clock import now_ms
 from wallet.errors import EcnyError, InvalidInput, SignatureError
 from wallet.protocol import AuthRequest
 from wallet.voucher import CHALLENGE_SIZE, Voucher
@@ -63,7 +63,7 @@ class GateError(EcnyError):
 
 
 def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
+    return now_ms()
 
 
 @dataclass

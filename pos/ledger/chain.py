@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable
 
 from pos.ledger.model import CLOSING_KINDS, COLS, GENESIS, LedgerTampered, VerifyReport
+from wallet import clock
 
 # The exact JSON the hash chain is defined over (encoders built once: json.dumps builds one per call).
 _HASH_JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
@@ -30,7 +31,7 @@ _second: tuple[int, str] = (-1, "")  # the last second formatted (one tuple: thr
 def utc_now() -> str:
     """Now in UTC, ISO 8601 with milliseconds and a Z (2026-11-27T09:25:40.123Z)."""
     global _second
-    ms = time.time_ns() // 1_000_000
+    ms = clock.now_ms()
     sec, text = _second
     if ms // 1000 != sec:
         sec = ms // 1000

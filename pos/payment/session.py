@@ -43,6 +43,7 @@ from pos.payment.recovery import NOT_PAID, Recovery, Torn, recorded
 from pos.payment.risk import check_limits
 from pos.payment.vouchers import check_voucher
 from wallet import apdu as sw
+from wallet import clock
 from wallet.certs import WalletCertInfo
 from wallet.errors import CertificateError, EncodingError
 from wallet.limits import OfflineCaps
@@ -66,7 +67,7 @@ class TerminalContext:
     after_pay: Callable[[], None] | None = None  # tester fault: runs right after the card answers PAY
 
     def now_ms(self) -> int:
-        return time.time_ns() // 1_000_000
+        return clock.now_ms()
 
 
 class PaymentSession(Recovery):

@@ -17,13 +17,14 @@ from pos.home import Home
 from pos.ledger import Ledger, payment_day
 from pos.sync.client import OperatorClient, RetryPolicy
 from pos.sync.upload import SETTLED_STATUSES, operator_client
+from wallet import clock
 from wallet.card import CHINA_TZ
 from wallet.errors import InvalidInput
 
 
 def today() -> str:
     """Today in China Standard Time (the business day of reports)."""
-    return dt.datetime.now(CHINA_TZ).date().isoformat()
+    return clock.now().astimezone(CHINA_TZ).date().isoformat()
 
 
 def terminal_report(ledger: Ledger, day: str) -> tuple[dict[str, Any], dict[str, tuple[int, str]],
