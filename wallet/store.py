@@ -71,7 +71,9 @@ def _check_types(state: CardState) -> None:
               or ("int" in kinds and isinstance(value, int) and not isinstance(value, bool) and value >= 0)
               or ("str" in kinds and isinstance(value, str))
               or ("bytes" in kinds and isinstance(value, bytes))
-              or (str(f.type).startswith("dict") and isinstance(value, dict)))
+              or (str(f.type).startswith("dict") and isinstance(value, dict))
+              or (str(f.type).startswith("tuple[tuple[bytes") and isinstance(value, tuple)
+                  and all(isinstance(e, tuple) and all(isinstance(b, bytes) for b in e) for e in value)))
         if not ok:
             raise ValueError(f"{f.name} is {value!r}, expected {f.type}")
 
