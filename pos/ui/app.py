@@ -177,7 +177,7 @@ class TerminalApp(App[None]):
         with self.runtime.home.ledger(self.runtime.terminal_id) as ledger:
             s = ledger.sync_status()
         try:
-            online = self.services.online()
+            online = self.services.online() and self.sync_failure != "offline"  # both must say it answers
         except OperatorUnavailable:
             online = False
         return StatusInfo(online, s.pending_count, s.pending_fen, s.last_sync, s.denylist_version,
