@@ -35,9 +35,9 @@ class SyncLoop:
 
     def __init__(self, home: Home, terminal_id: str, operator_url: str | None = None, *, interval: float = 30.0,
                  max_backoff: float = 300.0, progress: ProgressCallback | None = None,
-                 on_result: Callable[[Any], None] | None = None,
-                 on_error: Callable[[Exception], None] | None = None,
-                 on_start: Callable[[], None] | None = None,
+                 on_result: Callable[[Any], object] | None = None,
+                 on_error: Callable[[Exception], object] | None = None,
+                 on_start: Callable[[], object] | None = None,
                  transport: httpx.BaseTransport | None = None,
                  sync: Callable[[], Any] | None = None,
                  clock: Callable[[], float] = time.monotonic, poll: float = 1.0,
