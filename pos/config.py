@@ -93,6 +93,7 @@ class OperatorSettings(_Model):
     name: Names
     url: str = Field(pattern=r"^https?://[^\s/]+(:\d+)?/?$")
     fee_bps: int = Field(default=0, ge=0, le=10000)
+    sync_interval_s: float = Field(default=60, ge=0, le=86400)  # the UIs' background sync; 0: only on F5
 
 
 class RiskSettings(_Model):

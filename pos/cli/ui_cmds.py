@@ -12,6 +12,7 @@ from typing import Any
 
 from pos.cli.errors import reader_spec
 from pos.cli.main import EXIT_FAILED, EXIT_OK, Commands, emit
+from pos.gate.decision import places_left
 from pos.home import Home
 from pos.i18n import default_language
 from pos.money import format_fen
@@ -75,10 +76,23 @@ def _open_reader(spec: str) -> Any:
     return open_reader(spec)
 
 
+def start_services(args: argparse.Namespace, home: Home, tid: str) -> tuple[Any, Any, str]:
+    """The embedded operator (unless ``--no-operator``), the terminal provisioned on first run, and the services the
+    UI syncs through: (operator handle or None, services, a note for the screen)."""
+    from pos.sync.services import OperatorServices
+
+    if args.no_operator:
+        operator, url, note = None, None, "operator: not started (--no-operator)"
+    else:
+        operator, url, note = start_embedded_operator(home)
+        if operator is not None:
+            note = ensure_provisioned(home, tid, url) or note
+    return operator, OperatorServices(home, tid, operator_url=url), note
+
+
 def cmd_run(args: argparse.Namespace, home: Home) -> int:
     """The clerk UI on a counter terminal."""
     from pos.runtime import Runtime
-    from pos.sync.services import OperatorServices
     from pos.ui.clerk import ClerkApp
 
     tid = args.terminal or home.config.first_terminal("counter")
@@ -86,15 +100,10 @@ def cmd_run(args: argparse.Namespace, home: Home) -> int:
     if terminal.kind != "counter":
         raise InvalidInput(f"terminal {tid} is a {terminal.kind}: start it with `pos gate --terminal {tid}`")
     issued = ensure_demo_cards(home) if args.reader == "mock" else []
-    if args.no_operator:
-        operator, url, note = None, None, "operator: not started (--no-operator)"
-    else:
-        operator, url, note = start_embedded_operator(home)
-        if operator is not None:
-            note = ensure_provisioned(home, tid, url) or note
+    operator, services, note = start_services(args, home, tid)
     runtime = Runtime(home, tid, _open_reader(args.reader))
     lang = default_language(args.lang or home.config.language)
-    app = ClerkApp(runtime, lang=lang, services=OperatorServices(home, tid, operator_url=url))
+    app = ClerkApp(runtime, lang=lang, services=services)
     try:
         runtime.listen()
         if issued:
@@ -109,23 +118,32 @@ def cmd_run(args: argparse.Namespace, home: Home) -> int:
 
 
 def cmd_gate(args: argparse.Namespace, home: Home) -> int:
-    """The gate UI on a gate terminal."""
+    """The gate UI on a gate terminal: like ``pos run``, the embedded operator and first-run provisioning, so the
+    gate syncs its sales in the background and on F5."""
     from pos.gate.ticket_gate import Gate
     from pos.runtime import Runtime
     from pos.ui.gate import GateApp
 
     tid = args.terminal or home.config.first_terminal("gate")
     gate = Gate(home, tid)
-    if args.reader == "mock":
-        ensure_demo_cards(home)
-    runtime = Runtime(home, tid, _open_reader(args.reader))
-    app = GateApp(runtime, gate, lang=default_language(args.lang or home.config.language))
+    operator = None
     try:
-        runtime.listen()
-        app.run()
+        issued = ensure_demo_cards(home) if args.reader == "mock" else []
+        operator, services, note = start_services(args, home, tid)
+        runtime = Runtime(home, tid, _open_reader(args.reader))
+        app = GateApp(runtime, gate, lang=default_language(args.lang or home.config.language), services=services)
+        try:
+            runtime.listen()
+            if issued:
+                app.call_later(app.notify, f"demo cards: {', '.join(issued)}")
+            app.call_later(app.notify, note)
+            app.run()
+        finally:
+            runtime.close()
     finally:
-        runtime.close()
         gate.close()
+        if operator is not None:
+            _stop(operator)
     return EXIT_OK
 
 
@@ -143,8 +161,10 @@ def cmd_card_tap(args: argparse.Namespace, home: Home) -> int:
         text = f"DECLINED {result.get('reason')}: {result.get('message')}"
     if "gate" in result:
         g = result["gate"]
-        text = (f"{'OPEN' if g['open'] else 'STOP'} {result.get('message')}  "
-                f"(entries today {g['entries_today']}, places left {g['remaining']})")
+        said = f"{result.get('message')}: {g['next_step']}" if g.get("next_step") and not g["open"] else \
+            result.get("message")
+        text = (f"{'OPEN' if g['open'] else 'STOP'} {said}  "
+                f"(entries today {g['entries_today']}, {places_left(int(g['remaining']), 'en')})")
     emit(args, result, text)
     return EXIT_OK if result.get("status") == "approved" else EXIT_FAILED
 
@@ -161,6 +181,7 @@ def register(commands: Commands) -> None:
     p.add_argument("--terminal", help="gate terminal id (default: the first gate in merchants.yaml)")
     p.add_argument("--reader", type=reader_spec, default="mock", help=readers)
     p.add_argument("--lang", choices=["zh-CN", "en"], help="starting language (F3 switches)")
+    p.add_argument("--no-operator", action="store_true", help="do not start the embedded operator")
     p = commands.add("tap", cmd_card_tap, "tap a mock card on a running terminal (pos run / pos gate)", "card")
     p.add_argument("card")
     p.add_argument("--terminal", required=True)

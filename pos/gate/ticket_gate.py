@@ -26,19 +26,17 @@ import sqlite3
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from ecny_nfc.reader import Cancelled, CancelSignal, CardConnection, CardRemoved, MultipleCards, NoCard, Reader
 from pos.config import GateSettings, Product
+from pos.gate.decision import ANTI_PASSBACK, CAPACITY, PAID, PREPAID, GateDecision
 from pos.home import Home
-from pos.i18n import tr
 from pos.ledger import AUTOCHECKPOINT_PAGES, IDLE_CHECKPOINT_COMMITS
 from pos.payment.card_client import CardStatusError, TraceEntry, WalletClient
-from pos.payment.outcome import Declined, Outcome
+from pos.payment.outcome import Declined
 from pos.payment.reasons import Reason
 from pos.payment.session import PaymentSession
 from wallet import apdu as sw
@@ -50,12 +48,9 @@ from wallet.voucher import CHALLENGE_SIZE, Voucher
 
 Clock = Callable[[], int]  # milliseconds since the epoch
 
-# Gate-specific decision codes (payment declines use pos.payment.reasons.Reason values).
-PAID = "paid"
-PREPAID = "prepaid"
+__all__ = ["ANTI_PASSBACK", "CAPACITY", "PAID", "PREPAID", "Gate", "GateDecision", "GateError", "GateStore"]
+
 _RECONCILED = "ledger_seq_reconciled"  # ledger entries up to here have their passes
-ANTI_PASSBACK = "anti_passback"
-CAPACITY = "capacity"
 
 
 class GateError(EcnyError):
@@ -64,66 +59,6 @@ class GateError(EcnyError):
 
 def _now_ms() -> int:
     return now_ms()
-
-
-@dataclass
-class GateDecision:
-    """The gate's answer to one tap: open or stop, why, and the day's counts after it."""
-
-    open: bool
-    code: str
-    entries_today: int
-    remaining: int
-    wallet_id: str | None = None
-    sku: str | None = None
-    tickets: int = 0
-    used: int = 0
-    amount_fen: int = 0
-    last_entry_ms: int | None = None
-    window_s: int = 0
-    outcome: Outcome | None = None
-    trace: list[TraceEntry] = field(default_factory=list)
-    time_ms: int = 0
-
-    def message(self, lang: str) -> str:
-        """The reason in plain words."""
-        if self.code == PAID:
-            return tr("gate.paid", lang, n=self.tickets)
-        if self.code == PREPAID:
-            return tr("gate.prepaid", lang, used=self.used, tickets=self.tickets)
-        if self.code == ANTI_PASSBACK:
-            return tr("gate.passback", lang, used=self.used, tickets=self.tickets,
-                      minutes=max(1, round(self.window_s / 60)))
-        if self.code == CAPACITY:
-            return tr("gate.capacity", lang)
-        if self.outcome is not None:
-            return self.outcome.message(lang)
-        return Reason(self.code).message(lang)
-
-    def next_step(self, lang: str) -> str:
-        if self.open:
-            return tr("gate.walk_through", lang)
-        if self.code == ANTI_PASSBACK:
-            return tr("gate.passback_next", lang)
-        if self.code == CAPACITY:
-            return tr("gate.capacity_next", lang)
-        return Reason(self.code).next_step(lang)
-
-    def to_json(self, lang: str = "en") -> dict[str, Any]:
-        """The shape of ``pos pay --json`` plus the gate's fields."""
-        if self.outcome is not None:
-            out = self.outcome.to_json(lang)
-        else:
-            out = {"status": "approved" if self.open else "declined", "reason": None if self.open else self.code,
-                   "message": "", "voucher_id": None, "amount_fen": 0, "balance_after_fen": None,
-                   "wallet_id": self.wallet_id, "recovered": [], "pending_recovery": False}
-        if not self.open:
-            out["status"] = "declined"
-            out["reason"] = self.code
-        out["message"] = self.message(lang)
-        out["gate"] = {"open": self.open, "code": self.code, "sku": self.sku, "tickets": self.tickets,
-                       "used": self.used, "entries_today": self.entries_today, "remaining": self.remaining}
-        return out
 
 
 class GateStore:
@@ -367,7 +302,8 @@ class Gate:
                                     time_ms=now_ms)
         entries, remaining = self.stats(now_ms)
         if quantity > remaining:
-            return GateDecision(False, CAPACITY, entries, remaining, wallet_id=wallet_id, time_ms=now_ms)
+            return GateDecision(False, CAPACITY, entries, remaining, wallet_id=wallet_id, tickets=quantity,
+                                time_ms=now_ms)
         return None
 
     # -- one tap ----------------------------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ methods (see :class:`Services`).
 
 from __future__ import annotations
 
+import sqlite3
 import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -18,7 +19,7 @@ from pos.sync import refunds, reports, upload
 from pos.sync.client import OperatorUnavailable, resolve_url
 from wallet.errors import InvalidInput
 
-__all__ = ["OperatorServices", "OperatorUnavailable", "Progress", "Services"]
+__all__ = ["OperatorServices", "OperatorUnavailable", "Progress", "Services", "failure_kind"]
 
 Progress = Callable[[int, int], None]  # (done, total)
 
@@ -33,6 +34,16 @@ class Services(Protocol):
     def refund(self, voucher_id: str, amount_fen: int | None = None) -> dict[str, Any]: ...
 
     def reconcile(self, day: str | None = None) -> dict[str, Any]: ...
+
+
+def failure_kind(exc: BaseException) -> str:
+    """What a failed sync round was, for the status bar: ``offline`` (the operator cannot be reached), ``disk``
+    (the terminal's own storage failed: a full disk, an I/O error) or ``error`` (anything else)."""
+    if isinstance(exc, OperatorUnavailable):
+        return "offline"
+    if isinstance(exc, OSError | sqlite3.DatabaseError):
+        return "disk"
+    return "error"
 
 
 @contextmanager
@@ -74,8 +85,9 @@ class OperatorServices:
             if progress is not None:
                 progress(p.done, p.total)
 
-        with _unreachable():
-            result = upload.sync_once(self.home, self.terminal_id, operator_url=self.operator_url, progress=report)
+        # The client turns network failures into OperatorUnavailable; an OSError here is the terminal's own
+        # storage (a full disk under the ledger) and is raised as it is, not as "operator not reachable".
+        result = upload.sync_once(self.home, self.terminal_id, operator_url=self.operator_url, progress=report)
         return result.to_json()
 
     def refund(self, voucher_id: str, amount_fen: int | None = None) -> dict[str, Any]:

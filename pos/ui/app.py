@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
+import math
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import PurePath
 from typing import Any, ClassVar
@@ -14,7 +17,9 @@ from textual.screen import Screen
 
 from pos.i18n import other_language, tr
 from pos.runtime import Runtime
-from pos.sync.services import OperatorServices, OperatorUnavailable, Services
+from pos.sync.client import RetryPolicy
+from pos.sync.loop import SyncLoop
+from pos.sync.services import OperatorServices, OperatorUnavailable, Services, failure_kind
 from pos.ui.widgets import BARS_TCSS, KeyBar, Keys, StatusBar
 
 
@@ -36,6 +41,20 @@ class StatusUpdated(Message):
     def __init__(self, info: StatusInfo) -> None:
         super().__init__()
         self.info = info
+
+
+_FAILED = {"offline": "bar.failed_offline", "disk": "bar.failed_disk", "error": "bar.failed_error"}
+_FAILED_F5 = {"offline": "bar.failed_offline_f5", "disk": "bar.failed_disk_f5", "error": "bar.failed_error_f5"}
+
+
+class SyncEvent(Message):
+    """What the background sync loop is doing (posted from its thread): ``start``, ``progress``, ``result`` or
+    ``error``."""
+
+    def __init__(self, kind: str, *, done: int = 0, total: int = 0, result: Any = None,
+                 error: Exception | None = None) -> None:
+        super().__init__()
+        self.kind, self.done, self.total, self.result, self.error = kind, done, total, result, error
 
 
 class TerminalScreen(Screen[Any]):
@@ -64,6 +83,9 @@ class TerminalScreen(Screen[Any]):
         """The screen and all its children are mounted (override to fill tables, start workers)."""
         self.retranslate()
 
+    def synced(self) -> None:
+        """A sync round has just succeeded (override to reload what it changed)."""
+
     def retranslate(self) -> None:
         """Redraw every text in the current language (override and call super)."""
         for bar in self.query(KeyBar):
@@ -73,10 +95,13 @@ class TerminalScreen(Screen[Any]):
 
 
 class TerminalApp(App[None]):
-    """Base of the clerk and gate apps: language, tester panel, status polling.
+    """Base of the clerk and gate apps: language, tester panel, status polling, background sync.
 
     A concrete app extends ``CSS_PATH`` with its screens' style sheets and names the screen F2 opens in
-    ``TESTER_SCREEN``.
+    ``TESTER_SCREEN``. The background sync (:class:`~pos.sync.loop.SyncLoop` over ``services.sync``) runs every
+    ``sync_interval`` seconds (default: ``operator.sync_interval_s`` in merchants.yaml; 0: only on F5), backs off
+    while it fails, and is triggered by F5 and by each approved sale while online. ``clock`` (monotonic seconds)
+    and ``sync_poll`` let tests move time instead of waiting.
     """
 
     ENABLE_COMMAND_PALETTE = False
@@ -85,17 +110,30 @@ class TerminalApp(App[None]):
     BINDINGS: ClassVar = [
         Binding("f2", "tester", "tester", show=False),
         Binding("f3", "switch_language", "language", show=False),
+        Binding("f5", "sync_now", "sync", show=False),
         Binding("ctrl+q", "quit", "quit", show=False, priority=True),
     ]
 
     def __init__(self, runtime: Runtime, *, lang: str = "zh-CN", services: Services | None = None,
-                 status_interval: float = 5.0) -> None:
+                 status_interval: float = 5.0, sync_interval: float | None = None,
+                 clock: Callable[[], float] = time.monotonic, sync_poll: float = 1.0,
+                 backoff: RetryPolicy | None = None) -> None:
         super().__init__()
         self.runtime = runtime
         self.lang = lang
         self.services: Services = services or OperatorServices(runtime.home, runtime.terminal_id)
         self.status = StatusInfo()
         self.status_interval = status_interval
+        interval = runtime.home.config.operator.sync_interval_s if sync_interval is None else sync_interval
+        self.sync_interval = interval if interval > 0 else math.inf
+        self.sync_loop = SyncLoop(runtime.home, runtime.terminal_id, sync=self._sync_round, interval=self.sync_interval,
+                                  clock=clock, poll=sync_poll, backoff=backoff, first_delay=self.sync_interval,
+                                  on_start=lambda: self.post_message(SyncEvent("start")),
+                                  on_result=lambda r: self.post_message(SyncEvent("result", result=r)),
+                                  on_error=lambda e: self.post_message(SyncEvent("error", error=e)))
+        self.sync_progress: tuple[int, int] | None = None  # (done, total) while a round runs; total -1: starting
+        self.sync_failure: str | None = None  # failure_kind of the last round when it failed
+        self._manual_sync = False
 
     def t(self, key: str, **kw: Any) -> str:
         return tr(key, self.lang, **kw)
@@ -121,6 +159,11 @@ class TerminalApp(App[None]):
         self.poll_status()
         if self.status_interval > 0:
             self.set_interval(self.status_interval, self.poll_status)
+        self.set_interval(1.0, self._tick_countdown)
+        self.sync_loop.start()
+
+    def on_unmount(self) -> None:
+        self.sync_loop.stop(timeout=1.0)
 
     def poll_status(self) -> None:
         self.run_worker(self._read_status, thread=True, group="status", exclusive=True)
@@ -134,14 +177,14 @@ class TerminalApp(App[None]):
         with self.runtime.home.ledger(self.runtime.terminal_id) as ledger:
             s = ledger.sync_status()
         try:
-            online = self.services.online()
+            online = self.services.online() and self.sync_failure != "offline"  # both must say it answers
         except OperatorUnavailable:
             online = False
         return StatusInfo(online, s.pending_count, s.pending_fen, s.last_sync, s.denylist_version,
                           self.status.progress)
 
     def on_status_updated(self, message: StatusUpdated) -> None:
-        self.status = message.info
+        self.status = StatusInfo(**{**message.info.__dict__, "progress": self.status.progress})  # progress: ours
         self.redraw_status()
 
     def set_progress(self, text: str) -> None:
@@ -152,6 +195,81 @@ class TerminalApp(App[None]):
         for screen in self.screen_stack:
             for bar in screen.query(StatusBar):
                 bar.retranslate()
+
+    def _tick_countdown(self) -> None:
+        if self.sync_failure is not None and self.sync_progress is None:
+            self.redraw_status()  # "retrying in N s" counts down
+
+    def sync_note(self) -> tuple[str, str] | None:
+        """What the status bar says about the sync: its progress, or the failure and when it retries."""
+        if self.sync_progress is not None:
+            done, total = self.sync_progress
+            text = self.t("sync.running") if total < 0 else self.t("sync.progress", done=done, total=total)
+            return text, "bold"
+        if self.sync_failure is None:
+            return None
+        left = self.sync_loop.seconds_left()
+        if math.isinf(left):
+            return self.t(_FAILED_F5[self.sync_failure]), "bold yellow"
+        return self.t(_FAILED[self.sync_failure], s=math.ceil(left)), "bold yellow"
+
+    # -- sync -------------------------------------------------------------------------------------------------------
+    def _sync_round(self) -> Any:
+        """One sync round (in the loop's thread) through the services, reporting progress to the status bar."""
+        def progress(done: int, total: int) -> None:
+            self.post_message(SyncEvent("progress", done=done, total=total))
+
+        return self.services.sync(progress=progress)
+
+    def action_sync_now(self) -> None:
+        """F5: sync at once; the outcome is notified (a round under way already: nothing more)."""
+        if self.sync_progress is not None or self.sync_loop.running:
+            return
+        self._manual_sync = True
+        self._show_progress((0, -1))
+        self.sync_loop.trigger()
+
+    def _show_progress(self, progress: tuple[int, int] | None) -> None:
+        self.sync_progress = progress
+        note = self.sync_note() if progress is not None else None
+        self.status = StatusInfo(**{**self.status.__dict__, "progress": note[0] if note else ""})
+
+    def sale_decided(self, approved: bool) -> None:
+        """Called by a screen after each sale: an approved one goes up at once while the operator answers."""
+        if approved and self.status.online and self.sync_failure is None:
+            self.sync_loop.trigger()
+
+    def on_sync_event(self, event: SyncEvent) -> None:
+        if event.kind == "start":
+            self._show_progress(self.sync_progress or (0, -1))
+        elif event.kind == "progress":
+            self._show_progress((event.done, event.total))
+        elif event.kind == "result":
+            self.sync_failure = None
+            self._show_progress(None)
+            self.status = StatusInfo(**{**self.status.__dict__, "online": True})
+            if self._manual_sync:
+                r = event.result if isinstance(event.result, dict) else {}
+                rejected = r.get("rejected", 0)
+                self.notify(self.t("sync.done", sent=r.get("uploaded", r.get("sent", 0)), settled=r.get("settled", 0),
+                                   rejected=len(rejected) if isinstance(rejected, list) else int(rejected or 0)))
+            self._manual_sync = False
+            self.poll_status()
+            for screen in self.screen_stack:
+                if isinstance(screen, TerminalScreen) and screen.is_ready:
+                    screen.synced()
+        elif event.kind == "error" and event.error is not None:
+            self._show_progress(None)
+            kind = self.sync_failure = failure_kind(event.error)
+            if kind == "offline":
+                self.status = StatusInfo(**{**self.status.__dict__, "online": False})
+            if self._manual_sync or (kind != "offline" and self.sync_loop.failures == 1):
+                detail = (self.t("operator.unavailable") if kind == "offline" else
+                          self.t("sync.storage_failed", error=str(event.error)) if kind == "disk" else str(event.error))
+                self.notify(detail, title=self.t("sync.failed"), severity="error")
+            self._manual_sync = False
+            self.poll_status()
+        self.redraw_status()
 
     def now(self) -> dt.datetime:
         return self.runtime.clock()

@@ -1,7 +1,7 @@
 """Snapshots of the main screens in both languages (pytest-textual-snapshot; update with --snapshot-update).
 
 Everything shown is fixed: wallet ids, amounts, voucher ids and the countdown clock; status figures come from a
-fresh ledger and a fake operator that is offline.
+fresh ledger and a fake operator that is offline; no background sync runs (``sync_interval=0``).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from ecny_nfc.mock import MockReader
-from pos.gate.ticket_gate import ANTI_PASSBACK, PAID, Gate, GateDecision
+from pos.gate.ticket_gate import ANTI_PASSBACK, CAPACITY, PAID, Gate, GateDecision
 from pos.home import Home
 from pos.payment.outcome import Outcome
 from pos.payment.reasons import Reason
@@ -46,7 +46,7 @@ def clerk(tmp_path: Path, lang: str) -> ClerkApp:
 def gate(tmp_path: Path, lang: str) -> GateApp:
     home = fixed_home(tmp_path)
     rt = Runtime(home, GATE, MockReader(), clock=lambda: FIXED_NOW, monotonic=lambda: 1000.0)
-    return GateApp(rt, Gate(home, GATE), lang=lang, services=FakeServices(), hold_s=600)
+    return GateApp(rt, Gate(home, GATE), lang=lang, services=FakeServices(), hold_s=600, sync_interval=0)
 
 
 def showing_screen(screen_type: type) -> Any:
@@ -107,4 +107,24 @@ def test_gate_open(snap_compare: Any, tmp_path: Path, lang: str) -> None:
 @pytest.mark.parametrize("lang", LANGS)
 def test_gate_stop(snap_compare: Any, tmp_path: Path, lang: str) -> None:
     d = GateDecision(False, ANTI_PASSBACK, 1, 2, wallet_id=WALLET, tickets=1, used=1, window_s=1800)
+    assert snap_compare(gate(tmp_path, lang), run_before=pushing(lambda: GateResultScreen(d), GateResultScreen))
+
+
+def sold_out(pilot: Any) -> Any:
+    async def run_before(pilot: Any) -> None:
+        await until(pilot, lambda: showing(pilot.app, GateScreen))
+        pilot.app.counts = (3, 0)  # capacity 3, all sold
+        pilot.app.screen.redraw()
+
+    return run_before
+
+
+@pytest.mark.parametrize("lang", LANGS)
+def test_gate_sold_out(snap_compare: Any, tmp_path: Path, lang: str) -> None:
+    assert snap_compare(gate(tmp_path, lang), run_before=sold_out(None))
+
+
+@pytest.mark.parametrize("lang", LANGS)
+def test_gate_stop_one_place_left(snap_compare: Any, tmp_path: Path, lang: str) -> None:
+    d = GateDecision(False, CAPACITY, 2, 1, wallet_id=WALLET, tickets=2)
     assert snap_compare(gate(tmp_path, lang), run_before=pushing(lambda: GateResultScreen(d), GateResultScreen))

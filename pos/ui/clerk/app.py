@@ -24,8 +24,8 @@ class ClerkApp(TerminalApp):
     TITLE = "ecny-pos"
 
     def __init__(self, runtime: Any, *, lang: str = "zh-CN", services: Services | None = None,
-                 charge_timeout: float | None = None, status_interval: float = 5.0) -> None:
-        super().__init__(runtime, lang=lang, services=services, status_interval=status_interval)
+                 charge_timeout: float | None = None, status_interval: float = 5.0, **sync: Any) -> None:
+        super().__init__(runtime, lang=lang, services=services, status_interval=status_interval, **sync)
         self.charge_timeout = (charge_timeout if charge_timeout is not None
                                else runtime.home.config.risk.tap_timeout_s)
 

@@ -133,6 +133,7 @@ class ChargeScreen(TerminalScreen):
     def on_charge_done(self, message: ChargeDone) -> None:
         self._done = True
         outcome = message.outcome
+        self.tapp.sale_decided(outcome.approved)
         while self.app.screen is not self:  # e.g. the tester panel opened over this screen
             self.app.pop_screen()
         if outcome.reason is Reason.CANCELLED:

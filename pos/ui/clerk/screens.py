@@ -5,21 +5,18 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from rich.text import Text
-from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
-from textual.message import Message
 from textual.widgets import DataTable, Digits, Static
 
 from pos.config import Product
 from pos.money import MAX_AMOUNT_FEN, fen_to_yuan_text, format_fen, parse_yuan
-from pos.sync.services import OperatorUnavailable, Services
 from pos.ui.app import TerminalScreen
 from pos.ui.clerk.charge import ChargeScreen
 from pos.ui.history import HistoryScreen, ReportScreen
 from pos.ui.widgets import KeyBar, StatusBar
-from wallet.errors import EcnyError, InvalidInput
+from wallet.errors import InvalidInput
 
 MAX_TYPED = 11  # "99999999.99"
 
@@ -53,7 +50,6 @@ class CounterScreen(TerminalScreen):
         super().__init__()
         self.typed = ""
         self.cart: dict[str, int] = {}
-        self._syncing = False
 
     @property
     def catalog(self) -> list[Product]:
@@ -201,48 +197,7 @@ class CounterScreen(TerminalScreen):
         self.app.push_screen(ReportScreen())
 
     def action_sync(self) -> None:
-        if self._syncing:
-            return
-        self._syncing = True
-        self.tapp.set_progress(self.t("sync.running"))
-        self._sync(self.tapp.services)
-
-    @work(thread=True, group="sync", exit_on_error=False)
-    def _sync(self, services: Services) -> None:
-        app = self.tapp
-
-        def progress(done: int, total: int) -> None:
-            app.call_from_thread(app.set_progress, app.t("sync.progress", done=done, total=total))
-
-        try:
-            result = services.sync(progress=progress)
-            self.post_message(SyncDone(result, None))
-        except OperatorUnavailable:
-            self.post_message(SyncDone(None, self.t("operator.unavailable")))
-        except EcnyError as exc:
-            self.post_message(SyncDone(None, str(exc)))
-
-    def on_sync_done(self, message: SyncDone) -> None:
-        self._syncing = False
-        self.tapp.set_progress("")
-        if message.error:
-            self.notify(message.error, title=self.t("sync.failed"), severity="error")
-        else:
-            r = message.result or {}
-            self.notify(self.t("sync.done", sent=r.get("uploaded", r.get("sent", 0)),
-                               settled=r.get("settled", 0), rejected=_count(r.get("rejected", 0))))
-        self.tapp.poll_status()
+        self.tapp.action_sync_now()  # the app's background sync loop runs the round (pos/ui/app.py)
 
     def new_sale(self) -> None:
         self.action_clear()
-
-
-def _count(value: Any) -> int:
-    return len(value) if isinstance(value, list) else int(value or 0)
-
-
-class SyncDone(Message):
-    def __init__(self, result: dict[str, Any] | None, error: str | None) -> None:
-        super().__init__()
-        self.result = result
-        self.error = error

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path, PurePath
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from textual import work
 from textual.message import Message
 
-from pos.gate.ticket_gate import Gate, GateDecision
+from pos.gate.ticket_gate import PAID, Gate, GateDecision
 from pos.runtime import Runtime
 from pos.sync.services import Services
 from pos.ui.app import TerminalApp
 from pos.ui.gate.screens import GateResultScreen, GateScreen
+from pos.ui.history import HISTORY_TCSS
 from pos.ui.tester import TESTER_TCSS, TesterScreen
 
 GATE_TCSS = Path(__file__).with_name("gate.tcss")
@@ -28,14 +29,16 @@ class GateDecided(Message):
 
 
 class GateApp(TerminalApp):
-    """The gate terminal: a reader loop in a worker thread decides every tap."""
+    """The gate terminal: a reader loop in a worker thread decides every tap. Each visitor who walks in leaves the
+    ready screen on one ticket of the first kind for the next; a refused visitor keeps the selection to try again.
+    Its payments are in its own ledger, like a counter's: history (F4), sync (F5) and the day's report (F6)."""
 
-    CSS_PATH: ClassVar[list[str | PurePath]] = [*TerminalApp.CSS_PATH, GATE_TCSS, TESTER_TCSS]
+    CSS_PATH: ClassVar[list[str | PurePath]] = [*TerminalApp.CSS_PATH, GATE_TCSS, HISTORY_TCSS, TESTER_TCSS]
     TESTER_SCREEN = TesterScreen
 
     def __init__(self, runtime: Runtime, gate: Gate, *, lang: str = "zh-CN", services: Services | None = None,
-                 hold_s: float | None = None, status_interval: float = 0) -> None:
-        super().__init__(runtime, lang=lang, services=services, status_interval=status_interval)
+                 hold_s: float | None = None, status_interval: float = 5.0, **sync: Any) -> None:
+        super().__init__(runtime, lang=lang, services=services, status_interval=status_interval, **sync)
         self.gate = gate
         self.sku = gate.products[0].sku
         self.quantity = 1
@@ -64,6 +67,8 @@ class GateApp(TerminalApp):
                                        selection=lambda: (self.sku, self.quantity))
             if decision is None:
                 continue
+            if decision.open:  # this visitor is through: the next one starts on one ticket of the first kind
+                self.sku, self.quantity = self.gate.products[0].sku, 1
             rt.last_trace = decision.trace
             rt.last_result = decision.to_json("en")
             if rt.broker is not None:
@@ -75,6 +80,7 @@ class GateApp(TerminalApp):
         self.decisions += 1
         d = message.decision
         self.counts = (d.entries_today, d.remaining)
+        self.sale_decided(d.code == PAID)
         while isinstance(self.screen, GateResultScreen):
             self.pop_screen()
         for screen in self.screen_stack:

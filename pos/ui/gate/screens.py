@@ -10,10 +10,11 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.widgets import DataTable, Static
 
-from pos.gate.ticket_gate import GateDecision
+from pos.gate.decision import CAPACITY, GateDecision, places_left
 from pos.money import format_fen
 from pos.ui.app import TerminalScreen
-from pos.ui.widgets import KeyBar
+from pos.ui.history import HistoryScreen, ReportScreen
+from pos.ui.widgets import KeyBar, StatusBar
 
 if TYPE_CHECKING:
     from pos.ui.gate.app import GateApp
@@ -34,15 +35,27 @@ def banner(word: str) -> str:
     return "\n".join("  ".join(_FONT[ch][row] for ch in word) for row in range(5))
 
 
-class GateScreen(TerminalScreen):
-    """Ready: the selected ticket, quantity, entries today and remaining capacity."""
+MAX_QUANTITY = 9
 
-    KEYS: ClassVar = [("↑↓", "key.product"), ("+-", "key.quantity"), ("F2", "key.tester"), ("F3", "key.language")]
+
+def counts_text(app: GateApp, entries: int, remaining: int) -> Text:
+    """"Entries today 3 · 2 places left" (or "· sold out")."""
+    return Text(app.t("gate.counts", entries=entries, places=places_left(remaining, app.lang)), justify="center")
+
+
+class GateScreen(TerminalScreen):
+    """Ready: the selected ticket, quantity, entries today and remaining capacity; a red SOLD OUT when none is left
+    (a visitor holding tickets still walks in; a tap that would buy is refused before any charge)."""
+
+    KEYS: ClassVar = [("↑↓", "key.product"), ("+-", "key.quantity"), ("F4", "key.history"), ("F5", "key.sync"),
+                      ("F6", "key.report"), ("F2", "key.tester"), ("F3", "key.language")]
     BINDINGS: ClassVar = [
         Binding("up", "move(-1)", show=False),
         Binding("down", "move(1)", show=False),
         Binding("plus,right,equals_sign", "quantity(1)", show=False),
         Binding("minus,left", "quantity(-1)", show=False),
+        Binding("f4", "history", show=False),
+        Binding("f6", "report", show=False),
     ]
 
     @property
@@ -61,6 +74,7 @@ class GateScreen(TerminalScreen):
             with Vertical(id="ready-box"):
                 yield Static(id="ready")
                 yield Static(id="stats")
+        yield StatusBar()
         yield KeyBar(self.KEYS)
 
     def ready(self) -> None:
@@ -88,37 +102,64 @@ class GateScreen(TerminalScreen):
     def redraw(self) -> None:
         app = self.gapp
         product = app.gate.product(app.sku)
+        table = self.query_one("#products", DataTable)
+        row = [p.sku for p in app.gate.products].index(app.sku)
+        if table.cursor_row != row:
+            table.move_cursor(row=row)  # the selection went back to the default after a visitor
         self.query_one("#quantity", Static).update(Text.assemble(
             (self.t("gate.quantity", n=app.quantity), "bold"), "  ",
             self.t("gate.to_pay", amount=format_fen(product.price * app.quantity))))
-        ready = Text(justify="center")
-        ready.append(self.t("gate.tap") + "\n\n", style="bold")
-        ready.append(f"{product.name.get(app.lang)} × {app.quantity}\n", style="bold")
-        ready.append(format_fen(product.price * app.quantity))
-        self.query_one("#ready", Static).update(ready)
         entries, remaining = app.counts
-        self.query_one("#stats", Static).update(Text(
-            self.t("gate.stats", entries=entries, remaining=remaining), justify="center"))
+        ready = Text(justify="center")
+        if remaining <= 0:
+            ready.append(f" {self.t('gate.sold_out_banner')} \n\n", style="bold white on red")
+            ready.append(self.t("gate.sold_out_hint"))
+        else:
+            if app.quantity > remaining:
+                short = GateDecision(False, CAPACITY, entries, remaining, tickets=app.quantity)
+                ready.append(short.message(app.lang) + ": " + short.next_step(app.lang) + "\n\n",
+                             style="bold yellow")
+            else:
+                ready.append(self.t("gate.tap") + "\n\n", style="bold")
+            ready.append(f"{product.name.get(app.lang)} × {app.quantity}\n", style="bold")
+            ready.append(format_fen(product.price * app.quantity))
+        self.query_one("#ready", Static).update(ready)
+        self.query_one("#stats", Static).update(counts_text(app, entries, remaining))
 
     def action_move(self, step: int) -> None:
         app = self.gapp
         table = self.query_one("#products", DataTable)
         row = max(0, min(len(app.gate.products) - 1, table.cursor_row + step))
-        table.move_cursor(row=row)
         app.sku = app.gate.products[row].sku
         self.redraw()
 
     def action_quantity(self, step: int) -> None:
         app = self.gapp
-        app.quantity = max(1, min(9, app.quantity + step))
+        quantity = app.quantity + step
+        if not 1 <= quantity <= MAX_QUANTITY:
+            return self.app.bell()
+        app.quantity = quantity
         self.redraw()
+
+    def action_history(self) -> None:
+        self.app.push_screen(HistoryScreen())
+
+    def action_report(self) -> None:
+        self.app.push_screen(ReportScreen())
 
 
 class GateResultScreen(TerminalScreen):
     """Full-screen OPEN (green) or STOP (red) with the reason in large text; back to ready by itself."""
 
-    KEYS: ClassVar = [("Enter", "key.back"), ("F2", "key.tester"), ("F3", "key.language")]
-    BINDINGS: ClassVar = [Binding("enter,escape", "back", show=False)]
+    KEYS: ClassVar = [("Enter", "key.back"), ("↑↓ +-", "gate.next_visitor"), ("F2", "key.tester"),
+                      ("F3", "key.language")]
+    BINDINGS: ClassVar = [
+        Binding("enter,escape", "back", show=False),
+        Binding("up", "next('move', -1)", show=False),
+        Binding("down", "next('move', 1)", show=False),
+        Binding("plus,right,equals_sign", "next('quantity', 1)", show=False),
+        Binding("minus,left", "next('quantity', -1)", show=False),
+    ]
 
     def __init__(self, decision: GateDecision) -> None:
         super().__init__()
@@ -148,9 +189,18 @@ class GateResultScreen(TerminalScreen):
         if step := d.next_step(lang):
             reason.append(step)
         self.query_one("#reason", Static).update(reason)
-        self.query_one("#result-stats", Static).update(Text(
-            self.t("gate.stats", entries=d.entries_today, remaining=d.remaining), justify="center"))
+        self.query_one("#result-stats", Static).update(counts_text(self.app, d.entries_today,  # type: ignore[arg-type]
+                                                                   d.remaining))
 
     def action_back(self) -> None:
         if self.is_current:
             self.app.pop_screen()
+
+    def action_next(self, action: str, step: int) -> None:
+        """↑↓ + - on a result: back to ready for the next visitor, with that key applied."""
+        self.action_back()
+        ready = self.app.screen
+        if isinstance(ready, GateScreen) and action == "move":
+            ready.action_move(step)
+        elif isinstance(ready, GateScreen):
+            ready.action_quantity(step)

@@ -227,6 +227,9 @@ class HistoryScreen(TerminalScreen):
         self.load()
         self.tapp.poll_status()
 
+    def synced(self) -> None:
+        self.load()  # statuses moved: pending -> settled / rejected
+
     def action_back(self) -> None:
         self.app.pop_screen()
 
@@ -238,10 +241,18 @@ class ReconcileDone(Message):
         self.error = error
 
 
-class ReportScreen(TerminalScreen):
-    """End of day: counts and totals by status, then the operator's reconciliation when it answers."""
+def waiting_for_sync(difference: dict[str, Any]) -> bool:
+    """A reconciliation difference that the next sync resolves: a payment still pending here (not uploaded yet, or
+    settled by the operator and not recorded here yet)."""
+    return difference.get("field") == "status" and difference.get("terminal") == "pending"
 
-    KEYS: ClassVar = [("Esc", "key.back"), ("F3", "key.language")]
+
+class ReportScreen(TerminalScreen):
+    """End of day: counts and totals by status, then the operator's reconciliation when it answers. Payments not
+    uploaded yet are said as such ("3 payments not uploaded yet: F5 syncs now"), not as a mismatch; after a sync the
+    report and the reconciliation are read again."""
+
+    KEYS: ClassVar = [("Esc", "key.back"), ("F5", "key.sync"), ("F3", "key.language")]
     BINDINGS: ClassVar = [Binding("escape,enter", "back", show=False)]
 
     def __init__(self) -> None:
@@ -263,6 +274,10 @@ class ReportScreen(TerminalScreen):
             self.report = day_report(ledger, day)
         self.retranslate()
         self._reconcile(day.isoformat())
+
+    def synced(self) -> None:
+        self.reconciliation, self.reconcile_error = None, None
+        self.ready()
 
     @work(thread=True, group="reconcile", exit_on_error=False)
     def _reconcile(self, day: str) -> None:
@@ -294,19 +309,28 @@ class ReportScreen(TerminalScreen):
         text.append(f"{pad(self.t('report.unresolved'))}{r['unresolved']:>6}\n")
         text.append(f"{pad(self.t('report.open_intents'))}{r['open_intents']:>6}\n\n")
         text.append(self.t("report.reconciliation") + ": ", style="bold")
+        pending = r["by_status"]["pending"]["count"]
         if self.reconciliation is not None:
             rec = self.reconciliation
-            ok = rec.get("matches", rec.get("ok"))
-            text.append((self.t("report.matched") if ok else self.t("report.mismatch")) + "\n",
-                        style="green" if ok else "red")
+            diffs = rec.get("differences") or []
+            real = [d for d in diffs if not waiting_for_sync(d)]
+            if rec.get("matches", rec.get("ok")):
+                text.append(self.t("report.matched") + "\n", style="green")
+            elif real:
+                text.append(self.t("report.mismatch") + "\n", style="red")
+            else:
+                text.append(self.t("report.after_sync") + "\n", style="yellow")
             op = rec.get("operator") or {}
             if "count" in op:
                 text.append(f"  {self.t('report.operator')}: {op['count']}  "
                             f"{format_fen(int(op.get('total_fen', 0)))}\n")
-            for d in (rec.get("differences") or [])[:8]:
+            for d in real[:8]:
                 text.append(f"  {d.get('voucher_id') or d.get('refund_id')}: {d.get('note')}\n", style="yellow")
         else:
             text.append((self.reconcile_error or self.t("report.waiting")) + "\n")
+        if pending:
+            note = self.t("report.not_uploaded_one") if pending == 1 else self.t("report.not_uploaded", n=pending)
+            text.append(f"  {note}\n", style="bold yellow")
         self.query_one("#report", Static).update(text)
 
     def action_back(self) -> None:

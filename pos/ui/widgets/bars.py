@@ -36,7 +36,8 @@ class KeyBar(Static):
 
 
 class StatusBar(Static):
-    """Online/offline, vouchers and money waiting for settlement, last sync, denylist version, sync progress."""
+    """Online/offline, vouchers and money waiting for settlement, last sync, then the sync's progress, or its
+    failure and when it retries ("offline, retrying in 12 s"), else the denylist version."""
 
     def on_mount(self) -> None:
         self.retranslate()
@@ -50,7 +51,11 @@ class StatusBar(Static):
         text.append(" " + app.t("bar.pending", n=s.pending_count, amount=format_fen(s.pending_fen)) + " │ ")
         last = parse_time(s.last_sync).strftime("%m-%d %H:%M") if s.last_sync else app.t("bar.never")
         text.append(app.t("bar.last_sync", time=last) + " │ ")
-        text.append(app.t("bar.denylist", v=s.denylist_version))
-        if s.progress:
-            text.append(" │ " + s.progress, style="bold")
+        note = app.sync_note()
+        if note is not None:
+            text.append(note[0], style=note[1])
+        elif s.progress:
+            text.append(s.progress, style="bold")
+        else:
+            text.append(app.t("bar.denylist", v=s.denylist_version))
         self.update(text)

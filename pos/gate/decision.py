@@ -1,0 +1,95 @@
+"""The gate's answer to one tap (:class:`GateDecision`) and how it reads: open or stop, the reason in plain words
+and the next step, with counts that read right ("1 place left", "only 2 places left: choose 2 tickets or fewer")."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from pos.i18n import tr
+from pos.payment.card_client import TraceEntry
+from pos.payment.outcome import Outcome
+from pos.payment.reasons import Reason
+
+# Gate-specific decision codes (payment declines use pos.payment.reasons.Reason values).
+PAID = "paid"
+PREPAID = "prepaid"
+ANTI_PASSBACK = "anti_passback"
+CAPACITY = "capacity"
+
+
+def places_left(n: int, lang: str) -> str:
+    """"1 place left", "2 places left", "sold out" in ``lang``."""
+    if n <= 0:
+        return tr("gate.sold_out", lang)
+    return tr("gate.places_one", lang) if n == 1 else tr("gate.places_many", lang, n=n)
+
+
+@dataclass
+class GateDecision:
+    """The gate's answer to one tap: open or stop, why, and the day's counts after it."""
+
+    open: bool
+    code: str
+    entries_today: int
+    remaining: int
+    wallet_id: str | None = None
+    sku: str | None = None
+    tickets: int = 0
+    used: int = 0
+    amount_fen: int = 0
+    last_entry_ms: int | None = None
+    window_s: int = 0
+    outcome: Outcome | None = None
+    trace: list[TraceEntry] = field(default_factory=list)
+    time_ms: int = 0
+
+    def short(self) -> bool:
+        """A capacity refusal with places left, only fewer than the ``tickets`` asked for (not sold out)."""
+        return self.code == CAPACITY and 0 < self.remaining < self.tickets
+
+    def message(self, lang: str) -> str:
+        """The reason in plain words."""
+        if self.code == PAID:
+            return tr("gate.paid", lang, n=self.tickets)
+        if self.code == PREPAID:
+            return tr("gate.prepaid", lang, used=self.used, tickets=self.tickets)
+        if self.code == ANTI_PASSBACK:
+            return tr("gate.passback", lang, used=self.used, tickets=self.tickets,
+                      minutes=max(1, round(self.window_s / 60)))
+        if self.code == CAPACITY:
+            if self.short():
+                return tr("gate.short_one", lang) if self.remaining == 1 else tr("gate.short", lang, n=self.remaining)
+            return tr("gate.capacity", lang)
+        if self.outcome is not None:
+            return self.outcome.message(lang)
+        return Reason(self.code).message(lang)
+
+    def next_step(self, lang: str) -> str:
+        if self.open:
+            return tr("gate.walk_through", lang)
+        if self.code == ANTI_PASSBACK:
+            return tr("gate.passback_next", lang)
+        if self.code == CAPACITY:
+            if self.short():
+                return (tr("gate.short_one_next", lang) if self.remaining == 1
+                        else tr("gate.short_next", lang, n=self.remaining))
+            return tr("gate.capacity_next", lang)
+        return Reason(self.code).next_step(lang)
+
+    def to_json(self, lang: str = "en") -> dict[str, Any]:
+        """The shape of ``pos pay --json`` plus the gate's fields."""
+        if self.outcome is not None:
+            out = self.outcome.to_json(lang)
+        else:
+            out = {"status": "approved" if self.open else "declined", "reason": None if self.open else self.code,
+                   "message": "", "voucher_id": None, "amount_fen": 0, "balance_after_fen": None,
+                   "wallet_id": self.wallet_id, "recovered": [], "pending_recovery": False}
+        if not self.open:
+            out["status"] = "declined"
+            out["reason"] = self.code
+        out["message"] = self.message(lang)
+        out["gate"] = {"open": self.open, "code": self.code, "sku": self.sku, "tickets": self.tickets,
+                       "used": self.used, "entries_today": self.entries_today, "remaining": self.remaining,
+                       "next_step": self.next_step(lang)}
+        return out
