@@ -182,7 +182,7 @@ def cmd_pay(args: argparse.Namespace, home: Home) -> int:
 
 # -- ledger ---------------------------------------------------------------------------------------------------------
 def cmd_ledger_list(args: argparse.Namespace, home: Home) -> int:
-    with home.ledger(args.terminal) as ledger:
+    with home.ledger(args.terminal, readonly=True) as ledger:
         entries = [e.to_json() for e in ledger.entries(kind=args.kind)]
     for e in entries:
         e.pop("voucher", None)
@@ -196,9 +196,9 @@ def cmd_ledger_list(args: argparse.Namespace, home: Home) -> int:
 def cmd_ledger_verify(args: argparse.Namespace, home: Home) -> int:
     from pos.ledger import LedgerTampered
 
-    with home.ledger(args.terminal) as ledger:
+    with home.ledger(args.terminal, readonly=True) as ledger:
         try:
-            report = ledger.verify()
+            report = ledger.verify(full=True)
         except LedgerTampered as exc:
             emit(args, {"ok": False, "problems": str(exc).split("; ")}, f"TAMPERED: {exc}")
             return EXIT_FAILED
@@ -212,7 +212,7 @@ def cmd_ledger_export(args: argparse.Namespace, home: Home) -> int:
 
     fields = ["seq", "time", "kind", "voucher_id", "wallet_id", "counter", "amount_fen", "amount_yuan", "hash"]
     out = Path(args.csv)
-    with home.ledger(args.terminal) as ledger:
+    with home.ledger(args.terminal, readonly=True) as ledger:
         rows = list(ledger.entries())
     tmp = out.with_name(f".{out.name}.tmp")
     with open(tmp, "w", newline="", encoding="utf-8") as fh:
