@@ -132,9 +132,8 @@ def test_a_write_checks_the_end_of_the_chain_it_extends(led: Ledger, tamper: str
     conn.execute(tamper)
     conn.commit()
     conn.close()
-    with pytest.raises(LedgerTampered, match=re.escape(problem)):
-        with led.transaction() as tx:
-            tx.append("sync")
+    with pytest.raises(LedgerTampered, match=re.escape(problem)), led.transaction() as tx:
+        tx.append("sync")
     assert led.count() == (4 if "DELETE FROM entries" in tamper else 5)
 
 
@@ -245,7 +244,7 @@ def test_incremental_verification_catches_a_tamper_before_the_checkpoint(led: Le
     edit_amount(led.path, 2, 99_999)  # its hash is stale, and it is not re-hashed: the sealed fingerprint differs
     with pytest.raises(LedgerTampered, match=r"up to the verified checkpoint \(entry 5\) were changed"):
         led.verify()
-    with pytest.raises(LedgerTampered, match="entry 2 .* altered"):
+    with pytest.raises(LedgerTampered, match=r"entry 2 .* altered"):
         led.verify(full=True)
 
 
@@ -261,7 +260,7 @@ def test_incremental_verification_catches_a_tamper_after_the_checkpoint(led: Led
     pay(led, 6)
     pay(led, 7)
     edit_amount(led.path, 6, 1)
-    with pytest.raises(LedgerTampered, match="entry 6 .* altered"):
+    with pytest.raises(LedgerTampered, match=r"entry 6 .* altered"):
         led.verify()
 
 
@@ -278,7 +277,7 @@ def test_a_forged_or_missing_checkpoint_costs_a_full_walk_not_a_pass(led: Ledger
     conn.execute("DELETE FROM verified")
     conn.commit()
     conn.close()
-    with pytest.raises(LedgerTampered, match="entry 3 .* altered"):
+    with pytest.raises(LedgerTampered, match=r"entry 3 .* altered"):
         led.verify()
 
 

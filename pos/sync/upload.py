@@ -10,7 +10,9 @@ recorded (what the operator settled of it is answered ``duplicate`` next time). 
 terminal's version are recorded and one ``sync`` entry closes the run.
 
 Nothing is uploaded from a ledger that fails verification (:meth:`pos.ledger.Ledger.check`, incremental: only the
-entries after its verified checkpoint are re-hashed). Refunds are :mod:`pos.sync.refunds`, end-of-day reports and reconciliation :mod:`pos.sync.reports`, the background
+entries after its verified checkpoint are re-hashed).
+
+Refunds are :mod:`pos.sync.refunds`, end-of-day reports and reconciliation :mod:`pos.sync.reports`, the background
 loop :mod:`pos.sync.loop`.
 """
 
