@@ -87,9 +87,15 @@ class Home:
         check_terminal_id(terminal_id)
         return self.root / "terminals" / terminal_id
 
-    def ledger(self, terminal_id: str) -> Ledger:
+    def ledger(self, terminal_id: str, readonly: bool = False) -> Ledger:
+        """The terminal's ledger. To write (the default): created with its key on first use. ``readonly``: an
+        existing ledger opened without creating or changing any file (:meth:`Ledger.open_readonly`; a terminal
+        without a ledger raises :class:`~pos.ledger.LedgerMissing`)."""
         self.terminal(terminal_id)
-        return Ledger(self.terminal_dir(terminal_id) / "ledger.db")
+        path = self.terminal_dir(terminal_id) / "ledger.db"
+        if readonly:
+            return Ledger.open_readonly(path, terminal_id=terminal_id)
+        return Ledger(path, terminal_id=terminal_id)
 
     def context(self, terminal_id: str, ledger: Ledger | None = None) -> TerminalContext:
         merchant, _ = self.terminal(terminal_id)

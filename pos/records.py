@@ -106,7 +106,9 @@ def save_receipt(receipts_dir: Path, tx: Tx, text: str) -> Path:
 
 def day_report(ledger: Ledger, day: dt.date) -> dict[str, Any]:
     """Counts and totals by status for ``day``, plus torn-tap and refund figures. Unresolved charges have no
-    voucher: they count on the day of their entry."""
+    voucher: they count on the day of their entry. The ledger is verified first: one that fails raises
+    :class:`~pos.ledger.LedgerTampered`, naming the terminal, what is wrong and what to do."""
+    ledger.check()
     txs = transactions(ledger, day)
     by: dict[str, dict[str, int]] = {s: {"count": 0, "total_fen": 0} for s in STATUSES}
     for t in txs:

@@ -128,10 +128,16 @@ def test_failed_append_changes_nothing(led: Ledger) -> None:
 
 
 def test_damaged_key_is_a_typed_error(tmp_path: Path) -> None:
+    from pos.ledger import LedgerKeyMissing
+
     Ledger(tmp_path / "l.db").close()
     (tmp_path / "l.key").write_bytes(b"short")
-    with pytest.raises(LedgerError):
-        Ledger(tmp_path / "l.db")
+    led = Ledger(tmp_path / "l.db")  # opens (to read), but is never written nor trusted
+    with pytest.raises(LedgerKeyMissing, match="damaged"):
+        led.append("sync")
+    with pytest.raises(LedgerKeyMissing, match="damaged"):
+        led.verify()
+    assert (tmp_path / "l.key").read_bytes() == b"short"
 
 
 def test_corrupted_file_is_a_typed_error(tmp_path: Path) -> None:

@@ -1,14 +1,13 @@
 """``pos ledger list|verify|export``: read a terminal's ledger without writing to it.
 
 A terminal that has no ledger in the home is bad input (exit 2) and nothing is created for it; the ledger is opened
-read-only where :meth:`pos.home.Home.ledger` supports it, so these commands work on a read-only copy of a home.
+read-only (:meth:`pos.home.Home.ledger` with ``readonly=True``), so these commands work on a read-only copy of a home.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
-import inspect
 import os
 from pathlib import Path
 from typing import Any
@@ -25,15 +24,13 @@ class NoLedger(InvalidInput):
 
 
 def read_ledger(home: Home, terminal_id: str) -> Any:
-    """Open a terminal's existing ledger for reading (read-only where the ledger supports it): a terminal that has
-    no ledger yet is bad input, and opening it creates nothing."""
+    """Open a terminal's existing ledger read-only: a terminal that has no ledger yet is bad input, and opening it
+    creates nothing."""
     home.terminal(terminal_id)
     path = home.terminal_dir(terminal_id) / "ledger.db"
     if not path.is_file():
         raise NoLedger(f"terminal {terminal_id} has no ledger in {home.root} yet: take a payment there first")
-    if "readonly" in inspect.signature(home.ledger).parameters:
-        return home.ledger(terminal_id, readonly=True)  # type: ignore[call-arg]
-    return home.ledger(terminal_id)
+    return home.ledger(terminal_id, readonly=True)
 
 
 def cmd_ledger_list(args: argparse.Namespace, home: Home) -> int:
@@ -53,9 +50,10 @@ def cmd_ledger_verify(args: argparse.Namespace, home: Home) -> int:
 
     try:
         with read_ledger(home, args.terminal) as ledger:
-            checked = ledger.verify()
+            checked = ledger.verify(full=True)
     except LedgerTampered as exc:
-        emit(args, {"ok": False, "problems": str(exc).split("; ")}, f"TAMPERED: {exc}")
+        problems = list(getattr(exc, "problems", None) or str(exc).split("; "))
+        emit(args, {"ok": False, "problems": problems}, f"TAMPERED: {exc}")
         return EXIT_FAILED
     emit(args, {"ok": True, "entries": checked.entries, "head_seq": checked.head_seq, "head_hash": checked.head_hash},
          f"ok: {checked.entries} entries, hash chain intact, head {checked.head_hash[:16]}…")

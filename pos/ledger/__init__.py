@@ -2,8 +2,9 @@
 
 Modules: :mod:`~pos.ledger.store` (the :class:`Ledger`), :mod:`~pos.ledger.transaction` (writes),
 :mod:`~pos.ledger.queries` (outbox, settlements, refunds, denylist, sync status), :mod:`~pos.ledger.intents` (the
-open-intents table and its in-memory view), :mod:`~pos.ledger.chain` (hashes, entry times, verification),
-:mod:`~pos.ledger.seal` (the head's key file), :mod:`~pos.ledger.schema` (migrations), :mod:`~pos.ledger.model`.
+open-intents table and its in-memory view), :mod:`~pos.ledger.chain` (hashes, entry times),
+:mod:`~pos.ledger.verify` (the head check before every write, incremental and full verification),
+:mod:`~pos.ledger.seal` (the key file and the seals), :mod:`~pos.ledger.schema` (migrations), :mod:`~pos.ledger.model`.
 """
 
 from pos.ledger.chain import utc_now
@@ -11,6 +12,8 @@ from pos.ledger.model import (
     CLOSING_KINDS,
     Entry,
     LedgerError,
+    LedgerKeyMissing,
+    LedgerMissing,
     LedgerTampered,
     OpenIntent,
     PaymentRecorded,
@@ -22,5 +25,5 @@ from pos.ledger.store import AUTOCHECKPOINT_PAGES, IDLE_CHECKPOINT_COMMITS, Ledg
 from pos.ledger.transaction import Transaction
 
 __all__ = ["AUTOCHECKPOINT_PAGES", "CLOSING_KINDS", "IDLE_CHECKPOINT_COMMITS", "Entry", "Ledger", "LedgerError",
-           "LedgerTampered", "OpenIntent", "PaymentRecorded", "SyncStatus", "Transaction", "VerifyReport",
-           "payment_day", "utc_now"]
+           "LedgerKeyMissing", "LedgerMissing", "LedgerTampered", "OpenIntent", "PaymentRecorded", "SyncStatus",
+           "Transaction", "VerifyReport", "payment_day", "utc_now"]

@@ -1,16 +1,12 @@
-"""The hash chain: every entry carries the SHA-256 of its content and of the entry before it; :func:`verify_chain`
-walks the chain, the derived open-intents table and the sealed head, and names everything that does not match."""
+"""The hash chain: every entry carries the SHA-256 of its content and of the entry before it (walked and checked by
+:mod:`pos.ledger.verify`); entry times."""
 
 from __future__ import annotations
 
 import hashlib
-import hmac
 import json
-import sqlite3
 import time
-from collections.abc import Callable
 
-from pos.ledger.model import CLOSING_KINDS, COLS, GENESIS, LedgerTampered, VerifyReport
 from wallet import clock
 
 # The exact JSON the hash chain is defined over (encoders built once: json.dumps builds one per call).
@@ -38,47 +34,3 @@ def utc_now() -> str:
         text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
         _second = (sec, text)
     return f"{text}.{ms % 1000:03d}Z"
-
-
-def verify_chain(conn: sqlite3.Connection, mac: Callable[[int, str], str]) -> VerifyReport:
-    """Check the whole chain, the open-intents table and the head (``mac`` seals it); raise :class:`LedgerTampered`
-    listing what is wrong."""
-    problems: list[str] = []
-    expected_prev = GENESIS
-    expected_seq = 1
-    n = 0
-    intents: set[int] = set()
-    closed: set[int] = set()
-    for row in conn.execute(f"SELECT {COLS} FROM entries ORDER BY seq"):
-        n += 1
-        seq, at, kind, vid, wid, counter, amount, data, prev_hash, h = row
-        if kind == "intent":
-            intents.add(seq)
-        elif kind in CLOSING_KINDS and '"intent":' in data:
-            closed.add(json.loads(data)["intent"])
-        if seq != expected_seq:
-            problems.append(f"entries {expected_seq}..{seq - 1} are missing" if seq > expected_seq
-                            else f"entry {seq} out of order")
-        if prev_hash != expected_prev:
-            problems.append(f"entry {seq} does not follow the entry before it (chain broken)")
-        if entry_hash(seq, at, kind, vid, wid, counter, amount, data, prev_hash) != h:
-            problems.append(f"entry {seq} ({kind}) was altered: its content does not match its hash")
-        expected_prev = h
-        expected_seq = seq + 1
-    expected_open = intents - closed
-    listed_open = {r[0] for r in conn.execute("SELECT seq FROM open_intents")}
-    if expected_open != listed_open:
-        problems.append("the open-intents table does not match the entries")
-    head = conn.execute("SELECT seq, hash, mac FROM head WHERE id = 1").fetchone()
-    head_seq, head_hash = (head[0], head[1]) if head else (0, GENESIS)
-    if head is None and n:
-        problems.append("the ledger head is missing")
-    elif head is not None:
-        if not hmac.compare_digest(head[2], mac(head[0], head[1])):
-            problems.append("the ledger head was altered (its authentication code does not match)")
-        if head_seq != expected_seq - 1 or head_hash != expected_prev:
-            problems.append(f"the ledger ends at entry {expected_seq - 1} but its head says {head_seq}: "
-                            "entries were removed or added behind its back")
-    if problems:
-        raise LedgerTampered("; ".join(problems))
-    return VerifyReport(n, head_seq, head_hash)

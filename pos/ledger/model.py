@@ -27,8 +27,26 @@ class LedgerError(EcnyError):
     """The ledger cannot be opened or written."""
 
 
+class LedgerMissing(LedgerError):
+    """There is no ledger at the path a read-only open was given (nothing is created)."""
+
+
 class LedgerTampered(LedgerError):
-    """The ledger's content does not match its hash chain or its authenticated head."""
+    """The ledger's content does not match its hash chain, its sealed head or its verified checkpoint.
+
+    ``problems`` lists what is wrong, one sentence each. Raised by :meth:`~pos.ledger.Ledger.verify` (its text is the
+    problems joined by "; "), by every write on a broken ledger (nothing is written) and by what refuses to upload or
+    report from one (:meth:`~pos.ledger.Ledger.check`: its text names the terminal and says what to do).
+    """
+
+    def __init__(self, problems: list[str], message: str | None = None) -> None:
+        super().__init__(message or "; ".join(problems))
+        self.problems = list(problems)
+
+
+class LedgerKeyMissing(LedgerTampered):
+    """The key that seals the ledger's head is missing or damaged while the ledger has entries: the head cannot be
+    authenticated, so nothing is written and verification fails (a key is only ever created with a new ledger)."""
 
 
 class PaymentRecorded(LedgerError):
@@ -91,7 +109,12 @@ class SyncStatus:
 
 @dataclass
 class VerifyReport:
+    """What a verification found: ``entries`` in the ledger, its head, ``rehashed`` how many entries were re-hashed
+    (all of them when ``full``, else those after the verified checkpoint)."""
+
     entries: int
     head_seq: int
     head_hash: str
     problems: list[str] = field(default_factory=list)
+    rehashed: int = 0
+    full: bool = True

@@ -75,3 +75,11 @@ def m005_payments_by_wallet_and_counter(db: sqlite_utils.Database) -> None:
     db.execute("CREATE INDEX entries_denylist ON entries(wallet_id) WHERE kind = 'denylist'")
     db.execute("DROP INDEX entries_one_payment")
     db.execute("DROP INDEX entries_kind_wallet")
+
+
+@MIGRATIONS()
+def m006_verified_checkpoint(db: sqlite_utils.Database) -> None:
+    """The verified checkpoint (:mod:`pos.ledger.verify`): how far an earlier verification found the ledger intact,
+    sealed under the ledger key, so the check before every sync re-hashes only the entries after it."""
+    db.execute("""CREATE TABLE verified (id INTEGER PRIMARY KEY CHECK (id = 1), seq INTEGER NOT NULL,
+                  hash TEXT NOT NULL, open_intents TEXT NOT NULL, fingerprint TEXT NOT NULL, mac TEXT NOT NULL)""")

@@ -11,6 +11,7 @@ index on the wallet id and counter it is made of), and settlement state changes 
 from __future__ import annotations
 
 import sqlite3
+import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,13 +19,26 @@ from typing import Any
 import sqlite_utils
 from filelock import FileLock
 
-from pos.ledger.chain import DATA_JSON, entry_hash, utc_now, verify_chain
+from pos.ledger.chain import DATA_JSON, entry_hash, utc_now
 from pos.ledger.intents import OpenIntents
-from pos.ledger.model import COLS, GENESIS, Entry, LedgerError, OpenIntent, PaymentRecorded, VerifyReport, row_entry
+from pos.ledger.model import (
+    COLS,
+    GENESIS,
+    Entry,
+    LedgerError,
+    LedgerKeyMissing,
+    LedgerMissing,
+    LedgerTampered,
+    OpenIntent,
+    PaymentRecorded,
+    VerifyReport,
+    row_entry,
+)
 from pos.ledger.queries import SettlementQueries
 from pos.ledger.schema import MIGRATIONS
-from pos.ledger.seal import head_mac, load_key
+from pos.ledger.seal import create_key, head_mac, key_path, read_key
 from pos.ledger.transaction import Transaction
+from pos.ledger.verify import head_problems, store_checkpoint, verify_ledger
 from wallet.ids import parse_voucher_id
 from wallet.ids import voucher_id as make_voucher_id
 
@@ -36,10 +50,14 @@ class Ledger(SettlementQueries):
     """One terminal's ledger file. Safe for several processes; one connection per thread, or one shared by threads
     that take turns (a running terminal's :class:`pos.payment.checkout.Checkout` holds a lock around each charge)."""
 
-    def __init__(self, path: Path, key: bytes | None = None) -> None:
+    def __init__(self, path: Path, key: bytes | None = None, *, terminal_id: str | None = None) -> None:
+        """Open the ledger at ``path`` to write, creating it (and its key) when it is new. The key of a ledger that
+        has entries is never created: without it the ledger opens, but every write and every verification fails
+        with :class:`LedgerKeyMissing`. ``terminal_id`` names the ledger in the errors of :meth:`check`."""
         self.path = Path(path)
+        self.terminal_id = terminal_id
+        self.readonly = False
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._key = key if key is not None else load_key(self.path)
         try:
             conn = sqlite3.connect(str(self.path), timeout=30, check_same_thread=False)
             db = sqlite_utils.Database(conn)
@@ -49,12 +67,44 @@ class Ledger(SettlementQueries):
             db.execute(f"PRAGMA wal_autocheckpoint={AUTOCHECKPOINT_PAGES}")
             with FileLock(str(self.path) + ".lock", timeout=60):
                 MIGRATIONS.apply(db)
+            is_new = conn.execute("SELECT NOT EXISTS (SELECT 1 FROM head) AND NOT EXISTS "
+                                  "(SELECT 1 FROM entries)").fetchone()[0]
         except sqlite3.DatabaseError as exc:
             raise LedgerError(f"cannot open ledger {self.path}: {exc}") from exc
+        self._key, self._key_problem = (key, None) if key is not None else read_key(self.path)
+        if self._key is None and is_new and not key_path(self.path).exists():
+            create_key(self.path)  # a new, empty ledger: the only time a key is made
+            self._key, self._key_problem = read_key(self.path)
+        self._setup(conn)
+
+    @classmethod
+    def open_readonly(cls, path: Path, key: bytes | None = None, *, terminal_id: str | None = None) -> Ledger:
+        """Open an existing ledger to read only: creates no file, directory or key and modifies nothing (a copy on
+        read-only media works). A ledger not in use (no write-ahead log beside it) is opened ``immutable``; one in
+        use is opened ``mode=ro`` and shares the running terminal's write-ahead index. Raises
+        :class:`LedgerMissing` when there is no ledger at ``path``; a missing key is reported by :meth:`verify`."""
+        path = Path(path)
+        if not path.is_file():
+            raise LedgerMissing(f"there is no ledger at {path}")
+        in_use = path.with_name(path.name + "-wal").exists()
+        uri = f"file:{urllib.parse.quote(str(path.resolve()))}?mode=ro" + ("" if in_use else "&immutable=1")
+        try:
+            conn = sqlite3.connect(uri, uri=True, timeout=30, check_same_thread=False)
+            conn.execute("SELECT 1 FROM entries LIMIT 1").fetchall()
+        except sqlite3.DatabaseError as exc:
+            raise LedgerError(f"cannot read ledger {path}: {exc}") from exc
+        self = cls.__new__(cls)
+        self.path, self.terminal_id, self.readonly = path, terminal_id, True
+        self._key, self._key_problem = (key, None) if key is not None else read_key(path)
+        self._setup(conn)
+        return self
+
+    def _setup(self, conn: sqlite3.Connection) -> None:
         self._conn = conn
         self._commits = 0  # since the last idle-time checkpoint
         self._known_certs: set[str] = set()  # committed or about to be: a rolled-back insert is re-done below
         self._intents = OpenIntents(conn)
+        self._head_checked = False  # this transaction has checked the head it extends
 
     def close(self) -> None:
         self._conn.close()
@@ -91,6 +141,9 @@ class Ledger(SettlementQueries):
             return tx.append(kind, **fields)
 
     def _begin(self) -> None:
+        if self.readonly:
+            raise LedgerError(f"the ledger {self.path} is open read-only")
+        self._head_checked = False
         self._conn.execute("BEGIN IMMEDIATE")
 
     def _commit(self) -> None:
@@ -110,8 +163,13 @@ class Ledger(SettlementQueries):
         if kind == "payment" and (wallet_id is None or counter is None or voucher_id != make_voucher_id(wallet_id,
                                                                                                           counter)):
             raise LedgerError("a payment's voucher id is made of its wallet id and counter")
-        row = self._conn.execute("SELECT seq, hash FROM head WHERE id = 1").fetchone()
-        prev_seq, prev_hash = row if row else (0, GENESIS)
+        row = self._conn.execute("SELECT seq, hash, mac FROM head WHERE id = 1").fetchone()
+        if not self._head_checked:  # the first append of a transaction: is the head it extends intact?
+            problems = head_problems(self._conn, self._key, self._key_problem, row)
+            if problems:
+                raise self._refusal(problems, "nothing was written")
+            self._head_checked = True
+        prev_seq, prev_hash = (row[0], row[1]) if row else (0, GENESIS)
         seq = prev_seq + 1
         time = time or utc_now()
         data_text = DATA_JSON(data or {})
@@ -125,7 +183,7 @@ class Ledger(SettlementQueries):
             raise
         self._conn.execute("INSERT INTO head (id, seq, hash, mac) VALUES (1, ?, ?, ?) ON CONFLICT(id) DO UPDATE "
                            "SET seq = excluded.seq, hash = excluded.hash, mac = excluded.mac",
-                           (seq, h, head_mac(self._key, seq, h)))
+                           (seq, h, head_mac(self._key, seq, h)))  # type: ignore[arg-type]
         self._intents.track(seq, time, kind, wallet_id, counter, amount_fen, data or {})
         return Entry(seq, time, kind, voucher_id, wallet_id, counter, amount_fen, data or {}, prev_hash, h)
 
@@ -193,6 +251,46 @@ class Ledger(SettlementQueries):
         return self._intents.current(wallet_id)
 
     # -- verification -----------------------------------------------------------------------------------------------
-    def verify(self) -> VerifyReport:
-        """Check the whole chain and the authenticated head; raise :class:`LedgerTampered` listing what is wrong."""
-        return verify_chain(self._conn, lambda seq, h: head_mac(self._key, seq, h))
+    def verify(self, full: bool = False) -> VerifyReport:
+        """Check the chain, the open-intents table and the sealed head; raise :class:`LedgerTampered` (or
+        :class:`LedgerKeyMissing`) listing what is wrong.
+
+        Incremental by default: entries up to the verified checkpoint are checked against its seal (not re-hashed),
+        those after it are re-hashed; ``full`` re-hashes every entry. A writable ledger found intact moves the
+        checkpoint to its end. Reads one snapshot, so writers may go on meanwhile."""
+        own = not self._conn.in_transaction
+        if own:
+            self._conn.execute("BEGIN")
+        try:
+            report, checkpoint = verify_ledger(self._conn, self._key, self._key_problem, full)
+        finally:
+            if own:
+                self._conn.execute("COMMIT")
+        if report.problems:
+            cls = LedgerKeyMissing if self._key is None else LedgerTampered
+            raise cls(report.problems)
+        if checkpoint is not None and own and not self.readonly:
+            try:
+                self._conn.execute("BEGIN IMMEDIATE")
+                store_checkpoint(self._conn, checkpoint)
+                self._conn.execute("COMMIT")
+            except sqlite3.DatabaseError:  # only a shortcut for the next verification: never fail for it
+                if self._conn.in_transaction:
+                    self._conn.execute("ROLLBACK")
+        return report
+
+    def check(self) -> VerifyReport:
+        """Verify (incrementally) before using the ledger's content for money: sync, reports. On failure raise
+        :class:`LedgerTampered` (:class:`LedgerKeyMissing`) naming the terminal, what is wrong and what to do."""
+        try:
+            return self.verify()
+        except LedgerTampered as exc:
+            raise self._refusal(exc.problems, None) from exc
+
+    def _refusal(self, problems: list[str], done: str | None) -> LedgerTampered:
+        name = f"the ledger of {self.terminal_id}" if self.terminal_id else f"the ledger {self.path}"
+        export = f"pos ledger export --terminal {self.terminal_id or 'TID'} --csv FILE"
+        message = (f"{name} failed verification: {'; '.join(problems)}; {done + ': ' if done else ''}"
+                   f"export it with `{export}` and contact the operator")
+        cls = LedgerKeyMissing if self._key is None else LedgerTampered
+        return cls(problems, message)

@@ -29,7 +29,9 @@ def today() -> str:
 
 def terminal_report(ledger: Ledger, day: str) -> tuple[dict[str, Any], dict[str, tuple[int, str]],
                                                       dict[str, int]]:
-    """The terminal's own end-of-day report from its ledger, with per-voucher and per-refund detail."""
+    """The terminal's own end-of-day report from its ledger, with per-voucher and per-refund detail. The ledger is
+    verified first: one that fails raises :class:`~pos.ledger.LedgerTampered` (nothing is reported)."""
+    ledger.check()
     status: dict[str, tuple[str, str | None]] = {}
     for e in ledger.entries(kind="settlement"):
         status[e.voucher_id or ""] = (e.data.get("status", ""), e.data.get("reason"))
@@ -65,6 +67,7 @@ def reconcile(home: Home, terminal_id: str, day: str | None = None, operator_url
               retry: RetryPolicy | None = None) -> dict[str, Any]:
     """Compare the terminal's end-of-day report with the operator's settlement report (the ``pos report`` object).
 
+    A ledger that fails verification raises :class:`~pos.ledger.LedgerTampered` before the operator is asked.
     ``matches`` is true only when every voucher has the same amount and outcome on both sides (a voucher still in
     the outbox is a difference: it is not settled yet) and the refunds agree.
     """

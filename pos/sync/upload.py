@@ -9,6 +9,9 @@ never answered twice, so two syncs racing on one terminal are harmless. After a 
 recorded (what the operator settled of it is answered ``duplicate`` next time). Then the denylist changes since the
 terminal's version are recorded and one ``sync`` entry closes the run.
 
+Nothing is uploaded from a ledger that fails verification (:meth:`pos.ledger.Ledger.check`, incremental: only the
+entries after its verified checkpoint are re-hashed).
+
 Refunds are :mod:`pos.sync.refunds`, end-of-day reports and reconciliation :mod:`pos.sync.reports`, the background
 loop :mod:`pos.sync.loop`.
 """
@@ -89,15 +92,17 @@ def sync_once(home: Home, terminal_id: str, operator_url: str | None = None,
               batch_size: int = BATCH_SIZE, depth: int = PIPELINE_DEPTH) -> SyncResult:
     """Upload the outbox in batches, record every answer and the denylist changes; return the counts.
 
-    ``depth`` batches are in flight at once after the first (1: one after the other). Raises
-    :class:`~pos.sync.client.OperatorUnavailable` when the operator stays unreachable (batches answered before
-    that are recorded; the rest stays in the outbox for the next sync).
+    ``depth`` batches are in flight at once after the first (1: one after the other). The ledger is verified first
+    (incrementally, :meth:`~pos.ledger.Ledger.check`): one that fails raises :class:`~pos.ledger.LedgerTampered`
+    and nothing is uploaded. Raises :class:`~pos.sync.client.OperatorUnavailable` when the operator stays
+    unreachable (batches answered before that are recorded; the rest stays in the outbox for the next sync).
     """
     t0 = time.perf_counter()
     result = SyncResult(terminal_id)
     cli, own = operator_client(home, terminal_id, operator_url, client, transport, retry)
     try:
         with home.ledger(terminal_id) as ledger:
+            ledger.check()  # a ledger that fails verification uploads nothing (LedgerTampered says what to do)
             outbox = ledger.outbox()
             total, left_fen = len(outbox), sum(e.amount_fen for e in outbox)
             if progress:
