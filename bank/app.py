@@ -253,12 +253,12 @@ def create_app(op: Operator) -> FastAPI:
         return await run_in_threadpool(op.provision_terminal, req.terminal_id, req.public_key_pem.encode())
 
     @app.post("/v1/admin/terminals/{terminal_id}/revoke", dependencies=ADMIN, response_model=TerminalStatus,
-              responses=errors(404))
+              responses=errors(404, 413))
     def revoke_terminal(terminal_id: TERMINAL_ID) -> TerminalStatus:
         return op.revoke_terminal(terminal_id)
 
     @app.post("/v1/admin/wallets", dependencies=ADMIN, response_model=WalletRegistered,
-              responses=errors(409, 413), openapi_extra=_json_body(WalletRequest))
+              responses=errors(403, 409, 413), openapi_extra=_json_body(WalletRequest))
     async def register_wallet(request: Request) -> WalletRegistered:
         """Put a newly issued wallet on file with its opening balance."""
         req = parse_body(WalletRequest, await request.body())
@@ -280,19 +280,19 @@ def create_app(op: Operator) -> FastAPI:
                                token=token.encode().hex())
 
     @app.post("/v1/admin/wallets/{wallet_id}/loads/{load_counter}/confirm", dependencies=ADMIN,
-              response_model=LoadAnswer, responses=errors(404, 409))
+              response_model=LoadAnswer, responses=errors(404, 409, 413))
     def confirm_load(wallet_id: WALLET_ID, load_counter: LOAD_COUNTER) -> LoadAnswer:
         """The card took this load (it answered LOAD OK): it counts as loaded from now on. Idempotent."""
         return op.confirm_load(wallet_id, load_counter)
 
     @app.post("/v1/admin/wallets/{wallet_id}/loads/{load_counter}/cancel", dependencies=ADMIN,
-              response_model=LoadAnswer, responses=errors(404, 409))
+              response_model=LoadAnswer, responses=errors(404, 409, 413))
     def cancel_load(wallet_id: WALLET_ID, load_counter: LOAD_COUNTER) -> LoadAnswer:
         """The card refused this load: it never counts as loaded. Idempotent; 409 once it was confirmed."""
         return op.cancel_load(wallet_id, load_counter)
 
     @app.get("/v1/admin/accounts/{merchant_id}", dependencies=ADMIN, response_model=AccountAnswer,
-             responses=errors())
+             responses=errors(404))
     def account(merchant_id: MERCHANT_ID) -> AccountAnswer:
         """A merchant's account: settled, fees, refunds, balance (fen)."""
         return op.account(merchant_id)

@@ -36,8 +36,8 @@ def is_transient(exc: BaseException) -> bool:
     statement the database refused."""
     if isinstance(exc, DBAPIError) and exc.connection_invalidated:
         return True
-    if isinstance(exc, OperationalError | InterfaceError) or type(exc).__name__ in ("OperationalError",
-                                                                                   "InterfaceError"):
+    if isinstance(exc, OperationalError | InterfaceError) or any(  # also the drivers' own (psycopg, sqlite3)
+            cls.__name__ in ("OperationalError", "InterfaceError") for cls in type(exc).__mro__):
         text = str(exc).lower()
         return any(m in text for m in _CONNECTION_MARKERS)
     return False
@@ -82,7 +82,7 @@ class Store:
                 races += 1
                 if races >= RETRIES:
                     raise
-            except (OperationalError, InterfaceError) as exc:
+            except Exception as exc:
                 if is_transient(exc):
                     drops += 1
                     if drops >= self.db_retries:
@@ -92,7 +92,7 @@ class Store:
                         on_reconnect()
                     continue
                 races += 1
-                if races >= RETRIES or "locked" not in str(exc).lower():
+                if not isinstance(exc, OperationalError) or races >= RETRIES or "locked" not in str(exc).lower():
                     raise
                 time.sleep(0.05 * races)
 
@@ -102,7 +102,7 @@ class Store:
         try:
             with self.write_lock, self.engine.begin() as conn:
                 return fn(conn)
-        except (OperationalError, InterfaceError) as exc:
+        except Exception as exc:
             if is_transient(exc):
                 raise unavailable(exc) from None
             raise
@@ -115,7 +115,7 @@ class Store:
             try:
                 with read_only(self.engine) as conn:
                     return fn(conn)
-            except (OperationalError, InterfaceError) as exc:
+            except Exception as exc:
                 if not is_transient(exc):
                     raise
                 drops += 1
