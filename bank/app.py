@@ -102,7 +102,8 @@ def parse_body(model: type[M], body: bytes) -> M:
     try:
         return model.model_validate_json(body)
     except ValidationError as exc:
-        first = exc.errors()[0] if exc.errors() else {}
+        problems: list[Any] = list(exc.errors())
+        first: dict[str, Any] = dict(problems[0]) if problems else {}
         where = ".".join(str(p) for p in first.get("loc", ()))
         raise BadRequest(f"{where or 'body'}: {first.get('msg', 'invalid')}") from None
 
@@ -185,7 +186,7 @@ def create_app(op: Operator) -> FastAPI:
     app = FastAPI(title="ecny-pos operator", version="1",
                   description="Settlement, denylist, refunds and reports for e-CNY terminals (simulator).")
     app.state.operator = op
-    app.add_middleware(BodyGuard, limits=op.limits)  # type: ignore[arg-type]
+    app.add_middleware(BodyGuard, limits=op.limits)
     install_handlers(app)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
 

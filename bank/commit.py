@@ -3,6 +3,7 @@ the merchant's credit, the wallets' spending, revocations and the rejections, in
 
 from __future__ import annotations
 
+import functools
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -115,7 +116,7 @@ def _wallet_states(conn: Connection, candidates: list[Judged], wids: list[str]) 
             for w in missing])
         rows.update({r[0]: r for r in sql.select_in(conn, "wallet_states", sql.wallet_rows, missing,
                                                     for_update=True)})
-    return {w: WalletState(r[1], r[2], r[3], prove_loads=lambda st, j, w=w: prove_loads(conn, w, st, j))
+    return {w: WalletState(r[1], r[2], r[3], prove_loads=functools.partial(prove_loads, conn, w))
             for w, r in rows.items()}
 
 
