@@ -3,15 +3,18 @@ by its bearer token."""
 
 from __future__ import annotations
 
+import re
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import ec
 from sqlalchemy import Connection, bindparam, select
 
 from bank import sql
 from bank.clock import now_ms
-from bank.schema import nonces, read_only, terminals
+from bank.schema import nonces, terminals
 from bank.store import Store
 from wallet import clock, suites
 from wallet.certs import OperatorPki, cert_der, verify_terminal_certificate
@@ -20,6 +23,10 @@ from wire import signing
 from wire.errors import Forbidden, Unauthenticated
 
 NONCE_PRUNE_MS = 60_000  # how often old nonces are deleted
+H_TERMINAL, H_TIME, H_NONCE, H_SIGNATURE = (h.lower() for h in (signing.H_TERMINAL, signing.H_TIME, signing.H_NONCE,
+                                                              signing.H_SIGNATURE))
+_TERMINAL_ID = re.compile(r"[A-Z0-9]{8}")
+_NONCE = re.compile(r"[0-9a-f]{32}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +37,18 @@ class TerminalRecord:
     terminal_id: str
     merchant_id: str
     pending_nonce: tuple[str, int] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PendingRequest:
+    """A terminal request whose headers passed :meth:`Authenticator.precheck`; its body is still to be checked."""
+
+    terminal_id: str
+    merchant_id: str
+    key: ec.EllipticCurvePublicKey
+    time_ms: int
+    nonce: str
+    signature: bytes
 
 
 def replayed() -> Unauthenticated:
@@ -48,34 +67,40 @@ class Authenticator:
         self._last_prune = 0
 
     def check_admin(self, token: str | None) -> None:
-        """Raise :class:`Unauthenticated` unless ``token`` is the back-office token."""
-        if not self.admin_token or not token or not secrets.compare_digest(token, self.admin_token):
+        """Raise :class:`Unauthenticated` unless ``token`` is the back-office token (compared as UTF-8 bytes, so any
+        header text is a wrong token, never an error)."""
+        if not self.admin_token or not token or not secrets.compare_digest(
+                token.encode("utf-8", "surrogateescape"), self.admin_token.encode()):
             raise Unauthenticated("admin token missing or wrong", "bad_admin_token")
 
-    def authenticate(self, headers: dict[str, str], method: str, path: str, query: str,
-                     body: bytes, defer_nonce: bool = False) -> TerminalRecord:
-        """Check a signed request; raise :class:`Unauthenticated` or :class:`Forbidden`.
-
-        The request's nonce is recorded durably before this returns, unless ``defer_nonce``: then it is only checked
-        against those on file and comes back as ``pending_nonce``, for the settlement to record in the batch's own
-        transaction (one durable commit per batch instead of two). A replay racing its original is then refused
-        when it commits, and changes nothing.
-        """
-        tid = headers.get(signing.H_TERMINAL.lower(), "")
-        nonce = headers.get(signing.H_NONCE.lower(), "")
-        if not tid or not nonce or signing.H_SIGNATURE.lower() not in headers or signing.H_TIME.lower() not in headers:
+    def precheck(self, headers: Mapping[str, str]) -> PendingRequest:
+        """Everything about a signed request that its headers alone decide, before its body is read: the headers
+        are there and well formed, the terminal is on file and active, its certificate holds, the time is within
+        the skew and the nonce is not on file. Raise :class:`Unauthenticated` or :class:`Forbidden`."""
+        tid = headers.get(H_TERMINAL, "")
+        nonce = headers.get(H_NONCE, "")
+        if not tid or not nonce or H_SIGNATURE not in headers or H_TIME not in headers:
             raise Unauthenticated("request is not signed by a terminal", "unsigned_request")
-        if len(nonce) != 32 or any(c not in "0123456789abcdef" for c in nonce):
+        if not _TERMINAL_ID.fullmatch(tid):
+            raise Unauthenticated("terminal id header must be 8 characters, A-Z and 0-9", "unknown_terminal")
+        if not _NONCE.fullmatch(nonce):
             raise Unauthenticated("nonce must be 32 lowercase hex digits", "bad_nonce")
+        time_text = headers[H_TIME]
         try:
-            t = int(headers[signing.H_TIME.lower()])
-            sig = signing.decode_signature(headers[signing.H_SIGNATURE.lower()])
+            if not time_text.isascii() or not time_text.isdigit() or len(time_text) > 15:
+                raise ValueError(time_text)
+            t = int(time_text)
+            sig = signing.decode_signature(headers[H_SIGNATURE])
         except ValueError:
             raise Unauthenticated("malformed time or signature header", "bad_request_signature") from None
-        with read_only(self.store.engine) as conn:
+
+        def look(conn: Connection) -> tuple[Any, bool]:
             row = conn.execute(select(terminals).where(terminals.c.terminal_id == tid)).first()
-            used = defer_nonce and conn.execute(select(nonces.c.nonce).where(
+            used = conn.execute(select(nonces.c.nonce).where(
                 nonces.c.terminal_id == tid, nonces.c.nonce == nonce)).first() is not None
+            return row, used
+
+        row, used = self.store.read(look)
         if row is None:
             raise Unauthenticated(f"unknown terminal {tid!r}", "unknown_terminal")
         if row.status != "active":
@@ -83,23 +108,45 @@ class Authenticator:
         key = self._terminal_key(tid, row.cert_der)
         if abs(now_ms() - t) > signing.MAX_SKEW_MS:
             raise Unauthenticated("request time is too far from the operator's clock", "stale_request")
-        try:
-            suites.verify(key, signing.signing_string(method, path, query, t, nonce, body), sig, suites.DEFAULT_SUITE)
-        except SignatureError:
-            raise Unauthenticated(f"request signature does not verify for terminal {tid}",
-                                  "bad_request_signature") from None
         if used:
             raise replayed()
-        if defer_nonce:
-            return TerminalRecord(tid, row.merchant_id, (nonce, t))
-        self.store.write_once(lambda conn: self.remember_nonce(conn, tid, nonce, t))
-        return TerminalRecord(tid, row.merchant_id)
+        return PendingRequest(tid, row.merchant_id, key, t, nonce, sig)
 
-    def remember_nonce(self, conn: Connection, tid: str, nonce: str, t: int) -> None:
-        """Record a request's nonce in the caller's transaction; :class:`Unauthenticated` if it is on file."""
+    def verify(self, pending: PendingRequest, method: str, path: str, query: str, body: bytes,
+               record_nonce: bool = True) -> TerminalRecord:
+        """Check the request's signature over its body; raise :class:`Unauthenticated`.
+
+        The request's nonce is recorded durably before this returns, unless ``record_nonce`` is False: then it comes
+        back as ``pending_nonce``, for the settlement to record in the batch's own transaction (one durable commit
+        per batch instead of two). A replay racing its original is then refused when it commits, and changes
+        nothing."""
+        p = pending
+        try:
+            suites.verify(p.key, signing.signing_string(method, path, query, p.time_ms, p.nonce, body), p.signature,
+                          suites.DEFAULT_SUITE)
+        except SignatureError:
+            raise Unauthenticated(f"request signature does not verify for terminal {p.terminal_id}",
+                                  "bad_request_signature") from None
+        if not record_nonce:
+            return TerminalRecord(p.terminal_id, p.merchant_id, (p.nonce, p.time_ms))
+        reconnected: list[bool] = []
+        self.store.write(lambda conn: self.remember_nonce(conn, p.terminal_id, p.nonce, p.time_ms,
+                                                          own_replay=bool(reconnected)),
+                         on_reconnect=lambda: reconnected.append(True))
+        return TerminalRecord(p.terminal_id, p.merchant_id)
+
+    def authenticate(self, headers: Mapping[str, str], method: str, path: str, query: str, body: bytes,
+                     record_nonce: bool = True) -> TerminalRecord:
+        """:meth:`precheck` then :meth:`verify` (``headers`` by lowercase name)."""
+        return self.verify(self.precheck(headers), method, path, query, body, record_nonce)
+
+    def remember_nonce(self, conn: Connection, tid: str, nonce: str, t: int, own_replay: bool = False) -> None:
+        """Record a request's nonce in the caller's transaction; :class:`Unauthenticated` if it is on file, unless
+        ``own_replay``: the transaction is run again after a dropped connection, and an earlier attempt of this very
+        request may have committed it."""
         if sql.execute(conn, "nonce", lambda: sql.insert_ignore(conn, nonces).values(
                 terminal_id=bindparam("t"), nonce=bindparam("n"), time_ms=bindparam("ms")),
-                {"t": tid, "n": nonce, "ms": t}).rowcount != 1:
+                {"t": tid, "n": nonce, "ms": t}).rowcount != 1 and not own_replay:
             raise replayed()
         now = now_ms()
         if now - self._last_prune > NONCE_PRUNE_MS:

@@ -3,32 +3,52 @@ the merchant's credit, the wallets' spending, revocations and the rejections, in
 
 from __future__ import annotations
 
+import functools
 from collections import defaultdict
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, update
+from sqlalchemy import Connection, func, select, update
 
 from bank import accounts, denylist, double_spend, faults, sql
+from bank import wallets as wallets_mod
 from bank.auth import TerminalRecord
 from bank.clock import now_ms
 from bank.double_spend import WalletState
 from bank.parse import Judged
 from bank.reasons import DOUBLE_SPEND
-from bank.schema import rejections, wallets
+from bank.schema import load_tokens, rejections, vouchers, wallets
 
-RememberNonce = Callable[[Connection, str, str, int], None]
+RememberNonce = Callable[..., None]
+
+
+@dataclass(slots=True)
+class Attempt:
+    """One settlement request's transaction, over its attempts: ``t`` is the settlement time of every attempt, and
+    ``replay`` is set once the connection dropped under an attempt (which may have committed before it dropped)."""
+
+    t: int
+    replay: bool = False
+
+    def reconnected(self) -> None:
+        self.replay = True
 
 
 def commit_batch(conn: Connection, terminal: TerminalRecord, judged: list[Judged], candidates: list[Judged],
-                 raw: list[bytes], *, fee_bps: int, remember_nonce: RememberNonce, fault: str | None) -> None:
-    """Settle the verified ``candidates`` of a batch in the caller's transaction (re-run whole on a race), with
-    the request's nonce when it is still to be recorded."""
+                 raw: list[bytes], *, fee_bps: int, remember_nonce: RememberNonce, fault: str | None,
+                 attempt: Attempt) -> None:
+    """Settle the verified ``candidates`` of a batch in the caller's transaction (re-run whole on a race or a
+    dropped connection), with the request's nonce when it is still to be recorded.
+
+    When the transaction runs again after a dropped connection, an earlier attempt may have committed: its nonce is
+    then on file (not a replay by someone else), and the vouchers it settled (this terminal's, at this attempt's
+    time) are answered ``settled`` again rather than ``duplicate``."""
     if terminal.pending_nonce is not None:
-        remember_nonce(conn, terminal.terminal_id, *terminal.pending_nonce)
+        remember_nonce(conn, terminal.terminal_id, *terminal.pending_nonce, own_replay=attempt.replay)
     for j in candidates:
         j.status, j.reason = None, None
-    t = now_ms()
+    t = attempt.t
     new_rows: list[tuple[Any, ...]] = []
     gross = fees = 0
     if candidates:
@@ -40,9 +60,12 @@ def commit_batch(conn: Connection, terminal: TerminalRecord, judged: list[Judged
         for wid, day, total in sql.select_in(conn, "daily_totals", sql.daily_totals, wids, days):
             daily[(wid, day)] = int(total)
         judge = double_spend.judge
+        ours = _settled_by_earlier_attempt(conn, terminal, candidates, on_file, t) if attempt.replay else set()
         for j in candidates:
             assert j.body is not None and j.wallet_id is not None
             if not judge(j, states[j.wallet_id], on_file, daily):
+                if j.status == "duplicate" and j.voucher_id in ours:
+                    j.status = "settled"
                 continue
             fee = j.amount_fen * fee_bps // 10_000
             new_rows.append((
@@ -67,6 +90,19 @@ def commit_batch(conn: Connection, terminal: TerminalRecord, judged: list[Judged
     faults.inject(fault, conn, bool(new_rows))
 
 
+def _settled_by_earlier_attempt(conn: Connection, terminal: TerminalRecord, candidates: list[Judged],
+                                on_file: dict[str, str], t: int) -> set[str]:
+    """The candidates an interrupted earlier attempt of this transaction settled: on file from this terminal at
+    this attempt's settlement time."""
+    ids = [j.voucher_id for j in candidates if j.voucher_id in on_file]
+    if not ids:
+        return set()
+    rows = conn.execute(select(vouchers.c.voucher_id).where(
+        vouchers.c.voucher_id.in_(ids), vouchers.c.terminal_id == terminal.terminal_id,
+        vouchers.c.settled_ms == t)).all()
+    return {r[0] for r in rows}
+
+
 def _wallet_states(conn: Connection, candidates: list[Judged], wids: list[str]) -> dict[str, WalletState]:
     rows = {r[0]: r for r in sql.select_in(conn, "wallet_states", sql.wallet_rows, wids, for_update=True)}
     missing = [w for w in wids if w not in rows]
@@ -80,7 +116,32 @@ def _wallet_states(conn: Connection, candidates: list[Judged], wids: list[str]) 
             for w in missing])
         rows.update({r[0]: r for r in sql.select_in(conn, "wallet_states", sql.wallet_rows, missing,
                                                     for_update=True)})
-    return {w: WalletState(r[1], r[2], r[3]) for w, r in rows.items()}
+    return {w: WalletState(r[1], r[2], r[3], prove_loads=functools.partial(prove_loads, conn, w))
+            for w, r in rows.items()}
+
+
+def prove_loads(conn: Connection, wallet_id: str, w: WalletState, j: Judged) -> int:
+    """Confirm the issued loads voucher ``j`` proves the card took, in load-counter order, and return their sum
+    (added to ``w.loaded``). The card signed its balance after the payment; with what the wallet spent up to and
+    including it, that is at least what was loaded onto it by then."""
+    assert j.body is not None and w.loaded is not None
+    c = j.body.counter
+    before = conn.execute(select(func.coalesce(func.sum(vouchers.c.amount_fen), 0)).where(
+        vouchers.c.wallet_id == wallet_id, vouchers.c.counter < c)).scalar() or 0
+    spent_through = int(before) + sum(a for k, a in w.settled_now if k < c) + j.amount_fen
+    needed = j.body.balance_after_fen + spent_through - w.loaded
+    added = 0
+    if needed <= 0:
+        return 0
+    pending = conn.execute(select(load_tokens.c.load_counter, load_tokens.c.amount_fen).where(
+        load_tokens.c.wallet_id == wallet_id, load_tokens.c.status == "issued")
+        .order_by(load_tokens.c.load_counter)).all()
+    for counter, amount in pending:
+        if added >= needed:
+            break
+        wallets_mod.settle_load(conn, wallet_id, counter, "confirmed")
+        added += amount
+    return added
 
 
 def _update_wallets(conn: Connection, states: dict[str, WalletState], t: int) -> None:

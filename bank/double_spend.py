@@ -4,11 +4,16 @@ A voucher whose (wallet, counter) is already settled with the same body is a ``d
 one that would take the wallet's settled spending over what was loaded onto it, it is a ``double_spend``: the first
 settled stands and the wallet is revoked. A voucher that would take the wallet's day over its tier's daily cap is
 ``over_daily_limit``.
+
+Loads count once the card took them: an issued load token that is not confirmed yet counts only when a voucher
+proves it, its card's balance after the payment plus what the wallet spent up to it being more than the loads
+counted so far (:func:`bank.commit.prove_loads`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from bank.parse import Judged
 from bank.reasons import DOUBLE_SPEND, OVER_DAILY_LIMIT
@@ -24,6 +29,8 @@ class WalletState:
     status: str
     spent_delta: int = 0
     revoke: bool = False
+    settled_now: list[tuple[int, int]] = field(default_factory=list)  # (counter, amount) settled by this batch
+    prove_loads: Callable[[WalletState, Judged], int] | None = None  # see bank.commit.prove_loads
 
 
 def judge(j: Judged, w: WalletState, on_file: dict[str, str], daily: dict[tuple[str, str], int]) -> bool:
@@ -39,9 +46,12 @@ def judge(j: Judged, w: WalletState, on_file: dict[str, str], daily: dict[tuple[
             w.revoke = True
         return False
     if w.loaded is not None and w.spent + w.spent_delta + j.amount_fen > w.loaded:
-        j.status, j.reason = "rejected", DOUBLE_SPEND
-        w.revoke = True
-        return False
+        if w.prove_loads is not None:
+            w.loaded += w.prove_loads(w, j)
+        if w.spent + w.spent_delta + j.amount_fen > w.loaded:
+            j.status, j.reason = "rejected", DOUBLE_SPEND
+            w.revoke = True
+            return False
     daily_max = TIER_LIMITS[j.tier].daily_max
     key = (j.wallet_id, j.day)
     if daily_max is not None and daily[key] + j.amount_fen > daily_max:
@@ -49,6 +59,7 @@ def judge(j: Judged, w: WalletState, on_file: dict[str, str], daily: dict[tuple[
         return False
     daily[key] += j.amount_fen
     w.spent_delta += j.amount_fen
+    w.settled_now.append((j.body.counter if j.body is not None else 0, j.amount_fen))
     on_file[j.voucher_id] = j.body_hash
     j.status = "settled"
     return True

@@ -20,11 +20,17 @@ def refund(store: Store, terminal: TerminalRecord, refund_id: str, voucher_id: s
            amount_fen: int | None) -> RefundAnswer:
     """Refund part or all of a settled voucher to the wallet's online balance, once per ``refund_id``.
 
+    Refund ids are scoped to the terminal that makes them: one starts with the terminal's id and a dash, so no
+    terminal can take (and so block) another's. Only the merchant the voucher was paid to refunds it.
+
     The total refunded never exceeds the voucher's amount (a conditional update, atomic on both databases).
     Repeating a refund id with the same request answers the first result; with another request, 409.
     """
     if not refund_id or len(refund_id) > 80:
         raise BadRequest("refund_id must be 1 to 80 characters")
+    if not refund_id.startswith(f"{terminal.terminal_id}-") or len(refund_id) == len(terminal.terminal_id) + 1:
+        raise Forbidden(f"a refund id of terminal {terminal.terminal_id} starts with {terminal.terminal_id}-",
+                        "foreign_refund_id")
     if amount_fen is not None and amount_fen <= 0:
         raise BadRequest("refund amount must be positive")
 

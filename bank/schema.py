@@ -44,7 +44,7 @@ wallets = Table(
     Column("wallet_id", String(16), primary_key=True),
     Column("tier", Integer, nullable=False),
     Column("cert_der", LargeBinary),
-    Column("loaded_fen", BigInteger),  # opening balance + load tokens issued; NULL: not known to the operator
+    Column("loaded_fen", BigInteger),  # opening balance + confirmed loads; NULL: not known to the operator
     Column("spent_fen", BigInteger, nullable=False, default=0),  # settled offline spending
     Column("online_fen", BigInteger, nullable=False, default=0),  # the online balance (refunds land here)
     Column("load_counter", Integer, nullable=False, default=0),
@@ -127,6 +127,8 @@ load_tokens = Table(
     Column("load_counter", Integer, primary_key=True),
     Column("amount_fen", BigInteger, nullable=False),
     Column("created_ms", BigInteger, nullable=False),
+    # issued: signed and handed out; confirmed: the card took it (counted in wallets.loaded_fen); cancelled: refused
+    Column("status", String(16), nullable=False, server_default="confirmed"),
 )
 
 nonces = Table(
@@ -170,4 +172,15 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     else:
         engine = create_engine(url, pool_pre_ping=True, **kwargs)
     metadata.create_all(engine)
+    _add_missing_columns(engine)
     return engine
+
+
+def _add_missing_columns(engine: Engine) -> None:
+    """Columns added since a database was created (tables are created whole; a column added later is not)."""
+    from sqlalchemy import inspect
+
+    have = {c["name"] for c in inspect(engine).get_columns("load_tokens")}
+    if "status" not in have:  # before load confirmations: every token issued was counted as loaded
+        with engine.begin() as conn:
+            conn.exec_driver_sql("ALTER TABLE load_tokens ADD COLUMN status VARCHAR(16) NOT NULL DEFAULT 'confirmed'")

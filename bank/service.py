@@ -15,11 +15,11 @@ from typing import Any
 from sqlalchemy import Engine
 
 from bank import accounts, denylist, refunds, reports, warmup
-from bank.auth import Authenticator, TerminalRecord
+from bank.auth import Authenticator, PendingRequest, TerminalRecord
 from bank.schema import make_engine
-from bank.settings import OperatorSettings, load_pki
+from bank.settings import BodyLimits, OperatorSettings, load_pki
 from bank.settlement import Settlement
-from bank.store import Store
+from bank.store import DB_RETRIES, Store
 from bank.terminals import Terminals
 from bank.verify import VERIFY_THREADS, Verifier
 from bank.wallets import Wallets
@@ -30,6 +30,7 @@ from wire.batch import UploadItem
 from wire.models import (
     AccountAnswer,
     DenylistAnswer,
+    LoadAnswer,
     ProvisionAnswer,
     RefundAnswer,
     ReportAnswer,
@@ -44,11 +45,13 @@ class Operator:
 
     def __init__(self, engine: Engine, pki: OperatorPki, terminal_merchants: Mapping[str, str] | None = None,
                  fee_bps: int = 0, offline_single_max: int | None = None, admin_token: str | None = None,
-                 fault: str | None = None, verify_threads: int = VERIFY_THREADS) -> None:
+                 fault: str | None = None, verify_threads: int = VERIFY_THREADS,
+                 limits: BodyLimits | None = None, db_retries: int = DB_RETRIES) -> None:
         self.engine = engine
         self.pki = pki
         self.terminal_merchants = dict(terminal_merchants or {})
-        self.store = Store(engine)
+        self.limits = limits or BodyLimits()
+        self.store = Store(engine, db_retries)
         self.auth = Authenticator(self.store, pki, admin_token)
         self.terminals = Terminals(self.store, pki, self.terminal_merchants)
         self.wallets = Wallets(self.store, pki)
@@ -60,7 +63,8 @@ class Operator:
         """The operator ``settings`` describe (its database and CA are created on first use)."""
         return cls(make_engine(settings.db_url), load_pki(settings.pki_dir), settings.terminal_merchants,
                    settings.fee_bps, settings.offline_single_max, load_admin_token(settings.admin_token_file),
-                   settings.fault, settings.verify_threads)
+                   settings.fault, settings.verify_threads,
+                   BodyLimits(settings.max_batch_bytes, settings.max_json_bytes), settings.db_retries)
 
     @property
     def fee_bps(self) -> int:
@@ -83,9 +87,18 @@ class Operator:
     def check_admin(self, token: str | None) -> None:
         self.auth.check_admin(token)
 
-    def authenticate(self, headers: dict[str, str], method: str, path: str, query: str,
-                     body: bytes, defer_nonce: bool = False) -> TerminalRecord:
-        return self.auth.authenticate(headers, method, path, query, body, defer_nonce)
+    def precheck(self, headers: Mapping[str, str]) -> PendingRequest:
+        """What a terminal request's headers alone decide, before its body is read (see :mod:`bank.auth`)."""
+        return self.auth.precheck(headers)
+
+    def verify_request(self, pending: PendingRequest, method: str, path: str, query: str, body: bytes,
+                       record_nonce: bool = True) -> TerminalRecord:
+        return self.auth.verify(pending, method, path, query, body, record_nonce)
+
+    def authenticate(self, headers: Mapping[str, str], method: str, path: str, query: str,
+                     body: bytes) -> TerminalRecord:
+        """A signed terminal request checked whole (``headers`` by lowercase name), its nonce recorded."""
+        return self.auth.authenticate(headers, method, path, query, body)
 
     # -- terminals and wallets --------------------------------------------------------------------------------------
     def provision_terminal(self, terminal_id: str, public_key_pem: bytes) -> ProvisionAnswer:
@@ -99,6 +112,12 @@ class Operator:
 
     def issue_load_token(self, wallet_id: str, amount_fen: int, after_counter: int = 0) -> LoadToken:
         return self.wallets.issue_load_token(wallet_id, amount_fen, after_counter)
+
+    def confirm_load(self, wallet_id: str, load_counter: int) -> LoadAnswer:
+        return self.wallets.confirm_load(wallet_id, load_counter)
+
+    def cancel_load(self, wallet_id: str, load_counter: int) -> LoadAnswer:
+        return self.wallets.cancel_load(wallet_id, load_counter)
 
     def wallet(self, wallet_id: str) -> WalletAnswer:
         return self.wallets.get(wallet_id)

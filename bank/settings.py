@@ -8,8 +8,12 @@ from pathlib import Path
 
 from filelock import FileLock
 
+from bank.store import DB_RETRIES
 from bank.verify import VERIFY_THREADS
 from wallet.certs import OperatorPki
+
+MAX_BATCH_BYTES = 8 * 1024 * 1024  # a settlement request (1000 vouchers in JSON with their certificates: ~1.5 MiB)
+MAX_JSON_BYTES = 64 * 1024  # any other request body (the largest is a wallet certificate in hex: ~2 KiB)
 
 
 @dataclass(frozen=True)
@@ -21,7 +25,9 @@ class OperatorSettings:
     ``pki_dir/admin.token``). ``terminal_merchants`` maps each terminal id that may be provisioned to its merchant
     id. ``fee_bps`` is the merchant fee in basis points, ``offline_single_max`` the cap (fen) on one offline
     payment (None: no cap). ``fault`` injects a crash around a batch's commit (tests only, see
-    :mod:`bank.faults`). ``verify_threads`` is how many threads check a batch's signatures.
+    :mod:`bank.faults`). ``verify_threads`` is how many threads check a batch's signatures. ``max_batch_bytes`` caps
+    a settlement request's body, ``max_json_bytes`` every other body (a 413 beyond, read no further).
+    ``db_retries`` bounds the attempts of a transaction or read after a dropped database connection (then a 503).
     """
 
     db_url: str
@@ -32,10 +38,24 @@ class OperatorSettings:
     offline_single_max: int | None = None
     fault: str | None = None
     verify_threads: int = VERIFY_THREADS
+    max_batch_bytes: int = MAX_BATCH_BYTES
+    max_json_bytes: int = MAX_JSON_BYTES
+    db_retries: int = DB_RETRIES
 
     @property
     def admin_token_file(self) -> Path:
         return self.admin_token_path or self.pki_dir / "admin.token"
+
+
+@dataclass(frozen=True)
+class BodyLimits:
+    """The largest request bodies the operator reads, in bytes: a settlement batch, and any other (JSON) body."""
+
+    batch: int = MAX_BATCH_BYTES
+    json: int = MAX_JSON_BYTES
+
+    def for_path(self, path: str) -> int:
+        return self.batch if path == "/v1/settlements" else self.json
 
 
 def load_pki(directory: Path) -> OperatorPki:

@@ -15,9 +15,9 @@ from typing import Any
 
 from bank import sql
 from bank.auth import Authenticator, TerminalRecord
-from bank.commit import commit_batch
+from bank.clock import now_ms
+from bank.commit import Attempt, commit_batch
 from bank.parse import Judged, parse
-from bank.schema import read_only
 from bank.store import Store
 from bank.verify import Verifier
 from wire.batch import MAX_BATCH, UploadItem
@@ -53,8 +53,9 @@ class Settlement:
         try:
             judged = self.check(terminal, items)
             candidates = [j for j in judged if j.status is None]
-            self.store.write(self.commit, terminal, judged, candidates, [i.voucher for i in items],
-                             before_commit=release)
+            attempt = Attempt(now_ms())
+            self.store.write(self.commit, terminal, judged, candidates, [i.voucher for i in items], attempt,
+                             before_commit=release, on_reconnect=attempt.reconnected)
         finally:
             release()
         return [j.answer() for j in judged]
@@ -68,19 +69,22 @@ class Settlement:
         return judged
 
     def commit(self, conn: Any, terminal: TerminalRecord, judged: list[Judged], candidates: list[Judged],
-               raw: list[bytes]) -> None:
+               raw: list[bytes], attempt: Attempt | None = None) -> None:
         """Judge and write ``candidates`` in the caller's transaction (see :func:`bank.commit.commit_batch`)."""
         commit_batch(conn, terminal, judged, candidates, raw, fee_bps=self.fee_bps,
-                     remember_nonce=self.auth.remember_nonce, fault=self.fault)
+                     remember_nonce=self.auth.remember_nonce, fault=self.fault, attempt=attempt or Attempt(now_ms()))
 
     def _prior_answers(self, terminal: TerminalRecord, open_: list[Judged]) -> None:
         """Answer re-uploads from what is on file: same settled body -> duplicate; same rejected bytes -> same."""
         if not open_:
             return
-        with read_only(self.store.engine) as conn:
-            settled = sql.select_in(conn, "settled_bodies", sql.settled_bodies, [j.voucher_id for j in open_])
-            rejected = sql.select_in(conn, "prior_rejections", sql.prior_rejections, [j.vhash for j in open_],
-                                     terminal_id=terminal.terminal_id)
+
+        def look(conn: Any) -> tuple[list[Any], list[Any]]:
+            return (sql.select_in(conn, "settled_bodies", sql.settled_bodies, [j.voucher_id for j in open_]),
+                    sql.select_in(conn, "prior_rejections", sql.prior_rejections, [j.vhash for j in open_],
+                                  terminal_id=terminal.terminal_id))
+
+        settled, rejected = self.store.read(look)
         bodies = dict(settled)
         reasons = dict(rejected)
         for j in open_:

@@ -14,7 +14,7 @@ from wallet.ids import check_wallet_id
 from wallet.limits import TIER_LIMITS
 from wallet.protocol import LoadToken
 from wire.errors import BadRequest, Conflict, Forbidden, NotFound
-from wire.models import WalletAnswer, WalletRegistered
+from wire.models import LoadAnswer, WalletAnswer, WalletRegistered
 
 
 class Wallets:
@@ -52,7 +52,8 @@ class Wallets:
         return WalletRegistered(wallet_id=wallet_id, tier=tier, status="registered")
 
     def issue_load_token(self, wallet_id: str, amount_fen: int, after_counter: int = 0) -> LoadToken:
-        """A signed load token numbered past both the operator's and the card's last load counter."""
+        """A signed load token numbered past both the operator's and the card's last load counter. It is on file as
+        issued: it counts as loaded only once confirmed (:meth:`confirm_load`, or proven by a later voucher)."""
         if amount_fen <= 0:
             raise BadRequest("load amount must be positive")
 
@@ -66,15 +67,21 @@ class Wallets:
             if limit is not None and amount_fen > limit:
                 raise BadRequest("load over the wallet balance cap", "over_balance_limit")
             counter = max(row.load_counter, after_counter) + 1
-            conn.execute(update(wallets).where(wallets.c.wallet_id == wallet_id).values(
-                load_counter=counter,
-                loaded_fen=None if row.loaded_fen is None else wallets.c.loaded_fen + amount_fen))
+            conn.execute(update(wallets).where(wallets.c.wallet_id == wallet_id).values(load_counter=counter))
             t = now_ms()
             conn.execute(insert(load_tokens).values(wallet_id=wallet_id, load_counter=counter, amount_fen=amount_fen,
-                                                    created_ms=t))
+                                                    created_ms=t, status="issued"))
             return LoadToken(wallet_id, counter, amount_fen, t).signed(self.pki.wallet_ca.key)
 
         return self.store.write(run)
+
+    def confirm_load(self, wallet_id: str, load_counter: int) -> LoadAnswer:
+        """The card took the load: it counts in the wallet's loaded total from now on (once; idempotent)."""
+        return self.store.write(lambda conn: settle_load(conn, wallet_id, load_counter, "confirmed"))
+
+    def cancel_load(self, wallet_id: str, load_counter: int) -> LoadAnswer:
+        """The card refused the load: it never counts (idempotent; :class:`Conflict` once it was confirmed)."""
+        return self.store.write(lambda conn: settle_load(conn, wallet_id, load_counter, "cancelled"))
 
     def get(self, wallet_id: str) -> WalletAnswer:
         with read_only(self.store.engine) as conn:
@@ -84,3 +91,24 @@ class Wallets:
         return WalletAnswer(wallet_id=row.wallet_id, tier=row.tier, status=row.status, loaded_fen=row.loaded_fen,
                             spent_fen=row.spent_fen, online_fen=row.online_fen, load_counter=row.load_counter,
                             revoked_reason=row.revoked_reason)
+
+
+def settle_load(conn: Connection, wallet_id: str, load_counter: int, status: str) -> LoadAnswer:
+    """Mark an issued load token ``confirmed`` (adding it to the wallet's loaded total) or ``cancelled``, in the
+    caller's transaction. The same answer again when it already is; :class:`Conflict` for the other way round."""
+    row = conn.execute(select(load_tokens).where(load_tokens.c.wallet_id == wallet_id,
+                                                 load_tokens.c.load_counter == load_counter)).first()
+    if row is None:
+        raise NotFound(f"no load {load_counter} issued for wallet {wallet_id}", "unknown_load")
+    if row.status != status:
+        if row.status != "issued":
+            raise Conflict(f"load {load_counter} of wallet {wallet_id} is already {row.status}", "load_settled")
+        changed = conn.execute(update(load_tokens).where(
+            load_tokens.c.wallet_id == wallet_id, load_tokens.c.load_counter == load_counter,
+            load_tokens.c.status == "issued").values(status=status)).rowcount
+        if changed != 1:
+            raise Conflict(f"load {load_counter} of wallet {wallet_id} changed meanwhile", "load_settled")
+        if status == "confirmed":
+            conn.execute(update(wallets).where(wallets.c.wallet_id == wallet_id, wallets.c.loaded_fen.is_not(None))
+                         .values(loaded_fen=wallets.c.loaded_fen + row.amount_fen))
+    return LoadAnswer(wallet_id=wallet_id, load_counter=load_counter, amount_fen=row.amount_fen, status=status)

@@ -61,3 +61,36 @@ class UnsupportedMediaType(OperatorError):
 
     status = 415
     code = "unsupported_media_type"
+
+
+class MethodNotAllowed(OperatorError):
+    """The path exists but does not take this method (405)."""
+
+    status = 405
+    code = "method_not_allowed"
+
+
+class PayloadTooLarge(OperatorError):
+    """The request body is over the operator's size cap for this call (413); it was not read any further."""
+
+    status = 413
+    code = "payload_too_large"
+
+
+class InternalError(OperatorError):
+    """Something unexpected went wrong inside the operator (500); what the request changed was rolled back."""
+
+    status = 500
+    code = "internal_error"
+
+
+class ServiceUnavailable(OperatorError):
+    """The operator cannot reach its database right now (503); nothing was changed. Retry after
+    ``retry_after`` seconds (the ``Retry-After`` header)."""
+
+    status = 503
+    code = "unavailable"
+
+    def __init__(self, message: str, code: str | None = None, retry_after: int = 1) -> None:
+        super().__init__(message, code)
+        self.retry_after = retry_after

@@ -188,6 +188,13 @@ class LoadTokenAnswer(WireModel):
     token: str = Field(description="the signed load token, hex")
 
 
+class LoadAnswer(WireModel):
+    wallet_id: str
+    load_counter: int
+    amount_fen: int
+    status: str = Field(description="issued | confirmed | cancelled")
+
+
 class AccountAnswer(WireModel):
     merchant_id: str
     balance_fen: int

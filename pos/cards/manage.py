@@ -8,6 +8,7 @@ composition root builds it), so the tester's tools work offline.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from typing import Any
 
@@ -28,7 +29,7 @@ from pos.sync.client import (
 )
 from wallet.card import CardState
 from wallet.clock import now_ms
-from wallet.errors import InvalidInput
+from wallet.errors import EcnyError, InvalidInput
 from wallet.issuance import issue_card
 from wallet.limits import tier_limits
 from wallet.protocol import STATUS_ACTIVE, LoadToken
@@ -144,8 +145,30 @@ def apply_load(home: Home, card_id: str, token_factory: Any = None, amount_fen: 
         try:
             balance = client.load(token)
         except CardStatusError as exc:
+            if token_factory is None:
+                report_load(home, token, taken=False)
             raise LoadRefused(exc.command, exc.status) from None
+    if token_factory is None:
+        report_load(home, token, taken=True)
     return balance, token
+
+
+def report_load(home: Home, token: LoadToken, taken: bool, operator_url: str | None = None,
+                local: LocalOperator = embedded_back_office) -> None:
+    """Tell the operator whether the card took ``token`` (it counts a load only once confirmed; a refused one is
+    cancelled), over HTTP, else to ``local``; best effort: nothing when neither issued the token (a local CA's own)
+    or the operator is out of reach (a later voucher of the card proves a load it took)."""
+    try:
+        with OperatorClient.for_admin(home, operator_url, retry=RetryPolicy(attempts=2), timeout=5.0) as cli:
+            (cli.confirm_load if taken else cli.cancel_load)(token.wallet_id, token.load_counter)
+        return
+    except OperatorUnavailable:
+        pass
+    except OperatorRefused as exc:
+        if exc.code not in ("unknown_wallet", "unknown_load", "bad_admin_token"):
+            return
+    with contextlib.suppress(EcnyError), local(home) as op:
+        (op.confirm_load if taken else op.cancel_load)(token.wallet_id, token.load_counter)
 
 
 def describe_card(state: CardState) -> dict[str, Any]:

@@ -36,6 +36,7 @@ from wire.batch import CONTENT_TYPE as BATCH_CONTENT_TYPE
 from wire.models import (
     AccountAnswer,
     DenylistAnswer,
+    LoadAnswer,
     LoadTokenAnswer,
     ProvisionAnswer,
     RefundAnswer,
@@ -99,6 +100,10 @@ class BackOffice(Protocol):
                         opening_fen: int) -> WalletRegistered: ...
 
     def issue_load_token(self, wallet_id: str, amount_fen: int, after_counter: int = 0) -> LoadToken: ...
+
+    def confirm_load(self, wallet_id: str, load_counter: int) -> LoadAnswer: ...
+
+    def cancel_load(self, wallet_id: str, load_counter: int) -> LoadAnswer: ...
 
 
 LocalOperator = Callable[["Home"], AbstractContextManager[BackOffice]]
@@ -280,6 +285,16 @@ class OperatorClient:
     def load_token(self, wallet_id: str, amount_fen: int, after_counter: int) -> LoadTokenAnswer:
         return self._call(LoadTokenAnswer, "POST", f"/v1/admin/wallets/{wallet_id}/load-tokens",
                           {"amount_fen": amount_fen, "after_counter": after_counter}, signed=False)
+
+    def confirm_load(self, wallet_id: str, load_counter: int) -> LoadAnswer:
+        """The card took load ``load_counter``: the operator counts it as loaded from now on."""
+        return self._call(LoadAnswer, "POST", f"/v1/admin/wallets/{wallet_id}/loads/{load_counter}/confirm", {},
+                          signed=False)
+
+    def cancel_load(self, wallet_id: str, load_counter: int) -> LoadAnswer:
+        """The card refused load ``load_counter``: the operator never counts it."""
+        return self._call(LoadAnswer, "POST", f"/v1/admin/wallets/{wallet_id}/loads/{load_counter}/cancel", {},
+                          signed=False)
 
     def account(self, merchant_id: str) -> AccountAnswer:
         return self._call(AccountAnswer, "GET", f"/v1/admin/accounts/{merchant_id}", signed=False)

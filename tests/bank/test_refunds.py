@@ -42,11 +42,11 @@ def test_refund_replay_returns_the_first_result(shop: Shop) -> None:
     vid = shop.pay(T1, card, 1000).voucher_id
     shop.sync(T1)
     with shop.client(T1) as c:
-        first = c.refund("R-1", vid, 400)
-        again = c.refund("R-1", vid, 400)  # the answer was lost, the terminal asks again
+        first = c.refund(f"{T1}-R-1", vid, 400)
+        again = c.refund(f"{T1}-R-1", vid, 400)  # the answer was lost, the terminal asks again
         assert again["replayed"] and again["amount_fen"] == 400 and again["refunded_total_fen"] == 400
         with pytest.raises(OperatorRefused) as err:
-            c.refund("R-1", vid, 500)
+            c.refund(f"{T1}-R-1", vid, 500)
         assert err.value.code == "refund_id_reused"
     assert first["refunded_total_fen"] == 400
 
@@ -56,7 +56,7 @@ def test_only_the_payee_merchant_refunds_a_settled_voucher(shop: Shop) -> None:
     vid = shop.pay(T1, card, 1000).voucher_id
     shop.sync(T1)
     with shop.client(OTHER) as c, pytest.raises(OperatorRefused) as err:
-        c.refund("X-1", vid, 100)
+        c.refund(f"{OTHER}-X-1", vid, 100)
     assert err.value.code == "wrong_payee"
     with pytest.raises(InvalidInput, match="no payment"):  # T2 never took this payment
         request_refund(shop.home, T2, vid, 100)
