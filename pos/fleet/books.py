@@ -22,6 +22,7 @@ import httpx
 
 from pos.fleet.plan import OPENING_FEN, FleetOptions, card_id, clone_card_id, cloned, terminal_ids
 from pos.home import Home
+from pos.ledger import LedgerTampered
 from pos.sync.client import OperatorClient, OperatorUnavailable, RetryPolicy, provision_terminal
 from pos.sync.reports import reconcile, today
 from pos.sync.upload import sync_once
@@ -181,7 +182,10 @@ def check_books(home: Home, opts: FleetOptions, url: str, journals: list[Path]) 
 
 
 def _terminal_books(home: Home, tid: str, url: str, day: str) -> tuple[str, dict[str, Any], dict[str, str]]:
-    data = reconcile(home, tid, day, url, retry=SYNC_RETRY)
+    try:
+        data = reconcile(home, tid, day, url, retry=SYNC_RETRY)
+    except LedgerTampered as exc:  # a ledger that fails verification refuses to report: its books cannot match
+        data = {"matches": False, "problems": exc.problems}
     with OperatorClient.for_terminal(home, tid, url, retry=SYNC_RETRY) as cli:
         report = cli.report(day)
     return tid, data, {vid: label for vid, _amount, label in report.vouchers if vid}

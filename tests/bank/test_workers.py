@@ -159,8 +159,9 @@ def test_refunds_raced_across_processes_never_exceed_the_payment(fleet: Fleet) -
     vid = tap_mock_card(fleet.home, "CMGQ0001", card, 1000).voucher_id
     sync_once(fleet.home, "CMGQ0001", fleet.multi, retry=FAST_RETRY)
     with fleet.client("CMGQ0001", fleet.multi) as a, fleet.client("CMGQ0001", fleet.single) as b:
-        first, second = _at_once(lambda: a.refund("race-1", vid, 600), lambda: b.refund("race-2", vid, 600))
-        same = _at_once(lambda: a.refund("race-3", vid, 100), lambda: b.refund("race-3", vid, 100))
+        first, second = _at_once(lambda: a.refund("CMGQ0001-race-1", vid, 600),
+                                 lambda: b.refund("CMGQ0001-race-2", vid, 600))
+        same = _at_once(lambda: a.refund("CMGQ0001-race-3", vid, 100), lambda: b.refund("CMGQ0001-race-3", vid, 100))
     outcomes = [first, second]
     assert sum(not isinstance(o, Exception) for o in outcomes) == 1
     assert all(isinstance(o, OperatorRefused) for o in outcomes if isinstance(o, Exception))
