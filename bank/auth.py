@@ -17,8 +17,9 @@ from bank.clock import now_ms
 from bank.schema import nonces, terminals
 from bank.store import Store
 from wallet import clock, suites
-from wallet.certs import OperatorPki, cert_der, verify_terminal_certificate
+from wallet.certs import verify_terminal_certificate
 from wallet.errors import CertificateError, SignatureError
+from wallet.pki import OperatorPki, cert_der
 from wire import signing
 from wire.errors import Forbidden, Unauthenticated
 

@@ -23,7 +23,7 @@ from bank.store import DB_RETRIES, Store
 from bank.terminals import Terminals
 from bank.verify import VERIFY_THREADS, Verifier
 from bank.wallets import Wallets
-from wallet.certs import OperatorPki, cert_der
+from wallet.pki import OperatorPki, cert_der
 from wallet.protocol import LoadToken
 from wire.admin_token import load_admin_token
 from wire.batch import UploadItem

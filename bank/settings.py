@@ -10,7 +10,7 @@ from filelock import FileLock
 
 from bank.store import DB_RETRIES
 from bank.verify import VERIFY_THREADS
-from wallet.certs import OperatorPki
+from wallet.pki import OperatorPki
 
 MAX_BATCH_BYTES = 8 * 1024 * 1024  # a settlement request (1000 vouchers in JSON with their certificates: ~1.5 MiB)
 MAX_JSON_BYTES = 64 * 1024  # any other request body (the largest is a wallet certificate in hex: ~2 KiB)

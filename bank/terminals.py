@@ -11,9 +11,9 @@ from sqlalchemy import Connection, insert, select, update
 from bank.clock import now_ms
 from bank.schema import terminals
 from bank.store import Store
-from wallet.certs import OperatorPki, cert_der
 from wallet.errors import InvalidInput
 from wallet.ids import check_terminal_id
+from wallet.pki import OperatorPki, cert_der
 from wire.errors import BadRequest, Forbidden, NotFound
 from wire.models import ProvisionAnswer, TerminalStatus
 

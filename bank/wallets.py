@@ -8,10 +8,11 @@ from bank.clock import now_ms
 from bank.schema import load_tokens, read_only, wallets
 from bank.store import Store
 from wallet import clock
-from wallet.certs import OperatorPki, cert_der, verify_wallet_certificate
+from wallet.certs import verify_wallet_certificate
 from wallet.errors import CertificateError, InvalidInput
 from wallet.ids import check_wallet_id
 from wallet.limits import TIER_LIMITS
+from wallet.pki import OperatorPki, cert_der
 from wallet.protocol import LoadToken
 from wire.errors import BadRequest, Conflict, Forbidden, NotFound
 from wire.models import LoadAnswer, WalletAnswer, WalletRegistered

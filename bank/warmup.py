@@ -14,8 +14,8 @@ from bank.auth import TerminalRecord
 from bank.clock import now_ms
 from bank.schema import denylist, nonces, read_only, terminals
 from bank.settlement import Settlement
-from wallet.certs import OperatorPki, cert_der
 from wallet.ids import new_wallet_id
+from wallet.pki import OperatorPki, cert_der
 from wallet.voucher import CNY, Voucher, VoucherBody
 from wire.batch import UploadItem
 from wire.errors import OperatorError

@@ -45,7 +45,7 @@ from pos.home import Home
 from pos.payment.session import PaymentSession
 from pos.sync.client import OperatorClient, RetryPolicy, provision_terminal
 from pos.sync.upload import PIPELINE_DEPTH, _batch, sync_once, upload_batches
-from wallet.certs import key_from_pem
+from wallet.keys import key_from_pem
 from wallet.voucher import CNY, Voucher, VoucherBody
 
 TERMINAL = "CMGQ0001"

@@ -37,8 +37,9 @@ from ecny_nfc.mock import MockReader
 from pos.home import Home
 from pos.payment.session import PaymentSession
 from wallet.card import WalletApplet
-from wallet.certs import _verified_chain, new_key
+from wallet.certs import _verified_chain
 from wallet.issuance import issue_card
+from wallet.keys import new_key
 from wallet.limits import OfflineCaps
 from wallet.voucher import CNY, Voucher, VoucherBody
 

@@ -20,8 +20,8 @@ from pos.config import Config, Merchant, Terminal, find_config, load_config
 from pos.ledger import Ledger
 from pos.payment.card_client import KnownIssuers
 from pos.payment.session import TerminalContext
-from wallet.certs import OperatorPki, cert_der
 from wallet.ids import check_terminal_id
+from wallet.pki import OperatorPki, cert_der
 from wallet.store import CardStore, CorruptedFile, os_error
 
 

@@ -17,7 +17,7 @@ from pos.i18n import tr
 from pos.ledger import Ledger, payment_day
 from pos.money import format_fen
 from wallet.card import CHINA_TZ
-from wallet.certs import write_atomic
+from wallet.files import write_atomic
 from wallet.ids import mask_wallet_id
 
 STATUSES = ("pending", "settled", "rejected")

@@ -16,9 +16,10 @@ from pos.payment.card_client import CardStatusError, KnownIssuers, WalletClient
 from wallet import apdu as sw
 from wallet.apdu import CommandApdu, ResponseApdu
 from wallet.card import CHINA_TZ, CardState, WalletApplet, china_day, china_day_text
-from wallet.certs import CertificateAuthority, OperatorPki, cert_der, verify_wallet_certificate
+from wallet.certs import verify_wallet_certificate
 from wallet.errors import ApduError
 from wallet.issuance import issue_card
+from wallet.pki import CertificateAuthority, OperatorPki, cert_der
 from wallet.protocol import AID, INS_READ_INFO, LoadToken, PayRequest
 from wallet.voucher import MAX_TIMESTAMP_MS
 

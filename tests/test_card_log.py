@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 
 from wallet.apdu import CommandApdu, ResponseApdu
 from wallet.card import LOG_DEPTH, CardState, WalletApplet
-from wallet.certs import OperatorPki
 from wallet.issuance import issue_card
+from wallet.pki import OperatorPki
 from wallet.protocol import AID, FILTER_MAX_BYTES, PayRequest, Recovered, filter_admits, log_filter
 from wallet.voucher import CNY, Voucher
 

@@ -210,7 +210,7 @@ def keyless_clone(original: WalletApplet) -> WalletApplet:
     from cryptography.hazmat.primitives import serialization
 
     from wallet.card import CardState
-    from wallet.certs import new_key
+    from wallet.keys import new_key
 
     pem = new_key().private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                   serialization.NoEncryption()).decode()

@@ -15,8 +15,8 @@ from tests.conftest import Taps
 from wallet import apdu as sw
 from wallet.apdu import CommandApdu
 from wallet.card import CardState, WalletApplet
-from wallet.certs import OperatorPki, cert_der
 from wallet.issuance import issue_card
+from wallet.pki import OperatorPki, cert_der
 from wallet.protocol import AID, COMMANDS, STATUS_BLOCKED, LoadToken, PayRequest
 from wallet.voucher import CNY
 

@@ -204,7 +204,7 @@ def test_session_refuses_non_positive_amounts(taps: Taps, amount: int) -> None:
 def test_recording_a_voucher_twice_keeps_one_entry_and_a_different_body_is_refused(taps: Taps) -> None:
     """The unique voucher id decides: the same voucher again is the same payment; another body is a replay."""
     from pos.payment.outcome import Declined
-    from wallet.certs import key_from_pem
+    from wallet.keys import key_from_pem
     from wallet.voucher import CNY, VoucherBody
 
     card = taps.card()

@@ -11,9 +11,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from wallet.certs import OperatorPki, cert_der, chain_validity, new_key, verify_wallet_certificate
+from wallet.certs import chain_validity, verify_wallet_certificate
 from wallet.errors import CertificateError, EncodingError, SignatureError
 from wallet.issuance import issue_card
+from wallet.keys import new_key
+from wallet.pki import OperatorPki, cert_der
 from wallet.voucher import CNY, Voucher, VoucherBody
 
 KEY = new_key()

@@ -21,8 +21,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from wallet import apdu as sw
 from wallet import suites, tlv
 from wallet.apdu import CommandApdu, ResponseApdu
-from wallet.certs import key_from_pem
 from wallet.errors import CardKeyError, CertificateError, EcnyError, EncodingError, SignatureError
+from wallet.keys import key_from_pem
 from wallet.protocol import (
     AID,
     CLA_ISO,

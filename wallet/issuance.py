@@ -6,10 +6,11 @@ import datetime as dt
 
 from wallet import clock
 from wallet.card import CardState
-from wallet.certs import CertificateAuthority, OperatorPki, cert_der, key_to_pem, new_key
 from wallet.errors import InvalidInput
 from wallet.ids import new_wallet_id
+from wallet.keys import key_to_pem, new_key
 from wallet.limits import TIER_LIMITS, OfflineCaps
+from wallet.pki import CertificateAuthority, OperatorPki, cert_der
 
 
 def issue_card(pki: OperatorPki, card_id: str, tier: int, balance_fen: int, caps: OfflineCaps | None = None,

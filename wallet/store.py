@@ -21,8 +21,9 @@ from pathlib import Path
 from filelock import FileLock, Timeout
 
 from wallet.card import CardState, WalletApplet
-from wallet.certs import key_to_pem, new_key, write_atomic
 from wallet.errors import CardNotFound, CardStoreError, EcnyError, InvalidInput, StorageError
+from wallet.files import write_atomic
+from wallet.keys import key_to_pem, new_key
 
 _CARD_ID = re.compile(r"^c\d{4,9}$")
 

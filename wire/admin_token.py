@@ -7,7 +7,7 @@ from pathlib import Path
 
 from filelock import FileLock
 
-from wallet.certs import write_atomic
+from wallet.files import write_atomic
 
 
 def load_admin_token(path: Path) -> str:

@@ -12,11 +12,11 @@ ledger is the source of truth for what was paid: each sale's intent says what it
 gives a pass to every ticket payment that has none (see there).
 
 Before charging, the gate reads the wallet's identity (SELECT, READ INFO, certificate chain) to apply the rules; the
-payment itself then runs through :class:`pos.payment.session.PaymentSession` on the same connection, starting from that
-read (one read of the card per sale). A re-entry on a pass
-needs a fresh proof of the wallet's key: the gate sends AUTHENTICATE with a random challenge and verifies the
-signature with the certified key before it counts the entry, so a copy of a wallet's certificate and id (a clone
-without its key) cannot use the tickets its original bought.
+payment itself then runs through :class:`pos.payment.session.PaymentSession` on the same connection, starting from
+that read (one read of the card per sale). A re-entry on a pass needs a fresh proof of the wallet's key: the gate
+sends AUTHENTICATE with a random challenge and verifies the signature with the certified key before it counts the
+entry, so a copy of a wallet's certificate and id (a clone without its key) cannot use the tickets its original
+bought.
 """
 
 from __future__ import annotations
@@ -55,10 +55,6 @@ _RECONCILED = "ledger_seq_reconciled"  # ledger entries up to here have their pa
 
 class GateError(EcnyError):
     """The gate cannot run (wrong terminal kind, unknown product, unusable gate database)."""
-
-
-def _now_ms() -> int:
-    return now_ms()
 
 
 class GateStore:
@@ -219,7 +215,7 @@ class Gate:
         self.terminal = terminal
         self.products: list[Product] = list(merchant.tickets)
         self.settings = settings or merchant.gate or GateSettings()
-        self.clock: Clock = clock or _now_ms
+        self.clock: Clock = clock or now_ms
         self.store = GateStore(home.terminal_dir(terminal_id) / "gate.db")
         self.ledger = home.ledger(terminal_id)
         self.ctx = home.context(terminal_id, self.ledger)

@@ -43,7 +43,7 @@ def create_key(db_path: Path) -> None:
     path = key_path(db_path)
     with FileLock(str(path) + ".lock", timeout=30):
         if not path.exists():
-            from wallet.certs import write_atomic
+            from wallet.files import write_atomic
 
             write_atomic(path, secrets.token_bytes(KEY_BYTES), mode=0o600)
 

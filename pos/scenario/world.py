@@ -35,7 +35,7 @@ ENV_URL = "POS_OPERATOR_URL"
 NOWHERE = "http://127.0.0.1:9"  # operator: none (the discard port: refused at once)
 TEAR_AT = {"select": INS_SELECT, "read-info": INS_READ_INFO, "pay": INS_PAY}
 NO_WAIT = RetryPolicy(attempts=2, base=0.0, cap=0.0, sleep=lambda _s: None)  # retries do not wait in a scenario
-CERT_YEARS = dt.timedelta(days=5 * 365)  # a wallet certificate's life (wallet.certs)
+CERT_YEARS = dt.timedelta(days=5 * 365)  # a wallet certificate's life (wallet.pki)
 
 
 class ScenarioStepError(EcnyError):

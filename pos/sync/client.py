@@ -27,8 +27,8 @@ import httpx
 from cryptography.hazmat.primitives.asymmetric import ec
 from pydantic import ValidationError
 
-from wallet.certs import key_from_pem
 from wallet.errors import EcnyError, InvalidInput
+from wallet.keys import key_from_pem
 from wallet.protocol import LoadToken
 from wire import signing
 from wire.admin_token import load_admin_token
@@ -311,7 +311,8 @@ def provision_terminal(home: Home, terminal_id: str, operator_url: str | None = 
     """
     from cryptography.hazmat.primitives import serialization
 
-    from wallet.certs import key_to_pem, new_key, write_atomic
+    from wallet.files import write_atomic
+    from wallet.keys import key_to_pem, new_key
 
     home.terminal(terminal_id)
     key = new_key()

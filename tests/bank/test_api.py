@@ -9,7 +9,7 @@ import pytest
 
 from pos.sync.client import OperatorBadInput, OperatorClient, OperatorRefused
 from tests.support.shop import Shop
-from wallet.certs import new_key
+from wallet.keys import new_key
 from wire import signing
 
 T1, T2, OTHER = "CMGQ0001", "CMGQ0002", "ZZYS0001"

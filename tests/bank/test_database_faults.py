@@ -17,7 +17,7 @@ from bank.service import Operator
 from bank.settings import load_pki
 from pos.sync.client import RetryPolicy
 from tests.support.shop import Shop
-from wallet.certs import new_key
+from wallet.keys import new_key
 from wire import signing
 
 T1 = "CMGQ0001"

@@ -12,7 +12,7 @@ import pytest
 from pos.cards.manage import apply_load
 from pos.sync.client import OperatorRefused
 from tests.support.shop import Shop
-from wallet.certs import new_key
+from wallet.keys import new_key
 from wire import signing
 
 T1, OTHER = "CMGQ0001", "ZZYS0001"

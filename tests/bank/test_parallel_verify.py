@@ -16,7 +16,8 @@ from bank.auth import TerminalRecord
 from bank.schema import make_engine
 from bank.service import Operator
 from bank.verify import VERIFY_CHUNK
-from wallet.certs import OperatorPki, cert_der, new_key
+from wallet.keys import new_key
+from wallet.pki import OperatorPki, cert_der
 from wallet.voucher import CNY, Voucher, VoucherBody
 from wire.batch import UploadItem
 

@@ -28,7 +28,7 @@ from schemathesis.specs.openapi.checks import (
 from bank.app import create_app
 from bank.service import Operator
 from bank.settings import OperatorSettings
-from wallet.certs import new_key
+from wallet.keys import new_key
 from wire import signing
 
 TERMINAL, MERCHANT = "CMGQ0001", "320508000000101"

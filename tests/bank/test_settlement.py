@@ -9,7 +9,7 @@ import pytest
 
 from pos.sync.client import OperatorRefused
 from tests.support.shop import Shop
-from wallet.certs import key_from_pem, new_key
+from wallet.keys import key_from_pem, new_key
 from wallet.voucher import MAX_TIMESTAMP_MS, Voucher
 
 T1, T2, OTHER = "CMGQ0001", "CMGQ0002", "ZZYS0001"

@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 from bank.auth import TerminalRecord
 from bank.schema import make_engine, metadata, read_only, wallets
 from bank.service import Operator
-from wallet.certs import OperatorPki
+from wallet.pki import OperatorPki
 
 PKI = OperatorPki.create()
 

@@ -23,7 +23,7 @@ from pos.ui.clerk import ChargeScreen, ClerkApp, CounterScreen, ResultScreen
 from pos.ui.gate import GateApp, GateResultScreen, GateScreen
 from pos.ui.history import HistoryScreen, ReportScreen
 from tests.support.shop import shop_session
-from tests.tui.conftest import COUNTER, GATE, FakeServices, runtime, showing, text_of, until
+from tests.ui.conftest import COUNTER, GATE, FakeServices, runtime, showing, text_of, until
 
 
 class Clock:

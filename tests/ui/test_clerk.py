@@ -15,7 +15,7 @@ from pos.home import Home
 from pos.payment.reasons import Reason
 from pos.ui.clerk import ChargeScreen, ClerkApp, CounterScreen, ResultScreen
 from pos.ui.history import HistoryScreen, ReceiptScreen, RefundScreen
-from tests.tui.conftest import COUNTER, FakeServices, runtime, showing, text_of, until
+from tests.ui.conftest import COUNTER, FakeServices, runtime, showing, text_of, until
 
 
 def clerk(home: Home, **kwargs: object) -> ClerkApp:

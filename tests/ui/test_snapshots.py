@@ -20,7 +20,7 @@ from pos.runtime import Runtime
 from pos.ui.clerk import ChargeScreen, ClerkApp, CounterScreen, ResultScreen
 from pos.ui.gate import GateApp, GateResultScreen, GateScreen
 from pos.ui.tester import TesterScreen
-from tests.tui.conftest import COUNTER, FIXED_NOW, GATE, FakeServices, make_config, showing, until
+from tests.ui.conftest import COUNTER, FIXED_NOW, GATE, FakeServices, make_config, showing, until
 from wallet.ids import luhn_digit
 from wallet.issuance import issue_card
 

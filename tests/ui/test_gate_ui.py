@@ -13,7 +13,7 @@ from pos.cards.manage import issue_cards
 from pos.gate.ticket_gate import Gate
 from pos.home import Home
 from pos.ui.gate import GateApp, GateResultScreen, GateScreen
-from tests.tui.conftest import GATE, FakeServices, runtime, showing, text_of, until
+from tests.ui.conftest import GATE, FakeServices, runtime, showing, text_of, until
 
 
 def gate_app(home: Home, hold_s: float = 30.0) -> GateApp:

@@ -22,7 +22,7 @@ from pos.payment.reasons import Reason
 from pos.runtime import Runtime
 from pos.ui.clerk import ChargeScreen, ClerkApp, CounterScreen, QuitScreen, ResultScreen
 from pos.ui.tester import TesterScreen
-from tests.tui.conftest import COUNTER, FakeServices, make_config, showing, text_of, until
+from tests.ui.conftest import COUNTER, FakeServices, make_config, showing, text_of, until
 from wallet.protocol import INS_PAY, INS_READ_INFO
 
 RECOVERY_S = 60  # the torn-tap wait here: long enough that no re-tap races it

@@ -9,7 +9,7 @@ from textual.widgets import DataTable, Static
 from pos.home import Home
 from pos.ui.clerk import ClerkApp, ResultScreen
 from pos.ui.tester import TesterScreen, TraceScreen
-from tests.tui.conftest import FakeServices, runtime, showing, text_of, until
+from tests.ui.conftest import FakeServices, runtime, showing, text_of, until
 
 
 def clerk(home: Home) -> ClerkApp:
