@@ -155,12 +155,11 @@ def test_tampered_ledger_verify_exits_1(capsys, h) -> None:
     assert code == 1 and data["ok"] is False and any("altered" in p for p in data["problems"])
 
 
-def test_concurrent_cli_payments_on_one_card_store(h) -> None:
+def test_concurrent_cli_payments_on_one_card_store(capsys, h) -> None:
     """Several processes pay with the same card at two terminals at once: every approval is one debit."""
     env = {**os.environ, "POS_HOME": str(h)}
     pos = [sys.executable, "-m", "pos.cli.main"]
-    subprocess.run([*pos, "card", "issue", "--tier", "4", "--balance", "100"], env=env, check=True,
-                   capture_output=True)
+    assert run(capsys, h, "card", "issue", "--tier", "4", "--balance", "100")[0] == 0
     procs = [subprocess.Popen([*pos, "pay", "--terminal", tid, "--card", "c0001", "--amount", "3", "--json"],
                               env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for tid in ("CMGQ0001", "CMGQ0002") * 3]
@@ -168,13 +167,11 @@ def test_concurrent_cli_payments_on_one_card_store(h) -> None:
     approved = [r for r in results if r["status"] == "approved"]
     assert len(approved) == 6
     assert len({r["voucher_id"] for r in approved}) == 6
-    shown = json.loads(subprocess.run([*pos, "card", "show", "c0001", "--json"], env=env, check=True,
-                                      capture_output=True, text=True).stdout)
+    shown = run(capsys, h, "card", "show", "c0001")[1]
     assert shown["balance_fen"] == 10_000 - 6 * 300 and shown["counter"] == 6
     total = 0
     for tid in ("CMGQ0001", "CMGQ0002"):
-        led = json.loads(subprocess.run([*pos, "ledger", "list", "--terminal", tid, "--kind", "payment", "--json"],
-                                        env=env, check=True, capture_output=True, text=True).stdout)
+        led = run(capsys, h, "ledger", "list", "--terminal", tid, "--kind", "payment")[1]
         total += sum(e["amount_fen"] for e in led["entries"])
     assert total == 6 * 300
 

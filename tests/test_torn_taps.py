@@ -194,7 +194,7 @@ def test_reader_failure_mid_pay_is_held_for_recovery_not_lost(taps: Taps) -> Non
     assert taps.pay(card, 1).recovered == [f"{card.state.wallet_id}-00000001"]
 
 
-def test_power_loss_after_pay_then_paid_elsewhere_is_recovered_by_the_next_process(tmp_path) -> None:
+def test_power_loss_after_pay_then_paid_elsewhere_is_recovered_by_the_next_process(tmp_path, capsys) -> None:
     """The terminal process dies right after the card answers PAY (os._exit: no cleanup); the customer then pays at
     another terminal. The card's transaction log still holds the first voucher: the next tap of that card at the
     first terminal recovers it exactly once, and the ledgers hold every fen the card paid."""
@@ -203,18 +203,25 @@ def test_power_loss_after_pay_then_paid_elsewhere_is_recovered_by_the_next_proce
     import subprocess
     import sys
 
+    from pos.cli.main import main
+
     env = {**os.environ, "POS_HOME": str(tmp_path)}
-    pos = [sys.executable, "-m", "pos.cli.main"]
 
     def run(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([*pos, *args], env=env, capture_output=True, text=True, timeout=60)
+        """The CLI in this process (the dying payment alone needs a process of its own)."""
+        capsys.readouterr()
+        code = main(["--home", str(tmp_path), *args])
+        out = capsys.readouterr()
+        return subprocess.CompletedProcess(list(args), code, out.out, out.err)
 
     def ledger(terminal: str, wallet_id: str) -> list[int]:
         out = json.loads(run("ledger", "list", "--terminal", terminal, "--kind", "payment", "--json").stdout)
         return sorted(e["amount_fen"] for e in out["entries"] if e["wallet_id"] == wallet_id)
 
     run("card", "issue", "--tier", "4", "--balance", "100", "--count", "2")
-    died = run("pay", "--terminal", "CMGQ0001", "--card", "c0001", "--amount", "20", "--power-loss", "--json")
+    died = subprocess.run([sys.executable, "-m", "pos.cli.main", "pay", "--terminal", "CMGQ0001", "--card", "c0001",
+                           "--amount", "20", "--power-loss", "--json"], env=env, capture_output=True, text=True,
+                          timeout=60)
     assert died.returncode == 137 and died.stdout == ""
     elsewhere = json.loads(run("pay", "--terminal", "CMGQ0002", "--card", "c0001", "--amount", "5", "--json").stdout)
     assert elsewhere["status"] == "approved"
