@@ -83,6 +83,8 @@ class Runtime:
             outcome = self._checkout.take(self.reader, amount_fen, timeout=timeout, cancel=cancel)
         except EcnyError as exc:
             outcome = Outcome("declined", amount_fen, Reason.TERMINAL_ERROR, detail=str(exc))
+        except Exception as exc:  # never a frozen charge screen: an unforeseen fault declines the charge, named
+            outcome = Outcome("declined", amount_fen, Reason.TERMINAL_ERROR, detail=f"{type(exc).__name__}: {exc}")
         finally:
             result = outcome.to_json("en") if outcome is not None else None
             if self.broker is not None:

@@ -14,6 +14,7 @@ from pos.ledger.model import (
     LedgerError,
     LedgerKeyMissing,
     LedgerMissing,
+    LedgerStorageError,
     LedgerTampered,
     OpenIntent,
     PaymentRecorded,
@@ -25,5 +26,5 @@ from pos.ledger.store import AUTOCHECKPOINT_PAGES, IDLE_CHECKPOINT_COMMITS, Ledg
 from pos.ledger.transaction import Transaction
 
 __all__ = ["AUTOCHECKPOINT_PAGES", "CLOSING_KINDS", "IDLE_CHECKPOINT_COMMITS", "Entry", "Ledger", "LedgerError",
-           "LedgerKeyMissing", "LedgerMissing", "LedgerTampered", "OpenIntent", "PaymentRecorded", "SyncStatus",
-           "Transaction", "VerifyReport", "payment_day", "utc_now"]
+           "LedgerKeyMissing", "LedgerMissing", "LedgerStorageError", "LedgerTampered", "OpenIntent",
+           "PaymentRecorded", "SyncStatus", "Transaction", "VerifyReport", "payment_day", "utc_now"]

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from wallet.card import china_day_text
-from wallet.errors import EcnyError
+from wallet.errors import EcnyError, StorageError
 from wallet.voucher import Voucher
 
 GENESIS = "0" * 64  # the previous hash of the first entry
@@ -25,6 +25,11 @@ COLS = "seq, time, kind, voucher_id, wallet_id, counter, amount_fen, data, prev_
 
 class LedgerError(EcnyError):
     """The ledger cannot be opened or written."""
+
+
+class LedgerStorageError(LedgerError, StorageError):
+    """The disk refused a ledger write (full, read-only, I/O error): the transaction rolled back, nothing of it was
+    written; the message names the file and what to do."""
 
 
 class LedgerMissing(LedgerError):

@@ -28,6 +28,7 @@ from pos.ledger.model import (
     LedgerError,
     LedgerKeyMissing,
     LedgerMissing,
+    LedgerStorageError,
     LedgerTampered,
     OpenIntent,
     PaymentRecorded,
@@ -69,6 +70,9 @@ class Ledger(SettlementQueries):
                 MIGRATIONS.apply(db)
             is_new = conn.execute("SELECT NOT EXISTS (SELECT 1 FROM head) AND NOT EXISTS "
                                   "(SELECT 1 FROM entries)").fetchone()[0]
+        except sqlite3.OperationalError as exc:  # the disk: full, read-only, I/O error
+            raise LedgerStorageError(f"cannot open ledger {self.path} ({exc}): free some space on its disk, or make "
+                                     "it writable, then try again", str(self.path)) from exc
         except sqlite3.DatabaseError as exc:
             raise LedgerError(f"cannot open ledger {self.path}: {exc}") from exc
         self._key, self._key_problem = (key, None) if key is not None else read_key(self.path)

@@ -7,10 +7,12 @@ the transaction's own writes.
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from pos.ledger.model import Entry
+from pos.ledger.model import Entry, LedgerStorageError
 
 if TYPE_CHECKING:
     from pos.ledger.store import Ledger
@@ -25,19 +27,38 @@ class Transaction:
         self._ledger = ledger
 
     def __enter__(self) -> Transaction:
-        self._ledger._begin()
+        try:
+            self._ledger._begin()
+        except (sqlite3.OperationalError, OSError) as exc:
+            raise self._storage_error(exc) from exc
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         if exc_type is not None:
-            self._ledger._rollback()
+            self._quiet_rollback()
+            if isinstance(exc, sqlite3.OperationalError | OSError):  # a write the disk refused, inside the block
+                raise self._storage_error(exc) from exc
             return
         try:
             self._ledger._commit()
+        except (sqlite3.OperationalError, OSError) as failed:
+            self._quiet_rollback()
+            raise self._storage_error(failed) from failed
         except BaseException:
-            self._ledger._rollback()
+            self._quiet_rollback()
             raise
+
+    def _quiet_rollback(self) -> None:
+        # SQLite rolls back by itself when the connection cannot: nothing of the transaction remains
+        with contextlib.suppress(sqlite3.OperationalError, OSError):
+            self._ledger._rollback()
+
+    def _storage_error(self, exc: BaseException) -> LedgerStorageError:
+        path = self._ledger.path
+        return LedgerStorageError(f"the ledger {path} could not be written ({exc}): nothing of this step was "
+                                  "written; free some space on its disk, or make it writable, then try again",
+                                  str(path))
 
     def append(self, kind: str, *, voucher_id: str | None = None, wallet_id: str | None = None,
                counter: int | None = None, amount_fen: int = 0, data: dict[str, Any] | None = None,

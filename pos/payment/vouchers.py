@@ -10,7 +10,7 @@ from pos.ledger import Entry, Ledger, PaymentRecorded
 from pos.payment.outcome import Declined
 from pos.payment.reasons import Reason
 from wallet.certs import WalletCertInfo
-from wallet.errors import EncodingError, SignatureError
+from wallet.errors import EncodingError, SignatureError, StorageError
 from wallet.protocol import CardInfo, PayRequest
 from wallet.voucher import CNY, Voucher
 
@@ -101,7 +101,7 @@ def record_payment(ledger: Ledger, voucher: Voucher, intent_seq: int, cert_der: 
                 data={"intent": intent_seq, "voucher": voucher.encode().hex(), "cert": fp, "issuer": issuer_fp,
                       "merchant_id": b.merchant_id, "terminal_id": b.terminal_id,
                       "balance_after_fen": b.balance_after_fen})
-    except (sqlite3.Error, OSError) as exc:
+    except (sqlite3.Error, OSError, StorageError) as exc:
         raise Declined(Reason.TERMINAL_ERROR, f"the payment {voucher.voucher_id} could not be written to the ledger "
                        f"({exc}); the card keeps it and its next tap here records it", wallet_id=b.wallet_id) from None
     except PaymentRecorded:
