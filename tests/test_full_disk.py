@@ -82,3 +82,28 @@ def test_a_ledger_write_the_disk_refuses_is_typed_and_writes_nothing(tmp_path: P
             filler.unlink()
             assert led.count() == before
             led.verify(full=True)
+
+
+@pytest.mark.parametrize("free_kib", [0, 8, 16, 32])
+def test_a_sync_on_a_full_disk_fails_typed_and_the_next_settles_each_voucher_once(tmp_path: Path,
+                                                                                    free_kib: int) -> None:
+    from tests.support.shop import shop_session
+
+    with small_disk(tmp_path) as mnt, shop_session(Home(mnt / "home"), f"sqlite:///{tmp_path}/op.db") as shop:
+        shop.provision("CMGQ0001")
+        (card,) = shop.cards(1)
+        vouchers = {shop.pay("CMGQ0001", card, 100 + i).voucher_id for i in range(5)}
+        filler = fill(mnt, free_kib)
+        try:  # the operator settles first; then the terminal's write of the settlements fails
+            shop.sync("CMGQ0001")
+            failed = False
+        except StorageError:
+            failed = True
+        assert failed or free_kib > 0  # with no space left at all the round cannot have been recorded
+        filler.unlink()
+        assert shop.sync("CMGQ0001").pending == 0
+        with shop.home.ledger("CMGQ0001", readonly=True) as led:
+            recorded = [e.voucher_id for e in led.entries(kind="settlement")]
+        assert sorted(recorded) == sorted(vouchers)  # each voucher's settlement recorded once
+        with shop.admin() as admin:
+            assert admin.wallet(shop.home.cards.load(card).wallet_id).spent_fen == sum(range(100, 105))
