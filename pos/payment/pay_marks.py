@@ -14,7 +14,7 @@ by the mark:
   RECOVER a tap sends anyway) and after seven days it is closed ``unresolved``.
 
 A mark costs a file creation (tens of microseconds), no fsync inside the customer's tap. Marks of closed intents are
-swept away.
+swept away every few charges (a stale mark proves nothing more than its intent's closing entry says).
 """
 
 from __future__ import annotations

@@ -50,6 +50,9 @@ ORPHAN_MAX_AGE = dt.timedelta(days=7)
 NOT_PAID = ("void", "unresolved", "open")  # how an intent settles when no voucher was recorded for it
 
 
+SWEEP_EVERY = 16  # charges between two sweeps of the marks of closed intents
+
+
 class Torn(Exception):
     """The card left the field after PAY was sent: this charge's intent is now tied to that wallet."""
 
@@ -93,7 +96,8 @@ class Recovery:
         assert intent is not None
         path = self.ctx.ledger.path
         try:
-            sweep_marks(path, {i.seq for i in self.ctx.ledger.open_intents()})
+            if intent.seq % SWEEP_EVERY == 0:  # stale marks only wait: sweeping them is kept out of most taps
+                sweep_marks(path, {i.seq for i in self.ctx.ledger.open_intents()})
             write_mark(path, PayMark(intent.seq, bytes.fromhex(intent.data["challenge"]), wallet_id, counter))
         except OSError as exc:
             raise Declined(Reason.TERMINAL_ERROR, f"cannot note the payment before sending it: {exc}",
