@@ -109,6 +109,10 @@ class Ledger(SettlementQueries):
         self._known_certs: set[str] = set()  # committed or about to be: a rolled-back insert is re-done below
         self._intents = OpenIntents(conn)
         self._head_checked = False  # this transaction has checked the head it extends
+        # the head this connection last sealed and the database's data_version right after: while no other connection
+        # has committed since, the head a write extends is the one this connection wrote and checked
+        self._sealed: tuple[int, str, int] | None = None
+        self._written: tuple[int, str] | None = None
 
     def close(self) -> None:
         self._conn.close()
@@ -152,6 +156,9 @@ class Ledger(SettlementQueries):
 
     def _commit(self) -> None:
         self._conn.execute("COMMIT")
+        if self._written is not None:
+            self._sealed = (*self._written, self._conn.execute("PRAGMA data_version").fetchone()[0])
+            self._written = None
         self._commits += 1
         self._intents.committed()
 
@@ -160,6 +167,7 @@ class Ledger(SettlementQueries):
             self._conn.execute("ROLLBACK")
         self._known_certs.clear()
         self._intents.rolled_back()
+        self._written = None
 
     def _append(self, kind: str, *, voucher_id: str | None, wallet_id: str | None, counter: int | None,
                 amount_fen: int, data: dict[str, Any] | None, time: str | None) -> Entry:
@@ -168,11 +176,11 @@ class Ledger(SettlementQueries):
                                                                                                           counter)):
             raise LedgerError("a payment's voucher id is made of its wallet id and counter")
         row = self._conn.execute("SELECT seq, hash, mac FROM head WHERE id = 1").fetchone()
-        if not self._head_checked:  # the first append of a transaction: is the head it extends intact?
+        if not self._head_checked and not self._extends_own_seal(row):  # the first append of a transaction:
             problems = head_problems(self._conn, self._key, self._key_problem, row)
             if problems:
                 raise self._refusal(problems, "nothing was written")
-            self._head_checked = True
+        self._head_checked = True
         prev_seq, prev_hash = (row[0], row[1]) if row else (0, GENESIS)
         seq = prev_seq + 1
         time = time or utc_now()
@@ -189,7 +197,15 @@ class Ledger(SettlementQueries):
                            "SET seq = excluded.seq, hash = excluded.hash, mac = excluded.mac",
                            (seq, h, head_mac(self._key, seq, h)))  # type: ignore[arg-type]
         self._intents.track(seq, time, kind, wallet_id, counter, amount_fen, data or {})
+        self._written = (seq, h)
         return Entry(seq, time, kind, voucher_id, wallet_id, counter, amount_fen, data or {}, prev_hash, h)
+
+    def _extends_own_seal(self, head: tuple[int, str, str] | None) -> bool:
+        """The head is the one this connection sealed (and checked) in its last commit, and no other connection has
+        committed since: the full O(1) check of :func:`head_problems` would read what this connection wrote."""
+        sealed = self._sealed
+        return (sealed is not None and head is not None and head[0] == sealed[0] and head[1] == sealed[1]
+                and self._conn.execute("PRAGMA data_version").fetchone()[0] == sealed[2])
 
     def _add_certificate(self, fingerprint: str, der: bytes) -> None:
         if fingerprint in self._known_certs:
