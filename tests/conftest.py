@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 from ecny_nfc.mock import Faults, MockReader
 from pos.home import Home
@@ -15,6 +16,10 @@ from pos.payment.session import PaymentSession, TerminalContext
 from wallet.card import WalletApplet
 from wallet.issuance import issue_card
 from wallet.limits import OfflineCaps
+
+# No property test may depend on how fast the machine is: hypothesis's per-example deadline is off everywhere.
+settings.register_profile("ecny", deadline=None)
+settings.load_profile("ecny")
 
 COUNTER = "CMGQ0001"
 COUNTER_2 = "CMGQ0002"

@@ -102,7 +102,7 @@ schema = schemathesis.pytest.from_fixture("api")
 
 
 @schema.parametrize()
-@settings(max_examples=20, deadline=None, derandomize=True, database=None, phases=[Phase.generate],
+@settings(max_examples=12, deadline=None, derandomize=True, database=None, phases=[Phase.generate],
           suppress_health_check=list(HealthCheck))
 def test_the_api_answers_as_its_document_says(case: Any) -> None:
     case.call_and_validate(checks=CHECKS)
