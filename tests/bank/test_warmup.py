@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 from pathlib import Path
 
 from sqlalchemy import func, select
@@ -57,9 +56,8 @@ def test_reads_do_not_wait_for_a_writer(tmp_path: Path) -> None:
                     assert conn.execute(select(func.count()).select_from(wallets)).scalar() == 0  # a snapshot
                 done.set()
 
-            t0 = time.monotonic()
             threading.Thread(target=read).start()
-            assert done.wait(5) and time.monotonic() - t0 < 1
+            assert done.wait(5)  # answered while the writer still holds the lock: a read never waits for it
         with read_only(engine) as conn:
             assert conn.execute(select(func.count()).select_from(wallets)).scalar() == 1
     finally:

