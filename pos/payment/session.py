@@ -3,12 +3,15 @@ voucher, commit, answer.
 
 When a charge starts, before any card is in the field, the terminal durably writes an ``intent``: the amount and the
 random challenge its PAY will carry. The customer's tap then costs one durable commit (the payment), and a PAY whose
-answer never arrives can always be recovered, because the challenge that GET LAST TRANSACTION needs is on disk:
+answer never arrives can always be recovered, because the challenge is on disk and the card keeps its recent
+payments in a transaction log that one RECOVER command reads for all of a terminal's open intents at once
+(:mod:`pos.payment.recovery`):
 - the card leaves mid-PAY (a torn tap): a ``torn`` entry names the wallet and the counter; when that wallet is next
-  in the field (a re-tap in the same charge, or any later tap at this terminal) its counter and GET LAST TRANSACTION
-  either recover the voucher (recorded once, as the payment) or show it was not charged;
+  in the field (a re-tap in the same charge, or any later tap at this terminal) its counter and its log either
+  recover the voucher (recorded once, as the payment) or show it was not charged;
 - the terminal dies after PAY (power loss, crash): the intent of a process that no longer runs is an orphan, and
-  every later tap asks the card in the field for it until one card answers with the voucher.
+  every later tap asks the card in the field for it until one card answers with the voucher (a charge whose
+  process died before PAY, with no pay-sent mark, is closed ``void``: :mod:`pos.payment.pay_marks`).
 An approval is reported only after its payment entry is committed. A charge that never sent PAY is closed ``void``.
 
 The clerk can cancel until PAY is sent (:mod:`pos.payment.control`): the cancel is checked before every command
