@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 
 from ecny_nfc.mock import Faults, MockReader
-from pos.cards.manage import LoadRefused, apply_load, issue_cards, register_wallets, tap_mock_card
+from pos.cards.manage import LoadRefused, apply_load, check_issue, register_wallets, tap_mock_card
 from pos.composition import start_embedded_operator
 from pos.gate.ticket_gate import Gate
 from pos.home import Home
@@ -146,31 +146,26 @@ class World:
         return {"issued": len(names), "cards": names}
 
     def _issue(self, spec: CardSpec, count: int) -> list[CardState]:
-        note = "scenario card"
         if spec.clone_of is not None:
             return [self.home.cards.clone(self.card(spec.clone_of), with_key=not spec.without_key)
                     for _ in range(count)]
-        if spec.expires_at is None:
-            direct = self.embedded is not None
-            states = issue_cards(self.home, spec.tier, spec.balance, count, expired=spec.expired,
-                                 foreign=spec.foreign, note=note, operator_url=self.url or NOWHERE,
-                                 register=not direct)
-            if direct and not (spec.expired or spec.foreign):
-                self._register(states)
-            return states
-        # certified now, for a certificate life that ends exactly at expires_at
-        issued_at = from_ms(spec.expires_at) - CERT_YEARS + dt.timedelta(minutes=5)
+        check_issue(spec.tier, spec.balance)
+        # expires_at: certified now, for a certificate life that ends exactly then
+        issued_at = None if spec.expires_at is None else from_ms(spec.expires_at) - CERT_YEARS + dt.timedelta(
+            minutes=5)
         store = self.home.cards
         pki = self.home.foreign_pki() if spec.foreign else self.home.pki
         out = []
-        with store.allocating():
-            for _ in range(count):
-                state = issue_card(pki, store.new_id(), spec.tier, spec.balance, self.home.config.risk.caps,
-                                   now=issued_at)
-                state.note = note
+        with store.allocating():  # ids allocated once for the batch (the store's lock is ours while we write)
+            first = int(store.new_id()[1:])
+            for k in range(count):
+                state = issue_card(pki, f"c{first + k:04d}", spec.tier, spec.balance, self.home.config.risk.caps,
+                                   expired=spec.expired, now=issued_at)
+                state.note = "scenario card"
                 store.add(state)
                 out.append(state)
-        if not spec.foreign and spec.expires_at > self.clock.now_ms():
+        live = spec.expires_at is None or spec.expires_at > self.clock.now_ms()
+        if not (spec.foreign or spec.expired) and live:
             self._register(out)
         return out
 
