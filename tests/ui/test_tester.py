@@ -6,14 +6,14 @@ import asyncio
 from pathlib import Path
 
 import pytest
-from textual.widgets import DataTable, Static
+from textual.widgets import DataTable, Input, Static
 
 from pos.gate.ticket_gate import Gate
 from pos.home import Home
 from pos.scenario import ScenarioFileError, ScenarioResult, parse_scenario, run_scenario
 from pos.ui.clerk import ClerkApp, ResultScreen
 from pos.ui.gate import GateApp
-from pos.ui.tester import TesterScreen, TraceScreen
+from pos.ui.tester import ScenarioScreen, TesterScreen, TraceScreen
 from tests.ui.conftest import GATE, FakeServices, runtime, showing, text_of, until
 
 
@@ -157,9 +157,9 @@ def test_a_scenario_gate_step_via_ui_opens_the_running_gate(home: Home, tmp_path
                       sync_interval=0)
         app.runtime.listen()
         try:
-            async with app.run_test(size=(80, 24)):
+            async with app.run_test(size=(80, 24)) as pilot:
                 result = await asyncio.to_thread(run_scenario, parse_scenario(f), home.root)
-                assert app.decisions == 2
+                await until(pilot, lambda: app.decisions == 2)  # the gate's screen showed both
                 return result
         finally:
             app.runtime.close()
@@ -176,3 +176,32 @@ def test_via_ui_refuses_faults_and_a_gate_selection(tmp_path: Path) -> None:
         parse_scenario(f)
     assert [p.split(": ", 2)[1] for p in err.value.problems] == ["steps[0].pay", "steps[2].gate"]
     assert "leave out tear_after" in err.value.problems[0]
+
+
+def test_the_panel_runs_a_scenario_file_and_shows_its_transcript(home: Home, tmp_path: Path) -> None:
+    f = tmp_path / "mini.yaml"
+    f.write_text("name: mini\nclock: 2026-03-01T09:00:00+08:00\noperator: none\ncards: {a: {tier: 4, balance: 10}}\n"
+                 "steps:\n  - pay: {terminal: CMGQ0001, card: a, amount: 1}\n    expect: {balance_after: 9.00}\n"
+                 "  - pay: {terminal: CMGQ0001, card: a, amount: 1}\n    expect: {balance_after: 9.00}\n",
+                 encoding="utf-8")
+
+    async def scenario() -> None:
+        app = clerk(home)
+        async with app.run_test(size=(100, 40)) as pilot:
+            await pilot.press("f2")
+            await until(pilot, lambda: showing(app, TesterScreen))
+            await pilot.press("s")
+            await until(pilot, lambda: showing(app, ScenarioScreen))
+            panel = app.screen
+            assert panel.query_one("#scenario-list", DataTable).row_count == len(panel.shipped) >= 9
+            assert "a scenic spot's morning rush" in [name for name, _ in panel.shipped]
+            panel.query_one("#scenario-path", Input).value = str(f)
+            await pilot.press("enter")
+            await until(pilot, lambda: panel.passed is not None, timeout=30)
+            assert panel.passed is False and panel.summary.startswith("mini")
+            assert "    line 8: balance_after: expected 9.00, got 8.00" in panel.lines
+            assert "FAIL: mini" in text_of(panel.query_one("#scenario-summary", Static))
+            assert panel.where == ("mini.yaml", "scenario.temp_home")
+        assert home.cards.ids() == ["c0001", "c0002"]  # it ran in a temporary home, not this terminal's
+
+    asyncio.run(scenario())
