@@ -63,7 +63,7 @@ class ScenarioScreen(TerminalScreen):
         self.summary = ""
         self.passed: bool | None = None
         self.running = False
-        self.where = ""
+        self.where: tuple[str, str] = ("", "")
 
     def compose(self) -> ComposeResult:
         yield Static(id="scenario-title", classes="label")
