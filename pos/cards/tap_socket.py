@@ -260,6 +260,12 @@ def _request(path: Path, request: dict[str, Any], timeout: float) -> dict[str, A
     return json.loads(data)
 
 
+def ping(home: Home, terminal_id: str, timeout: float = 2.0) -> dict[str, Any]:
+    """Whether terminal ``terminal_id`` of ``home`` runs: ``{"kind": ..., "waiting": bool}`` (waiting for a tap);
+    raises :class:`TerminalNotRunning`."""
+    return _request(socket_path(home, terminal_id), {"op": "ping"}, timeout=timeout)
+
+
 def send_tap(home: Home, terminal_id: str, card_id: str, timeout: float = 60.0) -> dict[str, Any]:
     """Tap ``card_id`` on running terminal ``terminal_id``; return its decision (``pos pay --json`` shape)."""
     home.terminal(terminal_id)

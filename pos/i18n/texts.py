@@ -251,4 +251,16 @@ TEXTS: dict[str, tuple[str, str]] = {
     "gate.short_next": ("请选择不超过 {n} 张票", "choose {n} tickets or fewer"),
     "gate.short_one_next": ("请选择 1 张票", "choose 1 ticket"),
     "gate.next_visitor": ("下一位", "next visitor"),
+    # -- the tester panel's scenario runner (pos/ui/tester/scenario.py) --
+    "key.scenario": ("场景", "scenario"),
+    "key.run": ("运行", "run"),
+    "scenario.title": ("测试面板 · 场景文件", "Tester panel · scenario files"),
+    "scenario.path": ("场景文件路径（回车运行；或从下方选择）", "Scenario file (Enter runs it; or pick one below)"),
+    "scenario.running": ("正在运行 {file}（{where}）…", "running {file} ({where})…"),
+    "scenario.temp_home": ("临时目录", "a temporary home"),
+    "scenario.this_home": ("本终端的目录：via: ui 步骤在本终端碰卡", "this terminal's home: via: ui steps tap here"),
+    "scenario.passed": ("通过：{summary}", "PASS: {summary}"),
+    "scenario.failed": ("未通过：{summary}", "FAIL: {summary}"),
+    "scenario.bad_file": ("场景文件有误：{error}", "bad scenario file: {error}"),
+    "scenario.busy": ("已有场景在运行", "a scenario is already running"),
 }

@@ -221,7 +221,8 @@ def describe(step: Step) -> str:
                         if k not in ("terminal", "card", "amount"))
         return f"pay {a.terminal} {a.card} {fmt('amount', a.amount)}{extra}"
     if step.kind == "gate":
-        return f"gate {a.terminal} {a.card} {a.product} x{a.quantity}"
+        return f"gate {a.terminal} {a.card} via ui" if a.via == "ui" else \
+            f"gate {a.terminal} {a.card} {a.product} x{a.quantity}"
     if step.kind in ("sync", "kill"):
         return f"{step.kind} {a.terminal}"
     if step.kind == "refund":

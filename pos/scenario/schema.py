@@ -13,7 +13,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
 from pos.money import parse_yuan
 from pos.scenario.loader import ScenarioFileError, key_path, line_of, load_yaml
@@ -58,6 +58,7 @@ Amount = Annotated[int, BeforeValidator(lambda v: _money(v, True))]
 Instant = Annotated[int, BeforeValidator(_instant)]  # ms since the epoch
 Duration = Annotated[int, BeforeValidator(parse_duration)]
 TEAR_POINTS = ("select", "read-info", "pay")
+UI_WAIT_S = 60.0  # via: ui: how long a step waits for the running terminal (the clerk opens the charge) by default
 
 
 class Strict(BaseModel):
@@ -86,8 +87,16 @@ class PayStep(Strict):
     corrupt: int | None = Field(None, ge=1)  # flip a byte in the N-th response (from 1)
     slow: float = Field(0.0, ge=0, le=10)
     power_loss: bool = False
-    timeout: float = Field(2.0, gt=0, le=60)
+    timeout: float = Field(2.0, gt=0, le=600)  # via: ui: default UI_WAIT_S
     save_as: str | None = None  # name the voucher for a later refund: voucher: NAME
+    via: Literal["direct", "ui"] = "direct"  # ui: tap the card on the running terminal (pos run) by its socket
+
+    @model_validator(mode="after")
+    def _plain_tap_via_ui(self) -> PayStep:
+        faults = sorted({"tear_after", "retap", "corrupt", "slow", "power_loss"} & self.model_fields_set)
+        if self.via == "ui" and faults:
+            raise ValueError(f"via: ui taps the card as it is: leave out {', '.join(faults)}")
+        return self
 
 
 class PayExpect(Strict):
@@ -105,7 +114,14 @@ class GateStep(Strict):
     card: str
     product: str = "adult"
     quantity: int = Field(1, ge=1, le=20)
-    timeout: float = Field(2.0, gt=0, le=60)
+    timeout: float = Field(2.0, gt=0, le=600)  # via: ui: default UI_WAIT_S
+    via: Literal["direct", "ui"] = "direct"  # ui: tap the card on the running gate (pos gate) by its socket
+
+    @model_validator(mode="after")
+    def _screen_selection_via_ui(self) -> GateStep:
+        if self.via == "ui" and {"product", "quantity"} & self.model_fields_set:
+            raise ValueError("via: ui: the gate screen's ticket and quantity apply; leave out product and quantity")
+        return self
 
 
 class GateExpect(Strict):

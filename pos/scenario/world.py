@@ -9,20 +9,32 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import time
 from pathlib import Path
 from typing import Any
 
 import httpx
 
 from ecny_nfc.mock import Faults, MockReader
-from pos.cards.manage import LoadRefused, apply_load, issue_cards, register_wallets, tap_mock_card
+from pos.cards.manage import LoadRefused, apply_load, check_issue, register_wallets, tap_mock_card
+from pos.cards.tap_socket import TerminalNotRunning, ping, send_tap
 from pos.composition import start_embedded_operator
 from pos.gate.ticket_gate import Gate
 from pos.home import Home
 from pos.payment.checkout import take_payment
 from pos.payment.outcome import Outcome
-from pos.scenario.schema import CardSpec, GateStep, KillStep, LoadStep, OperatorChange, PayStep, RefundStep, SyncStep
-from pos.sync.client import OperatorRefused, OperatorUnavailable, RetryPolicy, provision_terminal
+from pos.scenario.schema import (
+    UI_WAIT_S,
+    CardSpec,
+    GateStep,
+    KillStep,
+    LoadStep,
+    OperatorChange,
+    PayStep,
+    RefundStep,
+    SyncStep,
+)
+from pos.sync.client import OperatorRefused, OperatorUnavailable, RetryPolicy, provision_terminal, terminal_key_path
 from pos.sync.refunds import RefundRefused, request_refund
 from pos.sync.upload import BATCH_SIZE, sync_once
 from wallet.card import CardState
@@ -129,7 +141,8 @@ class World:
     def provision(self, terminal_id: str) -> None:
         self.home.terminal(terminal_id)
         if terminal_id not in self.provisioned and self.mode != "none":
-            provision_terminal(self.home, terminal_id, self.url)
+            if not terminal_key_path(self.home, terminal_id).exists():  # a running terminal's key stays as it is
+                provision_terminal(self.home, terminal_id, self.url)
             self.provisioned.add(terminal_id)
 
     # -- actions ----------------------------------------------------------------------------------------------------
@@ -146,31 +159,26 @@ class World:
         return {"issued": len(names), "cards": names}
 
     def _issue(self, spec: CardSpec, count: int) -> list[CardState]:
-        note = "scenario card"
         if spec.clone_of is not None:
             return [self.home.cards.clone(self.card(spec.clone_of), with_key=not spec.without_key)
                     for _ in range(count)]
-        if spec.expires_at is None:
-            direct = self.embedded is not None
-            states = issue_cards(self.home, spec.tier, spec.balance, count, expired=spec.expired,
-                                 foreign=spec.foreign, note=note, operator_url=self.url or NOWHERE,
-                                 register=not direct)
-            if direct and not (spec.expired or spec.foreign):
-                self._register(states)
-            return states
-        # certified now, for a certificate life that ends exactly at expires_at
-        issued_at = from_ms(spec.expires_at) - CERT_YEARS + dt.timedelta(minutes=5)
+        check_issue(spec.tier, spec.balance)
+        # expires_at: certified now, for a certificate life that ends exactly then
+        issued_at = None if spec.expires_at is None else from_ms(spec.expires_at) - CERT_YEARS + dt.timedelta(
+            minutes=5)
         store = self.home.cards
         pki = self.home.foreign_pki() if spec.foreign else self.home.pki
         out = []
-        with store.allocating():
-            for _ in range(count):
-                state = issue_card(pki, store.new_id(), spec.tier, spec.balance, self.home.config.risk.caps,
-                                   now=issued_at)
-                state.note = note
+        with store.allocating():  # ids allocated once for the batch (the store's lock is ours while we write)
+            first = int(store.new_id()[1:])
+            for k in range(count):
+                state = issue_card(pki, f"c{first + k:04d}", spec.tier, spec.balance, self.home.config.risk.caps,
+                                   expired=spec.expired, now=issued_at)
+                state.note = "scenario card"
                 store.add(state)
                 out.append(state)
-        if not spec.foreign and spec.expires_at > self.clock.now_ms():
+        live = spec.expires_at is None or spec.expires_at > self.clock.now_ms()
+        if not (spec.foreign or spec.expired) and live:
             self._register(out)
         return out
 
@@ -183,8 +191,10 @@ class World:
             self.embedded.operator.register_wallet(s.wallet_id, s.tier, s.cert_der, s.balance_fen)
 
     def pay(self, a: PayStep) -> dict[str, Any]:
-        self.provision(a.terminal)
         card_id = self.card(a.card)
+        if a.via == "ui":
+            return self._pay_via_ui(a, card_id)
+        self.provision(a.terminal)
         tear = ({} if a.tear_after is None else {"tear_at": TEAR_AT[a.tear_after]} if isinstance(a.tear_after, str)
                 else {"tear_after": a.tear_after})
         faults = Faults(**tear, corrupt_response=a.corrupt, delay=a.slow)
@@ -218,6 +228,12 @@ class World:
                 return None
 
     def gate(self, a: GateStep) -> dict[str, Any]:
+        if a.via == "ui":
+            j = self._ui_tap(a.terminal, self.card(a.card), a.timeout if "timeout" in a.model_fields_set else UI_WAIT_S)
+            if "gate" not in j:
+                raise ScenarioStepError(f"terminal {a.terminal} is not a gate")
+            self._remember(a.terminal, j)
+            return _gate_result(j)
         self.provision(a.terminal)
         gate = self.gates.get(a.terminal)
         if gate is None:
@@ -229,13 +245,49 @@ class World:
         if decision is None:
             return {"status": "declined", "reason": "no_card", "open": False}
         j = decision.to_json()
-        g = j["gate"]
         if decision.outcome is not None and decision.outcome.approved and decision.outcome.voucher_id:
             self.last_voucher[a.terminal] = decision.outcome.voucher_id
-        return {"status": j["status"], "reason": j["reason"], "open": g["open"], "code": g["code"],
-                "tickets": g["tickets"], "used": g["used"], "entries_today": g["entries_today"],
-                "remaining": g["remaining"], "amount": j.get("amount_fen") or 0,
-                "balance_after": j.get("balance_after_fen"), "voucher": j.get("voucher_id")}
+        return _gate_result(j)
+
+    # -- via: ui ----------------------------------------------------------------------------------------------------
+    def _ui_tap(self, terminal_id: str, card_id: str, wait: float) -> dict[str, Any]:
+        """Tap ``card_id`` on the running terminal by its socket, once it waits for a tap (a counter: once the clerk
+        has opened the charge), waiting up to ``wait`` seconds; the terminal's decision (``pos pay --json``)."""
+        self.home.terminal(terminal_id)
+        deadline = time.monotonic() + wait
+        try:
+            while not ping(self.home, terminal_id).get("waiting"):
+                if time.monotonic() >= deadline:
+                    raise ScenarioStepError(f"terminal {terminal_id} did not wait for a tap within {wait:g} s "
+                                            f"(a counter: open the charge)")
+                time.sleep(0.05)
+        except TerminalNotRunning:
+            raise ScenarioStepError(f"no terminal {terminal_id} is running in {self.home.root} (via: ui): start "
+                                    f"it with pos --home {self.home.root} run (or gate) --terminal {terminal_id}"
+                                    ) from None
+        return send_tap(self.home, terminal_id, card_id, timeout=max(1.0, deadline - time.monotonic()))
+
+    def _pay_via_ui(self, a: PayStep, card_id: str) -> dict[str, Any]:
+        if a.terminal in self.armed_kills:
+            raise ScenarioStepError("kill cannot reach a running terminal: leave out via: ui")
+        j = self._ui_tap(a.terminal, card_id, a.timeout if "timeout" in a.model_fields_set else UI_WAIT_S)
+        if "gate" in j:
+            raise ScenarioStepError(f"terminal {a.terminal} is a gate: use a gate step")
+        if j.get("amount_fen") != a.amount:
+            raise ScenarioStepError(f"the charge open at {a.terminal} is of {j.get('amount_fen')} fen, "
+                                    f"the step pays {a.amount} fen")
+        self._remember(a.terminal, j)
+        if j.get("status") == "approved" and a.save_as:
+            self.saved[a.save_as] = str(j["voucher_id"])
+        rec = j.get("recovered")
+        return {"status": j.get("status"), "reason": j.get("reason"), "amount": j.get("amount_fen"),
+                "balance_after": j.get("balance_after_fen"), "recovered": len(rec) if isinstance(rec, list) else
+                int(rec or 0), "torn": j.get("torn"), "pending_recovery": j.get("pending_recovery"),
+                "voucher": j.get("voucher_id"), "detail": j.get("detail")}
+
+    def _remember(self, terminal_id: str, j: dict[str, Any]) -> None:
+        if j.get("status") == "approved" and j.get("voucher_id"):
+            self.last_voucher[terminal_id] = str(j["voucher_id"])
 
     def sync(self, a: SyncStep) -> dict[str, Any]:
         self._need_operator()
@@ -298,6 +350,14 @@ def _outcome(o: Outcome) -> dict[str, Any]:
     return {"status": o.status, "reason": o.reason.value if o.reason else None, "amount": o.amount_fen,
             "balance_after": o.balance_after_fen, "recovered": len(o.recovered), "torn": o.torn,
             "pending_recovery": o.pending_recovery, "voucher": o.voucher_id, "detail": o.detail or None}
+
+
+def _gate_result(j: dict[str, Any]) -> dict[str, Any]:
+    g = j["gate"]
+    return {"status": j["status"], "reason": j["reason"], "open": g["open"], "code": g["code"],
+            "tickets": g["tickets"], "used": g["used"], "entries_today": g["entries_today"],
+            "remaining": g["remaining"], "amount": j.get("amount_fen") or 0,
+            "balance_after": j.get("balance_after_fen"), "voucher": j.get("voucher_id")}
 
 
 def home_at(root: Path, config: Path | None) -> Home:

@@ -16,6 +16,7 @@ from ecny_nfc.mock import Faults
 from pos.cards.manage import describe_card
 from pos.money import format_fen
 from pos.ui.app import TerminalScreen
+from pos.ui.tester.scenario import SCREEN_NAME, ScenarioScreen
 from pos.ui.widgets import KeyBar
 from wallet.errors import EcnyError
 from wallet.ids import mask_wallet_id
@@ -46,7 +47,7 @@ class TesterScreen(TerminalScreen):
     __test__ = False  # not a pytest class despite the name
 
     KEYS: ClassVar = [("Enter", "key.tap"), ("F4", "key.fault"), ("+-", "key.fault_n"), ("A", "key.trace"),
-                      ("Esc", "key.close"), ("F3", "key.language")]
+                      ("S", "key.scenario"), ("Esc", "key.close"), ("F3", "key.language")]
     BINDINGS: ClassVar = [
         Binding("escape,f2", "close", show=False),
         Binding("enter", "tap", show=False),
@@ -54,6 +55,7 @@ class TesterScreen(TerminalScreen):
         Binding("plus,right,equals_sign", "fault_n(1)", show=False),
         Binding("minus,left", "fault_n(-1)", show=False),
         Binding("a", "trace", show=False),
+        Binding("s", "scenario", show=False),
         Binding("up", "move(-1)", show=False),
         Binding("down", "move(1)", show=False),
     ]
@@ -143,6 +145,12 @@ class TesterScreen(TerminalScreen):
 
     def action_trace(self) -> None:
         self.app.push_screen(TraceScreen())
+
+    def action_scenario(self) -> None:
+        """The scenario runner: one per app, kept with its transcript while the panel is closed."""
+        if not self.app.is_screen_installed(SCREEN_NAME):
+            self.app.install_screen(ScenarioScreen(), SCREEN_NAME)
+        self.app.push_screen(SCREEN_NAME)
 
     def action_tap(self) -> None:
         broker = self.tapp.runtime.broker
