@@ -15,9 +15,12 @@ from textual.screen import ModalScreen
 from textual.widgets import DataTable, Input, Static
 
 from pos.money import fen_to_yuan_text, format_fen, parse_yuan
-from pos.records import STATUSES, Tx, day_report, find, receipt_text, save_receipt, transactions
+from pos.printer import Document, receipt_doc
+from pos.printer.slips import Shop
+from pos.records import STATUSES, Tx, balance_after, day_report, find, load_sale, transactions
 from pos.sync.services import OperatorUnavailable
 from pos.ui.app import TerminalApp, TerminalScreen
+from pos.ui.history.printing import print_document
 from pos.ui.widgets import KeyBar, StatusBar
 from wallet.errors import EcnyError, InvalidInput
 from wallet.ids import mask_wallet_id
@@ -30,16 +33,23 @@ def pad(text: str, width: int = 18) -> str:
     return text + " " * max(1, width - cell_len(text))
 
 
-class ReceiptScreen(TerminalScreen):
-    """One transaction's receipt; P writes it to HOME/receipts/VOUCHER.txt."""
+def shop_of(app: TerminalApp) -> Shop:
+    rt = app.runtime
+    return Shop(rt.merchant, rt.terminal, rt.home.config.operator)
 
-    KEYS: ClassVar = [("P", "key.print"), ("Esc", "key.back"), ("F3", "key.language")]
+
+class ReceiptScreen(TerminalScreen):
+    """One transaction's receipt; P prints it (the printer when one is set, and HOME/receipts/VOUCHER.txt)."""
+
+    KEYS: ClassVar = [("P", "key.print_paper"), ("Esc", "key.back"), ("F1", "key.help"), ("F3", "key.language")]
     BINDINGS: ClassVar = [Binding("p", "print", show=False), Binding("escape,enter", "back", show=False)]
 
-    def __init__(self, voucher_id: str) -> None:
+    def __init__(self, voucher_id: str, print_now: bool = False) -> None:
         super().__init__()
         self.voucher_id = voucher_id
+        self.print_now = print_now
         self.tx: Tx | None = None
+        self.balance_after: int | None = None
 
     def compose(self) -> ComposeResult:
         with VerticalScroll(id="receipt-box"):
@@ -50,24 +60,33 @@ class ReceiptScreen(TerminalScreen):
         rt = self.tapp.runtime
         with rt.home.ledger(rt.terminal_id) as ledger:
             self.tx = find(ledger, self.voucher_id)
+            self.balance_after = balance_after(ledger, self.voucher_id)
         self.retranslate()
+        if self.print_now:
+            self.action_print()
 
-    def text(self) -> str:
+    def doc(self) -> Document | None:
         rt = self.tapp.runtime
         if self.tx is None:
-            return self.t("receipt.missing", voucher=self.voucher_id)
+            return None
         fee = self.tx.amount_fen * rt.home.config.operator.fee_bps // 10_000
-        return receipt_text(self.tx, rt.merchant, rt.terminal, self.tapp.lang, fee)
+        sale = load_sale(rt.home.terminal_dir(rt.terminal_id), self.voucher_id)
+        return receipt_doc(self.tx, sale, shop_of(self.tapp), self.tapp.lang, balance_after_fen=self.balance_after,
+                           fee_fen=fee)
+
+    def text(self) -> str:
+        doc = self.doc()
+        return self.t("receipt.missing", voucher=self.voucher_id) if doc is None else doc.text()
 
     def retranslate(self) -> None:
         super().retranslate()
         self.query_one("#receipt", Static).update(self.text())
 
     def action_print(self) -> None:
-        if self.tx is None:
+        doc = self.doc()
+        if doc is None:
             return self.app.bell()
-        path = save_receipt(self.tapp.runtime.home.root / "receipts", self.tx, self.text())
-        self.notify(self.t("receipt.saved", path=str(path)))
+        print_document(self.tapp, doc, self.tapp.runtime.home.root / "receipts" / f"{self.voucher_id}.txt")
 
     def action_back(self) -> None:
         self.app.pop_screen()
