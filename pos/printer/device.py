@@ -23,6 +23,12 @@ from pos.printer.document import Document
 from wallet.certs import write_atomic
 from wallet.errors import EcnyError, InvalidInput
 
+try:
+    from termios import error as _TermiosError  # pyserial's flush/drain on POSIX
+except ImportError:  # pragma: no cover - Windows
+    _TermiosError = OSError  # type: ignore[assignment,misc]
+
+PORT_ERRORS: tuple[type[BaseException], ...] = (serial.SerialException, OSError, _TermiosError)
 DEFAULT_BAUD = 9600
 CHUNK = 256
 
@@ -98,7 +104,7 @@ class SerialPrinter:
         try:
             port = self.opener(self.target.path, self.target.baud, timeout=self.io_timeout,
                                write_timeout=self.io_timeout)
-        except (serial.SerialException, OSError, ValueError) as exc:
+        except (*PORT_ERRORS, ValueError) as exc:
             raise PrinterError("missing", str(exc), target=where) from None
         try:
             end = self.clock() + self.deadline
@@ -117,10 +123,10 @@ class SerialPrinter:
                 port.flush()
         except serial.SerialTimeoutException:
             raise PrinterError("timeout", target=where, s=f"{self.deadline:g}") from None
-        except (serial.SerialException, OSError) as exc:
+        except PORT_ERRORS as exc:
             raise PrinterError("unplugged", str(exc), target=where) from None
         finally:
-            with contextlib.suppress(serial.SerialException, OSError):
+            with contextlib.suppress(*PORT_ERRORS):
                 port.close()
 
 
