@@ -285,6 +285,7 @@ TEXTS: dict[str, tuple[str, str]] = {
     "key.help": ("帮助", "help"),
     "key.quit_ctrl": ("退出", "quit"),
     "report.printed_file": ("日结报表已保存到 {path}", "end-of-day report saved to {path}"),
+    "slip.saved": ("退款单已保存到 {path}", "refund slip saved to {path}"),
     "reprint.none": ("还没有可重打的小票", "no receipt to reprint yet"),
     "printer.printing": ("正在打印…", "printing…"),
     "printer.printed": ("已打印", "printed"),
@@ -306,5 +307,6 @@ TEXTS: dict[str, tuple[str, str]] = {
     "help.arrows": ("选择商品", "choose an item"),
     "help.plus_minus": ("增减商品数量", "add or remove the item"),
     "help.quit": ("退出终端（收款中会先询问）", "quit the terminal (asks first during a charge)"),
+    "help.rows": ("选择交易", "choose a payment"),
     "help.search": ("输入即搜索", "type to search"),
 }

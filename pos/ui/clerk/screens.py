@@ -12,9 +12,11 @@ from textual.widgets import DataTable, Digits, Static
 
 from pos.config import Product
 from pos.money import MAX_AMOUNT_FEN, fen_to_yuan_text, format_fen, parse_yuan
+from pos.records import cart_items, last_voucher
 from pos.ui.app import TerminalScreen
 from pos.ui.clerk.charge import ChargeScreen
 from pos.ui.history import HistoryScreen, ReportScreen
+from pos.ui.history.screens import print_receipt
 from pos.ui.widgets import KeyBar, StatusBar
 from wallet.errors import InvalidInput
 
@@ -29,8 +31,10 @@ def yuan_digits(fen: int) -> str:
 class CounterScreen(TerminalScreen):
     """Ready for the next sale: type an amount or build a cart from the catalog."""
 
-    KEYS: ClassVar = [("Enter", "key.charge"), ("Esc", "key.clear"), ("F2", "key.tester"),
-                      ("F3", "key.language"), ("F4", "key.history"), ("F5", "key.sync"), ("F6", "key.report")]
+    KEYS: ClassVar = [("Enter", "key.charge"), ("Esc", "key.clear"), ("F1", "key.help"), ("F2", "key.tester"),
+                      ("F3", "key.language"), ("F4", "key.history"), ("F5", "key.sync"), ("F6", "key.report"),
+                      ("F7", "key.reprint"), ("^Q", "key.quit_ctrl")]
+    HELP: ClassVar = [("0-9 .", "help.digits"), ("↑ ↓", "help.arrows"), ("+ −", "help.plus_minus")]
     BINDINGS: ClassVar = [
         *[Binding(str(d), f"type('{d}')", show=False) for d in range(10)],
         Binding("full_stop", "type('.')", show=False),
@@ -44,6 +48,7 @@ class CounterScreen(TerminalScreen):
         Binding("f4", "history", show=False),
         Binding("f5", "sync", show=False),
         Binding("f6", "report", show=False),
+        Binding("f7", "reprint", show=False),
     ]
 
     def __init__(self) -> None:
@@ -74,7 +79,7 @@ class CounterScreen(TerminalScreen):
 
     def ready(self) -> None:
         table = self.query_one("#catalog", DataTable)
-        table.add_column("", key="name", width=22)
+        table.add_column("", key="name", width=24)
         table.add_column("", key="price", width=9)
         table.add_column("", key="qty", width=3)
         for p in self.catalog:
@@ -92,6 +97,11 @@ class CounterScreen(TerminalScreen):
             return parse_yuan(self.typed) if self.typed else 0
         except InvalidInput:
             return 0
+
+    @property
+    def offline_cap(self) -> int:
+        """The terminal's offline cap for one payment (merchants.yaml ``risk.offline_single_max``)."""
+        return int(self.tapp.runtime.home.config.risk.offline_single_max)
 
     def retranslate(self) -> None:
         super().retranslate()
@@ -111,13 +121,17 @@ class CounterScreen(TerminalScreen):
         fen = self.amount_fen
         self.query_one("#amount", Digits).update(yuan_digits(fen))
         self.query_one("#amount-text", Static).update(Text(format_fen(fen), style="bold"))
-        if self.cart:
+        cap = self.offline_cap
+        if fen > cap:  # the tap would be declined: say so now, with what to do
+            hint = Text(self.t("guard.over_cap", cap=format_fen(cap)), style="bold yellow")
+        elif self.cart:
             hint = self.t("counter.hint_cart", n=sum(self.cart.values()))
         elif self.typed:
             hint = self.t("counter.hint_typed")
         else:
             hint = self.t("counter.hint_empty")
         self.query_one("#hint", Static).update(hint)
+        self.query_one("#amount-text", Static).set_class(fen > cap, "over-cap")
         table = self.query_one("#catalog", DataTable)
         for p in self.catalog:
             q = self.cart.get(p.sku, 0)
@@ -188,7 +202,20 @@ class CounterScreen(TerminalScreen):
         if fen <= 0:
             self.notify(self.t("counter.no_amount"), severity="warning")
             return self.app.bell()
-        self.app.push_screen(ChargeScreen(fen))
+        if fen > self.offline_cap:
+            self.notify(self.t("guard.over_cap", cap=format_fen(self.offline_cap)), severity="warning")
+            return self.app.bell()
+        self.app.push_screen(ChargeScreen(fen, cart_items(self.catalog, self.cart)))
+
+    def action_reprint(self) -> None:
+        """F7: the last receipt again, on the printer (and in HOME/receipts)."""
+        rt = self.tapp.runtime
+        with rt.home.ledger(rt.terminal_id) as ledger:
+            voucher = last_voucher(ledger)
+        if voucher is None:
+            self.notify(self.t("reprint.none"), severity="warning")
+            return self.app.bell()
+        print_receipt(self.tapp, voucher)
 
     def action_history(self) -> None:
         self.app.push_screen(HistoryScreen())
