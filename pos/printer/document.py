@@ -61,9 +61,11 @@ class Document:
     lines: list[Line] = field(default_factory=list)
     width: int = WIDTH
 
-    def add(self, text: str = "", **style: object) -> None:
-        for part in wrap(text, self.width // 2 if style.get("big") else self.width):
-            self.lines.append(Line(part, **style))  # type: ignore[arg-type]
+    def add(self, text: str = "", indent: int = 0, **style: object) -> None:
+        """``text`` on as many lines as it takes (``indent`` spaces before each)."""
+        width = (self.width // 2 if style.get("big") else self.width) - indent
+        for part in wrap(text, width):
+            self.lines.append(Line(" " * indent + part, **style))  # type: ignore[arg-type]
 
     def pair(self, label: str, value: str, bold: bool = False) -> None:
         for part in row(label, value, self.width):

@@ -109,11 +109,11 @@ def day_report_doc(report: dict[str, Any], shop: Shop, lang: str, time: dt.datet
     doc.rule()
     for key in ("declined", "voided", "unresolved", "open_intents"):
         doc.pair(tr(f"eod.{key}", lang), str(report[key]), bold=True)
-        doc.add("  " + tr(f"eod.{key}_note", lang))
+        doc.add(tr(f"eod.{key}_note", lang), indent=2)
     doc.rule()
     doc.add(tr("eod.items", lang), bold=True)
     if not report["items"]:
-        doc.add("  " + tr("eod.no_items", lang))
+        doc.add(tr("eod.no_items", lang), indent=2)
     for it in report["items"]:
         doc.add(it["name_zh"] if lang.startswith("zh") else it["name_en"])
         doc.pair(f"  × {it['qty']}", format_fen(it["total_fen"]))

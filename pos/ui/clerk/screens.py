@@ -21,6 +21,7 @@ from pos.ui.widgets import KeyBar, StatusBar
 from wallet.errors import InvalidInput
 
 MAX_TYPED = 11  # "99999999.99"
+NAME_WIDTH = 22  # catalog names longer than this wrap (a 30-character name takes two lines)
 
 
 def yuan_digits(fen: int) -> str:
@@ -31,10 +32,11 @@ def yuan_digits(fen: int) -> str:
 class CounterScreen(TerminalScreen):
     """Ready for the next sale: type an amount or build a cart from the catalog."""
 
-    KEYS: ClassVar = [("Enter", "key.charge"), ("Esc", "key.clear"), ("F1", "key.help"), ("F2", "key.tester"),
-                      ("F3", "key.language"), ("F4", "key.history"), ("F5", "key.sync"), ("F6", "key.report"),
-                      ("F7", "key.reprint"), ("^Q", "key.quit_ctrl")]
-    HELP: ClassVar = [("0-9 .", "help.digits"), ("↑ ↓", "help.arrows"), ("+ −", "help.plus_minus")]
+    # The footer (80 columns hold no more); F1 lists these and HELP.
+    KEYS: ClassVar = [("Enter", "key.charge"), ("F1", "key.help"), ("F3", "key.language"), ("F4", "key.history"),
+                      ("F6", "key.report"), ("F7", "key.reprint"), ("^Q", "key.quit_ctrl")]
+    HELP: ClassVar = [("Esc", "key.clear"), ("F2", "key.tester"), ("F5", "key.sync"), ("0-9 .", "help.digits"),
+                      ("↑ ↓", "help.arrows"), ("+ −", "help.plus_minus")]
     BINDINGS: ClassVar = [
         *[Binding(str(d), f"type('{d}')", show=False) for d in range(10)],
         Binding("full_stop", "type('.')", show=False),
@@ -79,11 +81,12 @@ class CounterScreen(TerminalScreen):
 
     def ready(self) -> None:
         table = self.query_one("#catalog", DataTable)
-        table.add_column("", key="name", width=24)
+        table.add_column("", key="name", width=NAME_WIDTH)
         table.add_column("", key="price", width=9)
         table.add_column("", key="qty", width=3)
         for p in self.catalog:
-            table.add_row(p.name.get(self.tapp.lang), Text(format_fen(p.price), justify="right"), "", key=p.sku)
+            table.add_row(Text(p.name.get(self.tapp.lang)), Text(format_fen(p.price), justify="right"), "",
+                          key=p.sku, height=None)  # a long name wraps onto a second line, never cut
         self.retranslate()
 
     # -- drawing ----------------------------------------------------------------------------------------------------
@@ -114,7 +117,7 @@ class CounterScreen(TerminalScreen):
         self.query_one("#catalog-label", Static).update(self.t("counter.catalog"))
         table = self.query_one("#catalog", DataTable)
         for p in self.catalog:
-            table.update_cell(p.sku, "name", p.name.get(lang))
+            table.update_cell(p.sku, "name", Text(p.name.get(lang)), update_width=False)
         self.redraw()
 
     def redraw(self) -> None:
