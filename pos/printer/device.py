@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-import serial
+import serial  # type: ignore[import-untyped]
 
 from pos.printer import escpos
 from pos.printer.document import Document
@@ -28,7 +28,8 @@ try:
 except ImportError:  # pragma: no cover - Windows
     _TermiosError = OSError  # type: ignore[assignment,misc]
 
-PORT_ERRORS: tuple[type[BaseException], ...] = (serial.SerialException, OSError, _TermiosError)
+PORT_ERRORS: tuple[type[Exception], ...] = (serial.SerialException, OSError, _TermiosError)
+OPEN_ERRORS: tuple[type[Exception], ...] = (*PORT_ERRORS, ValueError)
 DEFAULT_BAUD = 9600
 CHUNK = 256
 
@@ -104,7 +105,7 @@ class SerialPrinter:
         try:
             port = self.opener(self.target.path, self.target.baud, timeout=self.io_timeout,
                                write_timeout=self.io_timeout)
-        except (*PORT_ERRORS, ValueError) as exc:
+        except OPEN_ERRORS as exc:
             raise PrinterError("missing", str(exc), target=where) from None
         try:
             end = self.clock() + self.deadline

@@ -100,7 +100,7 @@ GLOBAL_HELP: Keys = [("F1 / ?", "key.help"), ("F3", "key.language"), ("Ctrl+Q", 
 
 
 class HelpScreen(ModalScreen[None]):
-    """The keys of the screen under it (its footer's keys and its ``HELP`` lines), then the keys that work on every
+    """The keys of the screen under it (its footer's keys and its ``KEY_HELP`` lines), then the keys that work on every
     screen."""
 
     DEFAULT_CSS = """
@@ -112,7 +112,7 @@ class HelpScreen(ModalScreen[None]):
     def __init__(self, under: Screen[Any]) -> None:
         super().__init__()
         keys = list(getattr(under, "keys", None) or getattr(under, "KEYS", []))
-        extra = list(getattr(under, "HELP", []))
+        extra = list(getattr(under, "KEY_HELP", []))
         self.rows = [*keys, *extra, *(k for k in GLOBAL_HELP if k not in keys)]
 
     def compose(self) -> ComposeResult:

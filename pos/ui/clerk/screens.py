@@ -32,10 +32,10 @@ def yuan_digits(fen: int) -> str:
 class CounterScreen(TerminalScreen):
     """Ready for the next sale: type an amount or build a cart from the catalog."""
 
-    # The footer (80 columns hold no more); F1 lists these and HELP.
+    # The footer (80 columns hold no more); F1 lists these and KEY_HELP.
     KEYS: ClassVar = [("Enter", "key.charge"), ("F1", "key.help"), ("F3", "key.language"), ("F4", "key.history"),
                       ("F6", "key.report"), ("F7", "key.reprint"), ("^Q", "key.quit_ctrl")]
-    HELP: ClassVar = [("Esc", "key.clear"), ("F2", "key.tester"), ("F5", "key.sync"), ("0-9 .", "help.digits"),
+    KEY_HELP: ClassVar = [("Esc", "key.clear"), ("F2", "key.tester"), ("F5", "key.sync"), ("0-9 .", "help.digits"),
                       ("↑ ↓", "help.arrows"), ("+ −", "help.plus_minus")]
     BINDINGS: ClassVar = [
         *[Binding(str(d), f"type('{d}')", show=False) for d in range(10)],
@@ -125,6 +125,7 @@ class CounterScreen(TerminalScreen):
         self.query_one("#amount", Digits).update(yuan_digits(fen))
         self.query_one("#amount-text", Static).update(Text(format_fen(fen), style="bold"))
         cap = self.offline_cap
+        hint: Text | str
         if fen > cap:  # the tap would be declined: say so now, with what to do
             hint = Text(self.t("guard.over_cap", cap=format_fen(cap)), style="bold yellow")
         elif self.cart:
@@ -134,7 +135,6 @@ class CounterScreen(TerminalScreen):
         else:
             hint = self.t("counter.hint_empty")
         self.query_one("#hint", Static).update(hint)
-        self.query_one("#amount-text", Static).set_class(fen > cap, "over-cap")
         table = self.query_one("#catalog", DataTable)
         for p in self.catalog:
             q = self.cart.get(p.sku, 0)

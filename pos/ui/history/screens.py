@@ -139,7 +139,7 @@ class HistoryScreen(TerminalScreen):
 
     KEYS: ClassVar = [("Enter", "key.open"), ("F4", "key.filter"), ("F8", "key.refund"), ("Esc", "key.back"),
                       ("F1", "key.help"), ("F3", "key.language")]
-    HELP: ClassVar = [("abc 123", "help.search"), ("↑ ↓", "help.rows")]
+    KEY_HELP: ClassVar = [("abc 123", "help.search"), ("↑ ↓", "help.rows")]
     BINDINGS: ClassVar = [
         Binding("escape", "back", show=False),
         Binding("f4", "filter", show=False),
