@@ -183,7 +183,8 @@ def test_a_bad_printer_setting_is_refused(spec: str) -> None:
     assert parse_target("tty:/dev/ttyUSB0:115200") == Target("tty", "/dev/ttyUSB0", 115200)
 
 
-def test_pos_run_refuses_a_bad_printer_with_exit_2(tmp_path: os.PathLike[str], capsys: pytest.CaptureFixture[str]) -> None:
+def test_pos_run_refuses_a_bad_printer_with_exit_2(tmp_path: os.PathLike[str],
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
     from pos.cli.main import main
 
     home = os.path.join(tmp_path, "home")
