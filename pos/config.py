@@ -92,6 +92,7 @@ class Merchant(_Model):
 class OperatorSettings(_Model):
     name: Names
     url: str = Field(pattern=r"^https?://[^\s/]+(:\d+)?/?$")
+    code: str = Field(default="", max_length=32, pattern=r"^[A-Za-z0-9_.-]*$")  # acquirer code on receipts
     fee_bps: int = Field(default=0, ge=0, le=10000)
     sync_interval_s: float = Field(default=60, ge=0, le=86400)  # the UIs' background sync; 0: only on F5
 
@@ -112,6 +113,7 @@ class Config(_Model):
     operator: OperatorSettings
     risk: RiskSettings = RiskSettings()
     language: Literal["zh-CN", "en"] = "zh-CN"
+    printer: str | None = Field(default=None, pattern=r"^(tty:[^\s]+|file:.+)$")  # receipt printer (pos.printer)
     merchants: list[Merchant] = Field(min_length=1)
 
     @model_validator(mode="after")

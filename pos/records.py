@@ -1,6 +1,8 @@
 """Transactions as the clerk sees them: today's payments with settlement status, receipts, the end-of-day report.
 
-Built from the terminal ledger only (plain Python, no Textual). A payment's settlement status is its latest
+Built from the terminal ledger (plain Python, no Textual), plus each sale's record: what the cart held and what the
+wallet said (offline payments left), kept beside the ledger as ``terminals/ID/sales/VOUCHER.json`` so a reprint shows
+the same item lines. A payment's settlement status is its latest
 ``settlement`` entry (settled | duplicate | rejected), else "pending"; ``refund`` entries add up per voucher. A
 payment belongs to the day of its voucher (:func:`pos.ledger.payment_day`), as in the terminal's sync report.
 """
@@ -8,17 +10,16 @@ payment belongs to the day of its voucher (:func:`pos.ledger.payment_day`), as i
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+import json
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from pos.config import Merchant, Terminal
-from pos.i18n import tr
+from pos.config import Product
 from pos.ledger import Ledger, payment_day
 from pos.money import format_fen
 from wallet.card import CHINA_TZ
 from wallet.files import write_atomic
-from wallet.ids import mask_wallet_id
 
 STATUSES = ("pending", "settled", "rejected")
 
@@ -75,46 +76,118 @@ def find(ledger: Ledger, voucher_id: str) -> Tx | None:
     return next((t for t in transactions(ledger) if t.voucher_id == voucher_id), None)
 
 
-def receipt_text(tx: Tx, merchant: Merchant, terminal: Terminal, lang: str, fee_fen: int = 0) -> str:
-    """A plain-text receipt, 40 columns wide."""
-    lines = [
-        merchant.name.get(lang),
-        tr("receipt.title", lang),
-        "-" * 40,
-        f"{tr('receipt.merchant', lang)}: {merchant.id}",
-        f"{tr('receipt.terminal', lang)}: {terminal.id}",
-        f"{tr('receipt.time', lang)}: {tx.time:%Y-%m-%d %H:%M:%S}",
-        f"{tr('receipt.amount', lang)}: {format_fen(tx.amount_fen)}",
-        f"{tr('receipt.wallet', lang)}: {mask_wallet_id(tx.wallet_id)}",
-        f"{tr('receipt.voucher', lang)}: {tx.voucher_id}",
-        f"{tr('receipt.status', lang)}: {tr('status.' + tx.status, lang)}",
-        f"{tr('receipt.fee', lang)}: {format_fen(fee_fen)}",
-    ]
-    if tx.refunded_fen:
-        lines.append(f"{tr('receipt.refunded', lang)}: {format_fen(tx.refunded_fen)}")
-    lines += ["-" * 40, tr("receipt.thanks", lang)]
-    return "\n".join(lines)
+@dataclass(frozen=True)
+class Item:
+    """One cart line: the product, its names in both languages, how many and the unit price."""
+
+    sku: str
+    name_zh: str
+    name_en: str
+    qty: int
+    price_fen: int
+
+    def name(self, lang: str) -> str:
+        return self.name_zh if lang.startswith("zh") else self.name_en
+
+    @property
+    def total_fen(self) -> int:
+        return self.qty * self.price_fen
 
 
-def save_receipt(receipts_dir: Path, tx: Tx, text: str) -> Path:
-    """Write a receipt to ``receipts_dir/VOUCHER.txt`` (atomic) and return the path."""
-    receipts_dir.mkdir(parents=True, exist_ok=True)
-    path = receipts_dir / f"{tx.voucher_id}.txt"
-    write_atomic(path, (text + "\n").encode(), mode=0o644)
+@dataclass(frozen=True)
+class Sale:
+    """What a receipt shows beyond the ledger's payment entry: the items and the wallet's offline payments left."""
+
+    voucher_id: str
+    items: tuple[Item, ...] = ()
+    offline_left: int | None = None
+
+
+def cart_items(catalog: list[Product], cart: dict[str, int]) -> tuple[Item, ...]:
+    """The cart (sku -> quantity) as item lines, in catalog order."""
+    return tuple(Item(p.sku, p.name.zh, p.name.en, cart[p.sku], p.price) for p in catalog if cart.get(p.sku))
+
+
+def sales_dir(terminal_dir: Path) -> Path:
+    return terminal_dir / "sales"
+
+
+def save_sale(terminal_dir: Path, sale: Sale) -> Path:
+    """Keep a sale's record (atomic): ``terminal_dir/sales/VOUCHER.json``."""
+    d = sales_dir(terminal_dir)
+    d.mkdir(parents=True, exist_ok=True)
+    path = d / f"{sale.voucher_id}.json"
+    data = {"voucher_id": sale.voucher_id, "items": [asdict(i) for i in sale.items], "offline_left": sale.offline_left}
+    write_atomic(path, json.dumps(data, ensure_ascii=False).encode(), mode=0o644)
     return path
 
 
-def day_report(ledger: Ledger, day: dt.date) -> dict[str, Any]:
-    """Counts and totals by status for ``day``, plus torn-tap and refund figures. Unresolved charges have no
-    voucher: they count on the day of their entry. The ledger is verified first: one that fails raises
-    :class:`~pos.ledger.LedgerTampered`, naming the terminal, what is wrong and what to do."""
+def load_sale(terminal_dir: Path, voucher_id: str) -> Sale:
+    """A sale's record; a payment without one (a typed amount, another tool) has no item lines."""
+    path = sales_dir(terminal_dir) / f"{voucher_id}.json"
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        items = tuple(Item(str(i["sku"]), str(i["name_zh"]), str(i["name_en"]), int(i["qty"]), int(i["price_fen"]))
+                      for i in data.get("items", []))
+        left = data.get("offline_left")
+        return Sale(voucher_id, items, int(left) if left is not None else None)
+    except (OSError, ValueError, KeyError, TypeError):
+        return Sale(voucher_id)
+
+
+def last_voucher(ledger: Ledger) -> str | None:
+    """The voucher id of the newest payment taken here (any day), for a reprint."""
+    payments = [e for e in ledger.entries(kind="payment") if e.voucher_id]
+    return payments[-1].voucher_id if payments else None
+
+
+def balance_after(ledger: Ledger, voucher_id: str) -> int | None:
+    """The wallet's balance after this payment, as its voucher says."""
+    e = ledger.payment(voucher_id)
+    value = e.data.get("balance_after_fen") if e is not None else None
+    return int(value) if value is not None else None
+
+
+NO_PAY = "no PAY was sent"
+
+
+def day_report(ledger: Ledger, day: dt.date, terminal_dir: Path | None = None) -> dict[str, Any]:
+    """Counts and totals by status for ``day``, refunds, the charges that took no money, torn taps, and sales by
+    item (from the sale records in ``terminal_dir``). Unresolved charges and voids have no voucher: they count on
+    the day of their entry. The ledger is verified first: one that fails raises :class:`~pos.ledger.LedgerTampered`,
+    naming the terminal, what is wrong and what to do."""
     ledger.check()
     txs = transactions(ledger, day)
     by: dict[str, dict[str, int]] = {s: {"count": 0, "total_fen": 0} for s in STATUSES}
     for t in txs:
         by[t.status]["count"] += 1
         by[t.status]["total_fen"] += t.amount_fen
-    unresolved = sum(1 for e in ledger.entries(kind="unresolved") if parse_time(e.time).date() == day)
-    return {"day": day.isoformat(), "count": len(txs), "total_fen": sum(t.amount_fen for t in txs),
-            "by_status": by, "refunded_fen": sum(t.refunded_fen for t in txs), "unresolved": unresolved,
-            "open_intents": len(ledger.open_intents())}
+
+    def today(kind: str) -> list[Any]:
+        return [e for e in ledger.entries(kind=kind) if parse_time(e.time).date() == day]
+
+    voids = today("void")
+    declined = sum(1 for e in voids if e.data.get("proof") == NO_PAY)
+    refunds = [e for e in ledger.entries(kind="refund") if refund_day(e) == day.isoformat()]
+    refunded = sum(abs(e.amount_fen) for e in refunds)
+    items: dict[str, dict[str, Any]] = {}
+    if terminal_dir is not None:
+        for t in txs:
+            if t.status == "rejected":
+                continue
+            for i in load_sale(terminal_dir, t.voucher_id).items:
+                row = items.setdefault(i.sku, {"sku": i.sku, "name_zh": i.name_zh, "name_en": i.name_en,
+                                               "qty": 0, "total_fen": 0})
+                row["qty"] += i.qty
+                row["total_fen"] += i.total_fen
+    total = sum(t.amount_fen for t in txs)
+    return {"day": day.isoformat(), "count": len(txs), "total_fen": total, "by_status": by,
+            "refunded_fen": refunded, "refund_count": len(refunds),
+            "net_fen": total - by["rejected"]["total_fen"] - refunded,
+            "declined": declined, "voided": len(voids) - declined, "unresolved": len(today("unresolved")),
+            "open_intents": len(ledger.open_intents()), "items": sorted(items.values(), key=lambda r: r["sku"])}
+
+
+def refund_day(entry: Any) -> str:
+    """The day a refund counts on: the day the operator gave it, else the day it was recorded here."""
+    return str(entry.data.get("day") or parse_time(entry.time).date().isoformat())

@@ -103,7 +103,7 @@ def cmd_run(args: argparse.Namespace, home: Home) -> int:
     operator, services, note = start_services(args, home, tid)
     runtime = Runtime(home, tid, _open_reader(args.reader))
     lang = default_language(args.lang or home.config.language)
-    app = ClerkApp(runtime, lang=lang, services=services)
+    app = ClerkApp(runtime, lang=lang, services=services, printer=args.printer or home.config.printer)
     try:
         runtime.listen()
         if issued:
@@ -169,6 +169,17 @@ def cmd_card_tap(args: argparse.Namespace, home: Home) -> int:
     return EXIT_OK if result.get("status") == "approved" else EXIT_FAILED
 
 
+def printer_spec(text: str) -> str:
+    """``--printer``: checked at once (a bad one is a usage error, exit 2)."""
+    from pos.printer import parse_target
+
+    try:
+        parse_target(text)
+    except InvalidInput as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
 def register(commands: Commands) -> None:
     """Add ``run``, ``gate`` and ``card tap``."""
     readers = "mock (default), usb[:VID:PID], tty:PORT:DRIVER, udp:HOST:PORT, pcsc[:NAME]"
@@ -177,6 +188,8 @@ def register(commands: Commands) -> None:
     p.add_argument("--reader", type=reader_spec, default="mock", help=readers)
     p.add_argument("--lang", choices=["zh-CN", "en"], help="starting language (F3 switches)")
     p.add_argument("--no-operator", action="store_true", help="do not start the embedded operator")
+    p.add_argument("--printer", type=printer_spec, metavar="SPEC",
+                   help="receipt printer: tty:/dev/ttyUSB0[:BAUD] or file:PATH (default: merchants.yaml printer:)")
     p = commands.add("gate", cmd_gate, "the ticket gate UI (Textual)")
     p.add_argument("--terminal", help="gate terminal id (default: the first gate in merchants.yaml)")
     p.add_argument("--reader", type=reader_spec, default="mock", help=readers)

@@ -22,6 +22,7 @@ class Outcome:
     voucher_id: str | None = None
     wallet_id: str | None = None
     balance_after_fen: int | None = None
+    offline_left: int | None = None  # offline payments the wallet may still make before it must go online
     detail: str = ""
     recovered: list[str] = field(default_factory=list)  # voucher ids of earlier torn payments this tap recovered
     recovered_fen: list[int] = field(default_factory=list)  # their amounts, in the same order
@@ -58,7 +59,8 @@ class Outcome:
         out: dict[str, Any] = {
             "status": self.status, "reason": self.reason.value if self.reason else None,
             "message": self.message(lang), "voucher_id": self.voucher_id, "amount_fen": self.amount_fen,
-            "balance_after_fen": self.balance_after_fen, "wallet_id": self.wallet_id,
+            "balance_after_fen": self.balance_after_fen, "offline_left": self.offline_left,
+            "wallet_id": self.wallet_id,
             "recovered": self.recovered, "pending_recovery": self.pending_recovery, "torn": self.torn,
         }
         if self.recovered:

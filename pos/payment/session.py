@@ -227,13 +227,14 @@ class PaymentSession(Recovery):
         if mine == "unresolved":
             raise Declined(Reason.CARD_ERROR, "the removed wallet's payment could not be confirmed", wallet_id=wid)
         if mine is not None and mine not in NOT_PAID:
-            return self._approved(amount_fen, mine, wid, info.balance_fen, recovered)
+            return self._approved(amount_fen, mine, wid, info.balance_fen, recovered, self._offline_left(info, 0))
         if paid:
             earlier = self._same_charge_paid(paid, amount_fen)
             if earlier is not None:
                 # The clerk charged again after a tear that had in fact paid: that payment settles this charge.
                 self._close("void", wid, None, amount_fen, proof=f"paid by {earlier}, recovered at this tap")
-                return self._approved(amount_fen, earlier, wid, info.balance_fen, recovered)
+                return self._approved(amount_fen, earlier, wid, info.balance_fen, recovered,
+                                      self._offline_left(info, 0))
         denylisted, seen = self.ctx.ledger.wallet_standing(wid)
         if denylisted:
             raise Declined(Reason.DENYLISTED, wallet_id=wid)
@@ -255,11 +256,17 @@ class PaymentSession(Recovery):
             amounts[voucher_id] = intent.amount_fen if intent is not None else 0
         return amounts
 
+    def _offline_left(self, info: CardInfo, paying: int) -> int:
+        """Offline payments the wallet may still make (the card's and this terminal's count caps) once ``paying``
+        more are made."""
+        cap = min(self.ctx.caps.count_max, info.offline_count_max)
+        return max(0, cap - info.offline_count - paying)
+
     @staticmethod
     def _approved(amount_fen: int, voucher_id: str, wallet_id: str, balance_fen: int | None,
-                  recovered: dict[str, int]) -> Outcome:
+                  recovered: dict[str, int], offline_left: int | None = None) -> Outcome:
         return Outcome("approved", amount_fen, voucher_id=voucher_id, wallet_id=wallet_id,
-                       balance_after_fen=balance_fen, recovered=list(recovered),
+                       balance_after_fen=balance_fen, offline_left=offline_left, recovered=list(recovered),
                        recovered_fen=list(recovered.values()))
 
     def _read_card(self, client: WalletClient, now_ms: int,
@@ -342,7 +349,7 @@ class PaymentSession(Recovery):
         self._record(voucher, intent.seq, cert_der=info.cert_der, issuer_der=self._issuer_der)
         self._closed = True
         return self._approved(amount_fen, voucher.voucher_id, info.wallet_id, voucher.body.balance_after_fen,
-                              recovered)
+                              recovered, self._offline_left(info, 1))
 
     def _mark_torn(self, wallet_id: str, counter: int, amount_fen: int) -> NoReturn:
         """The card left after PAY was sent: tie this charge's intent to the wallet, then wait for it."""

@@ -10,10 +10,12 @@ from dataclasses import dataclass
 from pathlib import PurePath
 from typing import Any, ClassVar
 
-from textual.app import App
+from rich.text import Text
+from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.message import Message
-from textual.screen import Screen
+from textual.screen import ModalScreen, Screen
+from textual.widgets import Static
 
 from pos.i18n import other_language, tr
 from pos.runtime import Runtime
@@ -94,6 +96,39 @@ class TerminalScreen(Screen[Any]):
             sbar.retranslate()
 
 
+GLOBAL_HELP: Keys = [("F1 / ?", "key.help"), ("F3", "key.language"), ("Ctrl+Q", "help.quit")]
+
+
+class HelpScreen(ModalScreen[None]):
+    """The keys of the screen under it (its footer's keys and its ``KEY_HELP`` lines), then the keys that work on every
+    screen."""
+
+    DEFAULT_CSS = """
+    HelpScreen { align: center middle; }
+    #help-box { width: 66; height: auto; max-height: 22; border: thick $primary; background: $surface; padding: 1 2; }
+    """
+    BINDINGS: ClassVar = [Binding("escape,enter", "close", show=False)]
+
+    def __init__(self, under: Screen[Any]) -> None:
+        super().__init__()
+        keys = list(getattr(under, "keys", None) or getattr(under, "KEYS", []))
+        extra = list(getattr(under, "KEY_HELP", []))
+        self.rows = [*keys, *extra, *(k for k in GLOBAL_HELP if k not in keys)]
+
+    def compose(self) -> ComposeResult:
+        app: TerminalApp = self.app  # type: ignore[assignment]
+        text = Text()
+        text.append(app.t("help.title") + "\n\n", style="bold")
+        for key, label in self.rows:
+            text.append(f" {key} ", style="bold reverse")
+            text.append(" " * max(1, 10 - len(key)) + app.t(label) + "\n")
+        text.append("\n" + app.t("help.close"), style="italic")
+        yield Static(text, id="help-box")
+
+    def action_close(self) -> None:
+        self.app.pop_screen()
+
+
 class TerminalApp(App[None]):
     """Base of the clerk and gate apps: language, tester panel, status polling, background sync.
 
@@ -112,6 +147,7 @@ class TerminalApp(App[None]):
         Binding("f3", "switch_language", "language", show=False),
         Binding("f5", "sync_now", "sync", show=False),
         Binding("ctrl+q", "quit", "quit", show=False, priority=True),
+        Binding("f1,question_mark", "help", "help", show=False),
     ]
 
     def __init__(self, runtime: Runtime, *, lang: str = "zh-CN", services: Services | None = None,
@@ -144,6 +180,14 @@ class TerminalApp(App[None]):
         for screen in self.screen_stack:
             if isinstance(screen, TerminalScreen) and screen.is_ready:
                 screen.retranslate()
+
+    # -- help -------------------------------------------------------------------------------------------------------
+    def action_help(self) -> None:
+        """F1 (or ?): every key of the current screen, in the current language; F1 or Esc closes it."""
+        if isinstance(self.screen, HelpScreen):
+            self.pop_screen()
+        else:
+            self.push_screen(HelpScreen(self.screen))
 
     # -- tester panel -----------------------------------------------------------------------------------------------
     def action_tester(self) -> None:

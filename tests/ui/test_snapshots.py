@@ -19,6 +19,7 @@ from pos.payment.reasons import Reason
 from pos.runtime import Runtime
 from pos.ui.clerk import ChargeScreen, ClerkApp, CounterScreen, ResultScreen
 from pos.ui.gate import GateApp, GateResultScreen, GateScreen
+from pos.ui.history import ReportScreen
 from pos.ui.tester import TesterScreen
 from tests.ui.conftest import COUNTER, FIXED_NOW, GATE, FakeServices, make_config, showing, until
 from wallet.ids import luhn_digit
@@ -28,8 +29,13 @@ LANGS = ["zh-CN", "en"]
 WALLET = "099100000000001" + luhn_digit("099100000000001")
 
 
-def fixed_home(tmp_path: Path) -> Home:
-    home = Home(tmp_path / "home", make_config(tmp_path))
+def fixed_home(tmp_path: Path, replace: tuple[str, str] | None = None) -> Home:
+    config = make_config(tmp_path)
+    if replace is not None:
+        text = config.read_text(encoding="utf-8")
+        assert replace[0] in text
+        config.write_text(text.replace(*replace), encoding="utf-8")
+    home = Home(tmp_path / "home", config)
     caps = home.config.risk.caps
     for n, (tier, balance) in enumerate([(4, 100_000), (2, 2_000_000), (4, 500)], 1):
         body = f"0991000000{n:05d}"
@@ -37,8 +43,8 @@ def fixed_home(tmp_path: Path) -> Home:
     return home
 
 
-def clerk(tmp_path: Path, lang: str) -> ClerkApp:
-    home = fixed_home(tmp_path)
+def clerk(tmp_path: Path, lang: str, replace: tuple[str, str] | None = None) -> ClerkApp:
+    home = fixed_home(tmp_path, replace)
     rt = Runtime(home, COUNTER, MockReader(), clock=lambda: FIXED_NOW, monotonic=lambda: 1000.0)
     return ClerkApp(rt, lang=lang, services=FakeServices(), status_interval=0)
 
@@ -128,3 +134,41 @@ def test_gate_sold_out(snap_compare: Any, tmp_path: Path, lang: str) -> None:
 def test_gate_stop_one_place_left(snap_compare: Any, tmp_path: Path, lang: str) -> None:
     d = GateDecision(False, CAPACITY, 2, 1, wallet_id=WALLET, tickets=2)
     assert snap_compare(gate(tmp_path, lang), run_before=pushing(lambda: GateResultScreen(d), GateResultScreen))
+
+
+# -- receipts, help and guards (issue 12) ------------------------------------------------------------------------
+LONG_NAME_EN = "Extra-long USB-C fast cable 2m"  # 30 characters
+LONG_NAME_ZH = "超长型双头快充数据线两米装加厚版"  # 15 characters, 30 cells
+
+
+def long_names_clerk(tmp_path: Path, lang: str) -> ClerkApp:
+    assert len(LONG_NAME_EN) == 30
+    return clerk(tmp_path, lang, ("{zh: 数据线, en: USB-C cable}", f"{{zh: {LONG_NAME_ZH}, en: {LONG_NAME_EN}}}"))
+
+
+@pytest.mark.parametrize("lang", LANGS)
+def test_counter_long_item_name(snap_compare: Any, tmp_path: Path, lang: str) -> None:
+    assert snap_compare(long_names_clerk(tmp_path, lang), press=["down"] * 5 + ["plus"],
+                        run_before=showing_screen(CounterScreen))
+
+
+@pytest.mark.parametrize("lang", LANGS)
+def test_counter_over_the_offline_cap(snap_compare: Any, tmp_path: Path, lang: str) -> None:
+    assert snap_compare(clerk(tmp_path, lang), press=[*"99999999.99"], run_before=showing_screen(CounterScreen))
+
+
+@pytest.mark.parametrize("lang", LANGS)
+def test_approved_large_amount(snap_compare: Any, tmp_path: Path, lang: str) -> None:
+    outcome = Outcome("approved", 9_999_999_999, voucher_id=f"{WALLET}-00000001", wallet_id=WALLET,
+                      balance_after_fen=12_785, offline_left=4)
+    assert snap_compare(clerk(tmp_path, lang), run_before=pushing(lambda: ResultScreen(outcome), ResultScreen))
+
+
+@pytest.mark.parametrize("lang", LANGS)
+def test_help(snap_compare: Any, tmp_path: Path, lang: str) -> None:
+    assert snap_compare(clerk(tmp_path, lang), press=["f1"], run_before=showing_screen(CounterScreen))
+
+
+@pytest.mark.parametrize("lang", LANGS)
+def test_end_of_day(snap_compare: Any, tmp_path: Path, lang: str) -> None:
+    assert snap_compare(clerk(tmp_path, lang), run_before=pushing(ReportScreen, ReportScreen))

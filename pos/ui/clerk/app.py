@@ -1,11 +1,13 @@
 """The counter terminal's app: starts on the counter screen; F2 opens the tester panel; Ctrl+Q never leaves a
-payment half done."""
+payment half done; receipts go to the printer set with ``--printer`` or merchants.yaml ``printer:``."""
 
 from __future__ import annotations
 
 from pathlib import Path, PurePath
 from typing import Any, ClassVar
 
+from pos.printer import open_printer
+from pos.printer.device import Printer
 from pos.sync.services import Services
 from pos.ui.app import TerminalApp
 from pos.ui.clerk.charge import ChargeScreen
@@ -24,8 +26,10 @@ class ClerkApp(TerminalApp):
     TITLE = "ecny-pos"
 
     def __init__(self, runtime: Any, *, lang: str = "zh-CN", services: Services | None = None,
-                 charge_timeout: float | None = None, status_interval: float = 5.0, **sync: Any) -> None:
+                 charge_timeout: float | None = None, status_interval: float = 5.0,
+                 printer: str | Printer | None = None, **sync: Any) -> None:
         super().__init__(runtime, lang=lang, services=services, status_interval=status_interval, **sync)
+        self.printer: Printer | None = open_printer(printer) if isinstance(printer, str) else printer
         self.charge_timeout = (charge_timeout if charge_timeout is not None
                                else runtime.home.config.risk.tap_timeout_s)
 

@@ -24,8 +24,10 @@ from pos.payment import control as stages
 from pos.payment.control import ChargeControl
 from pos.payment.outcome import Outcome
 from pos.payment.reasons import Reason
+from pos.records import Item, Sale, save_sale
 from pos.ui.app import TerminalApp, TerminalScreen
 from pos.ui.history import ReceiptScreen
+from pos.ui.history.screens import print_receipt
 from pos.ui.widgets import KeyBar
 from wallet.ids import mask_wallet_id
 
@@ -42,12 +44,14 @@ class ChargeScreen(TerminalScreen):
     """请碰一碰 / Tap the wallet: waits in a worker thread; Esc cancels until PAY is sent; gives up after the tap
     timeout. After a tear it asks for the same wallet and counts down the session's recovery wait."""
 
-    KEYS: ClassVar = [("Esc", "key.cancel"), ("F2", "key.tester"), ("F3", "key.language")]
+    KEYS: ClassVar = [("Esc", "key.cancel"), ("F1", "key.help"), ("F2", "key.tester"), ("F3", "key.language"),
+                      ("^Q", "key.quit_ctrl")]
     BINDINGS: ClassVar = [Binding("escape", "cancel", show=False)]
 
-    def __init__(self, amount_fen: int) -> None:
+    def __init__(self, amount_fen: int, items: tuple[Item, ...] = ()) -> None:
         super().__init__()
         self.amount_fen = amount_fen
+        self.items = items  # the cart, kept with the payment for its receipt
         self.cancel = threading.Event()
         self.control = ChargeControl(self.cancel)
         self._started = 0.0
@@ -143,9 +147,23 @@ class ChargeScreen(TerminalScreen):
             self.app.pop_screen()
             self.app.notify(self.t("charge.cancelled"))
             return
+        if outcome.approved and outcome.voucher_id:
+            self._keep_sale(outcome)
         self.app.switch_screen(ResultScreen(outcome))
+        if outcome.approved and outcome.voucher_id and getattr(self.app, "printer", None) is not None:
+            print_receipt(self.tapp, outcome.voucher_id)  # the sale is approved and recorded: now the paper
         if self._quit:
             self.app.push_screen(QuitScreen())
+
+
+    def _keep_sale(self, outcome: Outcome) -> None:
+        """The sale's record for its receipt: the items and the wallet's offline payments left."""
+        rt = self.tapp.runtime
+        try:
+            save_sale(rt.home.terminal_dir(rt.terminal_id), Sale(outcome.voucher_id or "", self.items,
+                                                                outcome.offline_left))
+        except OSError as exc:  # the payment is recorded; only its item lines are lost
+            self.notify(str(exc), severity="warning")
 
 
 class ResultScreen(TerminalScreen):
@@ -156,8 +174,10 @@ class ResultScreen(TerminalScreen):
     def __init__(self, outcome: Outcome) -> None:
         super().__init__()
         self.outcome = outcome
-        self.keys = ([("Enter", "key.next_sale"), ("R", "key.receipt"), ("F2", "key.tester"), ("F3", "key.language")]
-                     if outcome.approved else [("Enter", "key.back"), ("F2", "key.tester"), ("F3", "key.language")])
+        self.keys = ([("Enter", "key.next_sale"), ("R", "key.receipt"), ("F1", "key.help"), ("F2", "key.tester"),
+                      ("F3", "key.language")]
+                     if outcome.approved else [("Enter", "key.back"), ("F1", "key.help"), ("F2", "key.tester"),
+                                               ("F3", "key.language")])
 
     def compose(self) -> ComposeResult:
         with Vertical(id="result", classes="approved" if self.outcome.approved else "declined"):
@@ -178,8 +198,10 @@ class ResultScreen(TerminalScreen):
             verdict = Text("✔ " + self.t("result.approved"), style="bold", justify="center")
             rows = [(self.t("result.amount"), format_fen(o.amount_fen)),
                     (self.t("result.wallet"), mask_wallet_id(o.wallet_id) if o.wallet_id else "-"),
-                    (self.t("result.balance"), format_fen(o.balance_after_fen or 0)),
-                    (self.t("result.voucher"), o.voucher_id or "-")]
+                    (self.t("result.balance"), format_fen(o.balance_after_fen or 0))]
+            if o.offline_left is not None:
+                rows.append((self.t("result.offline_left"), self.t("result.offline_n", n=o.offline_left)))
+            rows.append((self.t("result.voucher"), o.voucher_id or "-"))
             details = Text(justify="center")
             for label, value in rows:
                 details.append(f"{label}: ", style="bold")

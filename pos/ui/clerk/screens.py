@@ -12,13 +12,16 @@ from textual.widgets import DataTable, Digits, Static
 
 from pos.config import Product
 from pos.money import MAX_AMOUNT_FEN, fen_to_yuan_text, format_fen, parse_yuan
+from pos.records import cart_items, last_voucher
 from pos.ui.app import TerminalScreen
 from pos.ui.clerk.charge import ChargeScreen
 from pos.ui.history import HistoryScreen, ReportScreen
+from pos.ui.history.screens import print_receipt
 from pos.ui.widgets import KeyBar, StatusBar
 from wallet.errors import InvalidInput
 
 MAX_TYPED = 11  # "99999999.99"
+NAME_WIDTH = 22  # catalog names longer than this wrap (a 30-character name takes two lines)
 
 
 def yuan_digits(fen: int) -> str:
@@ -29,8 +32,11 @@ def yuan_digits(fen: int) -> str:
 class CounterScreen(TerminalScreen):
     """Ready for the next sale: type an amount or build a cart from the catalog."""
 
-    KEYS: ClassVar = [("Enter", "key.charge"), ("Esc", "key.clear"), ("F2", "key.tester"),
-                      ("F3", "key.language"), ("F4", "key.history"), ("F5", "key.sync"), ("F6", "key.report")]
+    # The footer (80 columns hold no more); F1 lists these and KEY_HELP.
+    KEYS: ClassVar = [("Enter", "key.charge"), ("F1", "key.help"), ("F3", "key.language"), ("F4", "key.history"),
+                      ("F6", "key.report"), ("F7", "key.reprint"), ("^Q", "key.quit_ctrl")]
+    KEY_HELP: ClassVar = [("Esc", "key.clear"), ("F2", "key.tester"), ("F5", "key.sync"), ("0-9 .", "help.digits"),
+                      ("↑ ↓", "help.arrows"), ("+ −", "help.plus_minus")]
     BINDINGS: ClassVar = [
         *[Binding(str(d), f"type('{d}')", show=False) for d in range(10)],
         Binding("full_stop", "type('.')", show=False),
@@ -44,6 +50,7 @@ class CounterScreen(TerminalScreen):
         Binding("f4", "history", show=False),
         Binding("f5", "sync", show=False),
         Binding("f6", "report", show=False),
+        Binding("f7", "reprint", show=False),
     ]
 
     def __init__(self) -> None:
@@ -74,11 +81,12 @@ class CounterScreen(TerminalScreen):
 
     def ready(self) -> None:
         table = self.query_one("#catalog", DataTable)
-        table.add_column("", key="name", width=22)
+        table.add_column("", key="name", width=NAME_WIDTH)
         table.add_column("", key="price", width=9)
         table.add_column("", key="qty", width=3)
         for p in self.catalog:
-            table.add_row(p.name.get(self.tapp.lang), Text(format_fen(p.price), justify="right"), "", key=p.sku)
+            table.add_row(Text(p.name.get(self.tapp.lang)), Text(format_fen(p.price), justify="right"), "",
+                          key=p.sku, height=None)  # a long name wraps onto a second line, never cut
         self.retranslate()
 
     # -- drawing ----------------------------------------------------------------------------------------------------
@@ -93,6 +101,11 @@ class CounterScreen(TerminalScreen):
         except InvalidInput:
             return 0
 
+    @property
+    def offline_cap(self) -> int:
+        """The terminal's offline cap for one payment (merchants.yaml ``risk.offline_single_max``)."""
+        return int(self.tapp.runtime.home.config.risk.offline_single_max)
+
     def retranslate(self) -> None:
         super().retranslate()
         rt = self.tapp.runtime
@@ -104,14 +117,18 @@ class CounterScreen(TerminalScreen):
         self.query_one("#catalog-label", Static).update(self.t("counter.catalog"))
         table = self.query_one("#catalog", DataTable)
         for p in self.catalog:
-            table.update_cell(p.sku, "name", p.name.get(lang))
+            table.update_cell(p.sku, "name", Text(p.name.get(lang)), update_width=False)
         self.redraw()
 
     def redraw(self) -> None:
         fen = self.amount_fen
         self.query_one("#amount", Digits).update(yuan_digits(fen))
         self.query_one("#amount-text", Static).update(Text(format_fen(fen), style="bold"))
-        if self.cart:
+        cap = self.offline_cap
+        hint: Text | str
+        if fen > cap:  # the tap would be declined: say so now, with what to do
+            hint = Text(self.t("guard.over_cap", cap=format_fen(cap)), style="bold yellow")
+        elif self.cart:
             hint = self.t("counter.hint_cart", n=sum(self.cart.values()))
         elif self.typed:
             hint = self.t("counter.hint_typed")
@@ -188,7 +205,20 @@ class CounterScreen(TerminalScreen):
         if fen <= 0:
             self.notify(self.t("counter.no_amount"), severity="warning")
             return self.app.bell()
-        self.app.push_screen(ChargeScreen(fen))
+        if fen > self.offline_cap:
+            self.notify(self.t("guard.over_cap", cap=format_fen(self.offline_cap)), severity="warning")
+            return self.app.bell()
+        self.app.push_screen(ChargeScreen(fen, cart_items(self.catalog, self.cart)))
+
+    def action_reprint(self) -> None:
+        """F7: the last receipt again, on the printer (and in HOME/receipts)."""
+        rt = self.tapp.runtime
+        with rt.home.ledger(rt.terminal_id) as ledger:
+            voucher = last_voucher(ledger)
+        if voucher is None:
+            self.notify(self.t("reprint.none"), severity="warning")
+            return self.app.bell()
+        print_receipt(self.tapp, voucher)
 
     def action_history(self) -> None:
         self.app.push_screen(HistoryScreen())

@@ -15,9 +15,12 @@ from textual.screen import ModalScreen
 from textual.widgets import DataTable, Input, Static
 
 from pos.money import fen_to_yuan_text, format_fen, parse_yuan
-from pos.records import STATUSES, Tx, day_report, find, receipt_text, save_receipt, transactions
+from pos.printer import Document, day_report_doc, receipt_doc, refund_slip_doc
+from pos.printer.slips import Shop
+from pos.records import STATUSES, Tx, balance_after, day_report, find, load_sale, transactions
 from pos.sync.services import OperatorUnavailable
 from pos.ui.app import TerminalApp, TerminalScreen
+from pos.ui.history.printing import print_document
 from pos.ui.widgets import KeyBar, StatusBar
 from wallet.errors import EcnyError, InvalidInput
 from wallet.ids import mask_wallet_id
@@ -30,44 +33,59 @@ def pad(text: str, width: int = 18) -> str:
     return text + " " * max(1, width - cell_len(text))
 
 
-class ReceiptScreen(TerminalScreen):
-    """One transaction's receipt; P writes it to HOME/receipts/VOUCHER.txt."""
+def shop_of(app: TerminalApp) -> Shop:
+    rt = app.runtime
+    return Shop(rt.merchant, rt.terminal, rt.home.config.operator)
 
-    KEYS: ClassVar = [("P", "key.print"), ("Esc", "key.back"), ("F3", "key.language")]
+
+def receipt_for(app: TerminalApp, voucher_id: str) -> Document | None:
+    """The receipt of a payment taken here, in the app's language (None when the ledger has no such payment)."""
+    rt = app.runtime
+    with rt.home.ledger(rt.terminal_id) as ledger:
+        tx = find(ledger, voucher_id)
+        balance = balance_after(ledger, voucher_id)
+    if tx is None:
+        return None
+    fee = tx.amount_fen * rt.home.config.operator.fee_bps // 10_000
+    sale = load_sale(rt.home.terminal_dir(rt.terminal_id), voucher_id)
+    return receipt_doc(tx, sale, shop_of(app), app.lang, balance_after_fen=balance, fee_fen=fee)
+
+
+def print_receipt(app: TerminalApp, voucher_id: str) -> bool:
+    """Print a payment's receipt (printer and HOME/receipts/VOUCHER.txt) without waiting; False when not found."""
+    doc = receipt_for(app, voucher_id)
+    if doc is None:
+        return False
+    print_document(app, doc, app.runtime.home.root / "receipts" / f"{voucher_id}.txt")
+    return True
+
+
+class ReceiptScreen(TerminalScreen):
+    """One transaction's receipt; P prints it (the printer when one is set, and HOME/receipts/VOUCHER.txt)."""
+
+    KEYS: ClassVar = [("P", "key.print_paper"), ("Esc", "key.back"), ("F1", "key.help"), ("F3", "key.language")]
     BINDINGS: ClassVar = [Binding("p", "print", show=False), Binding("escape,enter", "back", show=False)]
 
     def __init__(self, voucher_id: str) -> None:
         super().__init__()
         self.voucher_id = voucher_id
-        self.tx: Tx | None = None
 
     def compose(self) -> ComposeResult:
         with VerticalScroll(id="receipt-box"):
             yield Static(id="receipt")
         yield KeyBar(self.KEYS)
 
-    def ready(self) -> None:
-        rt = self.tapp.runtime
-        with rt.home.ledger(rt.terminal_id) as ledger:
-            self.tx = find(ledger, self.voucher_id)
-        self.retranslate()
-
     def text(self) -> str:
-        rt = self.tapp.runtime
-        if self.tx is None:
-            return self.t("receipt.missing", voucher=self.voucher_id)
-        fee = self.tx.amount_fen * rt.home.config.operator.fee_bps // 10_000
-        return receipt_text(self.tx, rt.merchant, rt.terminal, self.tapp.lang, fee)
+        doc = receipt_for(self.tapp, self.voucher_id)
+        return self.t("receipt.missing", voucher=self.voucher_id) if doc is None else doc.text()
 
     def retranslate(self) -> None:
         super().retranslate()
         self.query_one("#receipt", Static).update(self.text())
 
     def action_print(self) -> None:
-        if self.tx is None:
-            return self.app.bell()
-        path = save_receipt(self.tapp.runtime.home.root / "receipts", self.tx, self.text())
-        self.notify(self.t("receipt.saved", path=str(path)))
+        if not print_receipt(self.tapp, self.voucher_id):
+            self.app.bell()
 
     def action_back(self) -> None:
         self.app.pop_screen()
@@ -90,6 +108,7 @@ class RefundScreen(ModalScreen[int | None]):
             box = Input(value=fen_to_yuan_text(left), id="refund-amount")
             box.cursor_blink = False
             yield box
+            yield Static(app.t("refund.where"), classes="hint")
             yield Static(app.t("refund.hint"), classes="hint")
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
@@ -119,7 +138,8 @@ class HistoryScreen(TerminalScreen):
     """Today's transactions: search box, status filter, open a receipt, refund."""
 
     KEYS: ClassVar = [("Enter", "key.open"), ("F4", "key.filter"), ("F8", "key.refund"), ("Esc", "key.back"),
-                      ("F3", "key.language")]
+                      ("F1", "key.help"), ("F3", "key.language")]
+    KEY_HELP: ClassVar = [("abc 123", "help.search"), ("↑ ↓", "help.rows")]
     BINDINGS: ClassVar = [
         Binding("escape", "back", show=False),
         Binding("f4", "filter", show=False),
@@ -131,6 +151,7 @@ class HistoryScreen(TerminalScreen):
     def __init__(self) -> None:
         super().__init__()
         self.filter = "all"
+        self._refunding = ""
         self.rows: list[Tx] = []
         self.shown: list[Tx] = []
 
@@ -202,6 +223,7 @@ class HistoryScreen(TerminalScreen):
 
         def chosen(fen: int | None) -> None:
             if fen:
+                self._refunding = tx.voucher_id
                 self.notify(self.t("refund.sending"))
                 self._refund(tx.voucher_id, fen)
 
@@ -222,8 +244,13 @@ class HistoryScreen(TerminalScreen):
             self.notify(message.error, title=self.t("refund.failed"), severity="error")
             return
         r = message.result or {}
-        status = str(r.get("status", "ok"))
-        self.notify(self.t("refund.result", status=status, amount=format_fen(int(r.get("amount_fen", 0)))))
+        self.notify(self.t("refund.done", amount=format_fen(int(r.get("amount_fen") or 0))))
+        tx = next((t for t in self.rows if t.voucher_id == r.get("voucher_id", self._refunding)), None)
+        if tx is not None:  # the refund slip, on paper when a printer is set
+            slip = refund_slip_doc(tx, r, shop_of(self.tapp), self.tapp.lang, self.tapp.now())
+            name = str(r.get("refund_id") or f"{tx.voucher_id}-refund")
+            print_document(self.tapp, slip, self.tapp.runtime.home.root / "receipts" / f"{name}.txt",
+                           saved_key="slip.saved")
         self.load()
         self.tapp.poll_status()
 
@@ -248,12 +275,14 @@ def waiting_for_sync(difference: dict[str, Any]) -> bool:
 
 
 class ReportScreen(TerminalScreen):
-    """End of day: counts and totals by status, then the operator's reconciliation when it answers. Payments not
+    """End of day: totals net of refunds, the charges that took no money, torn taps and sales by item (the printable
+    report, P prints it), then the operator's reconciliation when it answers. Payments not
     uploaded yet are said as such ("3 payments not uploaded yet: F5 syncs now"), not as a mismatch; after a sync the
     report and the reconciliation are read again."""
 
-    KEYS: ClassVar = [("Esc", "key.back"), ("F5", "key.sync"), ("F3", "key.language")]
-    BINDINGS: ClassVar = [Binding("escape,enter", "back", show=False)]
+    KEYS: ClassVar = [("P", "key.print_paper"), ("Esc", "key.back"), ("F5", "key.sync"), ("F1", "key.help"),
+                      ("F3", "key.language")]
+    BINDINGS: ClassVar = [Binding("escape,enter", "back", show=False), Binding("p", "print", show=False)]
 
     def __init__(self) -> None:
         super().__init__()
@@ -271,7 +300,7 @@ class ReportScreen(TerminalScreen):
         rt = self.tapp.runtime
         day = self.tapp.now().date()
         with rt.home.ledger(rt.terminal_id) as ledger:
-            self.report = day_report(ledger, day)
+            self.report = day_report(ledger, day, rt.home.terminal_dir(rt.terminal_id))
         self.retranslate()
         self._reconcile(day.isoformat())
 
@@ -298,16 +327,7 @@ class ReportScreen(TerminalScreen):
         r = self.report
         if not r:
             return
-        rt = self.tapp.runtime
-        text = Text()
-        text.append(self.t("report.title", day=r["day"], terminal=rt.terminal_id) + "\n\n", style="bold")
-        text.append(f"{pad(self.t('report.all'))}{r['count']:>6}  {format_fen(r['total_fen']):>14}\n", style="bold")
-        for status in STATUSES:
-            b = r["by_status"][status]
-            text.append(f"{pad(self.t('status.' + status))}{b['count']:>6}  {format_fen(b['total_fen']):>14}\n")
-        text.append(f"{pad(self.t('report.refunded'))}{'':>6}  {format_fen(r['refunded_fen']):>14}\n")
-        text.append(f"{pad(self.t('report.unresolved'))}{r['unresolved']:>6}\n")
-        text.append(f"{pad(self.t('report.open_intents'))}{r['open_intents']:>6}\n\n")
+        text = Text(self.doc().text() + "\n\n")
         text.append(self.t("report.reconciliation") + ": ", style="bold")
         pending = r["by_status"]["pending"]["count"]
         if self.reconciliation is not None:
@@ -335,3 +355,14 @@ class ReportScreen(TerminalScreen):
 
     def action_back(self) -> None:
         self.app.pop_screen()
+
+    def doc(self) -> Document:
+        return day_report_doc(self.report, shop_of(self.tapp), self.tapp.lang, self.tapp.now())
+
+    def action_print(self) -> None:
+        """P: the report on paper (when a printer is set) and in HOME/reports/TERMINAL-DAY.txt."""
+        if not self.report:
+            return self.app.bell()
+        rt = self.tapp.runtime
+        print_document(self.tapp, self.doc(), rt.home.root / "reports" / f"{rt.terminal_id}-{self.report['day']}.txt",
+                       saved_key="report.printed_file")
