@@ -25,7 +25,6 @@ from bank.clock import now_ms
 from bank.settings import BodyLimits
 from bank.store import is_transient, unavailable
 from wallet.errors import EcnyError, InvalidInput
-from wire.signing import H_OPERATOR_TIME
 from wire.errors import (
     BadRequest,
     InternalError,
@@ -35,6 +34,7 @@ from wire.errors import (
     PayloadTooLarge,
     ServiceUnavailable,
 )
+from wire.signing import H_OPERATOR_TIME
 
 log = logging.getLogger("bank.app")
 OPERATOR_TIME = H_OPERATOR_TIME.lower().encode()

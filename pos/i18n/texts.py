@@ -251,4 +251,13 @@ TEXTS: dict[str, tuple[str, str]] = {
     "gate.short_next": ("请选择不超过 {n} 张票", "choose {n} tickets or fewer"),
     "gate.short_one_next": ("请选择 1 张票", "choose 1 ticket"),
     "gate.next_visitor": ("下一位", "next visitor"),
+    # -- terminal clock (learnt from the operator at each sync; see pos/sync/clockskew.py) --
+    "clock.ahead_h": ("时钟快 {n} 小时：请校时", "clock {n} h ahead: set the time"),
+    "clock.behind_h": ("时钟慢 {n} 小时：请校时", "clock {n} h behind: set the time"),
+    "clock.ahead_min": ("时钟快 {n} 分钟：请校时", "clock {n} min ahead: set the time"),
+    "clock.behind_min": ("时钟慢 {n} 分钟：请校时", "clock {n} min behind: set the time"),
+    "bar.clock_stop": ("时钟错误，已停止离线收款", "clock wrong: offline sales stopped"),
+    "reason.clock_skew": ("终端时钟错误：请校时后同步", "the terminal's clock is wrong: set the time, then sync"),
+    "reason.clock_skew.next": ("请校准终端时间，然后按 F5 同步", "set the terminal's time, then sync (F5)"),
+    "report.flagged": ("待复核时间戳 {n} 笔", "{n} vouchers with a timestamp to review"),
 }
