@@ -167,3 +167,37 @@ def test_a_correct_clock_settles_on_its_own_day_unflagged(world) -> None:
     r = shop.sync(T_OK)
     assert r.settled == 1 and r.flagged == []
     assert _day_report(shop, T_OK, "2026-03-01")["flags"] == []
+
+
+def test_status_bar_warns_of_a_wrong_clock_in_both_languages(tmp_path: Path) -> None:
+    """The status bar, from the offset the last sync learnt: nothing when never learnt or right, a warning beyond
+    5 min, "offline sales stopped" instead of online beyond 1 h."""
+    import asyncio
+
+    from pos.ui.clerk import ClerkApp, CounterScreen
+    from tests.tui.conftest import COUNTER, FakeServices, make_config, runtime, showing, text_of, until
+
+    home = Home(tmp_path / "home", make_config(tmp_path))
+
+    async def scenario() -> None:
+        app = ClerkApp(runtime(home), lang="en", services=FakeServices(), status_interval=0)
+        async with app.run_test(size=(160, 24)) as pilot:
+            await until(pilot, lambda: showing(app, CounterScreen))
+
+            def bar() -> str:
+                app.redraw_status()
+                return text_of(app.screen.query_one("StatusBar"))
+
+            assert "clock" not in bar()  # never learnt: nothing to say
+            for ahead, expect, stopped in ((60_000, None, False), (10 * 60_000, "clock 10 min ahead", False),
+                                           (2 * HOUR, "clock 2 h ahead: set the time", True),
+                                           (-3 * HOUR, "clock 3 h behind: set the time", True)):
+                clockskew.save(home, COUNTER, clockskew.ClockState(-ahead, 0))
+                text = bar()
+                assert (expect in text) if expect else ("clock" not in text), text
+                assert ("offline sales stopped" in text) is stopped, text
+            app.action_switch_language()
+            await pilot.pause()
+            assert "时钟慢 3 小时：请校时" in bar() and "已停止离线收款" in bar()
+
+    asyncio.run(scenario())

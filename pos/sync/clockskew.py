@@ -44,30 +44,17 @@ class ClockState:
         return -self.offset_ms
 
 
-_cache: dict[Path, tuple[float, ClockState | None]] = {}
-
-
 def state_path(home: Home, terminal_id: str) -> Path:
     return home.terminal_dir(terminal_id) / FILE
 
 
 def load(home: Home, terminal_id: str) -> ClockState | None:
     """The terminal's last learnt offset, or None when it never learnt one (or the file is unreadable)."""
-    path = state_path(home, terminal_id)
     try:
-        mtime = path.stat().st_mtime_ns
-    except OSError:
-        return None
-    hit = _cache.get(path)
-    if hit is not None and hit[0] == mtime:
-        return hit[1]
-    try:
-        data = json.loads(path.read_text())
-        state: ClockState | None = ClockState(int(data["offset_ms"]), int(data["measured_ms"]))
+        data = json.loads(state_path(home, terminal_id).read_text())
+        return ClockState(int(data["offset_ms"]), int(data["measured_ms"]))
     except (OSError, ValueError, KeyError, TypeError):
-        state = None
-    _cache[path] = (mtime, state)
-    return state
+        return None
 
 
 def save(home: Home, terminal_id: str, state: ClockState) -> None:
