@@ -201,3 +201,16 @@ def test_status_bar_warns_of_a_wrong_clock_in_both_languages(tmp_path: Path) -> 
             assert "时钟慢 3 小时：请校时" in bar() and "已停止离线收款" in bar()
 
     asyncio.run(scenario())
+
+
+def test_pos_report_shows_the_flags(world, capsys) -> None:
+    from pos.cli.main import main
+
+    shop, tclock = world
+    (card,) = shop.cards(1, tier=4)
+    tclock.skew = 2 * HOUR
+    paid = shop.pay(T_SKEW, card, 700)
+    shop.sync(T_SKEW)
+    main(["--home", str(shop.home.root), "report", "--terminal", T_SKEW, "--date", "2026-03-01"])
+    out = capsys.readouterr().out
+    assert f"FLAGGED review_timestamp: {paid.voucher_id} wallet {paid.wallet_id}" in out and "+2.0 h" in out
