@@ -24,8 +24,9 @@ from wire import signing
 from wire.errors import Forbidden, Unauthenticated
 
 NONCE_PRUNE_MS = 60_000  # how often old nonces are deleted
-H_TERMINAL, H_TIME, H_NONCE, H_SIGNATURE = (h.lower() for h in (signing.H_TERMINAL, signing.H_TIME, signing.H_NONCE,
-                                                              signing.H_SIGNATURE))
+H_TERMINAL, H_TIME, H_NONCE, H_SIGNATURE, H_CORRECTION = (h.lower() for h in (
+    signing.H_TERMINAL, signing.H_TIME, signing.H_NONCE, signing.H_SIGNATURE, signing.H_CORRECTION))
+CLOCK_SKEW = "clock_skew"
 _TERMINAL_ID = re.compile(r"[A-Z0-9]{8}")
 _NONCE = re.compile(r"[0-9a-f]{32}")
 
@@ -38,6 +39,7 @@ class TerminalRecord:
     terminal_id: str
     merchant_id: str
     pending_nonce: tuple[str, int] | None = None
+    skew_ms: int = 0  # how far the terminal's own clock is ahead of the operator's, measured at this request
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +52,8 @@ class PendingRequest:
     time_ms: int
     nonce: str
     signature: bytes
+    correction_ms: int = 0
+    skew_ms: int = 0
 
 
 def replayed() -> Unauthenticated:
@@ -91,6 +95,7 @@ class Authenticator:
             if not time_text.isascii() or not time_text.isdigit() or len(time_text) > 15:
                 raise ValueError(time_text)
             t = int(time_text)
+            correction = signing.parse_correction(headers[H_CORRECTION]) if H_CORRECTION in headers else 0
             sig = signing.decode_signature(headers[H_SIGNATURE])
         except ValueError:
             raise Unauthenticated("malformed time or signature header", "bad_request_signature") from None
@@ -107,11 +112,14 @@ class Authenticator:
         if row.status != "active":
             raise Forbidden(f"terminal {tid} is revoked", "terminal_revoked")
         key = self._terminal_key(tid, row.cert_der)
-        if abs(now_ms() - t) > signing.MAX_SKEW_MS:
-            raise Unauthenticated("request time is too far from the operator's clock", "stale_request")
+        now = now_ms()
+        if abs(now - t) > signing.MAX_SKEW_MS:
+            raise Unauthenticated(f"request time {t} is {(t - now) / 60_000:+.1f} min from the operator's clock "
+                                  f"{now}: correct the terminal's clock by the {signing.H_OPERATOR_TIME} of this "
+                                  f"answer", CLOCK_SKEW)
         if used:
             raise replayed()
-        return PendingRequest(tid, row.merchant_id, key, t, nonce, sig)
+        return PendingRequest(tid, row.merchant_id, key, t, nonce, sig, correction, (t - correction) - now)
 
     def verify(self, pending: PendingRequest, method: str, path: str, query: str, body: bytes,
                record_nonce: bool = True) -> TerminalRecord:
@@ -123,18 +131,18 @@ class Authenticator:
         nothing."""
         p = pending
         try:
-            suites.verify(p.key, signing.signing_string(method, path, query, p.time_ms, p.nonce, body), p.signature,
-                          suites.DEFAULT_SUITE)
+            suites.verify(p.key, signing.signing_string(method, path, query, p.time_ms, p.nonce, body,
+                                                        p.correction_ms), p.signature, suites.DEFAULT_SUITE)
         except SignatureError:
             raise Unauthenticated(f"request signature does not verify for terminal {p.terminal_id}",
                                   "bad_request_signature") from None
         if not record_nonce:
-            return TerminalRecord(p.terminal_id, p.merchant_id, (p.nonce, p.time_ms))
+            return TerminalRecord(p.terminal_id, p.merchant_id, (p.nonce, p.time_ms), p.skew_ms)
         reconnected: list[bool] = []
         self.store.write(lambda conn: self.remember_nonce(conn, p.terminal_id, p.nonce, p.time_ms,
                                                           own_replay=bool(reconnected)),
                          on_reconnect=lambda: reconnected.append(True))
-        return TerminalRecord(p.terminal_id, p.merchant_id)
+        return TerminalRecord(p.terminal_id, p.merchant_id, skew_ms=p.skew_ms)
 
     def authenticate(self, headers: Mapping[str, str], method: str, path: str, query: str, body: bytes,
                      record_nonce: bool = True) -> TerminalRecord:

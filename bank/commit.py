@@ -37,7 +37,7 @@ class Attempt:
 
 def commit_batch(conn: Connection, terminal: TerminalRecord, judged: list[Judged], candidates: list[Judged],
                  raw: list[bytes], *, fee_bps: int, remember_nonce: RememberNonce, fault: str | None,
-                 attempt: Attempt) -> None:
+                 attempt: Attempt, before_faults: Callable[[], None] | None = None) -> None:
     """Settle the verified ``candidates`` of a batch in the caller's transaction (re-run whole on a race or a
     dropped connection), with the request's nonce when it is still to be recorded.
 
@@ -87,6 +87,8 @@ def commit_batch(conn: Connection, terminal: TerminalRecord, judged: list[Judged
                  "created_ms": t} for j in judged if j.status == "rejected"]
     if rejected:
         conn.execute(sql.insert_ignore(conn, rejections), rejected)
+    if before_faults is not None:
+        before_faults()
     faults.inject(fault, conn, bool(new_rows))
 
 

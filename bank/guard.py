@@ -1,6 +1,7 @@
 """The operator's HTTP edge: request bodies capped before they are read, and every error a typed JSON body.
 
-:class:`BodyGuard` is an ASGI middleware around the app: a request whose ``Content-Length`` is over the cap for its
+:class:`BodyGuard` is an ASGI middleware around the app: every answer carries ``X-Ecny-Operator-Time`` (the operator's
+clock, see :mod:`wire.signing`); a request whose ``Content-Length`` is over the cap for its
 path is answered 413 at once, and a streamed body is counted as it is read (the read stops with a 413 at the cap).
 Anything that escapes the app (a bug, a database gone) is answered as typed JSON too, never as text with a traceback:
 a lost database is a 503 with ``Retry-After``, anything else a 500 ``internal_error``. :func:`install_handlers` maps
@@ -20,6 +21,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from bank.clock import now_ms
 from bank.settings import BodyLimits
 from bank.store import is_transient, unavailable
 from wallet.errors import EcnyError, InvalidInput
@@ -32,8 +34,10 @@ from wire.errors import (
     PayloadTooLarge,
     ServiceUnavailable,
 )
+from wire.signing import H_OPERATOR_TIME
 
 log = logging.getLogger("bank.app")
+OPERATOR_TIME = H_OPERATOR_TIME.lower().encode()
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
@@ -77,11 +81,14 @@ class BodyGuard:
             nonlocal started
             if message["type"] == "http.response.start":
                 started = True
+                # every answer tells the terminal the operator's time (it learns its clock offset from it)
+                message["headers"] = [*message.get("headers", ()), (OPERATOR_TIME, str(now_ms()).encode())]
             await send(message)
 
         declared = _content_length(scope)
         if declared is not None and declared > limit:
-            await _send_error(send, PayloadTooLarge(f"request body of {declared} bytes is over the cap of {limit}"))
+            await _send_error(send_tracked, PayloadTooLarge(f"request body of {declared} bytes is over the cap of "
+                                                            f"{limit}"))
             return
         seen = 0
 
@@ -99,7 +106,7 @@ class BodyGuard:
         except Exception as exc:
             if started:
                 raise
-            await _send_error(send, as_operator_error(exc))
+            await _send_error(send_tracked, as_operator_error(exc))
 
 
 def _content_length(scope: Scope) -> int | None:

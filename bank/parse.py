@@ -36,10 +36,15 @@ class Judged:
     day: str = ""
     status: str | None = None
     reason: str | None = None
+    flag: str | None = None  # review_timestamp (see bank.timerules)
+    refiled: bool = False  # rejected future_timestamp before: judged again
 
     def answer(self) -> dict[str, Any]:
-        """The voucher's answer (a :class:`wire.models.VoucherAnswer` as JSON)."""
-        return {"voucher_id": self.voucher_id, "status": self.status, "reason": self.reason}
+        """The voucher's answer (a :class:`wire.models.VoucherAnswer` as JSON; ``flag`` only when set)."""
+        out = {"voucher_id": self.voucher_id, "status": self.status, "reason": self.reason}
+        if self.flag and self.status != "duplicate":
+            out["flag"] = self.flag
+        return out
 
 
 def parse(index: int, item: UploadItem, terminal: TerminalRecord) -> Judged:

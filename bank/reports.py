@@ -8,13 +8,14 @@ from collections import defaultdict
 from sqlalchemy import Engine, and_, select
 
 from bank.auth import TerminalRecord
-from bank.schema import read_only, refunds, rejections, vouchers
+from bank.schema import read_only, refunds, rejections, review_flags, vouchers
 from wire.errors import BadRequest
 from wire.models import RefundTotals, RejectedTotals, ReportAnswer, SettledTotals
 
 
 def report(engine: Engine, terminal: TerminalRecord, day: str) -> ReportAnswer:
-    """What the operator settled, rejected and refunded for ``terminal`` on ``day`` (YYYY-MM-DD)."""
+    """What the operator settled, rejected and refunded for ``terminal`` on ``day`` (YYYY-MM-DD), and the vouchers
+    flagged for review (:mod:`bank.timerules`), per wallet."""
     try:
         dt.date.fromisoformat(day)
     except ValueError:
@@ -30,6 +31,10 @@ def report(engine: Engine, terminal: TerminalRecord, day: str) -> ReportAnswer:
         refunded = conn.execute(select(refunds.c.refund_id, refunds.c.voucher_id, refunds.c.amount_fen)
                                 .where(and_(refunds.c.terminal_id == tid, refunds.c.day == day))
                                 .order_by(refunds.c.created_ms)).all()
+        flagged = conn.execute(select(review_flags.c.voucher_id, review_flags.c.wallet_id, review_flags.c.amount_fen,
+                                      review_flags.c.outcome, review_flags.c.flag, review_flags.c.skew_ms)
+                               .where(and_(review_flags.c.terminal_id == tid, review_flags.c.day == day))
+                               .order_by(review_flags.c.id)).all()
     reasons: dict[str, int] = defaultdict(int)
     for r in rejected:
         reasons[r.reason] += 1
@@ -45,4 +50,5 @@ def report(engine: Engine, terminal: TerminalRecord, day: str) -> ReportAnswer:
         vouchers=[(r.voucher_id, r.amount_fen, "settled") for r in settled]
         + [(r.voucher_id, r.amount_fen, f"rejected:{r.reason}") for r in rejected],
         refund_list=[(r.refund_id, r.voucher_id, r.amount_fen) for r in refunded],
+        flags=[(r.voucher_id, r.wallet_id, r.amount_fen, r.outcome, r.flag, r.skew_ms) for r in flagged],
     )

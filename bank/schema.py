@@ -89,6 +89,25 @@ rejections = Table(
     Index("rejections_terminal_day", "terminal_id", "day"),
 )
 
+review_flags = Table(  # vouchers settled or rejected with a timestamp to review (see bank.timerules)
+    "review_flags", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("voucher_hash", String(64), nullable=False, unique=True),
+    Column("voucher_id", String(64)),
+    Column("wallet_id", String(16)),
+    Column("terminal_id", String(8), nullable=False),
+    Column("merchant_id", String(15), nullable=False),
+    Column("amount_fen", BigInteger, nullable=False),
+    Column("day", String(10), nullable=False),  # the corrected day
+    Column("timestamp_ms", BigInteger, nullable=False),  # as the voucher says
+    Column("skew_ms", BigInteger, nullable=False),  # the terminal's clock against the operator's, at upload
+    Column("outcome", String(60), nullable=False),  # settled | rejected:REASON
+    Column("flag", String(40), nullable=False),
+    Column("created_ms", BigInteger, nullable=False),
+    Index("review_flags_terminal_day", "terminal_id", "day"),
+    Index("review_flags_wallet", "wallet_id"),
+)
+
 denylist = Table(
     "denylist", metadata,
     Column("version", Integer, primary_key=True, autoincrement=False),

@@ -4,7 +4,8 @@ Settlement trusts nothing the terminal says. Per voucher: canonical decoding, pa
 the authenticated uploader (:mod:`bank.parse`), certificate chain to the operator root valid at the voucher's time,
 the certificate naming the voucher's wallet, the card's signature, the tier's single limit and the offline single
 cap (:mod:`bank.verify`). Then, inside one transaction per batch, the double-spend rules and the daily limit
-(:mod:`bank.double_spend`, :mod:`bank.commit`).
+(:mod:`bank.double_spend`, :mod:`bank.commit`). A voucher's day and its ``review_timestamp`` flag follow the time
+rules of :mod:`bank.timerules` (its timestamp alone never rejects it).
 """
 
 from __future__ import annotations
@@ -13,11 +14,12 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
-from bank import sql
+from bank import sql, timerules
 from bank.auth import Authenticator, TerminalRecord
 from bank.clock import now_ms
 from bank.commit import Attempt, commit_batch
 from bank.parse import Judged, parse
+from bank.reasons import FUTURE_TIMESTAMP
 from bank.store import Store
 from bank.verify import Verifier
 from wire.batch import MAX_BATCH, UploadItem
@@ -63,6 +65,7 @@ class Settlement:
     def check(self, terminal: TerminalRecord, items: Sequence[UploadItem]) -> list[Judged]:
         """Everything before the transaction: parse, answer re-uploads from the books, verify."""
         judged = [parse(i, item, terminal) for i, item in enumerate(items)]
+        timerules.apply(judged, terminal, now_ms())
         open_ = [j for j in judged if j.status is None]
         self._prior_answers(terminal, open_)
         self.verifier.verify_all([j for j in open_ if j.status is None], items)
@@ -71,8 +74,10 @@ class Settlement:
     def commit(self, conn: Any, terminal: TerminalRecord, judged: list[Judged], candidates: list[Judged],
                raw: list[bytes], attempt: Attempt | None = None) -> None:
         """Judge and write ``candidates`` in the caller's transaction (see :func:`bank.commit.commit_batch`)."""
+        attempt = attempt or Attempt(now_ms())
         commit_batch(conn, terminal, judged, candidates, raw, fee_bps=self.fee_bps,
-                     remember_nonce=self.auth.remember_nonce, fault=self.fault, attempt=attempt or Attempt(now_ms()))
+                     remember_nonce=self.auth.remember_nonce, fault=self.fault, attempt=attempt,
+                     before_faults=lambda: timerules.record(conn, terminal, judged, attempt.t))
 
     def _prior_answers(self, terminal: TerminalRecord, open_: list[Judged]) -> None:
         """Answer re-uploads from what is on file: same settled body -> duplicate; same rejected bytes -> same."""
@@ -90,5 +95,7 @@ class Settlement:
         for j in open_:
             if bodies.get(j.voucher_id) == j.body_hash:
                 j.status = "duplicate"
+            elif reasons.get(j.vhash) == FUTURE_TIMESTAMP:
+                j.refiled = True  # no longer a final rejection (bank.timerules): judged again
             elif j.vhash in reasons:
                 j.status, j.reason = "rejected", reasons[j.vhash]

@@ -1,4 +1,4 @@
-"""Settlement's cryptographic checks: each voucher's date, its card's certificate chain at the voucher's time, the
+"""Settlement's cryptographic checks: its card's certificate chain at the voucher's time, the
 wallet id, the card's signature and the tier's limits, on the settling thread and a few helpers.
 
 `cryptography` releases the GIL while it verifies, so the checks of one card overlap with those of another and
@@ -17,12 +17,11 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from bank.clock import ms, now_ms
+from bank.clock import ms
 from bank.parse import Judged
 from bank.reasons import (
     BAD_SIGNATURE,
     BAD_VOUCHER,
-    FUTURE_TIMESTAMP,
     OVER_OFFLINE_LIMIT,
     OVER_SINGLE_LIMIT,
     WALLET_MISMATCH,
@@ -35,7 +34,6 @@ from wire.batch import UploadItem
 
 VERIFY_THREADS = max(1, min(4, os.cpu_count() or 1))  # the settling thread and its helpers
 VERIFY_CHUNK = 32  # vouchers per verification task (whole cards)
-MAX_FUTURE_MS = 24 * 3600 * 1000  # a voucher dated more than a day ahead of the operator's clock is refused
 MAX_CACHED_CHAINS = 100_000
 
 Ready = tuple[Judged, ec.EllipticCurvePublicKey, int, bytes]  # a voucher whose chain passed: key, tier, leaf
@@ -69,10 +67,10 @@ class Verifier:
     def verify_all(self, todo: list[Judged], items: Sequence[UploadItem]) -> None:
         """Re-verify every voucher of ``todo`` on this thread and ``threads - 1`` helpers, in two passes.
 
-        First the date, the certificate chain at the voucher's time and the wallet id, whole cards per task (a new
+        First the certificate chain at the voucher's time and the wallet id, whole cards per task (a new
         card's chain is verified once, by one thread); then the signatures and limits of the vouchers that passed,
         in chunks. A voucher's verdict depends on that voucher alone, the same as one by one in any order; the
-        order of its checks (hence the reason code) is date, chain, wallet id, signature, limits.
+        order of its checks (hence the reason code) is chain, wallet id, signature, limits.
         """
         cards: dict[tuple[bytes, bytes], list[Judged]] = {}
         for j in todo:
@@ -127,17 +125,13 @@ class Verifier:
             return self.pool
 
     def _check_card(self, card: tuple[bytes, bytes], group: list[Judged], out: list[Ready]) -> None:
-        """Each voucher's date, its card's chain at the voucher's time and the wallet id. A voucher that passes goes
+        """Each voucher's card's chain at the voucher's time and the wallet id. A voucher that passes goes
         to ``out`` with its card's key and tier; one that fails is rejected. The chain is verified once per card
         (see :meth:`_card_window`); each voucher is then only checked against the chain's validity window."""
         leaf, issuer = card
-        latest = now_ms() + MAX_FUTURE_MS
         window: tuple[int, int, WalletCertInfo] | None = None
         for j in group:
-            ts = j.timestamp_ms
-            if ts > latest:
-                j.status, j.reason = "rejected", FUTURE_TIMESTAMP
-                continue
+            ts = j.timestamp_ms  # a timestamp never rejects a voucher (bank.timerules flags it for review)
             if window is None or not window[0] <= ts <= window[1]:
                 try:
                     window = self._card_window(leaf, issuer, ts)

@@ -109,9 +109,26 @@ class RiskSettings(_Model):
         return OfflineCaps(self.offline_single_max, self.offline_cumulative_max, self.offline_count_max)
 
 
+class ClockSettings(_Model):
+    """How far off the terminal's clock (learnt from the operator at each sync) may be: beyond ``warn_skew_s`` the
+    status bar warns, beyond ``stop_skew_s`` the terminal stops selling offline (declines ``clock_skew``)."""
+
+    warn_skew_s: float = Field(default=300, gt=0, le=86400)
+    stop_skew_s: float = Field(default=3600, gt=0, le=7 * 86400)
+
+    @property
+    def warn_ms(self) -> int:
+        return int(self.warn_skew_s * 1000)
+
+    @property
+    def stop_ms(self) -> int:
+        return int(self.stop_skew_s * 1000)
+
+
 class Config(_Model):
     operator: OperatorSettings
     risk: RiskSettings = RiskSettings()
+    clock: ClockSettings = ClockSettings()
     language: Literal["zh-CN", "en"] = "zh-CN"
     printer: str | None = Field(default=None, pattern=r"^(tty:[^\s]+|file:.+)$")  # receipt printer (pos.printer)
     merchants: list[Merchant] = Field(min_length=1)

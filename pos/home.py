@@ -104,4 +104,12 @@ class Home:
             merchant_id=merchant.id, terminal_id=terminal_id, roots=self.roots(),
             issuers=KnownIssuers([cert_der(self.pki.wallet_ca.cert)]),
             ledger=ledger or self.ledger(terminal_id), caps=risk.caps, recovery_timeout=risk.recovery_timeout_s,
+            clock_ahead_ms=lambda: self.clock_ahead_ms(terminal_id), clock_stop_ms=self.config.clock.stop_ms,
         )
+
+    def clock_ahead_ms(self, terminal_id: str) -> int | None:
+        """How far the terminal's clock is ahead of the operator's, as learnt at its last sync (None: never)."""
+        from pos.sync import clockskew
+
+        state = clockskew.load(self, terminal_id)
+        return None if state is None else state.ahead_ms

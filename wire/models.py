@@ -93,6 +93,8 @@ class VoucherAnswer(WireModel):
     voucher_id: str | None
     status: str = Field(description="settled | duplicate | rejected")
     reason: str | None
+    flag: str | None = Field(default=None, description="review_timestamp: settled or rejected as usual, its "
+                                                       "timestamp to be reviewed (see docs/operator.md, Time)")
 
 
 class SettlementAnswer(WireModel):
@@ -149,6 +151,9 @@ class ReportAnswer(WireModel):
     refunds: RefundTotals
     vouchers: list[tuple[str | None, int, str]] = Field(description="[voucher id, amount, settled | rejected:REASON]")
     refund_list: list[tuple[str, str, int]] = Field(description="[refund id, voucher id, amount]")
+    flags: list[tuple[str | None, str | None, int, str, str, int]] = Field(
+        default_factory=list, description="vouchers to review: [voucher id, wallet id, amount, settled | "
+                                          "rejected:REASON, flag, the terminal's clock skew in ms at upload]")
 
 
 class ProvisionAnswer(WireModel):

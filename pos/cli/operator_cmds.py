@@ -116,6 +116,8 @@ def cmd_report(args: argparse.Namespace, home: Home) -> int:
              "  MATCHES" if data["matches"] else f"  DIFFERENCES ({len(data['differences'])}):"]
     lines += [f"    {d.get('voucher_id') or d.get('refund_id')}: {d['field']} terminal={d['terminal']} "
               f"operator={d['operator']}  ({d['note']})" for d in data["differences"]]
+    lines += [f"  FLAGGED {f[4]}: {f[0]} wallet {f[1]} {format_fen(f[2])} {f[3]} (terminal clock "
+              f"{f[5] / 3_600_000:+.1f} h)" for f in o.get("flags", [])]
     emit(args, data, "\n".join(lines))
     return EXIT_OK if data["matches"] else EXIT_FAILED
 

@@ -321,4 +321,13 @@ TEXTS: dict[str, tuple[str, str]] = {
     "help.quit": ("退出终端（收款中会先询问）", "quit the terminal (asks first during a charge)"),
     "help.rows": ("选择交易", "choose a payment"),
     "help.search": ("输入即搜索", "type to search"),
+    # -- terminal clock (learnt from the operator at each sync; see pos/sync/clockskew.py) --
+    "clock.ahead_h": ("时钟快 {n} 小时：请校时", "clock {n} h ahead: set the time"),
+    "clock.behind_h": ("时钟慢 {n} 小时：请校时", "clock {n} h behind: set the time"),
+    "clock.ahead_min": ("时钟快 {n} 分钟：请校时", "clock {n} min ahead: set the time"),
+    "clock.behind_min": ("时钟慢 {n} 分钟：请校时", "clock {n} min behind: set the time"),
+    "bar.clock_stop": ("时钟错误，已停止离线收款", "clock wrong: offline sales stopped"),
+    "reason.clock_skew": ("终端时钟错误：请校时后同步", "the terminal's clock is wrong: set the time, then sync"),
+    "reason.clock_skew.next": ("请校准终端时间，然后按 F5 同步", "set the terminal's time, then sync (F5)"),
+    "report.flagged": ("待复核时间戳 {n} 笔", "{n} vouchers with a timestamp to review"),
 }

@@ -32,6 +32,7 @@ class Reason(StrEnum):
     MULTIPLE_CARDS = "multiple_cards"
     CANCELLED = "cancelled"
     TERMINAL_ERROR = "terminal_error"
+    CLOCK_SKEW = "clock_skew"  # the terminal's clock is off beyond clock.stop_skew_s: no offline sales
 
     def message(self, lang: str = "en") -> str:
         """What happened, in ``lang`` (i18n key ``reason.<code>``)."""

@@ -68,9 +68,17 @@ class TerminalContext:
     issuers: KnownIssuers = field(default_factory=KnownIssuers)  # wallet-CA certificates: cards need not send them
     recovery_timeout: float = 10.0
     after_pay: Callable[[], None] | None = None  # tester fault: runs right after the card answers PAY
+    clock_ahead_ms: Callable[[], int | None] | None = None  # the clock offset learnt at the last sync (None: never)
+    clock_stop_ms: int = 3_600_000  # beyond this the terminal stops selling offline
 
     def now_ms(self) -> int:
         return clock.now_ms()
+
+    def clock_wrong(self) -> bool:
+        """Whether the terminal's clock is known to be off by more than ``clock_stop_ms`` (then it sells nothing
+        offline: a voucher would be dated on the wrong day). Never, when no offset was ever learnt."""
+        ahead = self.clock_ahead_ms() if self.clock_ahead_ms is not None else None
+        return ahead is not None and abs(ahead) > self.clock_stop_ms
 
 
 class PaymentSession(Recovery):
@@ -243,6 +251,8 @@ class PaymentSession(Recovery):
         if seen > info.counter:
             raise Declined(Reason.REPLAYED_COUNTER, f"card counter {info.counter}, this terminal has seen {seen}",
                            wallet_id=wid)
+        if self.ctx.clock_wrong():
+            raise Declined(Reason.CLOCK_SKEW, wallet_id=wid)
         limit = check_limits(info, cert.tier, amount_fen, self.ctx.caps, now_ms)
         if limit is not None:
             raise Declined(limit, wallet_id=wid)

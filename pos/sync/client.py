@@ -27,6 +27,8 @@ import httpx
 from cryptography.hazmat.primitives.asymmetric import ec
 from pydantic import ValidationError
 
+from pos.sync.faults import FaultTransport
+from wallet import clock
 from wallet.errors import EcnyError, InvalidInput
 from wallet.keys import key_from_pem
 from wallet.protocol import LoadToken
@@ -51,7 +53,11 @@ from wire.models import (
 if TYPE_CHECKING:
     from pos.home import Home
 
+__all__ = ["ClockSkew", "FaultTransport", "NotProvisioned", "OperatorBadInput", "OperatorClient", "OperatorRefused",
+           "OperatorUnavailable", "RetryPolicy", "provision_terminal"]
+
 M = TypeVar("M", bound=WireModel)
+CLOCK_SKEW = "clock_skew"  # the operator's code for a request time too far from its clock
 
 ENV_URL = "POS_OPERATOR_URL"
 ENV_ADMIN_TOKEN = "POS_OPERATOR_ADMIN_TOKEN"  # noqa: S105 - the name of a variable, not a secret
@@ -72,6 +78,15 @@ class OperatorRefused(EcnyError):
 
 class OperatorBadInput(OperatorRefused, InvalidInput):
     """The operator found the request malformed or the thing asked for unknown (400, 404)."""
+
+
+class ClockSkew(OperatorRefused):
+    """The operator refused the request's time even after the client corrected its clock by the operator's
+    (``offset_ms``: operator − terminal, None when the answer did not say the operator's time)."""
+
+    def __init__(self, status: int, code: str, message: str, offset_ms: int | None) -> None:
+        super().__init__(status, code, message)
+        self.offset_ms = offset_ms
 
 
 class NotProvisioned(InvalidInput):
@@ -150,6 +165,9 @@ class OperatorClient:
         # plain http never uses TLS: skip loading the CA bundle (~60 ms a client, most of a local request's cost)
         self.http = httpx.Client(base_url=self.url, transport=transport, timeout=timeout,
                                  verify=self.url.startswith("https:"))
+        self.correction_ms = 0  # added to the terminal's clock when it signs (the offset learnt so far)
+        self.offset_ms: int | None = None  # the offset measured from the last answer (operator − terminal)
+        self.operator_ms: int | None = None  # the operator's time in that answer
 
     @classmethod
     def for_terminal(cls, home: Home, terminal_id: str, operator_url: str | None = None,
@@ -160,8 +178,14 @@ class OperatorClient:
         path = terminal_key_path(home, terminal_id)
         if not path.exists():
             raise NotProvisioned(f"terminal {terminal_id} has no key yet: run `pos terminal provision {terminal_id}`")
-        return cls(resolve_url(home, operator_url), terminal_id, key_from_pem(path.read_bytes()),
-                   transport=transport, retry=retry, timeout=timeout)
+        from pos.sync import clockskew
+
+        cli = cls(resolve_url(home, operator_url), terminal_id, key_from_pem(path.read_bytes()),
+                  transport=transport, retry=retry, timeout=timeout)
+        known = clockskew.load(home, terminal_id)
+        if known is not None and abs(known.offset_ms) > signing.MAX_SKEW_MS // 2:
+            cli.correction_ms = known.offset_ms  # sign with the time the operator will accept
+        return cli
 
     @classmethod
     def for_admin(cls, home: Home, operator_url: str | None = None, transport: httpx.BaseTransport | None = None,
@@ -207,9 +231,12 @@ class OperatorClient:
         query = urllib.parse.urlencode(params or {})
         target = path + (f"?{query}" if query else "")
         last = "no attempt made"
-        for attempt in range(self.retry.attempts):
+        corrected = False
+        attempt = 0
+        while attempt < self.retry.attempts:
             if attempt:
                 self.retry.sleep(self.retry.delay(attempt - 1))
+            attempt += 1
             if cancel is not None and cancel.is_set():
                 raise OperatorUnavailable(f"request to {self.url} given up ({last})")
             headers = {"content-type": content_type} if content else {}
@@ -217,14 +244,16 @@ class OperatorClient:
                 if self.key is None or self.terminal_id is None:
                     raise NotProvisioned("this client has no terminal key")
                 headers.update(signing.sign_request(self.key, self.terminal_id, method, self.prefix + path, query,
-                                                 content))
+                                                 content, correction_ms=self.correction_ms))
             elif self.admin_token:
                 headers["authorization"] = f"Bearer {self.admin_token}"
+            sent = clock.now_ms()
             try:
                 resp = self.http.request(method, target, content=content or None, headers=headers)
             except httpx.TransportError as exc:
                 last = f"{type(exc).__name__}: {exc}"
                 continue
+            self._learn(resp, sent)
             if resp.status_code >= 500 or resp.status_code == 429:
                 last = f"HTTP {resp.status_code}"
                 continue
@@ -235,6 +264,12 @@ class OperatorClient:
                 continue
             if resp.status_code >= 400:
                 err = data.get("error", {}) if isinstance(data, dict) else {}
+                if resp.status_code == 401 and err.get("code") == CLOCK_SKEW:
+                    if not corrected and self.offset_ms is not None:
+                        corrected, self.correction_ms = True, self.offset_ms  # re-sign with the operator's time
+                        attempt -= 1
+                        continue
+                    raise ClockSkew(401, CLOCK_SKEW, str(err.get("message", "")), self.offset_ms)
                 cls = OperatorBadInput if resp.status_code in (400, 404, 422) else OperatorRefused
                 raise cls(resp.status_code, str(err.get("code", "error")), str(err.get("message", resp.text[:200])))
             if not isinstance(data, dict):
@@ -245,6 +280,14 @@ class OperatorClient:
             except ValidationError as exc:
                 last = f"answer does not fit the contract: {exc.errors()[0].get('msg', 'invalid')}"
         raise OperatorUnavailable(f"operator at {self.url} unavailable after {self.retry.attempts} attempts: {last}")
+
+    def _learn(self, resp: httpx.Response, sent_ms: int) -> None:
+        """The clock offset from an answer's operator time (answers without one teach nothing)."""
+        text = resp.headers.get(signing.H_OPERATOR_TIME)
+        if text is None or not text.isascii() or not text.isdigit() or len(text) > 15:
+            return
+        self.operator_ms = int(text)
+        self.offset_ms = signing.offset_from(self.operator_ms, sent_ms, clock.now_ms())
 
     # -- terminal calls ---------------------------------------------------------------------------------------------
     def settle(self, vouchers: list[dict[str, str]], certificates: dict[str, str]) -> SettlementAnswer:
@@ -336,49 +379,3 @@ def provision_terminal(home: Home, terminal_id: str, operator_url: str | None = 
     write_atomic(directory / "chain.pem", (answer.chain + answer.root).encode())
     return {"terminal_id": terminal_id, "merchant_id": answer.merchant_id, "provisioned_by": via,
             "certificate": str(directory / "terminal.pem"), "key": str(directory / "terminal.key")}
-
-
-class FaultTransport(httpx.BaseTransport):
-    """A transport that injects network faults, one scripted fault per matching request, for tests and demos.
-
-    Faults: ``None`` (pass through), ``"timeout_before"`` (never sent, ReadTimeout), ``"timeout_after"`` (sent and
-    processed, the answer lost: ReadTimeout), ``"500"`` (never sent, HTTP 500), ``"500_after"`` (processed, then
-    HTTP 500), ``"truncate"`` (processed, the answer cut in half), ``"reset"`` (processed, connection dropped
-    mid-answer). ``match`` limits faults to paths containing it; ``sent`` counts requests that reached the server.
-    """
-
-    def __init__(self, faults: list[str | None], match: str = "", inner: httpx.BaseTransport | None = None) -> None:
-        self.faults = list(faults)
-        self.match = match
-        self.inner = inner or httpx.HTTPTransport()
-        self.sent = 0
-        self._lock = threading.Lock()  # the sync sends two batches at once
-
-    def handle_request(self, request: httpx.Request) -> httpx.Response:
-        with self._lock:
-            fault = self.faults.pop(0) if self.faults and self.match in request.url.path else None
-        if fault == "timeout_before":
-            raise httpx.ReadTimeout("injected timeout", request=request)
-        if fault == "500":
-            return httpx.Response(500, json={"error": {"code": "injected", "message": "injected 500"}})
-        response = self.inner.handle_request(request)
-        response.read()
-        with self._lock:
-            self.sent += 1
-        if fault is None:
-            return response
-        if fault == "timeout_after":
-            raise httpx.ReadTimeout("injected timeout after the server answered", request=request)
-        if fault == "500_after":
-            return httpx.Response(500, text="Internal Server Error")
-        if fault == "truncate":
-            body = response.content
-            return httpx.Response(response.status_code, content=body[: len(body) // 2],
-                                  headers={"content-type": "application/json"})
-        if fault == "reset":
-            raise httpx.RemoteProtocolError("peer closed connection without sending complete message body",
-                                            request=request)
-        raise ValueError(f"unknown fault {fault!r}")
-
-    def close(self) -> None:
-        self.inner.close()

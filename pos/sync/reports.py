@@ -112,6 +112,7 @@ def reconcile(home: Home, terminal_id: str, day: str | None = None, operator_url
         if my_refunds.get(rid) != op_refunds.get(rid):
             differences.append({"refund_id": rid, "field": "refund", "terminal": my_refunds.get(rid),
                                 "operator": op_refunds.get(rid), "note": "refunds differ"})
-    operator = {k: theirs[k] for k in ("count", "total_fen", "settled", "rejected", "refunds") if k in theirs}
+    operator = {k: theirs[k] for k in ("count", "total_fen", "settled", "rejected", "refunds", "flags")
+                if k in theirs}  # flags: vouchers whose timestamp the operator reviews (docs/operator.md, Time)
     return {"terminal_id": terminal_id, "date": day, "terminal": mine, "operator": operator,
             "matches": not differences, "differences": differences}

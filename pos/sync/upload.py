@@ -9,6 +9,10 @@ never answered twice, so two syncs racing on one terminal are harmless. After a 
 recorded (what the operator settled of it is answered ``duplicate`` next time). Then the denylist changes since the
 terminal's version are recorded and one ``sync`` entry closes the run.
 
+An answer may carry a ``flag`` (``review_timestamp``: the voucher's time was off, see docs/operator.md "Time"): the
+voucher is recorded settled or rejected as its status says, never uploaded again. Every sync keeps the clock offset
+the client learnt from the operator's answers (:mod:`pos.sync.clockskew`), even when the sync fails.
+
 Nothing is uploaded from a ledger that fails verification (:meth:`pos.ledger.Ledger.check`, incremental: only the
 entries after its verified checkpoint are re-hashed).
 
@@ -30,6 +34,7 @@ import httpx
 
 from pos.home import Home
 from pos.ledger import Entry, Ledger
+from pos.sync import clockskew
 from pos.sync.client import OperatorClient, OperatorUnavailable, RetryPolicy
 from wallet.errors import EcnyError
 from wire.batch import encode_batch
@@ -70,12 +75,15 @@ class SyncResult:
     pending: int = 0
     pending_fen: int = 0
     elapsed_s: float = 0.0
+    flagged: list[dict[str, Any]] = field(default_factory=list)  # settled or rejected, timestamp to review
+    clock_ahead_ms: int | None = None  # the terminal's clock against the operator's, learnt by this sync
 
     def to_json(self) -> dict[str, Any]:
         """The ``pos sync --json`` shape."""
         return {"terminal_id": self.terminal_id, "uploaded": self.uploaded, "settled": self.settled,
                 "duplicate": self.duplicate, "rejected": self.rejected, "denylist_version": self.denylist_version,
-                "pending": self.pending, "pending_fen": self.pending_fen}
+                "pending": self.pending, "pending_fen": self.pending_fen, "flagged": self.flagged,
+                "clock_ahead_ms": self.clock_ahead_ms}
 
 
 def operator_client(home: Home, terminal_id: str, operator_url: str | None, client: OperatorClient | None,
@@ -126,10 +134,20 @@ def sync_once(home: Home, terminal_id: str, operator_url: str | None = None,
                                         "duplicate": result.duplicate, "rejected": len(result.rejected),
                                         "denylist_version": result.denylist_version, "pending": result.pending})
     finally:
+        result.clock_ahead_ms = remember_clock(home, terminal_id, cli)
         if own:
             cli.close()
     result.elapsed_s = time.perf_counter() - t0
     return result
+
+
+def remember_clock(home: Home, terminal_id: str, cli: OperatorClient) -> int | None:
+    """Keep the clock offset the client learnt (even from a refused or failed request); how far ahead the
+    terminal's clock is, or None when nothing was learnt."""
+    if cli.offset_ms is None or cli.operator_ms is None:
+        return None
+    clockskew.save(home, terminal_id, clockskew.ClockState(cli.offset_ms, cli.operator_ms))
+    return -cli.offset_ms
 
 
 def _batch(ledger: Ledger, chunk: list[Entry], certs: dict[str, bytes]) -> bytes:
@@ -206,10 +224,15 @@ def _record(ledger: Ledger, chunk: list[Entry], results: Any, result: SyncResult
         for e, r in zip(chunk, results):
             if e.voucher_id in done:
                 continue
+            data = {"status": r["status"], "reason": r.get("reason")}
+            if r.get("flag"):
+                data["flag"] = r["flag"]  # settled or rejected as the status says: final either way
             tx.append("settlement", voucher_id=e.voucher_id, wallet_id=e.wallet_id, counter=e.counter,
-                      amount_fen=e.amount_fen, data={"status": r["status"], "reason": r.get("reason")})
+                      amount_fen=e.amount_fen, data=data)
     result.uploaded += len(chunk)
     for e, r in zip(chunk, results):
+        if r.get("flag") and r["status"] != "duplicate":
+            result.flagged.append({"voucher_id": e.voucher_id, "status": r["status"], "flag": r["flag"]})
         if r["status"] == "settled":
             result.settled += 1
         elif r["status"] == "duplicate":

@@ -66,7 +66,7 @@ def test_replayed_stale_and_altered_requests_refused(shop: Shop) -> None:
     altered = httpx.post(shop.url + "/v1/settlements", content=body.replace(b"[]", b"[ ]", 1), headers=headers)
     assert altered.status_code == 401 and altered.json()["error"]["code"] == "bad_request_signature"
     old = signed(shop, T1, key, "GET", "/v1/denylist", now_ms=signing.MAX_SKEW_MS)
-    assert old.status_code == 401 and old.json()["error"]["code"] == "stale_request"
+    assert old.status_code == 401 and old.json()["error"]["code"] == "clock_skew"
 
 
 def test_bad_input_is_a_typed_400(shop: Shop) -> None:

@@ -9,6 +9,7 @@ from textual.widgets import Static
 
 from pos.money import format_fen
 from pos.records import parse_time
+from pos.sync import clockskew
 
 if TYPE_CHECKING:
     from pos.ui.app import TerminalApp
@@ -37,7 +38,10 @@ class KeyBar(Static):
 
 class StatusBar(Static):
     """Online/offline, vouchers and money waiting for settlement, last sync, then the sync's progress, or its
-    failure and when it retries ("offline, retrying in 12 s"), else the denylist version."""
+    failure and when it retries ("offline, retrying in 12 s"), else the denylist version.
+
+    When the clock offset learnt at the last sync is over ``clock.warn_skew_s`` the bar says so first ("clock 2 h
+    ahead: set the time"); over ``clock.stop_skew_s`` it says offline sales are stopped instead of online."""
 
     def on_mount(self) -> None:
         self.retranslate()
@@ -46,8 +50,14 @@ class StatusBar(Static):
         app: TerminalApp = self.app  # type: ignore[assignment]
         s = app.status
         text = Text(no_wrap=True, overflow="ellipsis")
-        text.append(" ● " + app.t("bar.online" if s.online else "bar.offline") + " ",
-                    style="bold green" if s.online else "bold yellow")
+        ahead, state = self.clock_state()
+        if state == clockskew.STOP:
+            text.append(" ● " + app.t("bar.clock_stop") + " ", style="bold white on red")
+        else:
+            text.append(" ● " + app.t("bar.online" if s.online else "bar.offline") + " ",
+                        style="bold green" if s.online else "bold yellow")
+        if ahead is not None and state != clockskew.OK:
+            text.append(" " + clockskew.describe(ahead, app.lang) + " │", style="bold red")
         text.append(" " + app.t("bar.pending", n=s.pending_count, amount=format_fen(s.pending_fen)) + " │ ")
         last = parse_time(s.last_sync).strftime("%m-%d %H:%M") if s.last_sync else app.t("bar.never")
         text.append(app.t("bar.last_sync", time=last) + " │ ")
@@ -59,3 +69,11 @@ class StatusBar(Static):
         else:
             text.append(app.t("bar.denylist", v=s.denylist_version))
         self.update(text)
+
+    def clock_state(self) -> tuple[int | None, str]:
+        """How far the terminal's clock is ahead (None: never learnt) and whether that is ok, warn or stop."""
+        app: TerminalApp = self.app  # type: ignore[assignment]
+        home, tid = app.runtime.home, app.runtime.terminal_id
+        ahead = home.clock_ahead_ms(tid)
+        cfg = home.config.clock
+        return ahead, clockskew.level(ahead, cfg.warn_ms, cfg.stop_ms)
