@@ -16,8 +16,9 @@ import pytest
 
 from pos.cards.manage import issue_cards, tap_mock_card
 from pos.home import Home
-from pos.sync.client import FaultTransport, OperatorClient, OperatorUnavailable, RetryPolicy, provision_terminal
+from pos.sync.client import OperatorClient, OperatorUnavailable, RetryPolicy, provision_terminal
 from pos.sync.upload import sync_once
+from tests.support.faults import FaultTransport
 from tests.support.shop import Shop, shop_session
 
 T1 = "CMGQ0001"

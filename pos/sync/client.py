@@ -27,7 +27,6 @@ import httpx
 from cryptography.hazmat.primitives.asymmetric import ec
 from pydantic import ValidationError
 
-from pos.sync.faults import FaultTransport
 from wallet import clock
 from wallet.errors import EcnyError, InvalidInput
 from wallet.keys import key_from_pem
@@ -53,7 +52,7 @@ from wire.models import (
 if TYPE_CHECKING:
     from pos.home import Home
 
-__all__ = ["ClockSkew", "FaultTransport", "NotProvisioned", "OperatorBadInput", "OperatorClient", "OperatorRefused",
+__all__ = ["ClockSkew", "NotProvisioned", "OperatorBadInput", "OperatorClient", "OperatorRefused",
            "OperatorUnavailable", "RetryPolicy", "provision_terminal"]
 
 M = TypeVar("M", bound=WireModel)

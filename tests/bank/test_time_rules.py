@@ -9,8 +9,8 @@ from pos.home import Home
 from pos.sync.client import terminal_key_path
 from tests.support.shop import shop_session
 from wallet import clock
-from wallet.certs import key_from_pem
 from wallet.clock import VirtualClock
+from wallet.keys import key_from_pem
 from wire import signing
 
 TID = "CMGQ0001"

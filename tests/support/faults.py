@@ -1,4 +1,4 @@
-"""Scripted network faults between a terminal and its operator, for tests and demos (an httpx transport)."""
+"""Scripted network faults between a terminal and its operator, for tests (an httpx transport)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import httpx
 
 
 class FaultTransport(httpx.BaseTransport):
-    """A transport that injects network faults, one scripted fault per matching request, for tests and demos.
+    """A transport that injects network faults, one scripted fault per matching request.
 
     Faults: ``None`` (pass through), ``"timeout_before"`` (never sent, ReadTimeout), ``"timeout_after"`` (sent and
     processed, the answer lost: ReadTimeout), ``"500"`` (never sent, HTTP 500), ``"500_after"`` (processed, then
