@@ -144,10 +144,11 @@ def sync_once(home: Home, terminal_id: str, operator_url: str | None = None,
 def remember_clock(home: Home, terminal_id: str, cli: OperatorClient) -> int | None:
     """Keep the clock offset the client learnt (even from a refused or failed request); how far ahead the
     terminal's clock is, or None when nothing was learnt."""
-    if cli.offset_ms is None or cli.operator_ms is None:
+    offset, at = getattr(cli, "offset_ms", None), getattr(cli, "operator_ms", None)
+    if not isinstance(offset, int) or not isinstance(at, int):  # nothing learnt (or a stand-in client)
         return None
-    clockskew.save(home, terminal_id, clockskew.ClockState(cli.offset_ms, cli.operator_ms))
-    return -cli.offset_ms
+    clockskew.save(home, terminal_id, clockskew.ClockState(offset, at))
+    return -offset
 
 
 def _batch(ledger: Ledger, chunk: list[Entry], certs: dict[str, bytes]) -> bytes:
