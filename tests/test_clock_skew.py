@@ -175,7 +175,7 @@ def test_status_bar_warns_of_a_wrong_clock_in_both_languages(tmp_path: Path) -> 
     import asyncio
 
     from pos.ui.clerk import ClerkApp, CounterScreen
-    from tests.tui.conftest import COUNTER, FakeServices, make_config, runtime, showing, text_of, until
+    from tests.ui.conftest import COUNTER, FakeServices, make_config, runtime, showing, text_of, until
 
     home = Home(tmp_path / "home", make_config(tmp_path))
 

@@ -25,3 +25,9 @@ def check_limits(info: CardInfo, tier: int, amount_fen: int, caps: OfflineCaps, 
             or info.offline_count + 1 > min(caps.count_max, info.offline_count_max)):
         return Reason.OVER_OFFLINE_LIMIT
     return None
+
+
+def offline_left(info: CardInfo, caps: OfflineCaps, paying: int) -> int:
+    """Offline payments the wallet may still make (the card's and this terminal's count caps) once ``paying``
+    more are made."""
+    return max(0, min(caps.count_max, info.offline_count_max) - info.offline_count - paying)

@@ -43,7 +43,7 @@ from pos.payment.outcome import Declined, Outcome
 from pos.payment.process import _ACTIVE, _ACTIVE_LOCK, OWNER, _GcDeferred
 from pos.payment.reasons import Reason, reason_for_status
 from pos.payment.recovery import NOT_PAID, Recovery, Torn, recorded
-from pos.payment.risk import check_limits
+from pos.payment.risk import check_limits, offline_left
 from pos.payment.vouchers import check_voucher
 from wallet import apdu as sw
 from wallet import clock
@@ -235,14 +235,15 @@ class PaymentSession(Recovery):
         if mine == "unresolved":
             raise Declined(Reason.CARD_ERROR, "the removed wallet's payment could not be confirmed", wallet_id=wid)
         if mine is not None and mine not in NOT_PAID:
-            return self._approved(amount_fen, mine, wid, info.balance_fen, recovered, self._offline_left(info, 0))
+            return self._approved(amount_fen, mine, wid, info.balance_fen, recovered,
+                                  offline_left(info, self.ctx.caps, 0))
         if paid:
             earlier = self._same_charge_paid(paid, amount_fen)
             if earlier is not None:
                 # The clerk charged again after a tear that had in fact paid: that payment settles this charge.
                 self._close("void", wid, None, amount_fen, proof=f"paid by {earlier}, recovered at this tap")
                 return self._approved(amount_fen, earlier, wid, info.balance_fen, recovered,
-                                      self._offline_left(info, 0))
+                                      offline_left(info, self.ctx.caps, 0))
         denylisted, seen = self.ctx.ledger.wallet_standing(wid)
         if denylisted:
             raise Declined(Reason.DENYLISTED, wallet_id=wid)
@@ -265,12 +266,6 @@ class PaymentSession(Recovery):
             intent = self.ctx.ledger.entry(seq)
             amounts[voucher_id] = intent.amount_fen if intent is not None else 0
         return amounts
-
-    def _offline_left(self, info: CardInfo, paying: int) -> int:
-        """Offline payments the wallet may still make (the card's and this terminal's count caps) once ``paying``
-        more are made."""
-        cap = min(self.ctx.caps.count_max, info.offline_count_max)
-        return max(0, cap - info.offline_count - paying)
 
     @staticmethod
     def _approved(amount_fen: int, voucher_id: str, wallet_id: str, balance_fen: int | None,
@@ -359,7 +354,7 @@ class PaymentSession(Recovery):
         self._record(voucher, intent.seq, cert_der=info.cert_der, issuer_der=self._issuer_der)
         self._closed = True
         return self._approved(amount_fen, voucher.voucher_id, info.wallet_id, voucher.body.balance_after_fen,
-                              recovered, self._offline_left(info, 1))
+                              recovered, offline_left(info, self.ctx.caps, 1))
 
     def _mark_torn(self, wallet_id: str, counter: int, amount_fen: int) -> NoReturn:
         """The card left after PAY was sent: tie this charge's intent to the wallet, then wait for it."""
