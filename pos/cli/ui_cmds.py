@@ -105,13 +105,8 @@ def cmd_run(args: argparse.Namespace, home: Home) -> int:
     lang = default_language(args.lang or home.config.language)
     app = ClerkApp(runtime, lang=lang, services=services, printer=args.printer or home.config.printer)
     try:
-        runtime.listen()
-        if issued:
-            app.call_later(app.notify, f"demo cards: {', '.join(issued)}")
-        app.call_later(app.notify, note)
-        app.run()
+        _serve(app, runtime, issued, note)
     finally:
-        runtime.close()
         if operator is not None:
             _stop(operator)
     return EXIT_OK
@@ -132,19 +127,24 @@ def cmd_gate(args: argparse.Namespace, home: Home) -> int:
         operator, services, note = start_services(args, home, tid)
         runtime = Runtime(home, tid, _open_reader(args.reader))
         app = GateApp(runtime, gate, lang=default_language(args.lang or home.config.language), services=services)
-        try:
-            runtime.listen()
-            if issued:
-                app.call_later(app.notify, f"demo cards: {', '.join(issued)}")
-            app.call_later(app.notify, note)
-            app.run()
-        finally:
-            runtime.close()
+        _serve(app, runtime, issued, note)
     finally:
         gate.close()
         if operator is not None:
             _stop(operator)
     return EXIT_OK
+
+
+def _serve(app: Any, runtime: Any, issued: list[str], note: str) -> None:
+    """Run a terminal UI until it quits: its tap socket open, the demo cards and the operator note shown first."""
+    try:
+        runtime.listen()
+        if issued:
+            app.call_later(app.notify, f"demo cards: {', '.join(issued)}")
+        app.call_later(app.notify, note)
+        app.run()
+    finally:
+        runtime.close()
 
 
 def cmd_card_tap(args: argparse.Namespace, home: Home) -> int:

@@ -19,12 +19,9 @@ CLOCK_SKEW_MS = 5 * 60 * 1000
 Problem = tuple[Reason, str]
 
 
-def check_voucher(raw: bytes, info: CardInfo, cert: WalletCertInfo, req: PayRequest, now_ms: Callable[[], int],
-                  since_ms: int | None = None) -> tuple[Voucher | None, Problem | None]:
-    """Verify a voucher against the request (``info`` is the card as it was before PAY): the voucher, or why not.
 
-    With ``since_ms`` (recovery), the PAY's timestamp is unknown and must only fall between the charge's start and
-    now (``now_ms``), give or take the clock skew."""
+def _signed_voucher(raw: bytes, cert: WalletCertInfo) -> tuple[Voucher | None, Problem | None]:
+    """The voucher in ``raw`` if it parses and the card's certified key signed it, else why not."""
     try:
         voucher = Voucher.decode(raw)
     except EncodingError as exc:
@@ -33,6 +30,17 @@ def check_voucher(raw: bytes, info: CardInfo, cert: WalletCertInfo, req: PayRequ
         voucher.verify(cert.public_key)
     except SignatureError as exc:
         return None, (Reason.BAD_SIGNATURE, str(exc))
+    return voucher, None
+
+def check_voucher(raw: bytes, info: CardInfo, cert: WalletCertInfo, req: PayRequest, now_ms: Callable[[], int],
+                  since_ms: int | None = None) -> tuple[Voucher | None, Problem | None]:
+    """Verify a voucher against the request (``info`` is the card as it was before PAY): the voucher, or why not.
+
+    With ``since_ms`` (recovery), the PAY's timestamp is unknown and must only fall between the charge's start and
+    now (``now_ms``), give or take the clock skew."""
+    voucher, problem = _signed_voucher(raw, cert)
+    if voucher is None:
+        return None, problem
     b = voucher.body
     expected = {
         "wallet_id": info.wallet_id, "counter": info.counter + 1, "amount_fen": req.amount_fen,
@@ -56,14 +64,9 @@ def check_recovered(raw: bytes, info: CardInfo, cert: WalletCertInfo, amount_fen
     amount, merchant, terminal and challenge, at a counter the card has reached (``counter`` exactly, when a torn
     tap or a pay-sent mark named it), and timed between the charge's start and now, give or take the clock skew.
     Its balance after is the card's signed word for it: the card may have paid since."""
-    try:
-        voucher = Voucher.decode(raw)
-    except EncodingError as exc:
-        return None, (Reason.BAD_SIGNATURE, f"voucher does not parse: {exc}")
-    try:
-        voucher.verify(cert.public_key)
-    except SignatureError as exc:
-        return None, (Reason.BAD_SIGNATURE, str(exc))
+    voucher, problem = _signed_voucher(raw, cert)
+    if voucher is None:
+        return None, problem
     b = voucher.body
     expected = {"wallet_id": info.wallet_id, "amount_fen": amount_fen, "currency": CNY, "merchant_id": merchant_id,
                 "terminal_id": terminal_id, "challenge": challenge}
