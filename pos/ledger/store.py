@@ -62,12 +62,14 @@ class Ledger(SettlementQueries):
         try:
             conn = sqlite3.connect(str(self.path), timeout=30, check_same_thread=False)
             db = sqlite_utils.Database(conn)
-            db.execute("PRAGMA journal_mode=WAL")
+            # One opener at a time (across processes) switches a new ledger to WAL and migrates it: two first opens
+            # racing to set the journal mode would otherwise meet "database is locked" (no busy wait there).
+            with FileLock(str(self.path) + ".lock", timeout=60):
+                db.execute("PRAGMA journal_mode=WAL")
+                MIGRATIONS.apply(db)
             db.execute("PRAGMA synchronous=FULL")
             # Checkpoints belong between taps (see checkpoint()); this is only the backstop (about 40 MB of WAL).
             db.execute(f"PRAGMA wal_autocheckpoint={AUTOCHECKPOINT_PAGES}")
-            with FileLock(str(self.path) + ".lock", timeout=60):
-                MIGRATIONS.apply(db)
             is_new = conn.execute("SELECT NOT EXISTS (SELECT 1 FROM head) AND NOT EXISTS "
                                   "(SELECT 1 FROM entries)").fetchone()[0]
         except sqlite3.OperationalError as exc:  # the disk: full, read-only, I/O error
