@@ -298,4 +298,7 @@ def create_app(op: Operator) -> FastAPI:
         """A merchant's account: settled, fees, refunds, balance (fen)."""
         return op.account(merchant_id)
 
+    from bank.merchant_routes import add_merchant_routes  # it builds on this module's helpers
+
+    add_merchant_routes(app, op)
     return app

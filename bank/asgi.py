@@ -26,6 +26,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from bank.app import create_app as app_over
+from bank.chains import Chain
 from bank.service import Operator
 from bank.settings import OperatorSettings
 from wallet.errors import InvalidInput
@@ -43,7 +44,8 @@ def settings_to_json(settings: OperatorSettings) -> dict[str, Any]:
     return {"db_url": settings.db_url, "pki_dir": str(settings.pki_dir),
             "admin_token_path": str(settings.admin_token_path) if settings.admin_token_path else None,
             "terminal_merchants": dict(settings.terminal_merchants), "fee_bps": settings.fee_bps,
-            "offline_single_max": settings.offline_single_max, "verify_threads": settings.verify_threads}
+            "offline_single_max": settings.offline_single_max, "verify_threads": settings.verify_threads,
+            "chains": [{"parent_id": c.parent_id, "stores": list(c.stores), "pools": c.pools} for c in settings.chains]}
 
 
 def settings_from_json(data: dict[str, Any]) -> OperatorSettings:
@@ -52,7 +54,8 @@ def settings_from_json(data: dict[str, Any]) -> OperatorSettings:
         admin_token_path=Path(data["admin_token_path"]) if data.get("admin_token_path") else None,
         terminal_merchants=dict(data.get("terminal_merchants") or {}), fee_bps=int(data.get("fee_bps") or 0),
         offline_single_max=data.get("offline_single_max"),
-        verify_threads=int(data.get("verify_threads") or OperatorSettings.verify_threads))
+        verify_threads=int(data.get("verify_threads") or OperatorSettings.verify_threads),
+        chains=tuple(Chain(c["parent_id"], tuple(c["stores"]), c.get("pools")) for c in data.get("chains") or ()))
 
 
 def settings_from_env(env: dict[str, str] | None = None) -> OperatorSettings:

@@ -81,7 +81,8 @@ def commit_batch(conn: Connection, terminal: TerminalRecord, judged: list[Judged
                                                                     for r in new_rows])
         _update_wallets(conn, states, t)
         if new_rows:
-            accounts.credit(conn, terminal.merchant_id, gross, fees)
+            accounts.credit(conn, terminal.merchant_id, gross, fees, kind="payment", reference=new_rows[0][0],
+                            terminal_id=terminal.terminal_id, at_ms=t)
     rejected = [{"terminal_id": terminal.terminal_id, "voucher_hash": j.vhash, "voucher_id": j.voucher_id,
                  "wallet_id": j.wallet_id, "amount_fen": j.amount_fen, "reason": j.reason, "day": j.day,
                  "created_ms": t} for j in judged if j.status == "rejected"]

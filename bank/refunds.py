@@ -63,7 +63,8 @@ def refund(store: Store, terminal: TerminalRecord, refund_id: str, voucher_id: s
                                             day=china_day_text(t), created_ms=t))
         conn.execute(update(wallets).where(wallets.c.wallet_id == v.wallet_id)
                      .values(online_fen=wallets.c.online_fen + amount))
-        accounts.credit(conn, v.merchant_id, 0, 0, refunded=amount)
+        accounts.credit(conn, v.merchant_id, 0, 0, refunded=amount, kind="refund", reference=refund_id,
+                        terminal_id=terminal.terminal_id, at_ms=t)
         row = conn.execute(select(refunds).where(refunds.c.refund_id == refund_id)).first()
         v2 = conn.execute(select(vouchers).where(vouchers.c.voucher_id == voucher_id)).first()
         return _answer(row, v2, replayed=False)

@@ -69,6 +69,7 @@ vouchers = Table(
     Column("timestamp_ms", BigInteger, nullable=False),
     Column("day", String(10), nullable=False),  # China Standard Time day of the voucher
     Column("settled_ms", BigInteger, nullable=False),
+    Column("discount", Integer, nullable=False, server_default="0"),  # fen a campaign paid (gross = amount + it)
     UniqueConstraint("wallet_id", "counter", name="vouchers_one_per_counter"),
     Index("vouchers_terminal_day", "terminal_id", "day"),
     Index("vouchers_wallet_day", "wallet_id", "day"),
@@ -120,7 +121,7 @@ denylist = Table(
 accounts = Table(
     "accounts", metadata,
     Column("merchant_id", String(15), primary_key=True),
-    Column("balance_fen", BigInteger, nullable=False),  # settled - fees - refunds
+    Column("balance_fen", BigInteger, nullable=False),  # the corporate wallet: the sum of its movements
     Column("settled_fen", BigInteger, nullable=False),
     Column("fee_fen", BigInteger, nullable=False),
     Column("refunded_fen", BigInteger, nullable=False),
@@ -156,6 +157,35 @@ nonces = Table(
     Column("nonce", String(64), primary_key=True),
     Column("time_ms", BigInteger, nullable=False),
     Index("nonces_time", "time_ms"),
+)
+
+
+# -- corporate wallets and chains (bank.accounts, bank.chains, bank.statements) --------------------------------------
+movements = Table(  # every change of a corporate wallet's balance (accounts.balance_fen is their sum)
+    "movements", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("merchant_id", String(15), nullable=False),
+    Column("kind", String(16), nullable=False),  # payment | refund | sweep_out | sweep_in | another credit's kind
+    Column("reference", String(80), nullable=False),  # what moved it: first voucher id, refund id, sweep, order id
+    Column("terminal_id", String(8)),
+    Column("counterparty", String(15)),  # a sweep's other wallet
+    Column("amount_fen", BigInteger, nullable=False),  # signed: + into the wallet, - out of it
+    Column("day", String(10), nullable=False),  # the operator's business day it counts on (a sweep: the swept day)
+    Column("created_ms", BigInteger, nullable=False),
+    Column("sweep_day", String(10)),  # a pooling store's movement: the day of the sweep that moved it on
+    UniqueConstraint("merchant_id", "kind", "reference", name="movements_once"),
+    Index("movements_merchant_day", "merchant_id", "day"),
+)
+
+sweeps = Table(  # one per pooling store and business day: its day net moved to the parent's wallet, exactly once
+    "sweeps", metadata,
+    Column("store_id", String(15), primary_key=True),
+    Column("day", String(10), primary_key=True),
+    Column("parent_id", String(15), nullable=False),
+    Column("amount_fen", BigInteger, nullable=False),
+    Column("movements", Integer, nullable=False),
+    Column("created_ms", BigInteger, nullable=False),
+    Index("sweeps_parent_day", "parent_id", "day"),
 )
 
 
@@ -203,3 +233,6 @@ def _add_missing_columns(engine: Engine) -> None:
     if "status" not in have:  # before load confirmations: every token issued was counted as loaded
         with engine.begin() as conn:
             conn.exec_driver_sql("ALTER TABLE load_tokens ADD COLUMN status VARCHAR(16) NOT NULL DEFAULT 'confirmed'")
+    if "discount" not in {c["name"] for c in inspect(engine).get_columns("vouchers")}:  # before campaigns
+        with engine.begin() as conn:
+            conn.exec_driver_sql("ALTER TABLE vouchers ADD COLUMN discount INTEGER NOT NULL DEFAULT 0")

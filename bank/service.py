@@ -14,8 +14,9 @@ from typing import Any
 
 from sqlalchemy import Engine
 
-from bank import accounts, denylist, refunds, reports, warmup
+from bank import accounts, denylist, refunds, reports, statements, warmup
 from bank.auth import Authenticator, PendingRequest, TerminalRecord
+from bank.chains import Chain, Chains, sweep
 from bank.schema import make_engine
 from bank.settings import BodyLimits, OperatorSettings, load_pki
 from bank.settlement import Settlement
@@ -38,6 +39,7 @@ from wire.models import (
     WalletAnswer,
     WalletRegistered,
 )
+from wire.statements import StatementAnswer, SweepAnswer
 
 
 class Operator:
@@ -46,7 +48,8 @@ class Operator:
     def __init__(self, engine: Engine, pki: OperatorPki, terminal_merchants: Mapping[str, str] | None = None,
                  fee_bps: int = 0, offline_single_max: int | None = None, admin_token: str | None = None,
                  fault: str | None = None, verify_threads: int = VERIFY_THREADS,
-                 limits: BodyLimits | None = None, db_retries: int = DB_RETRIES) -> None:
+                 limits: BodyLimits | None = None, db_retries: int = DB_RETRIES,
+                 chains: Sequence[Chain] = ()) -> None:
         self.engine = engine
         self.pki = pki
         self.terminal_merchants = dict(terminal_merchants or {})
@@ -57,6 +60,7 @@ class Operator:
         self.wallets = Wallets(self.store, pki)
         self.verifier = Verifier((cert_der(pki.root.cert),), offline_single_max, verify_threads)
         self.settlement = Settlement(self.store, self.auth, self.verifier, fee_bps, fault)
+        self.chains = Chains(chains)
 
     @classmethod
     def from_settings(cls, settings: OperatorSettings) -> Operator:
@@ -64,7 +68,8 @@ class Operator:
         return cls(make_engine(settings.db_url), load_pki(settings.pki_dir), settings.terminal_merchants,
                    settings.fee_bps, settings.offline_single_max, load_admin_token(settings.admin_token_file),
                    settings.fault, settings.verify_threads,
-                   BodyLimits(settings.max_batch_bytes, settings.max_json_bytes), settings.db_retries)
+                   BodyLimits(settings.max_batch_bytes, settings.max_json_bytes), settings.db_retries,
+                   settings.chains)
 
     @property
     def fee_bps(self) -> int:
@@ -141,3 +146,11 @@ class Operator:
 
     def report(self, terminal: TerminalRecord, day: str) -> ReportAnswer:
         return reports.report(self.engine, terminal, day)
+
+    # -- corporate wallets and chains -------------------------------------------------------------------------------
+    def statement(self, merchant_id: str, day: str) -> StatementAnswer:
+        return statements.statement(self.store, self.chains, set(self.terminal_merchants.values()), merchant_id,
+                                    day)
+
+    def sweep(self, day: str, parent_id: str | None = None) -> SweepAnswer:
+        return sweep(self.store, self.chains, day, parent_id)

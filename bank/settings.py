@@ -8,6 +8,7 @@ from pathlib import Path
 
 from filelock import FileLock
 
+from bank.chains import Chain
 from bank.store import DB_RETRIES
 from bank.verify import VERIFY_THREADS
 from wallet.pki import OperatorPki
@@ -28,6 +29,7 @@ class OperatorSettings:
     :mod:`bank.faults`). ``verify_threads`` is how many threads check a batch's signatures. ``max_batch_bytes`` caps
     a settlement request's body, ``max_json_bytes`` every other body (a 413 beyond, read no further).
     ``db_retries`` bounds the attempts of a transaction or read after a dropped database connection (then a 503).
+    ``chains`` are the merchants' chains: a parent, its stores, whether they pool their takings (:mod:`bank.chains`).
     """
 
     db_url: str
@@ -41,6 +43,7 @@ class OperatorSettings:
     max_batch_bytes: int = MAX_BATCH_BYTES
     max_json_bytes: int = MAX_JSON_BYTES
     db_retries: int = DB_RETRIES
+    chains: tuple[Chain, ...] = ()
 
     @property
     def admin_token_file(self) -> Path:

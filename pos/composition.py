@@ -12,6 +12,7 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from bank.chains import Chain
 from bank.embedded import EmbeddedOperator, serve, start_embedded
 from bank.service import Operator
 from bank.settings import OperatorSettings
@@ -29,8 +30,8 @@ def default_db_url(home: Home) -> str:
 
 
 def operator_settings(home: Home, db_url: str | None = None) -> OperatorSettings:
-    """The settings of a home's operator: its CA under HOME/pki, the terminals and limits of merchants.yaml, its
-    database (default: the embedded SQLite file)."""
+    """The settings of a home's operator: its CA under HOME/pki, the terminals, chains and limits of merchants.yaml,
+    its database (default: the embedded SQLite file)."""
     cfg = home.config
     return OperatorSettings(
         db_url=db_url or default_db_url(home),
@@ -40,6 +41,8 @@ def operator_settings(home: Home, db_url: str | None = None) -> OperatorSettings
         fee_bps=cfg.operator.fee_bps,
         offline_single_max=cfg.risk.offline_single_max,
         fault=os.environ.get(ENV_FAULT) or None,
+        chains=tuple(Chain(m.id, tuple(s.id for s in cfg.merchants if s.parent == m.id), m.pools)
+                     for m in cfg.merchants if any(s.parent == m.id for s in cfg.merchants)),
     )
 
 

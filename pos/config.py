@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from pos.money import parse_yuan
 from wallet.errors import InvalidInput
@@ -26,6 +26,14 @@ PACKAGE_DEFAULT = Path(__file__).resolve().parent.parent / "merchants.yaml"
 
 class ConfigError(InvalidInput):
     """merchants.yaml (or another config file) is missing or invalid."""
+
+
+class KeyProblem(ValueError):
+    """A problem a validator finds deeper than the field it checks: ``loc`` is the rest of the key path."""
+
+    def __init__(self, loc: tuple[int | str, ...], problem: str) -> None:
+        super().__init__(problem)
+        self.loc = loc
 
 
 def _yuan(value: Any) -> int:
@@ -73,11 +81,13 @@ class GateSettings(_Model):
 class Merchant(_Model):
     id: str = Field(pattern=r"^\d{15}$")
     name: Names
-    category: Literal["carrier_store", "scenic_spot", "museum", "restaurant", "shop"]
-    terminals: list[Terminal] = Field(min_length=1)
+    category: Literal["carrier_store", "scenic_spot", "museum", "restaurant", "shop", "company"]
+    terminals: list[Terminal] = []  # at least one, except for a chain's parent (checked with the chains)
     catalog: list[Product] = []
     tickets: list[Product] = []
     gate: GateSettings | None = None
+    parent: str | None = Field(default=None, pattern=r"^\d{15}$")  # the chain this store belongs to
+    pools: Literal["daily"] | None = None  # on a parent: its stores' takings move to it every business day
 
     @model_validator(mode="after")
     def _gates_sell_tickets(self) -> Merchant:
@@ -133,6 +143,12 @@ class Config(_Model):
     printer: str | None = Field(default=None, pattern=r"^(tty:[^\s]+|file:.+)$")  # receipt printer (pos.printer)
     merchants: list[Merchant] = Field(min_length=1)
 
+    @field_validator("merchants")
+    @classmethod
+    def _chains(cls, merchants: list[Merchant]) -> list[Merchant]:
+        check_chains(merchants)
+        return merchants
+
     @model_validator(mode="after")
     def _unique_ids(self) -> Config:
         mids = [m.id for m in self.merchants]
@@ -158,6 +174,39 @@ class Config(_Model):
                 if t.kind == kind:
                     return t.id
         raise ConfigError(f"merchants.yaml has no {kind} terminal")
+
+
+def check_chains(merchants: list[Merchant]) -> None:
+    """Chains are one level deep: a store names a merchant of the file as its ``parent``; a parent has no parent;
+    ``pools`` is set on parents only; only a parent may have no terminals. Raises :class:`KeyProblem`."""
+    index = {m.id: i for i, m in enumerate(merchants)}
+    parents = {m.parent for m in merchants if m.parent is not None}
+    for i, m in enumerate(merchants):
+        if m.parent == m.id:
+            raise KeyProblem((i, "parent"), f"merchant {m.id} names itself as its parent")
+        if m.parent is not None and m.parent not in index:
+            raise KeyProblem((i, "parent"), f"{m.parent} is not a merchant in this file (add it, with `pools: "
+                                            "daily` if its stores pool their takings)")
+    for i, m in enumerate(merchants):
+        if m.parent is None:
+            continue
+        seen, at = [m.id], m.parent
+        while at is not None and at not in seen:
+            seen.append(at)
+            at = merchants[index[at]].parent
+        if at is not None:
+            raise KeyProblem((i, "parent"), f"the parents go round in a circle: {' -> '.join([*seen, at])}")
+        up = merchants[index[m.parent]]
+        if up.parent is not None:
+            raise KeyProblem((i, "parent"), f"{m.parent} belongs to chain {up.parent} itself: a chain is one "
+                                            "level deep (name the top merchant as the parent)")
+    for i, m in enumerate(merchants):
+        if m.pools is not None and m.id not in parents:
+            raise KeyProblem((i, "pools"), f"no store names {m.id} as its parent: `pools` belongs on a chain's "
+                                           "parent")
+        if not m.terminals and m.id not in parents:
+            raise KeyProblem((i, "terminals"), "a merchant needs at least one terminal (only a chain's parent may "
+                                               "have none)")
 
 
 MAX_DEPTH = 32
@@ -257,7 +306,9 @@ def load_config(path: Path) -> Config:
         err = exc.errors()[0]
         more = f" (and {exc.error_count() - 1} more problems)" if exc.error_count() > 1 else ""
         msg = err["msg"].removeprefix("Value error, ")
-        raise ConfigError(f"{path}: {_loc(err['loc'])}: {msg}{more}") from None
+        deeper = err.get("ctx", {}).get("error")
+        loc = (*err["loc"], *deeper.loc) if isinstance(deeper, KeyProblem) else err["loc"]
+        raise ConfigError(f"{path}: {_loc(loc)}: {msg}{more}") from None
 
 
 def find_config(explicit: str | os.PathLike[str] | None, home: Path) -> Path:
