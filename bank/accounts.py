@@ -36,10 +36,11 @@ def credit(conn: Connection, merchant_id: str, gross: int, fees: int, refunded: 
     """Add to a merchant's account (settled ``gross``, ``fees``, ``refunded``), opening it on its first credit (a
     race to open it is a unique-key violation: the caller's transaction is run again), and post the net as one
     movement of ``kind`` (a fresh reference when none is given)."""
-    amounts = {"m": merchant_id, "net": gross - fees - refunded, "gross": gross, "fees": fees, "refunded": refunded}
+    net = gross - fees - refunded
+    amounts = {"m": merchant_id, "net": net, "gross": gross, "fees": fees, "refunded": refunded}
     if sql.execute(conn, "account_credit", sql.account_credit, amounts).rowcount == 0:
         sql.execute(conn, "account_open", sql.account_open, amounts)
-    _movement(conn, merchant_id, kind, reference or uuid.uuid4().hex, amounts["net"], terminal_id, None, at_ms)
+    _movement(conn, merchant_id, kind, reference or uuid.uuid4().hex, net, terminal_id, None, at_ms)
 
 
 def post(conn: Connection, merchant_id: str, kind: str, reference: str, amount_fen: int, *, day: str | None = None,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Collection
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy import Connection, case, func, select
 
@@ -38,7 +38,8 @@ def statement(store: Store, chains: Chains, merchants: Collection[str], merchant
     closed = day < now
     start = to_ms(dt.datetime.combine(dt.date.fromisoformat(day), dt.time()))
     chain = chains.chain_of(merchant_id)
-    role = "merchant" if chain is None else "parent" if chain.parent_id == merchant_id else "store"
+    role: Literal["merchant", "store", "parent"] = (
+        "merchant" if chain is None else "parent" if chain.parent_id == merchant_id else "store")
 
     def run(conn: Connection) -> StatementAnswer:
         if role == "merchant" and merchant_id not in merchants and conn.execute(

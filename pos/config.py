@@ -190,7 +190,8 @@ def check_chains(merchants: list[Merchant]) -> None:
     for i, m in enumerate(merchants):
         if m.parent is None:
             continue
-        seen, at = [m.id], m.parent
+        seen: list[str] = [m.id]
+        at: str | None = m.parent
         while at is not None and at not in seen:
             seen.append(at)
             at = merchants[index[at]].parent
