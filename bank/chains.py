@@ -36,6 +36,7 @@ from wire.statements import Sweep, SweepAnswer
 SWEEP_KINDS = ("sweep_out", "sweep_in")
 POOLS = ("daily",)
 DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
+CHUNK = 500  # movement ids per UPDATE (SQLite bounds a statement's parameters)
 
 
 @dataclass(frozen=True)
@@ -60,7 +61,9 @@ class Chains:
                 raise InvalidInput(f"chain {c.parent_id}: pools must be one of {', '.join(POOLS)}")
             self.by_parent[c.parent_id] = c
             for s in c.stores:
-                if s in self.parent_of or s == c.parent_id:
+                if s == c.parent_id:
+                    raise InvalidInput(f"chain {s} lists itself as one of its stores")
+                if s in self.parent_of:
                     raise InvalidInput(f"store {s} is in more than one chain")
                 self.parent_of[s] = c.parent_id
         both = set(self.by_parent) & set(self.parent_of)
@@ -143,8 +146,9 @@ def _sweep_store(conn: Connection, store_id: str, parent_id: str, day: str) -> l
     for d in sorted(groups):
         rows = groups[d]
         ids = [r.id for r in rows]
-        if ids and conn.execute(update(movements).where(m.id.in_(ids), m.sweep_day.is_(None))
-                                .values(sweep_day=d)).rowcount != len(ids):
+        marked = sum(conn.execute(update(movements).where(m.id.in_(ids[i:i + CHUNK]), m.sweep_day.is_(None))
+                                  .values(sweep_day=d)).rowcount for i in range(0, len(ids), CHUNK))
+        if marked != len(ids):  # cannot happen while the wallet is held; never move anything twice if it does
             raise Conflict(f"another sweep of store {store_id} moved some of its movements first: try again",
                            "sweep_race")
         amount = sum(r.amount_fen for r in rows)

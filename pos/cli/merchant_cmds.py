@@ -9,6 +9,7 @@ provision`` does. Exit status: 0 done, 1 refused (e.g. a day that is not over), 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import re
 from collections.abc import Callable
@@ -45,12 +46,21 @@ def _today(days_back: int = 0) -> str:
 
 
 class BackOffice:
-    """The operator's merchant back office: over HTTP, else (unreachable) the home's embedded operator."""
+    """The operator's merchant back office: over HTTP, else (unreachable) the home's embedded operator, opened once
+    per command. Use as a context manager."""
 
     def __init__(self, home: Home, url: str | None) -> None:
         self.home = home
         self.url = url
         self.via = "operator"
+        self._local = contextlib.ExitStack()
+        self._op: Any = None
+
+    def __enter__(self) -> BackOffice:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._local.close()
 
     def ask(self, method: str, path: str, local: Callable[[Any], Any]) -> dict[str, Any]:
         from pos.sync.client import OperatorClient, OperatorUnavailable, RetryPolicy
@@ -62,10 +72,11 @@ class BackOffice:
                     return cli.call(method, path, {} if method == "POST" else None, signed=False)
             except OperatorUnavailable:
                 self.via = "local"
-        from pos.composition import local_operator
+        if self._op is None:
+            from pos.composition import local_operator
 
-        with local_operator(self.home) as op:
-            return dict(local(op).model_dump(mode="json"))
+            self._op = self._local.enter_context(local_operator(self.home))
+        return dict(local(self._op).model_dump(mode="json"))
 
     def statement(self, merchant_id: str, day: str) -> dict[str, Any]:
         return self.ask("GET", f"/v1/admin/merchants/{merchant_id}/statements/{day}",
@@ -76,14 +87,16 @@ class BackOffice:
         return self.ask("POST", f"/v1/admin/sweeps/{day}{query}", lambda op: op.sweep(day, parent_id))
 
 
-def _refused(args: argparse.Namespace, fn: Callable[[], int]) -> int:
-    """``fn()``, with the operator's refusal (a 409 over HTTP, a :class:`Conflict` in-process) as exit 1."""
+def _refused(args: argparse.Namespace, home: Home, fn: Callable[[BackOffice], int]) -> int:
+    """``fn(back office)``, with the operator's refusal (a 409 over HTTP, a :class:`Conflict` in-process) as exit
+    1."""
     from pos.sync.client import OperatorRefused
     from wallet.errors import InvalidInput
     from wire.errors import Conflict
 
     try:
-        return fn()
+        with BackOffice(home, args.operator) as office:
+            return fn(office)
     except (OperatorRefused, Conflict) as exc:
         if isinstance(exc, InvalidInput):  # the operator's 400 and 404 (an unknown merchant): bad input, exit 2
             raise InvalidInput(str(exc)) from exc
@@ -94,9 +107,8 @@ def _refused(args: argparse.Namespace, fn: Callable[[], int]) -> int:
 
 def cmd_statement(args: argparse.Namespace, home: Home) -> int:
     day = args.date or _today()
-    office = BackOffice(home, args.operator)
 
-    def run() -> int:
+    def run(office: BackOffice) -> int:
         data = office.statement(args.merchant, day)
         if data["sweep_due"]:  # a closed day of a pooling chain: its sweep runs first (once, whoever asks)
             office.sweep(day, data["merchant_id"] if data["role"] == "parent" else data["parent_id"])
@@ -105,14 +117,13 @@ def cmd_statement(args: argparse.Namespace, home: Home) -> int:
         emit(args, data, _statement_text(home, data))
         return EXIT_OK
 
-    return _refused(args, run)
+    return _refused(args, home, run)
 
 
 def cmd_sweep(args: argparse.Namespace, home: Home) -> int:
     day = args.date or _today(1)
-    office = BackOffice(home, args.operator)
 
-    def run() -> int:
+    def run(office: BackOffice) -> int:
         data = office.sweep(day, args.merchant)
         data["answered_by"] = office.via
         lines = [f"sweep of {day}: moved {format_fen(data['moved_fen'])}"]
@@ -124,7 +135,7 @@ def cmd_sweep(args: argparse.Namespace, home: Home) -> int:
         emit(args, data, "\n".join(lines))
         return EXIT_OK
 
-    return _refused(args, run)
+    return _refused(args, home, run)
 
 
 def _name(home: Home, merchant_id: str) -> str:
@@ -141,9 +152,13 @@ def _row(label: str, line: dict[str, Any]) -> str:
     return f"    {label:<16}{line['count']:>6}" + "".join(f"{format_fen(line[c]):>14}" for c in COLUMNS[1:])
 
 
+def _stores(n: int) -> str:
+    return f"{n} store{'' if n == 1 else 's'}"
+
+
 def _statement_text(home: Home, d: dict[str, Any]) -> str:
     role = {"merchant": "", "store": f"store of {d['parent_id']}",
-            "parent": f"parent of {len([s for s in d['stores'] if s['merchant_id'] != d['merchant_id']])} stores"
+            "parent": f"parent of {_stores(len([s for s in d['stores'] if s['merchant_id'] != d['merchant_id']]))}"
             }[d["role"]] + (f", pools {d['pools']}" if d["pools"] else "")
     out = [f"statement of {d['merchant_id']}  {_name(home, d['merchant_id'])}  {d['date']} "
            f"({'closed' if d['closed'] else 'open: so far'}){'  ' + role if role else ''}",
@@ -159,7 +174,7 @@ def _statement_text(home: Home, d: dict[str, Any]) -> str:
     if len(d["stores"]) > 1:
         out.append(_row("all stores", d["totals"]))
     if d["role"] == "parent":
-        out.append(f"  received by sweeps: {format_fen(d['swept_in_fen'])} from {len(d['sweeps_in'])} stores")
+        out.append(f"  received by sweeps: {format_fen(d['swept_in_fen'])} from {_stores(len(d['sweeps_in']))}")
     out.append(f"  wallet {d['merchant_id']}: opening {format_fen(d['opening_fen'])}, closing "
                f"{format_fen(d['closing_fen'])}")
     return "\n".join(out)
