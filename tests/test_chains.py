@@ -143,9 +143,15 @@ def test_a_chain_of_two_stores_statements_and_sweep_through_the_cli(capsys, tmp_
         move_to(virtual, f"{DAY3}T09:00")
         b = ok(capsys, home, "merchant", "statement", "--merchant", STORE_B, "--date", DAY2)
         assert b["stores"][0]["sweep"]["amount_fen"] == 1000 and not b["sweep_due"]
+
+        # day 3: only a refund at store A (what was left of its day-1 sale): the parent covers it at the sweep
+        ok(capsys, home, "refund", "--terminal", "STRA0001", "--voucher", paid["voucher_id"])
+        move_to(virtual, "2026-03-05T09:00")
+        a = ok(capsys, home, "merchant", "statement", "--merchant", STORE_A, "--date", DAY3)
+        assert a["totals"]["net_fen"] == -730 and a["stores"][0]["sweep"]["amount_fen"] == -730
         with shop.admin() as admin:
             assert admin.account(STORE_A)["balance_fen"] == admin.account(STORE_B)["balance_fen"] == 0
-            assert admin.account(PARENT)["balance_fen"] == 6030
+            assert admin.account(PARENT)["balance_fen"] == 6030 - 730
         assert main(["--home", str(home.root), "merchant", "statement", "--merchant", PARENT, "--date",
                      DAY1]) == 0
         text = capsys.readouterr().out
