@@ -20,6 +20,7 @@ from __future__ import annotations
 import gc
 import json
 import os
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -40,22 +41,32 @@ GC_THRESHOLD = 50_000  # as bank.embedded.serve: allocations between young-gener
 
 
 def settings_to_json(settings: OperatorSettings) -> dict[str, Any]:
-    """The settings as JSON (what :data:`ENV_SETTINGS` names a file of); ``fault`` is not carried over."""
-    return {"db_url": settings.db_url, "pki_dir": str(settings.pki_dir),
-            "admin_token_path": str(settings.admin_token_path) if settings.admin_token_path else None,
-            "terminal_merchants": dict(settings.terminal_merchants), "fee_bps": settings.fee_bps,
-            "offline_single_max": settings.offline_single_max, "verify_threads": settings.verify_threads,
-            "chains": [{"parent_id": c.parent_id, "stores": list(c.stores), "pools": c.pools} for c in settings.chains]}
+    """Every setting as JSON (what :data:`ENV_SETTINGS` names a file of); ``fault`` (tests only) is not carried."""
+    data: dict[str, Any] = {}
+    for f in fields(settings):
+        value = getattr(settings, f.name)
+        if f.name == "fault":
+            continue
+        if isinstance(value, Path):
+            value = str(value)
+        elif f.name == "terminal_merchants":
+            value = dict(value)
+        elif f.name == "chains":
+            value = [{"parent_id": c.parent_id, "stores": list(c.stores), "pools": c.pools} for c in value]
+        data[f.name] = value
+    return data
 
 
 def settings_from_json(data: dict[str, Any]) -> OperatorSettings:
-    return OperatorSettings(
-        db_url=data["db_url"], pki_dir=Path(data["pki_dir"]),
-        admin_token_path=Path(data["admin_token_path"]) if data.get("admin_token_path") else None,
-        terminal_merchants=dict(data.get("terminal_merchants") or {}), fee_bps=int(data.get("fee_bps") or 0),
-        offline_single_max=data.get("offline_single_max"),
-        verify_threads=int(data.get("verify_threads") or OperatorSettings.verify_threads),
-        chains=tuple(Chain(c["parent_id"], tuple(c["stores"]), c.get("pools")) for c in data.get("chains") or ()))
+    """The settings :func:`settings_to_json` wrote; a setting it does not hold keeps its default."""
+    known = {f.name for f in fields(OperatorSettings)} - {"fault"}
+    values = {name: value for name, value in data.items() if name in known}
+    for name in ("pki_dir", "admin_token_path"):
+        if values.get(name) is not None:
+            values[name] = Path(values[name])
+    if "chains" in values:
+        values["chains"] = tuple(Chain(c["parent_id"], tuple(c["stores"]), c.get("pools")) for c in values["chains"])
+    return OperatorSettings(**values)
 
 
 def settings_from_env(env: dict[str, str] | None = None) -> OperatorSettings:
