@@ -23,7 +23,7 @@ Nothing here runs on the settlement path: it reads what settlement wrote, when a
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Collection, Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,7 +35,7 @@ from bank.schema import load_tokens, unresolved_reports, vouchers, wallets
 from bank.store import Store
 from wallet.errors import EncodingError
 from wallet.ids import voucher_id
-from wallet.voucher import Voucher
+from wallet.voucher import CNY, Voucher, VoucherBody
 from wire.models import (
     ChainBreak,
     CounterGap,
@@ -82,7 +82,6 @@ class Scan:
     vouchers: int = 0
     gaps: list[Gap] = field(default_factory=list)
     breaks: list[ChainBreak] = field(default_factory=list)
-    top: dict[str, int] = field(default_factory=dict)  # each wallet's highest settled counter
 
 
 def check_wallet(wallet_id: str, paid: Iterable[Paid], opening_fen: int | None,
@@ -133,10 +132,28 @@ def _chunks(values: list[str]) -> Iterator[list[str]]:
         yield values[i:i + CHUNK]
 
 
+def _template() -> tuple[int, int, bytes]:
+    """Where a suite-1 voucher on the fixed template keeps its balance after payment: (voucher size, offset of the
+    8-byte value, the tag and length bytes just before it)."""
+    marker = 0x0102030405060708
+    body = VoucherBody(wallet_id="0" * 16, counter=1, amount_fen=1, currency=CNY, merchant_id="0" * 15,
+                       terminal_id="0" * 8, challenge=bytes(16), timestamp_ms=0, balance_after_fen=marker)
+    raw = Voucher(body, bytes(64)).encode()
+    at = raw.index(marker.to_bytes(8, "big"))
+    return len(raw), at, raw[at - 3:at]
+
+
+_SIZE, _AT, _HEAD = _template()
+
+
 def _balance_after(raw: bytes) -> int:
+    """The balance the card signed after the payment: read in place on the template (settlement decoded every
+    settled voucher strictly already), else decoded."""
+    if len(raw) == _SIZE and raw[_AT - 3:_AT] == _HEAD:
+        return int.from_bytes(raw[_AT:_AT + 8], "big")
     try:
         return Voucher.decode(raw).body.balance_after_fen
-    except EncodingError:  # settled vouchers decoded once already; never expected
+    except EncodingError:  # never expected of a settled voucher
         return -1
 
 
@@ -168,7 +185,6 @@ def scan(conn: Connection, wallet_ids: Collection[str] | None = None) -> Scan:
         out.vouchers += len(paid)
         out.gaps += gaps
         out.breaks += breaks
-        out.top[wid] = paid[-1].counter
 
     cols = (vouchers.c.wallet_id, vouchers.c.counter, vouchers.c.amount_fen, vouchers.c.terminal_id,
             vouchers.c.voucher)
@@ -176,7 +192,8 @@ def scan(conn: Connection, wallet_ids: Collection[str] | None = None) -> Scan:
         q = select(*cols).order_by(vouchers.c.wallet_id, vouchers.c.counter)
         if part is not None:
             q = q.where(vouchers.c.wallet_id.in_(part))
-        current, paid = None, []
+        current: str | None = None
+        paid: list[Paid] = []
         for wid, counter, amount, tid, raw in conn.execution_options(yield_per=2000).execute(q):
             if wid != current:
                 if current is not None:
@@ -204,8 +221,8 @@ def _settled(conn: Connection, keys: Iterable[tuple[str, int]]) -> dict[tuple[st
     return out
 
 
-def match(rows: list[Any], found: Scan, settled: dict[tuple[str, int], tuple[str, bytes]],
-          reports: list[Any] | None = None) -> list[ReconciledItem]:
+def match(rows: Sequence[Any], found: Scan, settled: dict[tuple[str, int], tuple[str, bytes]],
+          reports: Sequence[Any] | None = None) -> list[ReconciledItem]:
     """Each reported row (of ``unresolved_reports``) with what the operator's books say of it; ``reports``: every
     terminal's rows for those wallets (default ``rows``), whose amounts the balance chain across a gap is held to."""
     by_wallet: dict[str, list[Gap]] = defaultdict(list)
@@ -273,7 +290,7 @@ def gap_answer(g: Gap, reported: int) -> CounterGap:
                            "may still hold it; those a terminal reported are listed with it")
 
 
-def _gaps(found: Scan, rows: list[Any], wallets_of: set[str] | None = None) -> list[CounterGap]:
+def _gaps(found: Scan, rows: Sequence[Any], wallets_of: set[str] | None = None) -> list[CounterGap]:
     keys = {(r.wallet_id, int(r.counter)) for r in rows if r.wallet_id is not None}
     out = []
     for g in found.gaps:

@@ -53,9 +53,9 @@ def pay_and_die_in_a_process(shop: Shop) -> None:
     assert died.returncode == 137 and died.stdout == "", died.stderr
 
 
-def test_the_next_tap_recovers_the_torn_twenty_and_the_books_balance(shop: Shop, capsys, monkeypatch) -> None:
-    assert cli(shop, capsys, "card", "issue", "--tier", "4", "--balance", "100", "--json")[0] == 0
-
+def pay_and_die_here(shop: Shop, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same ``pos pay --power-loss``, in this process: the terminal 'dies' (an exception no handler takes)
+    right after the card answers PAY, before it records anything; its intent stays open with its pay-sent mark."""
     def die() -> None:
         raise Died
 
@@ -64,6 +64,11 @@ def test_the_next_tap_recovers_the_torn_twenty_and_the_books_balance(shop: Shop,
         main(["--home", str(shop.home.root), "pay", "--terminal", T1, "--card", "c0001", "--amount", "20",
               "--power-loss"])
     monkeypatch.undo()
+
+
+def test_the_next_tap_recovers_the_torn_twenty_and_the_books_balance(shop: Shop, capsys, monkeypatch) -> None:
+    assert cli(shop, capsys, "card", "issue", "--tier", "4", "--balance", "100", "--json")[0] == 0
+    pay_and_die_here(shop, monkeypatch)
     assert cli(shop, capsys, "pay", "--terminal", T2, "--card", "c0001", "--amount", "5", "--json")[1][
         "status"] == "approved"
     assert cli(shop, capsys, "sync", "--terminal", T2, "--json")[1]["settled"] == 1
@@ -80,11 +85,14 @@ def test_the_next_tap_recovers_the_torn_twenty_and_the_books_balance(shop: Shop,
 
 
 @pytest.mark.parametrize("comes_back", [True, False], ids=["log-exceeded", "card-never-back"])
-def test_an_unrecoverable_torn_payment_is_flagged_and_matched_in_pos_report(shop: Shop, capsys,
+def test_an_unrecoverable_torn_payment_is_flagged_and_matched_in_pos_report(shop: Shop, capsys, monkeypatch,
                                                                              comes_back: bool) -> None:
     assert cli(shop, capsys, "card", "issue", "--tier", "4", "--balance", "100", "--json")[0] == 0
     shop.home.cards.save(shop.home.cards.load("c0001").evolve(log_depth=1))  # its log keeps one payment
-    pay_and_die_in_a_process(shop)
+    if comes_back:
+        pay_and_die_in_a_process(shop)  # the issue's command, in a process that really dies
+    else:
+        pay_and_die_here(shop, monkeypatch)
     assert cli(shop, capsys, "pay", "--terminal", T2, "--card", "c0001", "--amount", "5", "--json")[1][
         "status"] == "approved"
     wallet = shop.home.cards.load("c0001").wallet_id

@@ -230,14 +230,13 @@ def upload_batches(cli: OperatorClient, chunks: Sequence[list[Entry]], encode: C
     if not chunks:
         return
 
-    def declared(chunk: list[Entry]) -> dict[str, int]:
-        v = version(chunk) if version is not None else 0
-        return {"denylist_version": v} if v else {}
+    def declared(chunk: list[Entry]) -> int | None:
+        return (version(chunk) or None) if version is not None else None  # 0 goes unsaid
 
-    yield chunks[0], cli.settle_batch(encode(chunks[0]), **declared(chunks[0]))
+    yield chunks[0], cli.settle_batch(encode(chunks[0]), denylist_version=declared(chunks[0]))
     if depth <= 1 or len(chunks) == 1:
         for chunk in chunks[1:]:
-            yield chunk, cli.settle_batch(encode(chunk), **declared(chunk))
+            yield chunk, cli.settle_batch(encode(chunk), denylist_version=declared(chunk))
         return
     cancel = threading.Event()
     rest = iter(chunks[1:])
@@ -248,7 +247,7 @@ def upload_batches(cli: OperatorClient, chunks: Sequence[list[Entry]], encode: C
             chunk = next(rest, None)
             if chunk is not None:
                 in_flight.append((chunk, pool.submit(cli.settle_batch, encode(chunk), cancel=cancel,
-                                                     **declared(chunk))))
+                                                     denylist_version=declared(chunk))))
 
         try:
             for _ in range(depth):
