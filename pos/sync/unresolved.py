@@ -13,6 +13,7 @@ every time there is something to show.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 from typing import Any, TypeVar
@@ -76,7 +77,8 @@ def report_unresolved(home: Home, terminal_id: str, ledger: Ledger, cli: Operato
     if digest == last and not always:
         return None
     answer = _parse(TerminalReconciliation, cli.call("POST", "/v1/reconciliation", {"items": items}))
-    write_atomic(path, digest.encode())
+    with contextlib.suppress(OSError):  # only saves sending the same report again
+        write_atomic(path, digest.encode())
     return answer.to_json()
 
 
