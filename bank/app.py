@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import binascii
+from dataclasses import replace
 from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, FastAPI, Header, Path, Query, Request
@@ -132,6 +133,25 @@ def _body_parser(content_type: str | None) -> Any:
 
 
 
+DENYLIST_VERSION_PARAM = {
+    "name": "denylist_version", "in": "query", "required": False,
+    "schema": {"type": "integer", "minimum": 0, "maximum": SINCE_MAX},
+    "description": "the denylist version the terminal had when it took these vouchers (signed with the query); a "
+                   "voucher of a wallet that version revoked is rejected wallet_revoked. Absent: 0"}
+
+
+def _declared_version(request: Request) -> int:
+    """The ``denylist_version`` of a settlement's (signed) query: 0 when absent; :class:`BadRequest` when it is not
+    one integer in 0..2^63-1. Read once the request is authenticated."""
+    values = request.query_params.getlist("denylist_version")
+    if not values:
+        return 0
+    text = values[0]
+    if len(values) > 1 or not (text.isascii() and text.isdigit()) or len(text) > 19 or int(text) > SINCE_MAX:
+        raise BadRequest("denylist_version must be one integer from 0 to 2^63-1")
+    return int(text)
+
+
 def _settle(op: Operator, term: TerminalRecord, items: list[UploadItem]) -> tuple[list[dict[str, Any]], int]:
     """Settle a batch and read the denylist version after it (one trip to a worker thread)."""
     return op.settle(term, items), op.denylist_version()
@@ -195,7 +215,7 @@ def create_app(op: Operator) -> FastAPI:
         return Health(status="ok")
 
     @app.post("/v1/settlements", response_model=SettlementAnswer, responses=errors(403, 413, 415),
-              openapi_extra={"requestBody": {"required": True, "content": {
+              openapi_extra={"parameters": [DENYLIST_VERSION_PARAM], "requestBody": {"required": True, "content": {
                   "application/json": {"schema": _inline_schema(SettlementRequest)},
                   batch.CONTENT_TYPE: {"schema": {"type": "string", "format": "binary",
                                                   "description": "the binary batch (see wire/batch.py)"}}}}})
@@ -221,6 +241,7 @@ def create_app(op: Operator) -> FastAPI:
         term = await auth
         if isinstance(items, OperatorError):
             raise items
+        term = replace(term, denylist_version=_declared_version(request))
         results, version = await run_in_threadpool(_settle, op, term, items)
         return JSONResponse({"results": results, "denylist_version": version})
 
@@ -299,6 +320,8 @@ def create_app(op: Operator) -> FastAPI:
         return op.account(merchant_id)
 
     from bank.merchant_routes import add_merchant_routes  # it builds on this module's helpers
+    from bank.reconcile_routes import add_reconcile_routes  # its routes use this module's helpers
 
     add_merchant_routes(app, op)
+    add_reconcile_routes(app, op)
     return app

@@ -40,6 +40,9 @@ class TerminalRecord:
     merchant_id: str
     pending_nonce: tuple[str, int] | None = None
     skew_ms: int = 0  # how far the terminal's own clock is ahead of the operator's, measured at this request
+    # The denylist version the terminal had when it took the vouchers of this upload (signed in its query); 0: none
+    # declared (taken as before any revocation). See bank.double_spend.
+    denylist_version: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,6 +18,7 @@ from bank.clock import now_ms
 from bank.double_spend import WalletState
 from bank.parse import Judged
 from bank.reasons import DOUBLE_SPEND
+from bank.schema import denylist as denylist_table
 from bank.schema import load_tokens, rejections, vouchers, wallets
 
 RememberNonce = Callable[..., None]
@@ -55,6 +56,8 @@ def commit_batch(conn: Connection, terminal: TerminalRecord, judged: list[Judged
         on_file = dict(sql.select_in(conn, "settled_bodies", sql.settled_bodies, [j.voucher_id for j in candidates]))
         wids = sorted({j.wallet_id for j in candidates if j.wallet_id})
         states = _wallet_states(conn, candidates, wids)
+        if terminal.denylist_version > 0:
+            _known_revocations(conn, states, terminal.denylist_version)
         days = sorted({j.day for j in candidates})
         daily: dict[tuple[str, str], int] = defaultdict(int)
         for wid, day, total in sql.select_in(conn, "daily_totals", sql.daily_totals, wids, days):
@@ -121,6 +124,22 @@ def _wallet_states(conn: Connection, candidates: list[Judged], wids: list[str]) 
                                                     for_update=True)})
     return {w: WalletState(r[1], r[2], r[3], prove_loads=functools.partial(prove_loads, conn, w))
             for w, r in rows.items()}
+
+
+def _known_revocations(conn: Connection, states: dict[str, WalletState], version: int) -> None:
+    """Mark the revoked wallets whose revocation the terminal had (its denylist version ``version`` or earlier
+    added them, and no later change up to it removed them). Only revoked wallets are looked up: nothing to read on
+    a batch without one."""
+    revoked = [w for w, s in states.items() if s.status != "active"]
+    if not revoked:
+        return
+    last: dict[str, str] = {}
+    for wid, action in conn.execute(select(denylist_table.c.wallet_id, denylist_table.c.action).where(
+            denylist_table.c.wallet_id.in_(revoked), denylist_table.c.version <= version)
+            .order_by(denylist_table.c.version)):
+        last[wid] = action
+    for wid, action in last.items():
+        states[wid].known_revoked = action == "add"
 
 
 def prove_loads(conn: Connection, wallet_id: str, w: WalletState, j: Judged) -> int:

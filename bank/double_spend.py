@@ -5,6 +5,10 @@ one that would take the wallet's settled spending over what was loaded onto it, 
 settled stands and the wallet is revoked. A voucher that would take the wallet's day over its tier's daily cap is
 ``over_daily_limit``.
 
+A voucher from a revoked wallet that its terminal took while it already had the denylist version revoking that wallet
+(the version the upload declares, signed) is ``wallet_revoked``: it should have been declined offline, and it is the
+merchant's loss. One taken before the terminal could have known settles under every other rule.
+
 Loads count once the card took them: an issued load token that is not confirmed yet counts only when a voucher
 proves it, its card's balance after the payment plus what the wallet spent up to it being more than the loads
 counted so far (:func:`bank.commit.prove_loads`).
@@ -16,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from bank.parse import Judged
-from bank.reasons import DOUBLE_SPEND, OVER_DAILY_LIMIT
+from bank.reasons import DOUBLE_SPEND, OVER_DAILY_LIMIT, WALLET_REVOKED
 from wallet.limits import TIER_LIMITS
 
 
@@ -31,6 +35,7 @@ class WalletState:
     revoke: bool = False
     settled_now: list[tuple[int, int]] = field(default_factory=list)  # (counter, amount) settled by this batch
     prove_loads: Callable[[WalletState, Judged], int] | None = None  # see bank.commit.prove_loads
+    known_revoked: bool = False  # the uploading terminal's denylist version had it revoked
 
 
 def judge(j: Judged, w: WalletState, on_file: dict[str, str], daily: dict[tuple[str, str], int]) -> bool:
@@ -44,6 +49,9 @@ def judge(j: Judged, w: WalletState, on_file: dict[str, str], daily: dict[tuple[
         else:
             j.status, j.reason = "rejected", DOUBLE_SPEND
             w.revoke = True
+        return False
+    if w.known_revoked:
+        j.status, j.reason = "rejected", WALLET_REVOKED
         return False
     if w.loaded is not None and w.spent + w.spent_delta + j.amount_fen > w.loaded:
         if w.prove_loads is not None:

@@ -12,3 +12,4 @@ FUTURE_TIMESTAMP = "future_timestamp"
 OVER_SINGLE_LIMIT = "over_single_limit"
 OVER_DAILY_LIMIT = "over_daily_limit"
 OVER_OFFLINE_LIMIT = "over_offline_limit"
+WALLET_REVOKED = "wallet_revoked"  # taken after the terminal had the denylist version that revoked the wallet

@@ -236,3 +236,21 @@ def _add_missing_columns(engine: Engine) -> None:
     if "discount" not in {c["name"] for c in inspect(engine).get_columns("vouchers")}:  # before campaigns
         with engine.begin() as conn:
             conn.exec_driver_sql("ALTER TABLE vouchers ADD COLUMN discount INTEGER NOT NULL DEFAULT 0")
+
+
+# -- reconciliation (bank.reconcile): what terminals report they could not settle, replaced at each report ---------
+unresolved_reports = Table(
+    "unresolved_reports", metadata,
+    Column("terminal_id", String(8), primary_key=True),
+    Column("intent_seq", BigInteger, primary_key=True),
+    Column("merchant_id", String(15), nullable=False),
+    Column("state", String(16), nullable=False),  # unresolved | open
+    Column("wallet_id", String(16)),
+    Column("counter", BigInteger),
+    Column("amount_fen", BigInteger, nullable=False),
+    Column("challenge", String(32), nullable=False),
+    Column("problem", String(200), nullable=False),
+    Column("created", String(40), nullable=False),  # when the charge started, the terminal's clock
+    Column("reported_ms", BigInteger, nullable=False),
+    Index("unresolved_reports_wallet", "wallet_id", "counter"),
+)

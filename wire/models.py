@@ -9,9 +9,9 @@ against the JSON objects.
 from __future__ import annotations
 
 from collections.abc import KeysView
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 from wire.batch import MAX_BATCH
 
@@ -219,3 +219,84 @@ class ErrorAnswer(WireModel):
 
 class Health(WireModel):
     status: str
+
+
+# -- reconciliation of what is still unresolved (bank.reconcile; docs/operator.md, "Reconciliation") ---------------
+class UnresolvedItem(BaseModel):
+    """One charge a terminal could not settle: an ``unresolved`` ledger entry, or an ``open`` intent whose wallet and
+    counter it knows (the card left mid-PAY, or its process died after PAY was sent) and the card has not brought
+    back yet."""
+
+    intent: int = Field(ge=1, le=2**63 - 1, description="the intent's ledger seq at the terminal")
+    state: Literal["unresolved", "open"]
+    wallet_id: str | None = Field(default=None, pattern=r"^\d{16}$")
+    counter: int | None = Field(default=None, ge=1, le=0xFFFFFFFF, description="the counter its PAY would produce")
+    amount_fen: int = Field(gt=0, le=10**12)
+    challenge: str = Field(pattern=r"^[0-9a-f]{32}$", description="the PAY's challenge, hex")
+    problem: str = Field(default="", max_length=200)
+    time: str = Field(default="", max_length=40, description="when the charge started (the terminal's clock)")
+
+    @model_validator(mode="after")
+    def _wallet_and_counter(self) -> UnresolvedItem:
+        if (self.wallet_id is None) != (self.counter is None):
+            raise ValueError("wallet_id and counter go together")
+        return self
+
+
+class UnresolvedReport(BaseModel):
+    """Everything a terminal holds unresolved now (what it reported before and no longer lists is dropped)."""
+
+    items: list[UnresolvedItem] = Field(max_length=MAX_BATCH)
+
+
+class ReconciledItem(WireModel):
+    terminal_id: str
+    intent: int
+    state: str = Field(description="unresolved | open, as the terminal reported it")
+    wallet_id: str | None
+    counter: int | None
+    amount_fen: int
+    status: str = Field(description="matched | waiting | settled | paid_elsewhere | no_wallet")
+    chain: str | None = Field(default=None, description="matched: agrees | differs | unknown (the balance chain "
+                                                        "across the gap against the amounts reported)")
+    gap_fen: int | None = Field(default=None, description="what left the card across the gap, net of loads")
+    paid_to: str | None = Field(default=None, description="paid_elsewhere/settled: the terminal paid at that counter")
+    next: str = Field(description="what happens next")
+
+
+class CounterGap(WireModel):
+    wallet_id: str
+    first: int = Field(description="a run of counters never settled while a later one is: first..last")
+    last: int
+    gap_fen: int | None = Field(description="what left the card across the run, net of loads (null: the balance "
+                                            "before the run is unknown)")
+    next_terminal: str = Field(description="where the card's next settled payment was made")
+    reported: int = Field(description="how many counters of the run terminals reported (see items)")
+    next: str
+
+
+class ChainBreak(WireModel):
+    wallet_id: str
+    counter: int
+    previous: int = Field(description="the counter before it (0: the opening balance)")
+    expected_fen: int = Field(description="the balance after the previous payment, minus this one's amount")
+    balance_after_fen: int = Field(description="what the card signed")
+    terminal_id: str
+    next: str
+
+
+class TerminalReconciliation(WireModel):
+    terminal_id: str
+    items: list[ReconciledItem]
+    gaps: list[CounterGap] = Field(description="runs of missing counters in the wallets of these items that terminals "
+                                               "have not reported whole")
+
+
+class Reconciliation(WireModel):
+    wallets: int = Field(description="wallets checked")
+    vouchers: int = Field(description="settled vouchers checked")
+    items: list[ReconciledItem] = Field(description="every terminal's reported items")
+    gaps: list[CounterGap] = Field(description="the first `limit` runs of missing counters")
+    gaps_total: int
+    breaks: list[ChainBreak] = Field(description="the first `limit` balance-after figures that do not chain")
+    breaks_total: int

@@ -235,7 +235,8 @@ class Commands:
 
 # Modules that add their own commands through ``register(commands: Commands)``.
 COMMAND_MODULES = ("pos.cli.ledger_cmds", "pos.cli.operator_cmds", "pos.cli.readers", "pos.cli.ui_cmds",
-                   "pos.cli.fleet_cmds", "pos.cli.scenario_cmds", "pos.cli.merchant_cmds")
+                   "pos.cli.fleet_cmds", "pos.cli.scenario_cmds", "pos.cli.merchant_cmds",
+                   "pos.cli.reconcile_cmds")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -101,6 +101,7 @@ def cmd_refund(args: argparse.Namespace, home: Home) -> int:
 
 
 def cmd_report(args: argparse.Namespace, home: Home) -> int:
+    from pos.cli.reconcile_cmds import unresolved_lines
     from pos.sync.reports import reconcile
 
     data = reconcile(home, args.terminal, args.date, args.operator)
@@ -118,6 +119,7 @@ def cmd_report(args: argparse.Namespace, home: Home) -> int:
               f"operator={d['operator']}  ({d['note']})" for d in data["differences"]]
     lines += [f"  FLAGGED {f[4]}: {f[0]} wallet {f[1]} {format_fen(f[2])} {f[3]} (terminal clock "
               f"{f[5] / 3_600_000:+.1f} h)" for f in o.get("flags", [])]
+    lines += unresolved_lines(data.get("unresolved", {}))
     emit(args, data, "\n".join(lines))
     return EXIT_OK if data["matches"] else EXIT_FAILED
 

@@ -60,6 +60,16 @@ class SettlementQueries:
         ).fetchone()
         return row[0] or 0
 
+    def denylist_history(self) -> list[tuple[int, int]]:
+        """The denylist versions recorded, as (seq of the entry, version) in ledger order."""
+        return sorted((seq, int(v or 0)) for seq, v in self._conn.execute(  # through entries_denylist (no ORDER BY)
+            "SELECT seq, json_extract(data, '$.version') FROM entries WHERE kind = 'denylist'"))
+
+    def unresolved(self) -> list[Entry]:
+        """The ``unresolved`` entries (intents closed without a voucher, for the operator), oldest first."""
+        return [row_entry(r) for r in self._conn.execute(
+            f"SELECT {COLS} FROM entries WHERE kind = 'unresolved' ORDER BY seq")]
+
     def apply_denylist(self, version: int, added: list[str], removed: Collection[str] = ()) -> None:
         """Record a denylist change as entries (one per wallet), all in one transaction."""
         with self.transaction() as tx:

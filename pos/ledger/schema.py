@@ -83,3 +83,10 @@ def m006_verified_checkpoint(db: sqlite_utils.Database) -> None:
     sealed under the ledger key, so the check before every sync re-hashes only the entries after it."""
     db.execute("""CREATE TABLE verified (id INTEGER PRIMARY KEY CHECK (id = 1), seq INTEGER NOT NULL,
                   hash TEXT NOT NULL, open_intents TEXT NOT NULL, fingerprint TEXT NOT NULL, mac TEXT NOT NULL)""")
+
+
+@MIGRATIONS()
+def m007_unresolved_entries(db: sqlite_utils.Database) -> None:
+    """What sync reports to the operator: the ``unresolved`` entries, found without reading the whole ledger (a
+    partial index: no other entry writes a page of it)."""
+    db.execute("CREATE INDEX entries_unresolved ON entries(seq) WHERE kind = 'unresolved'")

@@ -294,10 +294,13 @@ class OperatorClient:
         return self._call(SettlementAnswer, "POST", "/v1/settlements",
                           {"vouchers": vouchers, "certificates": certificates})
 
-    def settle_batch(self, body: bytes, cancel: threading.Event | None = None) -> SettlementAnswer:
+    def settle_batch(self, body: bytes, cancel: threading.Event | None = None,
+                     denylist_version: int | None = None) -> SettlementAnswer:
         """Upload a binary settlement batch (:func:`wire.batch.encode_batch`): what :func:`pos.sync.upload.sync_once`
-        sends. ``cancel`` as in :meth:`call`."""
+        sends. ``cancel`` as in :meth:`call`; ``denylist_version``: the version the terminal had when it took these
+        vouchers (in the signed query)."""
         return self._call(SettlementAnswer, "POST", "/v1/settlements", content=body,
+                          params=None if denylist_version is None else {"denylist_version": denylist_version},
                           content_type=BATCH_CONTENT_TYPE, cancel=cancel)
 
     def denylist(self, since: int) -> DenylistAnswer:

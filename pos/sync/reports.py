@@ -2,6 +2,11 @@
 
 A payment belongs to the China Standard Time day of its voucher's timestamp (:func:`pos.ledger.payment_day`), the
 day the card counted it in and the operator reports it under; the clerk's day report (:mod:`pos.records`) too.
+
+Beside the day, the reconciliation shows what is still unresolved whatever its day: the terminal's ``unresolved``
+entries and the open charges a card took PAY for and never brought back, each with what the operator's books say
+of it (a gap in the wallet's counters it explains, paid elsewhere, waiting...) and what happens next, and the gaps
+in those wallets no terminal has reported (:mod:`pos.sync.unresolved`, :mod:`bank.reconcile`).
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import httpx
 from pos.home import Home
 from pos.ledger import Ledger, payment_day
 from pos.sync.client import OperatorClient, RetryPolicy
+from pos.sync.unresolved import report_unresolved, unresolved_items
 from pos.sync.upload import SETTLED_STATUSES, operator_client
 from wallet import clock
 from wallet.card import CHINA_TZ
@@ -80,6 +86,8 @@ def reconcile(home: Home, terminal_id: str, day: str | None = None, operator_url
     try:
         with home.ledger(terminal_id) as ledger:
             mine, my_vouchers, my_refunds = terminal_report(ledger, day)
+            local = {i["intent"]: i for i in unresolved_items(ledger)}
+            answer = report_unresolved(home, terminal_id, ledger, cli, always=True)
         theirs = cli.report(day)
     finally:
         if own:
@@ -114,5 +122,8 @@ def reconcile(home: Home, terminal_id: str, day: str | None = None, operator_url
                                 "operator": op_refunds.get(rid), "note": "refunds differ"})
     operator = {k: theirs[k] for k in ("count", "total_fen", "settled", "rejected", "refunds", "flags")
                 if k in theirs}  # flags: vouchers whose timestamp the operator reviews (docs/operator.md, Time)
+    answered = answer or {"items": [], "gaps": []}
+    unresolved = {"items": [{**{k: local.get(i["intent"], {}).get(k) for k in ("problem", "time")}, **i}
+                            for i in answered["items"]], "gaps": answered["gaps"]}
     return {"terminal_id": terminal_id, "date": day, "terminal": mine, "operator": operator,
-            "matches": not differences, "differences": differences}
+            "matches": not differences, "differences": differences, "unresolved": unresolved}

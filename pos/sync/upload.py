@@ -22,6 +22,7 @@ loop :mod:`pos.sync.loop`.
 
 from __future__ import annotations
 
+import bisect
 import threading
 import time
 from collections import deque
@@ -35,7 +36,7 @@ import httpx
 from pos.home import Home
 from pos.ledger import Entry, Ledger
 from pos.sync import clockskew
-from pos.sync.client import OperatorClient, OperatorUnavailable, RetryPolicy
+from pos.sync.client import OperatorClient, OperatorRefused, OperatorUnavailable, RetryPolicy
 from wallet.errors import EcnyError
 from wire.batch import encode_batch
 from wire.models import SettlementAnswer
@@ -77,13 +78,14 @@ class SyncResult:
     elapsed_s: float = 0.0
     flagged: list[dict[str, Any]] = field(default_factory=list)  # settled or rejected, timestamp to review
     clock_ahead_ms: int | None = None  # the terminal's clock against the operator's, learnt by this sync
+    unresolved: int | None = None  # items reported unresolved to the operator (None: no report was needed)
 
     def to_json(self) -> dict[str, Any]:
         """The ``pos sync --json`` shape."""
         return {"terminal_id": self.terminal_id, "uploaded": self.uploaded, "settled": self.settled,
                 "duplicate": self.duplicate, "rejected": self.rejected, "denylist_version": self.denylist_version,
                 "pending": self.pending, "pending_fen": self.pending_fen, "flagged": self.flagged,
-                "clock_ahead_ms": self.clock_ahead_ms}
+                "clock_ahead_ms": self.clock_ahead_ms, "unresolved": self.unresolved}
 
 
 def operator_client(home: Home, terminal_id: str, operator_url: str | None, client: OperatorClient | None,
@@ -116,9 +118,10 @@ def sync_once(home: Home, terminal_id: str, operator_url: str | None = None,
             if progress:
                 progress(SyncProgress(0, total, total, left_fen))
             certs: dict[str, bytes] = {}
-            chunks = [outbox[i:i + batch_size] for i in range(0, total, batch_size)]
+            chunks, versions = known_versions(ledger, outbox, batch_size)
             done = 0
-            for chunk, answer in upload_batches(cli, chunks, lambda c: _batch(ledger, c, certs), depth):
+            for chunk, answer in upload_batches(cli, chunks, lambda c: _batch(ledger, c, certs), depth,
+                                                lambda c: versions[c[0].seq]):
                 _record(ledger, chunk, answer.get("results"), result)
                 left_fen -= sum(e.amount_fen for e in chunk)
                 done += len(chunk)
@@ -127,6 +130,7 @@ def sync_once(home: Home, terminal_id: str, operator_url: str | None = None,
             d = cli.denylist(ledger.denylist_version())
             if d.get("added") or d.get("removed"):
                 ledger.apply_denylist(int(d["version"]), list(d.get("added", [])), list(d.get("removed", [])))
+            result.unresolved = _report_unresolved(home, terminal_id, ledger, cli)
             status = ledger.sync_status()
             result.denylist_version, result.pending, result.pending_fen = (status.denylist_version,
                                                                            status.pending_count, status.pending_fen)
@@ -139,6 +143,46 @@ def sync_once(home: Home, terminal_id: str, operator_url: str | None = None,
             cli.close()
     result.elapsed_s = time.perf_counter() - t0
     return result
+
+
+def known_versions(ledger: Ledger, outbox: list[Entry], batch_size: int = BATCH_SIZE,
+                   ) -> tuple[list[list[Entry]], dict[int, int]]:
+    """The outbox cut into batches of at most ``batch_size`` that were each taken under one denylist version, and
+    that version by the seq of each batch's first payment. A payment was taken under the highest version recorded
+    before its intent (its charge started before the tap: the version it was checked against is that one or a later
+    one), so the declaration never says the terminal knew more than it did."""
+    history = ledger.denylist_history()
+    seqs, best, top = [s for s, _ in history], [], 0
+    for _, v in history:
+        top = max(top, v)
+        best.append(top)
+
+    def version(e: Entry) -> int:
+        i = bisect.bisect_left(seqs, int(e.data.get("intent") or e.seq))
+        return best[i - 1] if i else 0
+
+    chunks: list[list[Entry]] = []
+    versions: dict[int, int] = {}
+    current = -1
+    for e in outbox:
+        v = version(e) if seqs else 0
+        if v != current or len(chunks[-1]) >= batch_size:
+            chunks.append([])
+            versions[e.seq], current = v, v
+        chunks[-1].append(e)
+    return chunks, versions
+
+
+def _report_unresolved(home: Home, terminal_id: str, ledger: Ledger, cli: OperatorClient) -> int | None:
+    """Report what the terminal could not settle when that changed (:mod:`pos.sync.unresolved`): how many items
+    went up, or None when nothing was sent. A refusal or an operator gone by now leaves it for the next sync."""
+    from pos.sync.unresolved import report_unresolved  # (it reads the pay-sent marks of pos.payment)
+
+    try:
+        answer = report_unresolved(home, terminal_id, ledger, cli)
+    except (OperatorRefused, OperatorUnavailable):
+        return None
+    return None if answer is None else len(answer["items"])
 
 
 def remember_clock(home: Home, terminal_id: str, cli: OperatorClient) -> int | None:
@@ -173,20 +217,26 @@ def _batch(ledger: Ledger, chunk: list[Entry], certs: dict[str, bytes]) -> bytes
 
 
 def upload_batches(cli: OperatorClient, chunks: Sequence[list[Entry]], encode: Callable[[list[Entry]], bytes],
-                   depth: int = PIPELINE_DEPTH) -> Iterator[tuple[list[Entry], SettlementAnswer]]:
+                   depth: int = PIPELINE_DEPTH, version: Callable[[list[Entry]], int] | None = None,
+                   ) -> Iterator[tuple[list[Entry], SettlementAnswer]]:
     """Each chunk with the operator's answer to it, in order: the first chunk alone, then ``depth`` in flight.
 
     ``encode`` runs on the calling thread (it may read the ledger); only the requests run on helper threads. The
     first failure is raised once the requests already in flight have ended (they stop retrying); none of their
     answers is yielded after it. Settlement is idempotent by voucher id, so a batch the operator settled but whose
-    answer is dropped here is answered ``duplicate`` when it goes up again.
+    answer is dropped here is answered ``duplicate`` when it goes up again. ``version`` gives the denylist version
+    a chunk was taken under (sent with it when above 0).
     """
     if not chunks:
         return
-    yield chunks[0], cli.settle_batch(encode(chunks[0]))
+
+    def declared(chunk: list[Entry]) -> int | None:
+        return (version(chunk) or None) if version is not None else None  # 0 goes unsaid
+
+    yield chunks[0], cli.settle_batch(encode(chunks[0]), denylist_version=declared(chunks[0]))
     if depth <= 1 or len(chunks) == 1:
         for chunk in chunks[1:]:
-            yield chunk, cli.settle_batch(encode(chunk))
+            yield chunk, cli.settle_batch(encode(chunk), denylist_version=declared(chunk))
         return
     cancel = threading.Event()
     rest = iter(chunks[1:])
@@ -196,7 +246,8 @@ def upload_batches(cli: OperatorClient, chunks: Sequence[list[Entry]], encode: C
         def send() -> None:
             chunk = next(rest, None)
             if chunk is not None:
-                in_flight.append((chunk, pool.submit(cli.settle_batch, encode(chunk), cancel=cancel)))
+                in_flight.append((chunk, pool.submit(cli.settle_batch, encode(chunk), cancel=cancel,
+                                                     denylist_version=declared(chunk))))
 
         try:
             for _ in range(depth):
