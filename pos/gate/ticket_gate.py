@@ -39,6 +39,7 @@ from pos.payment.card_client import CardStatusError, TraceEntry, WalletClient
 from pos.payment.outcome import Declined
 from pos.payment.reasons import Reason
 from pos.payment.session import PaymentSession
+from pos.payment.unwritten import KEPT
 from wallet import apdu as sw
 from wallet.card import china_day
 from wallet.clock import now_ms
@@ -47,7 +48,6 @@ from wallet.protocol import AuthRequest
 from wallet.voucher import CHALLENGE_SIZE, Voucher
 
 Clock = Callable[[], int]  # milliseconds since the epoch
-
 __all__ = ["ANTI_PASSBACK", "CAPACITY", "PAID", "PREPAID", "Gate", "GateDecision", "GateError", "GateStore"]
 
 _RECONCILED = "ledger_seq_reconciled"  # ledger entries up to here have their passes
@@ -219,7 +219,7 @@ class Gate:
         self.store = GateStore(home.terminal_dir(terminal_id) / "gate.db")
         self.ledger = home.ledger(terminal_id)
         self.ctx = home.context(terminal_id, self.ledger)
-        self._reconciled = self.store.mark(_RECONCILED)
+        self._reconciled, self._kept_seen = self.store.mark(_RECONCILED), 0
         self.reconcile()
         self.store.set_mark(_RECONCILED, self._reconciled)
 
@@ -304,8 +304,8 @@ class Gate:
 
     # -- one tap ----------------------------------------------------------------------------------------------------
     def admit(self, reader: Reader, sku: str, quantity: int = 1, *, timeout: float | None = 0.25,
-              cancel: threading.Event | None = None,
-              selection: Callable[[], tuple[str, int]] | None = None) -> GateDecision | None:
+              cancel: threading.Event | None = None, selection: Callable[[], tuple[str, int]] | None = None,
+              ) -> GateDecision | None:
         """Wait up to ``timeout`` for a wallet and decide; None when no wallet came. Never raises for a card.
 
         ``selection``, when given, is asked for the ticket and quantity the moment a wallet arrives (a UI whose
@@ -324,6 +324,9 @@ class Gate:
             except EcnyError:
                 conn.release()
                 raise
+        self._kept_seen, news = KEPT.write_since(self.ledger, self._kept_seen)  # a kept ticket payment written
+        if news:  # (pos.payment.unwritten) gets its pass: the visitor enters on it, never pays twice
+            self.reconcile()
         reading = PaymentSession(self.ctx, reader)
         trace = reading.trace
         handed_over = False
