@@ -235,7 +235,7 @@ class ResultScreen(TerminalScreen):
     def action_done(self) -> None:
         self.app.pop_screen()
         new_sale = getattr(self.app.screen, "new_sale", None)  # back on the counter: clear the sale just paid
-        if self.outcome.approved and callable(new_sale):
+        if (self.outcome.approved or self.outcome.kept_voucher_id) and callable(new_sale):  # kept: paid too
             new_sale()
         self.tapp.poll_status()
 
