@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 
 from pos.home import Home
-from pos.ledger import Ledger
+from pos.ledger import Ledger, LedgerMissing
 from pos.sync import clockskew
 from pos.sync.client import OperatorClient, RetryPolicy
 from pos.sync.upload import SETTLED_STATUSES, operator_client
@@ -73,7 +73,8 @@ def reconcile(home: Home, terminal_id: str, day: str | None = None, operator_url
               retry: RetryPolicy | None = None) -> dict[str, Any]:
     """Compare the terminal's end-of-day report with the operator's settlement report (the ``pos report`` object).
 
-    A ledger that fails verification raises :class:`~pos.ledger.LedgerTampered` before the operator is asked.
+    The ledger is opened read-only (a read-only copy of a home can be reported); one that fails verification
+    raises :class:`~pos.ledger.LedgerTampered` before the operator is asked.
     ``matches`` is true only when every voucher has the same amount and outcome on both sides (a voucher still in
     the outbox is a difference: it is not settled yet) and the refunds agree.
     """
@@ -85,7 +86,11 @@ def reconcile(home: Home, terminal_id: str, day: str | None = None, operator_url
         raise InvalidInput(f"date {day!r} is not YYYY-MM-DD") from None
     cli, own = operator_client(home, terminal_id, operator_url, client, transport, retry)
     try:
-        with home.ledger(terminal_id) as ledger:
+        try:  # read only: a report changes nothing, and works on a read-only copy of a home
+            ledger = home.ledger(terminal_id, readonly=True)
+        except LedgerMissing:  # a terminal that never took a payment here: its (new, empty) ledger
+            ledger = home.ledger(terminal_id)
+        with ledger:
             mine, my_vouchers, my_refunds = terminal_report(ledger, day, ahead)
         theirs = cli.report(day)
     finally:
