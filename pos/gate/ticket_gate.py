@@ -48,6 +48,7 @@ from wallet.protocol import AuthRequest
 from wallet.voucher import CHALLENGE_SIZE, Voucher
 
 Clock = Callable[[], int]  # milliseconds since the epoch
+
 __all__ = ["ANTI_PASSBACK", "CAPACITY", "PAID", "PREPAID", "Gate", "GateDecision", "GateError", "GateStore"]
 
 _RECONCILED = "ledger_seq_reconciled"  # ledger entries up to here have their passes
@@ -219,7 +220,7 @@ class Gate:
         self.store = GateStore(home.terminal_dir(terminal_id) / "gate.db")
         self.ledger = home.ledger(terminal_id)
         self.ctx = home.context(terminal_id, self.ledger)
-        self._reconciled, self._kept_seen = self.store.mark(_RECONCILED), 0
+        self._reconciled = self.store.mark(_RECONCILED)
         self.reconcile()
         self.store.set_mark(_RECONCILED, self._reconciled)
 
@@ -304,8 +305,8 @@ class Gate:
 
     # -- one tap ----------------------------------------------------------------------------------------------------
     def admit(self, reader: Reader, sku: str, quantity: int = 1, *, timeout: float | None = 0.25,
-              cancel: threading.Event | None = None, selection: Callable[[], tuple[str, int]] | None = None,
-              ) -> GateDecision | None:
+              cancel: threading.Event | None = None,
+              selection: Callable[[], tuple[str, int]] | None = None) -> GateDecision | None:
         """Wait up to ``timeout`` for a wallet and decide; None when no wallet came. Never raises for a card.
 
         ``selection``, when given, is asked for the ticket and quantity the moment a wallet arrives (a UI whose
@@ -324,9 +325,8 @@ class Gate:
             except EcnyError:
                 conn.release()
                 raise
-        self._kept_seen, news = KEPT.write_since(self.ledger, self._kept_seen)  # a kept ticket payment written
-        if news:  # (pos.payment.unwritten) gets its pass: the visitor enters on it, never pays twice
-            self.reconcile()
+        if KEPT.write_news(self.ledger, self):  # a ticket payment kept after a disk failure and written since
+            self.reconcile()  # (pos.payment.unwritten) gets its pass: the visitor enters on it, never pays twice
         reading = PaymentSession(self.ctx, reader)
         trace = reading.trace
         handed_over = False

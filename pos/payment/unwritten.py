@@ -25,6 +25,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -74,6 +75,7 @@ class Kept:
         self._lock = threading.RLock()
         self._kept: dict[str, dict[str, Unwritten]] = {}
         self._written: dict[str, list[Unwritten]] = {}
+        self._seen: weakref.WeakKeyDictionary[object, dict[str, int]] = weakref.WeakKeyDictionary()
 
     def keep(self, ledger_path: str | os.PathLike[str], item: Unwritten) -> None:
         with self._lock:
@@ -129,12 +131,16 @@ class Kept:
         if not kept:
             self._kept.pop(key, None)
 
-    def write_since(self, ledger: Ledger, seen: int) -> tuple[int, bool]:
-        """:meth:`write`, then how many of this ledger's kept vouchers are written so far and whether any was
-        written since a reader saw ``seen`` of them (here or elsewhere: a sync round)."""
+    def write_news(self, ledger: Ledger, reader: object) -> bool:
+        """:meth:`write`, then whether any of this ledger's kept vouchers was written (here or elsewhere: a sync
+        round) since ``reader`` last asked (the first time: since the process started)."""
         self.write(ledger)
-        written = len(self.written(ledger.path))
-        return written, written != seen
+        key = ledger_key(ledger.path)
+        with self._lock:
+            written = len(self._written.get(key, []))
+            seen = self._seen.setdefault(reader, {})
+            news, seen[key] = written != seen.get(key, 0), written
+        return news
 
     def write_for(self, ledger_path: str | os.PathLike[str],
                   open_ledger: Callable[[], Ledger]) -> tuple[list[Entry], EcnyError | None]:
@@ -154,6 +160,7 @@ class Kept:
         with self._lock:
             self._kept.clear()
             self._written.clear()
+            self._seen.clear()
 
 
 KEPT = Kept()
