@@ -69,10 +69,11 @@ def ledger_key(path: str | os.PathLike[str]) -> str:
 class Kept:
     """The process's kept vouchers, per ledger, and a log of those written since (for screens that announce them
     and for the gate, which gives a written ticket payment its pass). Thread-safe: the charge, the sync loop and
-    the UI read it from their own threads; writes run one at a time."""
+    the UI read it from their own threads; writes run one at a time, and reading never waits for a write."""
 
     def __init__(self) -> None:
-        self._lock = threading.RLock()
+        self._lock = threading.Lock()  # the maps below
+        self._writing = threading.Lock()  # one write at a time
         self._kept: dict[str, dict[str, Unwritten]] = {}
         self._written: dict[str, list[Unwritten]] = {}
         self._seen: weakref.WeakKeyDictionary[object, dict[str, int]] = weakref.WeakKeyDictionary()
@@ -83,6 +84,8 @@ class Kept:
 
     def pending(self, ledger_path: str | os.PathLike[str]) -> list[Unwritten]:
         """The vouchers kept for this ledger, oldest first."""
+        if not self._kept:  # the usual case, without a look at the file system
+            return []
         with self._lock:
             return list(self._kept.get(ledger_key(ledger_path), {}).values())
 
@@ -93,17 +96,21 @@ class Kept:
 
     def written(self, ledger_path: str | os.PathLike[str]) -> list[Unwritten]:
         """Every voucher kept for this ledger and written since (in order; a reader remembers how many it saw)."""
+        if not self._written:
+            return []
         with self._lock:
             return list(self._written.get(ledger_key(ledger_path), []))
 
     def write(self, ledger: Ledger) -> tuple[list[Entry], EcnyError | None]:
-        """Write the vouchers kept for ``ledger``: the entries written (or found on file), and the error that
-        stopped it (the disk still full: they stay kept), else None. Never raises for a storage failure. A voucher
-        already on file (the card's next tap recorded it from its transaction log) is only forgotten here."""
-        key = ledger_key(ledger.path)
+        """Write the vouchers kept for ``ledger``: the entries written, and the error that stopped it (the disk
+        still full: they stay kept), else None. Never raises for a storage failure. A voucher already on file (the
+        card's next tap recorded it from its transaction log) is only forgotten here."""
         done: list[Entry] = []
-        with self._lock:
-            for item in list(self._kept.get(key, {}).values()):
+        if not self._kept:
+            return done, None
+        key = ledger_key(ledger.path)
+        with self._writing:
+            for item in self.pending(ledger.path):
                 try:
                     if ledger.payment(item.voucher_id) is not None:
                         self._forget(key, item)
@@ -112,29 +119,33 @@ class Kept:
                 except Declined as exc:
                     if exc.reason is Reason.TERMINAL_ERROR:
                         return done, exc  # still cannot write: keep it (and the later ones) for the next chance
-                    # Another voucher with this counter is on file: that is the clone check's business, and the
-                    # ledger will never take this one; the card's log and the operator still have it.
+                    # Another voucher holds its counter (a clone's): the ledger will never take this one, and the
+                    # operator catches the double spend when the other is settled.
                     self._forget(key, item)
                     continue
                 except EcnyError as exc:  # e.g. a ledger that fails its head check: nothing is written
                     return done, exc
                 except (sqlite3.Error, OSError) as exc:  # a read the disk refused
                     return done, StorageError(f"the ledger {ledger.path} cannot be read ({exc})", str(ledger.path))
-                self._forget(key, item)
-                self._written.setdefault(key, []).append(item)
+                self._forget(key, item, written=True)
                 done.append(entry)
         return done, None
 
-    def _forget(self, key: str, item: Unwritten) -> None:
-        kept = self._kept.get(key, {})
-        kept.pop(item.voucher_id, None)
-        if not kept:
-            self._kept.pop(key, None)
+    def _forget(self, key: str, item: Unwritten, written: bool = False) -> None:
+        with self._lock:
+            kept = self._kept.get(key, {})
+            kept.pop(item.voucher_id, None)
+            if not kept:
+                self._kept.pop(key, None)
+            if written:
+                self._written.setdefault(key, []).append(item)
 
     def write_news(self, ledger: Ledger, reader: object) -> bool:
         """:meth:`write`, then whether any of this ledger's kept vouchers was written (here or elsewhere: a sync
         round) since ``reader`` last asked (the first time: since the process started)."""
         self.write(ledger)
+        if not self._written and not self._seen:
+            return False
         key = ledger_key(ledger.path)
         with self._lock:
             written = len(self._written.get(key, []))
