@@ -92,10 +92,13 @@ class Home:
         existing ledger opened without creating or changing any file (:meth:`Ledger.open_readonly`; a terminal
         without a ledger raises :class:`~pos.ledger.LedgerMissing`)."""
         self.terminal(terminal_id)
-        path = self.terminal_dir(terminal_id) / "ledger.db"
+        path = self.ledger_path(terminal_id)
         if readonly:
             return Ledger.open_readonly(path, terminal_id=terminal_id)
         return Ledger(path, terminal_id=terminal_id)
+
+    def ledger_path(self, terminal_id: str) -> Path:
+        return self.terminal_dir(terminal_id) / "ledger.db"
 
     def context(self, terminal_id: str, ledger: Ledger | None = None) -> TerminalContext:
         merchant, _ = self.terminal(terminal_id)

@@ -4,7 +4,8 @@ Built from the terminal ledger (plain Python, no Textual), plus each sale's reco
 wallet said (offline payments left), kept beside the ledger as ``terminals/ID/sales/VOUCHER.json`` so a reprint shows
 the same item lines. A payment's settlement status is its latest
 ``settlement`` entry (settled | duplicate | rejected), else "pending"; ``refund`` entries add up per voucher. A
-payment belongs to the day of its voucher (:func:`pos.ledger.payment_day`), as in the terminal's sync report.
+payment belongs to its business day, the one the operator counts it in (:func:`pos.sync.clockskew.payment_day`: its
+voucher's day, corrected by the terminal's clock error when that is over 5 minutes), as in the terminal's sync report.
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from pos.config import Product
-from pos.ledger import Ledger, payment_day
+from pos.ledger import Ledger
 from pos.money import format_fen
+from pos.sync import clockskew
 from wallet.card import CHINA_TZ
 from wallet.files import write_atomic
 
@@ -47,11 +49,14 @@ def parse_time(text: str) -> dt.datetime:
     return dt.datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(CHINA_TZ)
 
 
-def transactions(ledger: Ledger, day: dt.date | None = None) -> list[Tx]:
-    """Payments (newest first), optionally only those of ``day`` (their voucher's China Standard Time day)."""
+def transactions(ledger: Ledger, day: dt.date | None = None, ahead_ms: int | None = None) -> list[Tx]:
+    """Payments (newest first), optionally only those of business day ``day`` (``ahead_ms``: the terminal's learnt
+    clock offset, :func:`pos.sync.clockskew.payment_day`)."""
     status: dict[str, str] = {}
     refunded: dict[str, int] = {}
-    for e in ledger.entries(kind="settlement"):
+    settlements = list(ledger.entries(kind="settlement"))
+    days = clockskew.settled_days(settlements)
+    for e in settlements:
         if e.voucher_id:
             s = str(e.data.get("status", "settled"))
             status[e.voucher_id] = "rejected" if s == "rejected" else "settled"
@@ -61,7 +66,7 @@ def transactions(ledger: Ledger, day: dt.date | None = None) -> list[Tx]:
     out = []
     day_text = day.isoformat() if day is not None else None
     for e in ledger.entries(kind="payment"):
-        if day_text is not None and payment_day(e) != day_text:
+        if day_text is not None and clockskew.payment_day(e, ahead_ms, days) != day_text:
             continue
         t = parse_time(e.time)
         vid = e.voucher_id or ""
@@ -151,13 +156,15 @@ def balance_after(ledger: Ledger, voucher_id: str) -> int | None:
 NO_PAY = "no PAY was sent"
 
 
-def day_report(ledger: Ledger, day: dt.date, terminal_dir: Path | None = None) -> dict[str, Any]:
+def day_report(ledger: Ledger, day: dt.date, terminal_dir: Path | None = None,
+               ahead_ms: int | None = None) -> dict[str, Any]:
     """Counts and totals by status for ``day``, refunds, the charges that took no money, torn taps, and sales by
-    item (from the sale records in ``terminal_dir``). Unresolved charges and voids have no voucher: they count on
-    the day of their entry. The ledger is verified first: one that fails raises :class:`~pos.ledger.LedgerTampered`,
+    item (from the sale records in ``terminal_dir``). Payments count on their business day (``ahead_ms``: the
+    terminal's learnt clock offset); unresolved charges and voids have no voucher: they count on the day of their
+    entry. The ledger is verified first: one that fails raises :class:`~pos.ledger.LedgerTampered`,
     naming the terminal, what is wrong and what to do."""
     ledger.check()
-    txs = transactions(ledger, day)
+    txs = transactions(ledger, day, ahead_ms)
     by: dict[str, dict[str, int]] = {s: {"count": 0, "total_fen": 0} for s in STATUSES}
     for t in txs:
         by[t.status]["count"] += 1

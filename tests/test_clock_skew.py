@@ -9,6 +9,7 @@ its card and its sync client) reads the virtual clock plus the skew, the embedde
 
 from __future__ import annotations
 
+import datetime as dt
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +18,7 @@ import pytest
 
 from pos.home import Home
 from pos.sync import clockskew
-from pos.sync.reports import reconcile  # noqa: F401 - the report path the CLI uses
+from pos.sync.reports import reconcile  # the report path the CLI uses
 from tests.support.shop import Shop, shop_session
 from wallet import clock
 from wallet.clock import VirtualClock
@@ -214,3 +215,59 @@ def test_pos_report_shows_the_flags(world, capsys) -> None:
     main(["--home", str(shop.home.root), "report", "--terminal", T_SKEW, "--date", "2026-03-01"])
     out = capsys.readouterr().out
     assert f"FLAGGED review_timestamp: {paid.voucher_id} wallet {paid.wallet_id}" in out and "+2.0 h" in out
+
+
+def _books(shop: Shop, tid: str, day: str | None) -> dict:
+    return reconcile(shop.home, tid, day, shop.url)
+
+
+def test_pos_report_counts_a_plus_2h_terminals_voucher_in_the_operators_day_around_midnight(world) -> None:
+    """22:30 real, 00:30 the next day on a terminal 2 h ahead: the operator counts the voucher on the real day
+    (its timestamp less the skew it measured), and so do ``pos report`` and the clerk's end of day on the
+    terminal, with the day the upload recorded; that stays so after the clock is set right."""
+    from pos.records import day_report
+
+    shop, tclock = world
+    (card,) = shop.cards(1, tier=4)
+    tclock.base.advance(60 * 60_000)  # 22:30 on 2026-03-01, China time
+    tclock.skew = 2 * HOUR  # 00:30 on 2026-03-02 on the terminal's clock
+    paid = shop.pay(T_SKEW, card, 700)  # no offset learnt yet: it sells
+    assert shop.sync(T_SKEW).settled == 1
+    ahead = shop.home.clock_ahead_ms(T_SKEW)
+    day = _books(shop, T_SKEW, "2026-03-01")
+    assert day["matches"] and day["terminal"]["count"] == day["operator"]["count"] == 1, day["differences"]
+    assert day["terminal"]["total_fen"] == 700
+    after = _books(shop, T_SKEW, "2026-03-02")
+    assert after["matches"] and after["terminal"]["count"] == after["operator"]["count"] == 0
+    assert _books(shop, T_SKEW, None)["date"] == "2026-03-01"  # "today" is today on the corrected clock
+    with shop.home.ledger(T_SKEW, readonly=True) as led:
+        (answer,) = led.entries(kind="settlement")
+        assert answer.voucher_id == paid.voucher_id and answer.data["day"] == "2026-03-01"
+        assert day_report(led, dt.date(2026, 3, 1), ahead_ms=ahead)["count"] == 1
+        assert day_report(led, dt.date(2026, 3, 2), ahead_ms=ahead)["count"] == 0
+    tclock.skew = 0  # the time is set right; the next sync learns it
+    assert abs(shop.sync(T_SKEW).clock_ahead_ms or 0) < 60_000
+    again = _books(shop, T_SKEW, "2026-03-01")
+    assert again["matches"] and again["terminal"]["count"] == 1  # the recorded day, not today's offset
+
+
+def test_a_voucher_still_in_the_outbox_counts_on_the_day_its_upload_will_get(wide_home: Home) -> None:
+    """A terminal allowed to sell 2 h ahead (stop bound raised): after a sync has learnt the offset, a voucher not
+    uploaded yet already counts on the corrected day, as "not uploaded yet" on the same day as the operator
+    will count it, and matches once uploaded."""
+    text = wide_home.config_path.read_text().replace("stop_skew_s: 3600", "stop_skew_s: 86400")  # type: ignore[union-attr]
+    wide_home.config_path.write_text(text)  # type: ignore[union-attr]
+    home = Home(wide_home.root, config_path=wide_home.config_path)
+    tclock = TerminalSkew(VirtualClock.at("2026-03-01T22:30"))
+    with clock.use(tclock), shop_session(home) as shop:
+        shop.provision(T_SKEW)
+        (card,) = shop.cards(1, tier=4)
+        tclock.skew = 2 * HOUR
+        shop.sync(T_SKEW)  # learns the offset
+        paid = shop.pay(T_SKEW, card, 900)
+        before = _books(shop, T_SKEW, "2026-03-01")
+        assert [(d["voucher_id"], d["terminal"], d["operator"]) for d in before["differences"]] == [
+            (paid.voucher_id, "pending", "missing")]
+        assert _books(shop, T_SKEW, "2026-03-02")["terminal"]["count"] == 0
+        shop.sync(T_SKEW)
+        assert _books(shop, T_SKEW, "2026-03-01")["matches"]

@@ -107,3 +107,51 @@ def test_a_sync_on_a_full_disk_fails_typed_and_the_next_settles_each_voucher_onc
         assert sorted(recorded) == sorted(vouchers)  # each voucher's settlement recorded once
         with shop.admin() as admin:
             assert admin.wallet(shop.home.cards.load(card).wallet_id).spent_fen == sum(range(100, 105))
+
+
+def test_a_payment_the_full_disk_refused_after_pay_is_written_once_space_is_freed(tmp_path: Path) -> None:
+    """The disk fills right after the card answers PAY: the charge says pending_recovery and keeps the voucher;
+    space freed, a sync round writes it (one voucher in the outbox), the card's next tap adds nothing, and the
+    operator settles it once (the in-memory queue: pos/payment/unwritten.py)."""
+    from ecny_nfc.mock import MockReader
+    from pos.payment.checkout import take_payment
+    from pos.payment.unwritten import KEPT
+    from pos.sync.loop import SyncLoop
+    from tests.support.shop import shop_session
+
+    with small_disk(tmp_path) as mnt, shop_session(Home(mnt / "home"), f"sqlite:///{tmp_path}/op.db") as shop:
+        home = shop.home
+        shop.provision("CMGQ0001")
+        (card,) = shop.cards(1)
+        shop.pay("CMGQ0001", card, 100)
+        shop.sync("CMGQ0001")
+        fillers: list[Path] = []
+        with home.cards.open(card) as applet:
+            reader = MockReader()
+            reader.present(applet)
+            out = take_payment(home, "CMGQ0001", reader, 700, timeout=1,
+                               after_pay=lambda: fillers.append(fill(mnt, 0)))
+        assert out.pending_recovery and out.kept_voucher_id and not out.approved
+        vid = out.kept_voucher_id
+        fillers[0].unlink()
+        outbox: list[list[str | None]] = []
+
+        def round_() -> object:
+            with home.ledger("CMGQ0001") as led:
+                outbox.append([e.voucher_id for e in led.outbox()])
+            return shop.sync("CMGQ0001")
+
+        try:
+            assert SyncLoop(home, "CMGQ0001", shop.url, sync=round_).run_round()
+        finally:
+            KEPT.clear()
+        assert outbox == [[vid]]
+        again = shop.pay("CMGQ0001", card, 50)
+        assert again.recovered == [] and shop.sync("CMGQ0001").settled == 1
+        with home.ledger("CMGQ0001", readonly=True) as led:
+            paid = [e.voucher_id for e in led.entries(kind="payment")]
+            settled = [e.voucher_id for e in led.entries(kind="settlement")]
+            assert paid.count(vid) == 1 and settled.count(vid) == 1 and led.outbox() == []
+        assert OPENING - home.cards.load(card).balance_fen == ledger_payments(home, "CMGQ0001") == 850
+        with shop.admin() as admin:
+            assert admin.wallet(home.cards.load(card).wallet_id).spent_fen == 850

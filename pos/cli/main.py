@@ -154,6 +154,7 @@ def cmd_card_clone(args: argparse.Namespace, home: Home) -> int:
 def cmd_pay(args: argparse.Namespace, home: Home) -> int:
     from ecny_nfc.factory import open_reader
     from pos.cards.manage import tap_mock_card
+    from pos.i18n import tr
     from pos.payment.checkout import take_payment
 
     lang = args.lang or "en"
@@ -176,6 +177,10 @@ def cmd_pay(args: argparse.Namespace, home: Home) -> int:
     if outcome.approved:
         text = (f"APPROVED {format_fen(outcome.amount_fen)}  voucher {outcome.voucher_id}  "
                 f"balance {format_fen(outcome.balance_after_fen or 0)}")
+    elif outcome.kept_voucher_id:  # paid, not written; this process exits: the card's log and next tap finish it
+        data["message"] = tr("outcome.kept_cli", lang)
+        text = (f"PENDING_RECOVERY {format_fen(outcome.amount_fen)}  voucher {outcome.kept_voucher_id}: "
+                f"{data['message']}")
     else:
         assert outcome.reason is not None
         text = f"DECLINED {outcome.reason.value}: {outcome.message(lang)}"

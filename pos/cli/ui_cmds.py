@@ -157,6 +157,8 @@ def cmd_card_tap(args: argparse.Namespace, home: Home) -> int:
                 f"balance {format_fen(int(result.get('balance_after_fen') or 0))}")
         if result.get("recovery"):
             text += f"  ({result['recovery']})"
+    elif result.get("kept_voucher_id"):  # paid; the running terminal keeps it until its disk allows the write
+        text = f"PENDING_RECOVERY voucher {result['kept_voucher_id']}: {result.get('message')}"
     else:
         text = f"DECLINED {result.get('reason')}: {result.get('message')}"
     if "gate" in result:

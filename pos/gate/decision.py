@@ -75,6 +75,8 @@ class GateDecision:
                 return (tr("gate.short_one_next", lang) if self.remaining == 1
                         else tr("gate.short_next", lang, n=self.remaining))
             return tr("gate.capacity_next", lang)
+        if self.outcome is not None and self.outcome.kept_voucher_id:  # paid, not written yet (disk full)
+            return tr("gate.kept_next", lang)
         return Reason(self.code).next_step(lang)
 
     def to_json(self, lang: str = "en") -> dict[str, Any]:

@@ -39,6 +39,7 @@ from pos.payment.card_client import CardStatusError, TraceEntry, WalletClient
 from pos.payment.outcome import Declined
 from pos.payment.reasons import Reason
 from pos.payment.session import PaymentSession
+from pos.payment.unwritten import KEPT
 from wallet import apdu as sw
 from wallet.card import china_day
 from wallet.clock import now_ms
@@ -324,6 +325,8 @@ class Gate:
             except EcnyError:
                 conn.release()
                 raise
+        if KEPT.write_news(self.ledger, self):  # a ticket payment kept after a disk failure and written since
+            self.reconcile()  # (pos.payment.unwritten) gets its pass: the visitor enters on it, never pays twice
         reading = PaymentSession(self.ctx, reader)
         trace = reading.trace
         handed_over = False

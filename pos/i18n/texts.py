@@ -330,4 +330,22 @@ TEXTS: dict[str, tuple[str, str]] = {
     "reason.clock_skew": ("终端时钟错误：请校时后同步", "the terminal's clock is wrong: set the time, then sync"),
     "reason.clock_skew.next": ("请校准终端时间，然后按 F5 同步", "set the terminal's time, then sync (F5)"),
     "report.flagged": ("待复核时间戳 {n} 笔", "{n} vouchers with a timestamp to review"),
+    # -- payments the disk refused after the card paid, kept until written (pos/payment/unwritten.py) --
+    "outcome.kept": ("钱包已扣款，但终端无法写入这笔付款（磁盘已满？）：付款已保留，腾出空间后自动写入账本",
+                     "the wallet was charged, but the terminal could not write the payment (disk full?): it is "
+                     "kept and written to the ledger as soon as space is freed"),
+    "outcome.kept_cli": ("钱包已扣款，但无法写入这笔付款（磁盘已满？）：卡内交易记录保存着它。请腾出磁盘空间，"
+                         "再将同一钱包在本终端碰一次即可记入账本",
+                         "the wallet was charged, but the payment could not be written (disk full?): the card's "
+                         "transaction log keeps it. Free some disk space, then tap the same wallet at this terminal "
+                         "again to record it"),
+    "result.kept": ("已扣款 · 待写入账本", "CHARGED · NOT WRITTEN YET"),
+    "result.kept_next": ("请腾出终端磁盘空间，或联系技术支持。顾客无需再次付款",
+                         "free space on the terminal's disk, or call support. The customer must not pay again"),
+    "bar.kept": ("{n} 笔付款待写入 {amount}：请腾出磁盘空间", "{n} not written {amount}: free disk space"),
+    "gate.kept_next": ("请腾出终端磁盘空间或联系技术支持；写入后游客再碰一次即可凭已付门票入园，无需再付",
+                       "free space on the terminal's disk or call support; once it is written the visitor taps "
+                       "again and enters on the tickets paid, without paying again"),
+    "kept.written": ("存储故障时保留的付款 {voucher}（{amount}）已写入账本",
+                     "the payment {voucher} ({amount}) kept after the storage failure is now in the ledger"),
 }

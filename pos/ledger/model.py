@@ -81,8 +81,9 @@ class Entry:
 
 
 def payment_day(entry: Entry) -> str:
-    """The business day (YYYY-MM-DD, China Standard Time) of a payment entry: the day of its voucher's timestamp,
-    the day the card counted the payment in and the operator reports it under. Every report groups by it."""
+    """The day (YYYY-MM-DD, China Standard Time) of a payment entry's voucher timestamp: the day the card counted the
+    payment in. The reports group by the business day (:func:`pos.sync.clockskew.payment_day`), which is this day
+    on a terminal whose clock is right and this day corrected by the clock's error on one that is not."""
     return china_day_text(Voucher.decode(bytes.fromhex(entry.data["voucher"])).body.timestamp_ms)
 
 

@@ -10,6 +10,7 @@ from pos.home import Home
 from pos.payment.control import ChargeControl
 from pos.payment.outcome import Outcome
 from pos.payment.session import PaymentSession
+from pos.payment.unwritten import KEPT
 from wallet.errors import EcnyError
 
 
@@ -35,7 +36,8 @@ class Checkout:
     def take(self, reader: Reader, amount_fen: int, *, timeout: float | None = 30.0,
              cancel: threading.Event | ChargeControl | None = None, recovery_timeout: float | None = None,
              after_pay: Callable[[], None] | None = None) -> Outcome:
-        """Wait up to ``timeout`` for a card on ``reader`` and charge it ``amount_fen``.
+        """Wait up to ``timeout`` for a card on ``reader`` and charge it ``amount_fen``. Payments an earlier charge
+        could not write (disk full) are written first, when the disk now allows (:mod:`pos.payment.unwritten`).
 
         ``after_pay`` is a tester's fault hook that runs right after the card answers PAY (e.g. a power loss).
         """
@@ -44,6 +46,7 @@ class Checkout:
                 raise CheckoutClosed("the terminal is shutting down")
             self.ctx.after_pay = after_pay
             self.ctx.recovery_timeout = self._recovery_timeout if recovery_timeout is None else recovery_timeout
+            KEPT.write(self.ledger)
             try:
                 return PaymentSession(self.ctx, reader).pay(amount_fen, timeout=timeout, cancel=cancel)
             finally:

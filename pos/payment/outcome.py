@@ -27,6 +27,7 @@ class Outcome:
     recovered: list[str] = field(default_factory=list)  # voucher ids of earlier torn payments this tap recovered
     recovered_fen: list[int] = field(default_factory=list)  # their amounts, in the same order
     pending_recovery: bool = False
+    kept_voucher_id: str | None = None  # the card paid, the ledger refused the payment: kept (pos.payment.unwritten)
     torn: bool = False  # the wallet left mid-payment; this outcome came from the re-tap
     trace: list[TraceEntry] = field(default_factory=list)
     time_ms: int = 0
@@ -38,10 +39,13 @@ class Outcome:
 
     def message(self, lang: str = "en") -> str:
         """The decision in plain words (through :mod:`pos.i18n`): approved, or the reason and for a torn tap
-        whether the wallet may have been charged."""
+        whether the wallet may have been charged; for a payment the disk refused, that the wallet was charged and the
+        payment is kept."""
         if self.approved:
             return tr("outcome.approved", lang)
         assert self.reason is not None
+        if self.kept_voucher_id:
+            return tr("outcome.kept", lang)
         if self.reason is Reason.CARD_REMOVED:
             key = "outcome.card_removed_pending" if self.pending_recovery else "outcome.card_removed_not_charged"
             return tr(key, lang, reason=self.reason.message(lang))
@@ -68,6 +72,8 @@ class Outcome:
             out["recovery"] = self.recovery_note(lang)
         if self.detail:
             out["detail"] = self.detail
+        if self.kept_voucher_id:
+            out["kept_voucher_id"] = self.kept_voucher_id
         if trace:
             out["trace"] = [t.to_json() for t in self.trace]
         return out

@@ -36,7 +36,8 @@ from pos.payment.outcome import Declined
 from pos.payment.pay_marks import PayMark, read_marks, sweep_marks, write_mark
 from pos.payment.process import _ACTIVE, _ACTIVE_LOCK, BOOT_ID, OWNER, _owner_alive, owner_boot
 from pos.payment.reasons import Reason
-from pos.payment.vouchers import check_recovered, record_payment
+from pos.payment.unwritten import KEPT, Unwritten
+from pos.payment.vouchers import PaymentNotWritten, check_recovered, record_payment
 from wallet import apdu as sw
 from wallet.certs import WalletCertInfo
 from wallet.errors import EncodingError
@@ -84,10 +85,18 @@ class Recovery:
     _intent: Entry | None
     _closed: bool
     _issuer_der: bytes
+    _kept: str | None
 
     def _record(self, voucher: Voucher, intent_seq: int, cert_der: bytes, issuer_der: bytes) -> Entry:
-        """Commit the payment entry (once per voucher id); it closes the intent in the same transaction."""
-        return record_payment(self.ctx.ledger, voucher, intent_seq, cert_der, issuer_der)
+        """Commit the payment entry (once per voucher id); it closes the intent in the same transaction. A voucher
+        the ledger refuses (disk full) is kept in memory to be written later (:mod:`pos.payment.unwritten`)."""
+        try:
+            return record_payment(self.ctx.ledger, voucher, intent_seq, cert_der, issuer_der)
+        except PaymentNotWritten:
+            KEPT.keep(self.ctx.ledger.path, Unwritten(voucher, intent_seq, cert_der, issuer_der))
+            if self._intent is not None and intent_seq == self._intent.seq:
+                self._kept = voucher.voucher_id
+            raise
 
     def _arm_pay(self, wallet_id: str, counter: int) -> None:
         """Right before PAY: leave this charge's pay-sent mark (the wallet and the counter the PAY will produce).

@@ -101,6 +101,7 @@ class PaymentSession(Recovery):
         self._tap_started = 0.0
         self._decided = 0.0
         self._issuer_der = b""  # the certificate of the tapped card's issuer, once its chain verified
+        self._kept: str | None = None  # this charge's voucher, paid but not written (kept: pos.payment.unwritten)
         self._control = ChargeControl()
 
     # -- public -----------------------------------------------------------------------------------------------------
@@ -199,12 +200,11 @@ class PaymentSession(Recovery):
                                    pending_recovery=True)
             except Declined as exc:
                 return Outcome("declined", amount_fen, exc.reason, detail=exc.detail,
-                               wallet_id=exc.wallet_id, pending_recovery=self._pending())
+                               wallet_id=exc.wallet_id, pending_recovery=self._pending(), kept_voucher_id=self._kept)
             finally:
                 conn.release()
         assert torn is not None
-        return Outcome("declined", amount_fen, Reason.CARD_REMOVED, wallet_id=torn.wallet_id, pending_recovery=True,
-                       detail="too many attempts")
+        return self._gave_up(amount_fen, torn, "too many attempts")
 
     @staticmethod
     def _gave_up(amount_fen: int, torn: Torn, detail: str) -> Outcome:

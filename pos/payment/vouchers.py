@@ -19,6 +19,10 @@ CLOCK_SKEW_MS = 5 * 60 * 1000
 Problem = tuple[Reason, str]
 
 
+class PaymentNotWritten(Declined):
+    """The card paid and its voucher verified, but the ledger refused the payment entry (disk full, I/O error):
+    ``terminal_error``, the charge ``pending_recovery``; the voucher is kept (:mod:`pos.payment.unwritten`)."""
+
 
 def _signed_voucher(raw: bytes, cert: WalletCertInfo) -> tuple[Voucher | None, Problem | None]:
     """The voucher in ``raw`` if it parses and the card's certified key signed it, else why not."""
@@ -89,9 +93,10 @@ def fingerprint(der: bytes) -> str:
 def record_payment(ledger: Ledger, voucher: Voucher, intent_seq: int, cert_der: bytes, issuer_der: bytes) -> Entry:
     """Commit the payment entry with the card's and issuer's certificates (once per voucher id); it closes the
     intent in the same transaction. The same voucher again returns its entry; another voucher with the same voucher
-    id is a replayed counter (:class:`Declined`). A ledger that cannot be written (disk full, I/O error) declines
-    with ``terminal_error``: the card has paid and keeps the voucher in its log, the intent stays open, so the
-    charge reports ``pending_recovery`` and the card's next tap here records it."""
+    id is a replayed counter (:class:`Declined`). A ledger that cannot be written (disk full, I/O error) raises
+    :class:`PaymentNotWritten` (``terminal_error``): the card has paid and keeps the voucher in its log, the intent
+    stays open, so the charge reports ``pending_recovery``; the terminal keeps the voucher in memory and writes it
+    when the disk allows (:mod:`pos.payment.unwritten`), else the card's next tap here records it."""
     fp, issuer_fp = fingerprint(cert_der), fingerprint(issuer_der)
     b = voucher.body
     try:
@@ -105,8 +110,10 @@ def record_payment(ledger: Ledger, voucher: Voucher, intent_seq: int, cert_der: 
                       "merchant_id": b.merchant_id, "terminal_id": b.terminal_id,
                       "balance_after_fen": b.balance_after_fen})
     except (sqlite3.Error, OSError, StorageError) as exc:
-        raise Declined(Reason.TERMINAL_ERROR, f"the payment {voucher.voucher_id} could not be written to the ledger "
-                       f"({exc}); the card keeps it and its next tap here records it", wallet_id=b.wallet_id) from None
+        raise PaymentNotWritten(Reason.TERMINAL_ERROR, f"the payment {voucher.voucher_id} could not be written to "
+                                f"the ledger ({exc}); the card has paid: the voucher is kept and written once the "
+                                "disk allows, and the card's transaction log holds it for its next tap here",
+                                wallet_id=b.wallet_id) from None
     except PaymentRecorded:
         existing = ledger.payment(voucher.voucher_id)
         if existing is None:

@@ -5,6 +5,10 @@ Any failure of a round (the operator down, a full disk under the ledger: ``OSErr
 :class:`~wallet.errors.EcnyError`) ends that round: it is reported through ``on_error``, counted for the backoff, and
 the next round (or :meth:`SyncLoop.trigger`) starts afresh. Time is injected (``clock``), so a test moves it
 forward instead of waiting.
+
+Every round first writes the payments this process keeps because the disk refused them
+(:mod:`pos.payment.unwritten`), so a payment paid during a full disk reaches the ledger, and this round's upload,
+as soon as space is freed; while the disk still refuses they stay kept and the round goes on.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from typing import Any
 import httpx
 
 from pos.home import Home
+from pos.payment.unwritten import KEPT
 from pos.sync.client import RetryPolicy
 from pos.sync.upload import ProgressCallback, sync_once
 
@@ -107,6 +112,7 @@ class SyncLoop:
         try:
             if self.on_start:
                 self.on_start()
+            self.write_kept()
             self.last_result = self.sync()
             self.failures, self.last_error, ok = 0, None, True
         except Exception as exc:  # a background round ends cleanly whatever broke
@@ -124,6 +130,10 @@ class SyncLoop:
         elif self.on_error and self.last_error is not None:
             self.on_error(self.last_error)
         return ok
+
+    def write_kept(self) -> None:
+        """Write the payments kept after a storage failure (nothing is opened when none are kept)."""
+        KEPT.write_for(self.home.ledger_path(self.terminal_id), lambda: self.home.ledger(self.terminal_id))
 
     def _run(self) -> None:
         while not self._stop.is_set():

@@ -1,7 +1,9 @@
 """End-of-day figures: the terminal's report from its ledger, and its reconciliation with the operator's report.
 
-A payment belongs to the China Standard Time day of its voucher's timestamp (:func:`pos.ledger.payment_day`), the
-day the card counted it in and the operator reports it under; the clerk's day report (:mod:`pos.records`) too.
+A payment belongs to the business day the operator counts it in: the China Standard Time day of its voucher's
+timestamp, corrected by the terminal's clock error when that is over 5 minutes (:func:`pos.sync.clockskew.payment_day`
+says how the terminal knows it); the clerk's day report (:mod:`pos.records`) too. A terminal with a right clock
+gets the day of the timestamp, the day the card counted the payment in.
 
 Beside the day, the reconciliation shows what is still unresolved whatever its day: the terminal's ``unresolved``
 entries and the open charges a card took PAY for and never brought back, each with what the operator's books say
@@ -19,31 +21,35 @@ from typing import Any
 import httpx
 
 from pos.home import Home
-from pos.ledger import Ledger, payment_day
+from pos.ledger import Ledger, LedgerMissing
+from pos.sync import clockskew
 from pos.sync.client import OperatorClient, RetryPolicy
 from pos.sync.unresolved import report_unresolved, unresolved_items
 from pos.sync.upload import SETTLED_STATUSES, operator_client
-from wallet import clock
-from wallet.card import CHINA_TZ
 from wallet.errors import InvalidInput
 
 
-def today() -> str:
-    """Today in China Standard Time (the business day of reports)."""
-    return clock.now().astimezone(CHINA_TZ).date().isoformat()
+def today(ahead_ms: int | None = None) -> str:
+    """Today in China Standard Time (the business day of reports), on the clock corrected by ``ahead_ms`` (the
+    terminal's learnt offset: :func:`pos.sync.clockskew.today`)."""
+    return clockskew.today(ahead_ms).isoformat()
 
 
-def terminal_report(ledger: Ledger, day: str) -> tuple[dict[str, Any], dict[str, tuple[int, str]],
-                                                      dict[str, int]]:
-    """The terminal's own end-of-day report from its ledger, with per-voucher and per-refund detail. The ledger is
-    verified first: one that fails raises :class:`~pos.ledger.LedgerTampered` (nothing is reported)."""
+def terminal_report(ledger: Ledger, day: str, ahead_ms: int | None = None,
+                    ) -> tuple[dict[str, Any], dict[str, tuple[int, str]], dict[str, int]]:
+    """The terminal's own end-of-day report from its ledger, with per-voucher and per-refund detail; a payment
+    counts on its business day (``ahead_ms``: the terminal's learnt offset, :func:`pos.sync.clockskew.payment_day`).
+    The ledger is verified first: one that fails raises :class:`~pos.ledger.LedgerTampered` (nothing is
+    reported)."""
     ledger.check()
     status: dict[str, tuple[str, str | None]] = {}
-    for e in ledger.entries(kind="settlement"):
+    settlements = list(ledger.entries(kind="settlement"))
+    for e in settlements:
         status[e.voucher_id or ""] = (e.data.get("status", ""), e.data.get("reason"))
+    days = clockskew.settled_days(settlements)
     vouchers: dict[str, tuple[int, str]] = {}
     for e in ledger.entries(kind="payment"):
-        if payment_day(e) != day:
+        if clockskew.payment_day(e, ahead_ms, days) != day:
             continue
         s, reason = status.get(e.voucher_id or "", ("pending", None))
         label = "settled" if s in SETTLED_STATUSES else "pending" if s == "pending" else f"rejected:{reason}"
@@ -73,19 +79,25 @@ def reconcile(home: Home, terminal_id: str, day: str | None = None, operator_url
               retry: RetryPolicy | None = None) -> dict[str, Any]:
     """Compare the terminal's end-of-day report with the operator's settlement report (the ``pos report`` object).
 
-    A ledger that fails verification raises :class:`~pos.ledger.LedgerTampered` before the operator is asked.
+    The ledger is opened read-only (a read-only copy of a home can be reported); one that fails verification
+    raises :class:`~pos.ledger.LedgerTampered` before the operator is asked.
     ``matches`` is true only when every voucher has the same amount and outcome on both sides (a voucher still in
     the outbox is a difference: it is not settled yet) and the refunds agree.
     """
-    day = day or today()
+    ahead = home.clock_ahead_ms(terminal_id)
+    day = day or today(ahead)
     try:
         dt.date.fromisoformat(day)
     except ValueError:
         raise InvalidInput(f"date {day!r} is not YYYY-MM-DD") from None
     cli, own = operator_client(home, terminal_id, operator_url, client, transport, retry)
     try:
-        with home.ledger(terminal_id) as ledger:
-            mine, my_vouchers, my_refunds = terminal_report(ledger, day)
+        try:  # read only: a report changes nothing, and works on a read-only copy of a home
+            ledger = home.ledger(terminal_id, readonly=True)
+        except LedgerMissing:  # a terminal that never took a payment here: its (new, empty) ledger
+            ledger = home.ledger(terminal_id)
+        with ledger:
+            mine, my_vouchers, my_refunds = terminal_report(ledger, day, ahead)
             local = {i["intent"]: i for i in unresolved_items(ledger)}
             answer = report_unresolved(home, terminal_id, ledger, cli, always=True)
         theirs = cli.report(day)

@@ -11,7 +11,9 @@ terminal's version are recorded and one ``sync`` entry closes the run.
 
 An answer may carry a ``flag`` (``review_timestamp``: the voucher's time was off, see docs/operator.md "Time"): the
 voucher is recorded settled or rejected as its status says, never uploaded again. Every sync keeps the clock offset
-the client learnt from the operator's answers (:mod:`pos.sync.clockskew`), even when the sync fails.
+the client learnt from the operator's answers (:mod:`pos.sync.clockskew`), even when the sync fails; an offset over
+the window also goes into each settlement entry as the voucher's corrected ``day`` (the one the operator counts it
+in).
 
 Nothing is uploaded from a ledger that fails verification (:meth:`pos.ledger.Ledger.check`, incremental: only the
 entries after its verified checkpoint are re-hashed).
@@ -38,6 +40,7 @@ from pos.ledger import Entry, Ledger
 from pos.sync import clockskew
 from pos.sync.client import OperatorClient, OperatorRefused, OperatorUnavailable, RetryPolicy
 from wallet.errors import EcnyError
+from wallet.voucher import Voucher
 from wire.batch import encode_batch
 from wire.models import SettlementAnswer
 
@@ -122,7 +125,8 @@ def sync_once(home: Home, terminal_id: str, operator_url: str | None = None,
             done = 0
             for chunk, answer in upload_batches(cli, chunks, lambda c: _batch(ledger, c, certs), depth,
                                                 lambda c: versions[c[0].seq]):
-                _record(ledger, chunk, answer.get("results"), result)
+                offset = getattr(cli, "offset_ms", None)  # learnt from this answer: the clock it was judged by
+                _record(ledger, chunk, answer.get("results"), result, -offset if isinstance(offset, int) else None)
                 left_fen -= sum(e.amount_fen for e in chunk)
                 done += len(chunk)
                 if progress:
@@ -263,8 +267,11 @@ def upload_batches(cli: OperatorClient, chunks: Sequence[list[Entry]], encode: C
                 future.cancel()
 
 
-def _record(ledger: Ledger, chunk: list[Entry], results: Any, result: SyncResult) -> None:
-    """Write one settlement entry per answered voucher, in one transaction, skipping any already answered."""
+def _record(ledger: Ledger, chunk: list[Entry], results: Any, result: SyncResult,
+            ahead_ms: int | None = None) -> None:
+    """Write one settlement entry per answered voucher, in one transaction, skipping any already answered. When the
+    terminal's clock is off by more than the window (``ahead_ms``), each entry keeps the corrected ``day`` the
+    operator counts the voucher in (:func:`pos.sync.clockskew.business_day`)."""
     if not isinstance(results, list) or len(results) != len(chunk):
         raise SyncError("the operator's answer does not list one result per uploaded voucher")
     for e, r in zip(chunk, results):
@@ -279,6 +286,9 @@ def _record(ledger: Ledger, chunk: list[Entry], results: Any, result: SyncResult
             data = {"status": r["status"], "reason": r.get("reason")}
             if r.get("flag"):
                 data["flag"] = r["flag"]  # settled or rejected as the status says: final either way
+            if clockskew.correction_ms(ahead_ms):
+                ts = Voucher.decode(bytes.fromhex(e.data["voucher"])).body.timestamp_ms
+                data["day"] = clockskew.business_day(ts, ahead_ms)
             tx.append("settlement", voucher_id=e.voucher_id, wallet_id=e.wallet_id, counter=e.counter,
                       amount_fen=e.amount_fen, data=data)
     result.uploaded += len(chunk)

@@ -18,6 +18,8 @@ from textual.screen import ModalScreen, Screen
 from textual.widgets import Static
 
 from pos.i18n import other_language, tr
+from pos.money import format_fen
+from pos.payment.unwritten import KEPT
 from pos.runtime import Runtime
 from pos.sync.client import RetryPolicy
 from pos.sync.loop import SyncLoop
@@ -170,6 +172,7 @@ class TerminalApp(App[None]):
         self.sync_progress: tuple[int, int] | None = None  # (done, total) while a round runs; total -1: starting
         self.sync_failure: str | None = None  # failure_kind of the last round when it failed
         self._manual_sync = False
+        self._kept_seen = len(KEPT.written(runtime.home.ledger_path(runtime.terminal_id)))
 
     def t(self, key: str, **kw: Any) -> str:
         return tr(key, self.lang, **kw)
@@ -229,7 +232,16 @@ class TerminalApp(App[None]):
 
     def on_status_updated(self, message: StatusUpdated) -> None:
         self.status = StatusInfo(**{**message.info.__dict__, "progress": self.status.progress})  # progress: ours
+        self.announce_kept()
         self.redraw_status()
+
+    def announce_kept(self) -> None:
+        """Say it once a payment kept after a storage failure is written (by a sync round, F5 or the next charge:
+        :mod:`pos.payment.unwritten`)."""
+        written = KEPT.written(self.runtime.home.ledger_path(self.runtime.terminal_id))
+        for item in written[self._kept_seen:]:
+            self.notify(self.t("kept.written", voucher=item.voucher_id, amount=format_fen(item.amount_fen)))
+        self._kept_seen = len(written)
 
     def set_progress(self, text: str) -> None:
         self.status = StatusInfo(**{**self.status.__dict__, "progress": text})

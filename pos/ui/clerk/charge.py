@@ -213,7 +213,12 @@ class ResultScreen(TerminalScreen):
             assert o.reason is not None
             verdict = Text("✘ " + self.t("result.declined"), style="bold", justify="center")
             details = Text(justify="center")
-            if o.pending_recovery:  # the torn wallet did not come back: what that means for the customer
+            if o.kept_voucher_id:  # the card paid, the disk refused the payment: kept, written once space is freed
+                verdict = Text("⚠ " + self.t("result.kept"), style="bold", justify="center")
+                details.append(o.message(lang) + "\n", style="bold")
+                details.append(self.t("result.next", step=self.t("result.kept_next")) + "\n")
+                details.append(f"{self.t('result.voucher')}: {o.kept_voucher_id}\n")
+            elif o.pending_recovery:  # the torn wallet did not come back: what that means for the customer
                 details.append(o.reason.message(lang) + "\n", style="bold")
                 details.append(self.t("result.settles_next_tap") + "\n")
             else:
@@ -230,7 +235,7 @@ class ResultScreen(TerminalScreen):
     def action_done(self) -> None:
         self.app.pop_screen()
         new_sale = getattr(self.app.screen, "new_sale", None)  # back on the counter: clear the sale just paid
-        if self.outcome.approved and callable(new_sale):
+        if (self.outcome.approved or self.outcome.kept_voucher_id) and callable(new_sale):  # kept: paid too
             new_sale()
         self.tapp.poll_status()
 

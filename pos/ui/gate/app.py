@@ -10,6 +10,8 @@ from textual import work
 from textual.message import Message
 
 from pos.gate.ticket_gate import PAID, Gate, GateDecision
+from pos.payment.outcome import Outcome
+from pos.payment.reasons import Reason
 from pos.runtime import Runtime
 from pos.sync.services import Services
 from pos.ui.app import TerminalApp
@@ -45,6 +47,7 @@ class GateApp(TerminalApp):
         self.hold_s = hold_s if hold_s is not None else gate.settings.result_hold_s
         self.counts = gate.stats()
         self._halt = threading.Event()
+        self._faulted = False  # the last tap failed on the terminal's own fault: reconcile before the next
         self.decisions = 0
 
     def on_mount(self) -> None:
@@ -63,8 +66,7 @@ class GateApp(TerminalApp):
         if rt.broker is not None:
             rt.broker.arm()
         while not self._halt.is_set():
-            decision = self.gate.admit(rt.reader, self.sku, self.quantity, timeout=0.2, cancel=self._halt,
-                                       selection=lambda: (self.sku, self.quantity))
+            decision = self._admit()
             if decision is None:
                 continue
             if decision.open:  # this visitor is through: the next one starts on one ticket of the first kind
@@ -75,6 +77,26 @@ class GateApp(TerminalApp):
                 rt.broker.decided(rt.last_result)
             self.post_message(GateDecided(decision))
             self.gate.housekeeping()  # while the result shows
+
+    def _admit(self) -> GateDecision | None:
+        """One tap. A fault of the terminal itself (its disk full under the ledger or gate.db: a typed
+        ``StorageError``, or anything unforeseen) never stops the loop: it is a STOP decision (``terminal_error``)
+        with the error notified, and before the next tap the passes of any payment that tap recorded are restored
+        (:meth:`Gate.reconcile`), so its visitor enters on it rather than paying twice."""
+        try:
+            if self._faulted:
+                self.gate.reconcile()
+                self._faulted = False
+            return self.gate.admit(self.runtime.reader, self.sku, self.quantity, timeout=0.2, cancel=self._halt,
+                                   selection=lambda: (self.sku, self.quantity))
+        except Exception as exc:  # the gate keeps reading whatever broke
+            self._faulted = True
+            if not self._halt.is_set():
+                self.call_from_thread(self.notify, str(exc), title=self.t("reason.terminal_error"), severity="error")
+            self._halt.wait(0.5)  # a disk that is still full is not asked again at once
+            entries, remaining = self.counts
+            return GateDecision(False, Reason.TERMINAL_ERROR.value, entries, remaining, sku=self.sku,
+                                outcome=Outcome("declined", 0, Reason.TERMINAL_ERROR, detail=str(exc)))
 
     def on_gate_decided(self, message: GateDecided) -> None:
         self.decisions += 1

@@ -18,6 +18,7 @@ from pos.money import fen_to_yuan_text, format_fen, parse_yuan
 from pos.printer import Document, day_report_doc, receipt_doc, refund_slip_doc
 from pos.printer.slips import Shop
 from pos.records import STATUSES, Tx, balance_after, day_report, find, load_sale, transactions
+from pos.sync import clockskew
 from pos.sync.services import OperatorUnavailable
 from pos.ui.app import TerminalApp, TerminalScreen
 from pos.ui.history.printing import print_document
@@ -172,8 +173,9 @@ class HistoryScreen(TerminalScreen):
 
     def load(self) -> None:
         rt = self.tapp.runtime
+        ahead = rt.home.clock_ahead_ms(rt.terminal_id)  # the business day: pos.sync.clockskew
         with rt.home.ledger(rt.terminal_id) as ledger:
-            self.rows = transactions(ledger, self.tapp.now().date())
+            self.rows = transactions(ledger, clockskew.today(ahead, self.tapp.now()), ahead)
         self.retranslate()
 
     def retranslate(self) -> None:
@@ -298,9 +300,10 @@ class ReportScreen(TerminalScreen):
 
     def ready(self) -> None:
         rt = self.tapp.runtime
-        day = self.tapp.now().date()
+        ahead = rt.home.clock_ahead_ms(rt.terminal_id)  # the business day, as the operator counts it
+        day = clockskew.today(ahead, self.tapp.now())
         with rt.home.ledger(rt.terminal_id) as ledger:
-            self.report = day_report(ledger, day, rt.home.terminal_dir(rt.terminal_id))
+            self.report = day_report(ledger, day, rt.home.terminal_dir(rt.terminal_id), ahead)
         self.retranslate()
         self._reconcile(day.isoformat())
 

@@ -8,6 +8,7 @@ from rich.text import Text
 from textual.widgets import Static
 
 from pos.money import format_fen
+from pos.payment.unwritten import KEPT
 from pos.records import parse_time
 from pos.sync import clockskew
 
@@ -41,7 +42,9 @@ class StatusBar(Static):
     failure and when it retries ("offline, retrying in 12 s"), else the denylist version.
 
     When the clock offset learnt at the last sync is over ``clock.warn_skew_s`` the bar says so first ("clock 2 h
-    ahead: set the time"); over ``clock.stop_skew_s`` it says offline sales are stopped instead of online."""
+    ahead: set the time"); over ``clock.stop_skew_s`` it says offline sales are stopped instead of online. Payments
+    the disk refused after the card paid, kept until written, are said next ("1 not written ¥7.00: free disk
+    space")."""
 
     def on_mount(self) -> None:
         self.retranslate()
@@ -58,6 +61,9 @@ class StatusBar(Static):
                         style="bold green" if s.online else "bold yellow")
         if ahead is not None and state != clockskew.OK:
             text.append(" " + clockskew.describe(ahead, app.lang) + " │", style="bold red")
+        kept, kept_fen = KEPT.count(app.runtime.home.ledger_path(app.runtime.terminal_id))
+        if kept:  # paid, but the disk refused the payment: kept until it can be written (pos.payment.unwritten)
+            text.append(" " + app.t("bar.kept", n=kept, amount=format_fen(kept_fen)) + " │", style="bold red")
         text.append(" " + app.t("bar.pending", n=s.pending_count, amount=format_fen(s.pending_fen)) + " │ ")
         last = parse_time(s.last_sync).strftime("%m-%d %H:%M") if s.last_sync else app.t("bar.never")
         text.append(app.t("bar.last_sync", time=last) + " │ ")
