@@ -298,4 +298,7 @@ def create_app(op: Operator) -> FastAPI:
         """A merchant's account: settled, fees, refunds, balance (fen)."""
         return op.account(merchant_id)
 
+    from bank.ticket_routes import add_ticket_routes  # here: that module builds on this one's helpers
+
+    add_ticket_routes(app, op)
     return app

@@ -15,12 +15,14 @@ from typing import Any
 from sqlalchemy import Engine
 
 from bank import accounts, denylist, refunds, reports, warmup
+from bank.redpackets import RedPackets
 from bank.auth import Authenticator, PendingRequest, TerminalRecord
 from bank.schema import make_engine
 from bank.settings import BodyLimits, OperatorSettings, load_pki
 from bank.settlement import Settlement
 from bank.store import DB_RETRIES, Store
 from bank.terminals import Terminals
+from bank.tickets import TicketSpot, Tickets
 from bank.verify import VERIFY_THREADS, Verifier
 from bank.wallets import Wallets
 from wallet.pki import OperatorPki, cert_der
@@ -46,7 +48,8 @@ class Operator:
     def __init__(self, engine: Engine, pki: OperatorPki, terminal_merchants: Mapping[str, str] | None = None,
                  fee_bps: int = 0, offline_single_max: int | None = None, admin_token: str | None = None,
                  fault: str | None = None, verify_threads: int = VERIFY_THREADS,
-                 limits: BodyLimits | None = None, db_retries: int = DB_RETRIES) -> None:
+                 limits: BodyLimits | None = None, db_retries: int = DB_RETRIES,
+                 ticket_spots: Mapping[str, TicketSpot] | None = None) -> None:
         self.engine = engine
         self.pki = pki
         self.terminal_merchants = dict(terminal_merchants or {})
@@ -57,6 +60,8 @@ class Operator:
         self.wallets = Wallets(self.store, pki)
         self.verifier = Verifier((cert_der(pki.root.cert),), offline_single_max, verify_threads)
         self.settlement = Settlement(self.store, self.auth, self.verifier, fee_bps, fault)
+        self.tickets = Tickets(self.store, ticket_spots or {})  # online tickets and the online balance (t15a)
+        self.red_packets = RedPackets(self.store, set(self.terminal_merchants.values()))
 
     @classmethod
     def from_settings(cls, settings: OperatorSettings) -> Operator:
@@ -64,7 +69,8 @@ class Operator:
         return cls(make_engine(settings.db_url), load_pki(settings.pki_dir), settings.terminal_merchants,
                    settings.fee_bps, settings.offline_single_max, load_admin_token(settings.admin_token_file),
                    settings.fault, settings.verify_threads,
-                   BodyLimits(settings.max_batch_bytes, settings.max_json_bytes), settings.db_retries)
+                   BodyLimits(settings.max_batch_bytes, settings.max_json_bytes), settings.db_retries,
+                   settings.ticket_spots)
 
     @property
     def fee_bps(self) -> int:

@@ -9,6 +9,7 @@ from pathlib import Path
 from filelock import FileLock
 
 from bank.store import DB_RETRIES
+from bank.tickets import TicketSpot
 from bank.verify import VERIFY_THREADS
 from wallet.pki import OperatorPki
 
@@ -28,6 +29,7 @@ class OperatorSettings:
     :mod:`bank.faults`). ``verify_threads`` is how many threads check a batch's signatures. ``max_batch_bytes`` caps
     a settlement request's body, ``max_json_bytes`` every other body (a 413 beyond, read no further).
     ``db_retries`` bounds the attempts of a transaction or read after a dropped database connection (then a 503).
+    ``ticket_spots`` maps each merchant that sells tickets online to its tickets and daily capacity.
     """
 
     db_url: str
@@ -41,6 +43,7 @@ class OperatorSettings:
     max_batch_bytes: int = MAX_BATCH_BYTES
     max_json_bytes: int = MAX_JSON_BYTES
     db_retries: int = DB_RETRIES
+    ticket_spots: Mapping[str, TicketSpot] = field(default_factory=dict)
 
     @property
     def admin_token_file(self) -> Path:

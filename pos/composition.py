@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from bank.embedded import EmbeddedOperator, serve, start_embedded
 from bank.service import Operator
 from bank.settings import OperatorSettings
+from bank.tickets import TicketSpot
 from pos.home import Home
 from pos.sync.client import admin_token_path
 
@@ -29,8 +30,9 @@ def default_db_url(home: Home) -> str:
 
 
 def operator_settings(home: Home, db_url: str | None = None) -> OperatorSettings:
-    """The settings of a home's operator: its CA under HOME/pki, the terminals and limits of merchants.yaml, its
-    database (default: the embedded SQLite file)."""
+    """The settings of a home's operator: its CA under HOME/pki, the terminals and limits of merchants.yaml, the
+    spots that sell tickets online (their tickets and daily capacity), its database (default: the embedded SQLite
+    file)."""
     cfg = home.config
     return OperatorSettings(
         db_url=db_url or default_db_url(home),
@@ -40,6 +42,8 @@ def operator_settings(home: Home, db_url: str | None = None) -> OperatorSettings
         fee_bps=cfg.operator.fee_bps,
         offline_single_max=cfg.risk.offline_single_max,
         fault=os.environ.get(ENV_FAULT) or None,
+        ticket_spots={m.id: TicketSpot({p.sku: p.price for p in m.tickets}, m.gate.daily_capacity)
+                      for m in cfg.merchants if m.gate is not None and m.gate.online_tickets},
     )
 
 
