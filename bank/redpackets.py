@@ -40,9 +40,10 @@ def _query() -> Any:
 
 def status(row: Any, today: str) -> str:
     """waiting | on_load | received | returned (see the module's docstring)."""
-    if row.token_status == "confirmed":
+    carried = row.token_status  # the state of the load token carrying it, if any
+    if carried == "confirmed":
         return "received"
-    if row.token_status == "issued":
+    if carried == "issued":
         return "on_load"
     return "returned" if row.expires < today else "waiting"
 
@@ -95,8 +96,9 @@ class RedPackets:
                     raise Forbidden(f"wallet {wid} is revoked", "wallet_revoked")
                 cap = TIER_LIMITS[w.tier].balance_max
                 if cap is not None and amount_fen > cap:
-                    raise BadRequest(f"a red packet of ¥{amount_fen // 100}.{amount_fen % 100:02d} is over the tier {w.tier} wallet cap: "
-                                     f"wallet {wid} could never receive it", "over_balance_limit")
+                    raise BadRequest(f"a red packet of ¥{amount_fen // 100}.{amount_fen % 100:02d} is over the tier "
+                                     f"{w.tier} wallet cap: wallet {wid} could never receive it",
+                                     "over_balance_limit")
                 conn.execute(red_packets.insert().values(
                     packet_id=f"{grant_id}-{n:04d}", grant_id=grant_id, wallet_id=wid, amount_fen=amount_fen,
                     funder=funder, expires=expires, load_counter=None, created_ms=t))

@@ -15,14 +15,14 @@ from typing import Any
 from sqlalchemy import Engine
 
 from bank import accounts, denylist, refunds, reports, warmup
-from bank.redpackets import RedPackets
 from bank.auth import Authenticator, PendingRequest, TerminalRecord
+from bank.redpackets import RedPackets
 from bank.schema import make_engine
 from bank.settings import BodyLimits, OperatorSettings, load_pki
 from bank.settlement import Settlement
 from bank.store import DB_RETRIES, Store
 from bank.terminals import Terminals
-from bank.tickets import TicketSpot, Tickets
+from bank.tickets import Tickets, TicketSpot
 from bank.verify import VERIFY_THREADS, Verifier
 from bank.wallets import Wallets
 from wallet.pki import OperatorPki, cert_der

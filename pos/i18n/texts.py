@@ -330,4 +330,11 @@ TEXTS: dict[str, tuple[str, str]] = {
     "reason.clock_skew": ("终端时钟错误：请校时后同步", "the terminal's clock is wrong: set the time, then sync"),
     "reason.clock_skew.next": ("请校准终端时间，然后按 F5 同步", "set the terminal's time, then sync (F5)"),
     "report.flagged": ("待复核时间戳 {n} 笔", "{n} vouchers with a timestamp to review"),
+    # -- tickets sold online, checked at the gate (t15a; docs/tickets.md) --
+    "gate.online": ("网络购票 已用 {used}/{tickets}，请通行", "online ticket {used} of {tickets}: please enter"),
+    "gate.unseen": ("闸机上次同步（{time}）后购买的门票暂无法核验：请现场购票或等待联网",
+                    "ticket bought after the gate's last sync ({time}): buy at the gate or wait for the connection"),
+    "gate.unseen_next": ("{minutes} 分钟内再碰一次即现场购票", "tap again within {minutes} min to buy at the gate"),
+    "eod.online_tickets": ("网络购票入园", "Online tickets used"),
+    "eod.online_tickets_value": ("{entries} 人次（{orders} 单）", "{entries} entries ({orders} orders)"),
 }
