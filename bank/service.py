@@ -14,7 +14,7 @@ from typing import Any
 
 from sqlalchemy import Engine
 
-from bank import accounts, denylist, refunds, reports, warmup
+from bank import accounts, denylist, online, refunds, reports, warmup
 from bank.auth import Authenticator, PendingRequest, TerminalRecord
 from bank.redpackets import RedPackets
 from bank.schema import make_engine
@@ -40,6 +40,7 @@ from wire.models import (
     WalletAnswer,
     WalletRegistered,
 )
+from wire.tickets import OnlineBalanceAnswer
 
 
 class Operator:
@@ -127,6 +128,10 @@ class Operator:
 
     def wallet(self, wallet_id: str) -> WalletAnswer:
         return self.wallets.get(wallet_id)
+
+    def credit_online(self, credit_id: str, wallet_id: str, amount_fen: int) -> OnlineBalanceAnswer:
+        """Top up the wallet's online balance once per ``credit_id`` (:func:`bank.online.credit`)."""
+        return online.credit(self.store, credit_id, wallet_id, amount_fen)
 
     # -- settlement and what follows --------------------------------------------------------------------------------
     def settle(self, terminal: TerminalRecord, items: Sequence[UploadItem]) -> list[dict[str, Any]]:

@@ -11,7 +11,6 @@ from typing import Annotated
 from fastapi import FastAPI, Path, Query, Request
 from starlette.concurrency import run_in_threadpool
 
-from bank import online
 from bank.app import ADMIN, WALLET_ID, Terminal, _json_body, errors, parse_body
 from bank.service import Operator
 from bank.tickets import Tickets
@@ -57,7 +56,7 @@ def add_ticket_routes(app: FastAPI, op: Operator) -> None:
     async def online_credit(wallet_id: WALLET_ID, request: Request) -> OnlineBalanceAnswer:
         """Top up the wallet's online balance, once per ``credit_id`` (within the tier's balance cap)."""
         req = parse_body(OnlineCreditRequest, await request.body())
-        return await run_in_threadpool(online.credit, op.store, req.credit_id, wallet_id, req.amount_fen)
+        return await run_in_threadpool(op.credit_online, req.credit_id, wallet_id, req.amount_fen)
 
     @app.post("/v1/admin/tickets", dependencies=ADMIN, response_model=TicketSaleAnswer,
               responses=errors(403, 404, 409, 413), openapi_extra=_json_body(TicketSaleRequest))
