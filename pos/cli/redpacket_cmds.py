@@ -40,6 +40,8 @@ def cmd_red_packet(args: argparse.Namespace, home: Home) -> int:
         answer = grant_red_packets(home, list(wallets.values()), args.amount, args.expires, args.funder)
     except (OperatorRefused, OperatorError) as exc:
         if not refused(exc):
+            if isinstance(exc, InvalidInput):
+                raise InvalidInput(str(exc)) from None  # the operator's 400 or 404: bad input (exit 2)
             raise
         emit(args, {"status": "refused", "reason": exc.code, "message": str(exc)}, f"REFUSED {exc.code}: {exc}")
         return EXIT_FAILED

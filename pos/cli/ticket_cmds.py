@@ -34,10 +34,13 @@ def _quantity(text: str) -> int:
 
 
 def _refusal(args: argparse.Namespace, exc: Exception) -> int:
-    """An operator's refusal (exit 1) as ``{"status": "refused", "reason", "message"}``; bad input is raised on."""
+    """An operator's refusal (exit 1) as ``{"status": "refused", "reason", "message"}``; bad input (the operator's
+    400 or 404: an unknown spot, product, wallet or order, a day that has passed) is raised as such (exit 2)."""
     from pos.cards.online import refused
 
     if not refused(exc):
+        if isinstance(exc, InvalidInput):
+            raise InvalidInput(str(exc)) from None  # over HTTP also an OperatorRefused: still bad input
         raise exc
     code = getattr(exc, "code", "refused")
     emit(args, {"status": "refused", "reason": code, "message": str(exc)}, f"REFUSED {code}: {exc}")
