@@ -50,16 +50,18 @@ def _local(home: Home) -> Iterator[Any]:
         yield op
 
 
-def back_office(home: Home, http: Callable[[OperatorClient], T], local: Callable[[Any], T],
+def back_office(home: Home, http: Callable[[OperatorClient], T], local: Callable[[Any], T] | None,
                 operator_url: str | None = None, attempts: int = 2) -> T:
-    """``http(client)`` against the operator, else ``local(operator)`` in-process (see the module's docstring)."""
+    """``http(client)`` against the operator, else ``local(operator)`` in-process (see the module's docstring);
+    without ``local``, what the operator's failure was."""
     try:
         with OperatorClient.for_admin(home, operator_url, retry=RetryPolicy(attempts=attempts), timeout=5.0) as cli:
             return http(cli)
     except OperatorUnavailable:
-        pass
+        if local is None:
+            raise
     except OperatorRefused as exc:
-        if exc.code not in FALLBACK_CODES:
+        if exc.code not in FALLBACK_CODES or local is None:
             raise
     with _local(home) as op:
         return local(op)
@@ -77,8 +79,9 @@ def credit_online(home: Home, wallet_id: str, amount_fen: int, operator_url: str
 
 
 def online_view(home: Home, wallet_id: str, operator_url: str | None = None) -> dict[str, Any]:
-    """For ``pos card show``: ``{"online_fen", "red_packets": [...]}`` as the operator has them (``online_fen`` null
-    for a wallet it does not know)."""
+    """For ``pos card show``: ``{"online_fen", "red_packets": [...]}`` as the operator has them; ``online_fen`` null
+    for a wallet it does not know, or when neither the operator nor the home's embedded one can tell (a read-only
+    home: showing a card writes nothing)."""
     def http(cli: OperatorClient) -> tuple[WalletAnswer, RedPacketListAnswer]:
         w = WalletAnswer.model_validate(cli.call("GET", f"/v1/admin/wallets/{wallet_id}", signed=False))
         rp = RedPacketListAnswer.model_validate(cli.call("GET", f"/v1/admin/wallets/{wallet_id}/red-packets",
@@ -88,11 +91,14 @@ def online_view(home: Home, wallet_id: str, operator_url: str | None = None) -> 
     def local(op: Any) -> tuple[WalletAnswer, RedPacketListAnswer]:
         return op.wallet(wallet_id), op.red_packets.of_wallet(wallet_id)
 
+    embedded = (home.root / "operator" / "operator.db").exists()  # else there is none to ask: make none
     try:
-        wallet, packets = back_office(home, http, local, operator_url, attempts=1)
+        wallet, packets = back_office(home, http, local if embedded else None, operator_url, attempts=1)
     except (NotFound, OperatorRefused) as exc:
         if getattr(exc, "code", "") != "unknown_wallet":
             raise
+        return {"online_fen": None, "red_packets": []}
+    except Exception:  # nobody to ask, or the embedded operator cannot open (a read-only home, a damaged file)
         return {"online_fen": None, "red_packets": []}
     return {"online_fen": wallet.online_fen,
             "red_packets": [{k: p[k] for k in ("packet_id", "amount_fen", "status", "expires", "funder")}

@@ -336,5 +336,5 @@ TEXTS: dict[str, tuple[str, str]] = {
                     "ticket bought after the gate's last sync ({time}): buy at the gate or wait for the connection"),
     "gate.unseen_next": ("{minutes} 分钟内再碰一次即现场购票", "tap again within {minutes} min to buy at the gate"),
     "eod.online_tickets": ("网络购票入园", "Online tickets used"),
-    "eod.online_tickets_value": ("{entries} 人次（{orders} 单）", "{entries} entries ({orders} orders)"),
+    "eod.online_tickets_value": ("{entries} 人次（{orders} 单）", "entries {entries} · orders {orders}"),
 }
