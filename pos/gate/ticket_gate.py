@@ -17,6 +17,9 @@ that read (one read of the card per sale). A re-entry on a pass needs a fresh pr
 sends AUTHENTICATE with a random challenge and verifies the signature with the certified key before it counts the
 entry, so a copy of a wallet's certificate and id (a clone without its key) cannot use the tickets its original
 bought.
+
+Tickets sold online (a spot with ``gate.online_tickets``) are passes too, made from the orders the gate learnt at
+sync or looked up while online (:mod:`pos.gate.online_tickets`); capacity counts them with the gate's own sales.
 """
 
 from __future__ import annotations
