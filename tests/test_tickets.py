@@ -205,5 +205,5 @@ def test_a_sale_or_a_credit_sent_twice_is_made_once(world) -> None:
         again = admin.call("POST", f"/v1/admin/wallets/{wallet}/online-credits", credit, signed=False)
         assert again["replayed"] and again["online_fen"] == 22500
     assert cli.balance("c0001")[1] == 22500
-    code, listed = cli("ticket", "list", "--card", "c0001")
+    _, listed = cli("ticket", "list", "--card", "c0001")
     assert [o["order_id"] for o in listed["orders"]] == ["TKREPLAY0001"]
