@@ -128,7 +128,7 @@ class OnlineTickets:
         for order_id, sku, quantity, elsewhere in self.store.fetch(
                 "SELECT order_id, sku, quantity, used_elsewhere FROM online_orders WHERE wallet_id = ? AND day = ? "
                 "AND status = 'sold'", (wallet_id, day)):
-            if quantity > elsewhere:
+            if quantity > elsewhere and not self.store.has_pass(ONLINE + order_id):  # a write only the first time
                 self.store.online_pass(day, wallet_id, order_id, sku, quantity - elsewhere, now)
 
     def _lookup(self, wallet_id: str, day: int, now: int) -> bool:
