@@ -171,8 +171,8 @@ def test_refunds_credit_the_online_balance_once_and_the_gate_drops_the_ticket(wo
     assert code == 1 and tap["reason"] == "ticket_unseen"
 
 
-def test_bad_input_and_refusals(world) -> None:
-    cli, _, _ = world
+def test_bad_input_refusals_and_a_sale_or_credit_sent_twice(world) -> None:
+    cli, shop, _ = world
     assert cli("ticket", "sell", "--merchant", SPOT, "--card", "c0001", "--product", "adult",
                "--date", "2026-04-30")[0] == 2  # a day that has passed
     code, tiger_hill = cli("ticket", "sell", "--merchant", "320505000000301", "--card", "c0001", "--product",
@@ -189,10 +189,7 @@ def test_bad_input_and_refusals(world) -> None:
     assert cli("card", "issue", "--tier", "4", "--balance", "1", "--online", "1", "--foreign")[0] == 2
     assert cli("ticket", "tap", "--terminal", "ZZYS0001", "--card", "c0001")[0] == 2  # not a gate
 
-
-def test_a_sale_or_a_credit_sent_twice_is_made_once(world) -> None:
-    cli, shop, _ = world
-    _, shown = cli("card", "show", "c0001")
+    _, shown = cli("card", "show", "c0001")  # a sale or a credit sent again after a lost answer is made once
     wallet = shown["wallet_id"]
     body = {"order_id": "TKREPLAY0001", "merchant_id": SPOT, "wallet_id": wallet, "sku": "adult", "day": DAY,
             "quantity": 1}
