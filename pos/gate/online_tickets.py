@@ -151,8 +151,9 @@ class OnlineTickets:
 
 
 def sync_gate(home: Home, terminal_id: str, cli: OperatorClient) -> dict[str, Any] | None:
-    """The ticket part of a gate's sync (None for any other terminal): report the entries used here and this gate's
-    own sales today, learn the orders changed since the last version. Raises what the client raises."""
+    """The ticket part of a gate's sync (None for any other terminal, or when the operator sells no tickets online
+    for the spot): report the entries used here and this gate's own sales today, learn the orders changed since the
+    last version. Raises what the client raises otherwise."""
     if not online_gate(home, terminal_id):
         return None
     store = GateStore(home.terminal_dir(terminal_id) / "gate.db")
@@ -167,8 +168,13 @@ def sync_gate(home: Home, terminal_id: str, cli: OperatorClient) -> dict[str, An
         gate_sold = store.day_counts(today)[1]
         while True:
             chunk, uses = uses[:MAX_USES], uses[MAX_USES:]
-            answer = TicketSyncAnswer.model_validate(cli.call("POST", "/v1/tickets/sync", {
-                "since": since, "day": day_text(today), "gate_sold": gate_sold, "uses": chunk}))
+            try:
+                answer = TicketSyncAnswer.model_validate(cli.call("POST", "/v1/tickets/sync", {
+                    "since": since, "day": day_text(today), "gate_sold": gate_sold, "uses": chunk}))
+            except OperatorRefused as exc:
+                if exc.code in ("unknown_spot", "no_route"):
+                    return None  # this operator sells no tickets online for the spot: nothing to learn
+                raise
             learn(store, answer.orders)
             with store.transaction():
                 store.conn.executemany("UPDATE online_orders SET reported = MAX(reported, ?) WHERE order_id = ?",
