@@ -88,20 +88,16 @@ def cmd_merchants(args: argparse.Namespace, home: Home) -> int:
 
 # -- cards ----------------------------------------------------------------------------------------------------------
 def cmd_card_issue(args: argparse.Namespace, home: Home) -> int:
-    from pos.cards.manage import check_issue, issue_cards
-    from pos.cli.ticket_cmds import fund_online
-
-    if args.online is not None:
-        check_issue(args.tier, args.online)  # an online balance over the tier's cap: refused before any card
+    from pos.cards.manage import issue_cards
+    from pos.cli.ticket_cmds import check_online, fund_online
 
     if not 1 <= args.count <= 1000:
         raise InvalidInput("--count must be between 1 and 1000")
-    if args.online is not None and (args.expired or args.foreign):
-        raise InvalidInput("--online needs wallets the operator registers: not with --expired or --foreign")
+    check_online(args)  # --online: within the tier's cap, for wallets the operator registers
     cards = issue_cards(home, args.tier, args.balance, args.count, expired=args.expired, foreign=args.foreign)
-    online = fund_online(home, [c.card_id for c in cards], args.online) if args.online else {}  # ticket_cmds
+    online = fund_online(home, [c.card_id for c in cards], args.online)
     data = {"cards": [{"card_id": c.card_id, "wallet_id": c.wallet_id, "tier": c.tier, "balance_fen": c.balance_fen,
-                       **({"online_fen": online[c.card_id]} if online else {})} for c in cards]}
+                       **online.get(c.card_id, {})} for c in cards]}
     emit(args, data, "\n".join(f"{c.card_id}  wallet {c.wallet_id}  tier {c.tier}  {format_fen(c.balance_fen)}"
                                for c in cards))
     return EXIT_OK
@@ -130,13 +126,12 @@ def cmd_card_show(args: argparse.Namespace, home: Home) -> int:
 
 def cmd_card_load(args: argparse.Namespace, home: Home) -> int:
     from pos.cards.manage import LoadRefused, apply_load
+    from pos.cli.ticket_cmds import load_online
     from pos.sync.client import OperatorRefused
     from wire.errors import OperatorError
 
     home.cards.load(args.card)  # an unknown or damaged card is bad input (exit 2), before the operator is asked
     if args.online:
-        from pos.cli.ticket_cmds import load_online
-
         return load_online(args, home)
     try:
         balance, token = apply_load(home, args.card, amount_fen=args.amount)

@@ -73,11 +73,27 @@ def load_online(args: argparse.Namespace, home: Home) -> int:
     return EXIT_OK
 
 
-def fund_online(home: Home, card_ids: list[str], amount_fen: int) -> dict[str, int]:
-    """``pos card issue ... --online YUAN``: each new card's wallet gets that online balance; card id: balance."""
+def check_online(args: argparse.Namespace) -> None:
+    """``pos card issue ... --online YUAN``, before any card is made: within the tier's balance cap, and only for
+    wallets the operator registers."""
+    from pos.cards.manage import check_issue
+
+    if args.online is None:
+        return
+    if args.expired or args.foreign:
+        raise InvalidInput("--online needs wallets the operator registers: not with --expired or --foreign")
+    check_issue(args.tier, args.online)  # the online balance has the tier's cap too
+
+
+def fund_online(home: Home, card_ids: list[str], amount_fen: int | None) -> dict[str, dict[str, int]]:
+    """``pos card issue ... --online YUAN``: each new card's wallet gets that online balance; card id:
+    ``{"online_fen"}`` (nothing without ``--online``)."""
     from pos.cards.online import credit_online
 
-    return {cid: credit_online(home, home.cards.load(cid).wallet_id, amount_fen).online_fen for cid in card_ids}
+    if not amount_fen:
+        return {}
+    return {cid: {"online_fen": credit_online(home, home.cards.load(cid).wallet_id, amount_fen).online_fen}
+            for cid in card_ids}
 
 
 def cmd_ticket_sell(args: argparse.Namespace, home: Home) -> int:
@@ -185,4 +201,4 @@ def register(commands: Commands) -> None:
     p.add_argument("--lang", choices=["en", "zh-CN"])
 
 
-__all__ = ["fund_online", "load_online", "register"]
+__all__ = ["check_online", "fund_online", "load_online", "register"]
