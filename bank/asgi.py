@@ -28,6 +28,7 @@ from fastapi import FastAPI
 from bank.app import create_app as app_over
 from bank.service import Operator
 from bank.settings import OperatorSettings
+from bank.tickets import spots_from_json, spots_to_json
 from wallet.errors import InvalidInput
 
 ENV_SETTINGS = "ECNY_OPERATOR_SETTINGS"
@@ -43,7 +44,8 @@ def settings_to_json(settings: OperatorSettings) -> dict[str, Any]:
     return {"db_url": settings.db_url, "pki_dir": str(settings.pki_dir),
             "admin_token_path": str(settings.admin_token_path) if settings.admin_token_path else None,
             "terminal_merchants": dict(settings.terminal_merchants), "fee_bps": settings.fee_bps,
-            "offline_single_max": settings.offline_single_max, "verify_threads": settings.verify_threads}
+            "offline_single_max": settings.offline_single_max, "verify_threads": settings.verify_threads,
+            "ticket_spots": spots_to_json(settings.ticket_spots)}
 
 
 def settings_from_json(data: dict[str, Any]) -> OperatorSettings:
@@ -52,7 +54,8 @@ def settings_from_json(data: dict[str, Any]) -> OperatorSettings:
         admin_token_path=Path(data["admin_token_path"]) if data.get("admin_token_path") else None,
         terminal_merchants=dict(data.get("terminal_merchants") or {}), fee_bps=int(data.get("fee_bps") or 0),
         offline_single_max=data.get("offline_single_max"),
-        verify_threads=int(data.get("verify_threads") or OperatorSettings.verify_threads))
+        verify_threads=int(data.get("verify_threads") or OperatorSettings.verify_threads),
+        ticket_spots=spots_from_json(data.get("ticket_spots") or {}))
 
 
 def settings_from_env(env: dict[str, str] | None = None) -> OperatorSettings:

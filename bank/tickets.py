@@ -52,6 +52,16 @@ class TicketSpot:
     daily_capacity: int
 
 
+def spots_to_json(spots: Mapping[str, TicketSpot]) -> dict[str, Any]:
+    """``ticket_spots`` as JSON (the settings file of ``pos operator serve --workers N``)."""
+    return {mid: {"products": dict(s.products), "daily_capacity": s.daily_capacity} for mid, s in spots.items()}
+
+
+def spots_from_json(data: Mapping[str, Any]) -> dict[str, TicketSpot]:
+    """What :func:`spots_to_json` wrote."""
+    return {mid: TicketSpot(dict(s["products"]), int(s["daily_capacity"])) for mid, s in data.items()}
+
+
 def check_day(day: str) -> dt.date:
     """``day`` as a date; :class:`BadRequest` when it is not a real YYYY-MM-DD day."""
     try:

@@ -94,3 +94,13 @@ def test_a_gate_learns_each_change_once_through_the_versions(shop: Shop) -> None
                                                                              "TKRACE000002": (0, 0)}
         assert sync(used.version, [{"order_id": "TKRACE000001", "used": 1}]).orders == []  # a repeat changes nothing
     assert sell(shop, 3, ws[1], 2) == "sold_out"  # 3 online + 1 sold at the gate: one place left
+
+
+def test_the_spots_reach_every_worker_of_the_operator(tmp_path: Path) -> None:
+    from bank.asgi import settings_from_json, settings_to_json
+    from bank.settings import OperatorSettings
+    from bank.tickets import TicketSpot
+
+    settings = OperatorSettings("postgresql+psycopg://h/db", tmp_path,
+                                ticket_spots={SPOT: TicketSpot({"adult": 8000, "child": 4000}, 5)})
+    assert settings_from_json(settings_to_json(settings)).ticket_spots == settings.ticket_spots
