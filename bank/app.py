@@ -321,7 +321,9 @@ def create_app(op: Operator) -> FastAPI:
 
     from bank.merchant_routes import add_merchant_routes  # it builds on this module's helpers
     from bank.reconcile_routes import add_reconcile_routes  # its routes use this module's helpers
+    from bank.ticket_routes import add_ticket_routes  # here: that module builds on this one's helpers
 
     add_merchant_routes(app, op)
     add_reconcile_routes(app, op)
+    add_ticket_routes(app, op)
     return app

@@ -30,6 +30,7 @@ from bank.app import create_app as app_over
 from bank.chains import Chain
 from bank.service import Operator
 from bank.settings import OperatorSettings
+from bank.tickets import spots_from_json, spots_to_json
 from wallet.errors import InvalidInput
 
 ENV_SETTINGS = "ECNY_OPERATOR_SETTINGS"
@@ -53,6 +54,8 @@ def settings_to_json(settings: OperatorSettings) -> dict[str, Any]:
             value = dict(value)
         elif f.name == "chains":
             value = [{"parent_id": c.parent_id, "stores": list(c.stores), "pools": c.pools} for c in value]
+        elif f.name == "ticket_spots":
+            value = spots_to_json(value)
         data[f.name] = value
     return data
 
@@ -66,6 +69,8 @@ def settings_from_json(data: dict[str, Any]) -> OperatorSettings:
             values[name] = Path(values[name])
     if "chains" in values:
         values["chains"] = tuple(Chain(c["parent_id"], tuple(c["stores"]), c.get("pools")) for c in values["chains"])
+    if "ticket_spots" in values:
+        values["ticket_spots"] = spots_from_json(values["ticket_spots"] or {})
     return OperatorSettings(**values)
 
 

@@ -159,6 +159,73 @@ nonces = Table(
     Index("nonces_time", "time_ms"),
 )
 
+# -- the online balance, tickets sold online, red packets (see bank/tickets.py, bank/redpackets.py) -------------------
+online_credits = Table(  # top-ups of wallets' online balances, once per credit id
+    "online_credits", metadata,
+    Column("credit_id", String(40), primary_key=True),
+    Column("wallet_id", String(16), nullable=False),
+    Column("amount_fen", BigInteger, nullable=False),
+    Column("created_ms", BigInteger, nullable=False),
+)
+
+ticket_orders = Table(
+    "ticket_orders", metadata,
+    Column("order_id", String(40), primary_key=True),
+    Column("merchant_id", String(15), nullable=False),
+    Column("wallet_id", String(16), nullable=False),
+    Column("sku", String(32), nullable=False),
+    Column("day", String(10), nullable=False),  # the visit day
+    Column("quantity", Integer, nullable=False),
+    Column("unit_fen", BigInteger, nullable=False),
+    Column("amount_fen", BigInteger, nullable=False),
+    Column("status", String(16), nullable=False),  # sold | refunded
+    Column("used", Integer, nullable=False, default=0),  # entries reported by all gates
+    Column("flag", String(24)),  # overused | used_after_refund
+    Column("version", BigInteger, nullable=False, unique=True),  # the last change (gates sync from a version)
+    Column("created_ms", BigInteger, nullable=False),
+    Column("refunded_ms", BigInteger),
+    Index("ticket_orders_merchant_version", "merchant_id", "version"),
+    Index("ticket_orders_wallet_day", "wallet_id", "day"),
+)
+
+ticket_uses = Table(  # entries on an order, per gate (a running total the gate reports at sync)
+    "ticket_uses", metadata,
+    Column("order_id", String(40), primary_key=True),
+    Column("terminal_id", String(8), primary_key=True),
+    Column("used", Integer, nullable=False),
+    Column("updated_ms", BigInteger, nullable=False),
+)
+
+ticket_gate_sales = Table(  # tickets a gate sold itself on a day (a running total reported at sync)
+    "ticket_gate_sales", metadata,
+    Column("terminal_id", String(8), primary_key=True),
+    Column("day", String(10), primary_key=True),
+    Column("merchant_id", String(15), nullable=False),
+    Column("sold", Integer, nullable=False),
+)
+
+ticket_days = Table(  # a spot's day: tickets sold online (not refunded) and reported sold at its gates
+    "ticket_days", metadata,
+    Column("merchant_id", String(15), primary_key=True),
+    Column("day", String(10), primary_key=True),
+    Column("online_sold", Integer, nullable=False),
+    Column("gate_sold", Integer, nullable=False),
+)
+
+red_packets = Table(
+    "red_packets", metadata,
+    Column("packet_id", String(48), primary_key=True),
+    Column("grant_id", String(40), nullable=False),
+    Column("wallet_id", String(16), nullable=False),
+    Column("amount_fen", BigInteger, nullable=False),
+    Column("funder", String(15), nullable=False),  # operator | a merchant id
+    Column("expires", String(10), nullable=False),  # the last day it can be received
+    Column("load_counter", Integer),  # the load token carrying it (its status says received or not)
+    Column("created_ms", BigInteger, nullable=False),
+    UniqueConstraint("grant_id", "wallet_id", name="red_packets_one_per_wallet"),
+    Index("red_packets_wallet", "wallet_id"),
+)
+
 
 # -- corporate wallets and chains (bank.accounts, bank.chains, bank.statements) --------------------------------------
 movements = Table(  # every change of a corporate wallet's balance (accounts.balance_fen is their sum)

@@ -14,14 +14,16 @@ from typing import Any
 
 from sqlalchemy import Engine
 
-from bank import accounts, denylist, refunds, reports, statements, warmup
+from bank import accounts, denylist, online, refunds, reports, statements, warmup
 from bank.auth import Authenticator, PendingRequest, TerminalRecord
 from bank.chains import Chain, Chains, sweep
+from bank.redpackets import RedPackets
 from bank.schema import make_engine
 from bank.settings import BodyLimits, OperatorSettings, load_pki
 from bank.settlement import Settlement
 from bank.store import DB_RETRIES, Store
 from bank.terminals import Terminals
+from bank.tickets import Tickets, TicketSpot
 from bank.verify import VERIFY_THREADS, Verifier
 from bank.wallets import Wallets
 from wallet.pki import OperatorPki, cert_der
@@ -40,6 +42,7 @@ from wire.models import (
     WalletRegistered,
 )
 from wire.statements import StatementAnswer, SweepAnswer
+from wire.tickets import OnlineBalanceAnswer
 
 
 class Operator:
@@ -49,7 +52,8 @@ class Operator:
                  fee_bps: int = 0, offline_single_max: int | None = None, admin_token: str | None = None,
                  fault: str | None = None, verify_threads: int = VERIFY_THREADS,
                  limits: BodyLimits | None = None, db_retries: int = DB_RETRIES,
-                 chains: Sequence[Chain] = ()) -> None:
+                 chains: Sequence[Chain] = (),
+                 ticket_spots: Mapping[str, TicketSpot] | None = None) -> None:
         self.engine = engine
         self.pki = pki
         self.terminal_merchants = dict(terminal_merchants or {})
@@ -61,6 +65,8 @@ class Operator:
         self.verifier = Verifier((cert_der(pki.root.cert),), offline_single_max, verify_threads)
         self.settlement = Settlement(self.store, self.auth, self.verifier, fee_bps, fault)
         self.chains = Chains(chains)
+        self.tickets = Tickets(self.store, ticket_spots or {})  # online tickets and the online balance (t15a)
+        self.red_packets = RedPackets(self.store, set(self.terminal_merchants.values()))
 
     @classmethod
     def from_settings(cls, settings: OperatorSettings) -> Operator:
@@ -69,7 +75,7 @@ class Operator:
                    settings.fee_bps, settings.offline_single_max, load_admin_token(settings.admin_token_file),
                    settings.fault, settings.verify_threads,
                    BodyLimits(settings.max_batch_bytes, settings.max_json_bytes), settings.db_retries,
-                   settings.chains)
+                   settings.chains, settings.ticket_spots)
 
     @property
     def fee_bps(self) -> int:
@@ -126,6 +132,10 @@ class Operator:
 
     def wallet(self, wallet_id: str) -> WalletAnswer:
         return self.wallets.get(wallet_id)
+
+    def credit_online(self, credit_id: str, wallet_id: str, amount_fen: int) -> OnlineBalanceAnswer:
+        """Top up the wallet's online balance once per ``credit_id`` (:func:`bank.online.credit`)."""
+        return online.credit(self.store, credit_id, wallet_id, amount_fen)
 
     # -- settlement and what follows --------------------------------------------------------------------------------
     def settle(self, terminal: TerminalRecord, items: Sequence[UploadItem]) -> list[dict[str, Any]]:

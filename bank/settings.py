@@ -10,6 +10,7 @@ from filelock import FileLock
 
 from bank.chains import Chain
 from bank.store import DB_RETRIES
+from bank.tickets import TicketSpot
 from bank.verify import VERIFY_THREADS
 from wallet.pki import OperatorPki
 
@@ -30,6 +31,7 @@ class OperatorSettings:
     a settlement request's body, ``max_json_bytes`` every other body (a 413 beyond, read no further).
     ``db_retries`` bounds the attempts of a transaction or read after a dropped database connection (then a 503).
     ``chains`` are the merchants' chains: a parent, its stores, whether they pool their takings (:mod:`bank.chains`).
+    ``ticket_spots`` maps each merchant that sells tickets online to its tickets and daily capacity.
     """
 
     db_url: str
@@ -44,6 +46,7 @@ class OperatorSettings:
     max_json_bytes: int = MAX_JSON_BYTES
     db_retries: int = DB_RETRIES
     chains: tuple[Chain, ...] = ()
+    ticket_spots: Mapping[str, TicketSpot] = field(default_factory=dict)
 
     @property
     def admin_token_file(self) -> Path:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import Connection, insert, select, update
 
+from bank import redpackets
 from bank.clock import now_ms
 from bank.schema import load_tokens, read_only, wallets
 from bank.store import Store
@@ -54,7 +55,9 @@ class Wallets:
 
     def issue_load_token(self, wallet_id: str, amount_fen: int, after_counter: int = 0) -> LoadToken:
         """A signed load token numbered past both the operator's and the card's last load counter. It is on file as
-        issued: it counts as loaded only once confirmed (:meth:`confirm_load`, or proven by a later voucher)."""
+        issued: it counts as loaded only once confirmed (:meth:`confirm_load`, or proven by a later voucher). The
+        wallet's waiting red packets that fit under its balance cap ride on it (:func:`bank.redpackets.attach`): its
+        amount is ``amount_fen`` plus theirs."""
         if amount_fen <= 0:
             raise BadRequest("load amount must be positive")
 
@@ -70,9 +73,10 @@ class Wallets:
             counter = max(row.load_counter, after_counter) + 1
             conn.execute(update(wallets).where(wallets.c.wallet_id == wallet_id).values(load_counter=counter))
             t = now_ms()
-            conn.execute(insert(load_tokens).values(wallet_id=wallet_id, load_counter=counter, amount_fen=amount_fen,
+            total = amount_fen + redpackets.attach(conn, row, counter, amount_fen, t)  # red packets ride along
+            conn.execute(insert(load_tokens).values(wallet_id=wallet_id, load_counter=counter, amount_fen=total,
                                                     created_ms=t, status="issued"))
-            return LoadToken(wallet_id, counter, amount_fen, t).signed(self.pki.wallet_ca.key)
+            return LoadToken(wallet_id, counter, total, t).signed(self.pki.wallet_ca.key)
 
         return self.store.write(run)
 

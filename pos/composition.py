@@ -16,6 +16,7 @@ from bank.chains import Chain
 from bank.embedded import EmbeddedOperator, serve, start_embedded
 from bank.service import Operator
 from bank.settings import OperatorSettings
+from bank.tickets import TicketSpot
 from pos.home import Home
 from pos.sync.client import admin_token_path
 
@@ -31,7 +32,8 @@ def default_db_url(home: Home) -> str:
 
 def operator_settings(home: Home, db_url: str | None = None) -> OperatorSettings:
     """The settings of a home's operator: its CA under HOME/pki, the terminals, chains and limits of merchants.yaml,
-    its database (default: the embedded SQLite file)."""
+    the spots that sell tickets online (their tickets and daily capacity), its database (default: the embedded
+    SQLite file)."""
     cfg = home.config
     return OperatorSettings(
         db_url=db_url or default_db_url(home),
@@ -43,6 +45,8 @@ def operator_settings(home: Home, db_url: str | None = None) -> OperatorSettings
         fault=os.environ.get(ENV_FAULT) or None,
         chains=tuple(Chain(m.id, tuple(s.id for s in cfg.merchants if s.parent == m.id), m.pools)
                      for m in cfg.merchants if any(s.parent == m.id for s in cfg.merchants)),
+        ticket_spots={m.id: TicketSpot({p.sku: p.price for p in m.tickets}, m.gate.daily_capacity)
+                      for m in cfg.merchants if m.gate is not None and m.gate.online_tickets},
     )
 
 

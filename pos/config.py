@@ -76,6 +76,7 @@ class GateSettings(_Model):
     daily_capacity: int = Field(default=5000, gt=0)
     passback_window_s: int = Field(default=600, ge=0)
     result_hold_s: float = Field(default=2.0, gt=0, le=30)
+    online_tickets: bool = False  # the spot also sells tickets online (docs/tickets.md)
 
 
 class Merchant(_Model):

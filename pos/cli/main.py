@@ -89,12 +89,15 @@ def cmd_merchants(args: argparse.Namespace, home: Home) -> int:
 # -- cards ----------------------------------------------------------------------------------------------------------
 def cmd_card_issue(args: argparse.Namespace, home: Home) -> int:
     from pos.cards.manage import issue_cards
+    from pos.cli.ticket_cmds import check_online, fund_online
 
     if not 1 <= args.count <= 1000:
         raise InvalidInput("--count must be between 1 and 1000")
+    check_online(args)  # --online: within the tier's cap, for wallets the operator registers
     cards = issue_cards(home, args.tier, args.balance, args.count, expired=args.expired, foreign=args.foreign)
-    data = {"cards": [{"card_id": c.card_id, "wallet_id": c.wallet_id, "tier": c.tier, "balance_fen": c.balance_fen}
-                      for c in cards]}
+    online = fund_online(home, [c.card_id for c in cards], args.online)
+    data = {"cards": [{"card_id": c.card_id, "wallet_id": c.wallet_id, "tier": c.tier, "balance_fen": c.balance_fen,
+                       **online.get(c.card_id, {})} for c in cards]}
     emit(args, data, "\n".join(f"{c.card_id}  wallet {c.wallet_id}  tier {c.tier}  {format_fen(c.balance_fen)}"
                                for c in cards))
     return EXIT_OK
@@ -113,18 +116,23 @@ def cmd_card_list(args: argparse.Namespace, home: Home) -> int:
 
 def cmd_card_show(args: argparse.Namespace, home: Home) -> int:
     from pos.cards.manage import describe_card
+    from pos.cards.online import online_view
 
     c = describe_card(home.cards.load(args.card))
+    c.update(online_view(home, c["wallet_id"]))  # the online balance and red packets, as the operator has them
     emit(args, c, "\n".join(f"{k}: {v}" for k, v in c.items()))
     return EXIT_OK
 
 
 def cmd_card_load(args: argparse.Namespace, home: Home) -> int:
     from pos.cards.manage import LoadRefused, apply_load
+    from pos.cli.ticket_cmds import load_online
     from pos.sync.client import OperatorRefused
     from wire.errors import OperatorError
 
     home.cards.load(args.card)  # an unknown or damaged card is bad input (exit 2), before the operator is asked
+    if args.online:
+        return load_online(args, home)
     try:
         balance, token = apply_load(home, args.card, amount_fen=args.amount)
     except LoadRefused as exc:
@@ -135,9 +143,11 @@ def cmd_card_load(args: argparse.Namespace, home: Home) -> int:
         code = getattr(exc, "code", None) or "refused"
         emit(args, {"status": "refused", "reason": code, "message": str(exc)}, f"REFUSED {code}: {exc}")
         return EXIT_FAILED
+    packets = token.amount_fen - args.amount  # red packets the token carried (docs/tickets.md)
     data = {"status": "loaded", "card_id": args.card, "amount_fen": args.amount, "balance_fen": balance,
-            "load_counter": token.load_counter}
-    emit(args, data, f"loaded {format_fen(args.amount)} onto {args.card}: balance {format_fen(balance)}")
+            "load_counter": token.load_counter, "red_packet_fen": packets}
+    emit(args, data, f"loaded {format_fen(args.amount)} onto {args.card}"
+         + (f" + red packets {format_fen(packets)}" if packets else "") + f": balance {format_fen(balance)}")
     return EXIT_OK
 
 
@@ -241,7 +251,7 @@ class Commands:
 # Modules that add their own commands through ``register(commands: Commands)``.
 COMMAND_MODULES = ("pos.cli.ledger_cmds", "pos.cli.operator_cmds", "pos.cli.readers", "pos.cli.ui_cmds",
                    "pos.cli.fleet_cmds", "pos.cli.scenario_cmds", "pos.cli.merchant_cmds",
-                   "pos.cli.reconcile_cmds")
+                   "pos.cli.reconcile_cmds", "pos.cli.ticket_cmds", "pos.cli.redpacket_cmds")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -264,12 +274,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--count", type=int, default=1)
     p.add_argument("--expired", action="store_true", help="give the card a certificate that has expired")
     p.add_argument("--foreign", action="store_true", help="certify the card by an issuer terminals do not trust")
+    p.add_argument("--online", type=_amount, metavar="YUAN", help="also give each wallet this online balance")
     add("list", cmd_card_list, "list mock cards", card)
     p = add("show", cmd_card_show, "show one card", card)
     p.add_argument("card")
     p = add("load", cmd_card_load, "load money onto a card with an operator-signed token", card)
     p.add_argument("card")
     p.add_argument("--amount", type=_amount, required=True, metavar="YUAN")
+    p.add_argument("--online", action="store_true", help="load the wallet's online balance, not the card")
     p = add("clone", cmd_card_clone, "make an attack card with the same keys and state", card)
     p.add_argument("card")
     p.add_argument("--without-key", action="store_true",

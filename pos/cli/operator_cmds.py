@@ -79,6 +79,9 @@ def cmd_sync(args: argparse.Namespace, home: Home) -> int:
              f"rejected {len(result.rejected)}; denylist version {result.denylist_version}; "
              f"pending {result.pending}"]
     lines += [f"  REJECTED {r['voucher_id']}: {r['reason']}" for r in result.rejected]
+    if t := result.online_tickets:  # a gate of a spot that sells online (docs/tickets.md)
+        lines.append(f"online tickets: learnt {t['orders_learnt']} order change(s), reported {t['entries_reported']} "
+                     f"entry count(s); today {t['online_sold']} sold online, {t['others_sold']} at other gates")
     emit(args, data, "\n".join(lines))
     return EXIT_OK
 

@@ -125,6 +125,7 @@ def cmd_gate(args: argparse.Namespace, home: Home) -> int:
     try:
         issued = ensure_demo_cards(home) if args.reader == "mock" else []
         operator, services, note = start_services(args, home, tid)
+        gate.online.operator_url = services.operator_url  # online tickets are looked up there
         runtime = Runtime(home, tid, _open_reader(args.reader))
         app = GateApp(runtime, gate, lang=default_language(args.lang or home.config.language), services=services)
         _serve(app, runtime, issued, note)

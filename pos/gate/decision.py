@@ -10,12 +10,15 @@ from pos.i18n import tr
 from pos.payment.card_client import TraceEntry
 from pos.payment.outcome import Outcome
 from pos.payment.reasons import Reason
+from wallet.clock import CHINA_TZ, from_ms
 
 # Gate-specific decision codes (payment declines use pos.payment.reasons.Reason values).
 PAID = "paid"
 PREPAID = "prepaid"
 ANTI_PASSBACK = "anti_passback"
 CAPACITY = "capacity"
+ONLINE_TICKET = "online"  # admitted on a ticket sold online
+TICKET_UNSEEN = "ticket_unseen"  # offline, no ticket known: one bought after the last sync cannot be seen
 
 
 def places_left(n: int, lang: str) -> str:
@@ -40,6 +43,7 @@ class GateDecision:
     amount_fen: int = 0
     last_entry_ms: int | None = None
     window_s: int = 0
+    synced_ms: int | None = None  # TICKET_UNSEEN: the gate's last ticket sync (None: never)
     outcome: Outcome | None = None
     trace: list[TraceEntry] = field(default_factory=list)
     time_ms: int = 0
@@ -54,6 +58,12 @@ class GateDecision:
             return tr("gate.paid", lang, n=self.tickets)
         if self.code == PREPAID:
             return tr("gate.prepaid", lang, used=self.used, tickets=self.tickets)
+        if self.code == ONLINE_TICKET:
+            return tr("gate.online", lang, used=self.used, tickets=self.tickets)
+        if self.code == TICKET_UNSEEN:
+            when = tr("bar.never", lang) if self.synced_ms is None else \
+                from_ms(self.synced_ms).astimezone(CHINA_TZ).strftime("%m-%d %H:%M")
+            return tr("gate.unseen", lang, time=when)
         if self.code == ANTI_PASSBACK:
             return tr("gate.passback", lang, used=self.used, tickets=self.tickets,
                       minutes=max(1, round(self.window_s / 60)))
@@ -70,6 +80,8 @@ class GateDecision:
             return tr("gate.walk_through", lang)
         if self.code == ANTI_PASSBACK:
             return tr("gate.passback_next", lang)
+        if self.code == TICKET_UNSEEN:
+            return tr("gate.unseen_next", lang, minutes=max(1, self.window_s // 60))
         if self.code == CAPACITY:
             if self.short():
                 return (tr("gate.short_one_next", lang) if self.remaining == 1

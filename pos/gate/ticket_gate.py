@@ -17,24 +17,25 @@ that read (one read of the card per sale). A re-entry on a pass needs a fresh pr
 sends AUTHENTICATE with a random challenge and verifies the signature with the certified key before it counts the
 entry, so a copy of a wallet's certificate and id (a clone without its key) cannot use the tickets its original
 bought.
+
+Tickets sold online (a spot with ``gate.online_tickets``) are passes too, made from the orders the gate learnt at
+sync or looked up while online (:mod:`pos.gate.online_tickets`); capacity counts them with the gate's own sales.
 """
 
 from __future__ import annotations
 
 import secrets
-import sqlite3
 import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from pathlib import Path
+from collections.abc import Callable
 
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from ecny_nfc.reader import Cancelled, CancelSignal, CardConnection, CardRemoved, MultipleCards, NoCard, Reader
 from pos.config import GateSettings, Product
-from pos.gate.decision import ANTI_PASSBACK, CAPACITY, PAID, PREPAID, GateDecision
+from pos.gate.decision import ANTI_PASSBACK, CAPACITY, ONLINE_TICKET, PAID, PREPAID, TICKET_UNSEEN, GateDecision
+from pos.gate.online_tickets import OFFER_S, OnlineTickets
+from pos.gate.store import ONLINE, GateError, GateStore
 from pos.home import Home
-from pos.ledger import AUTOCHECKPOINT_PAGES, IDLE_CHECKPOINT_COMMITS
 from pos.payment.card_client import CardStatusError, TraceEntry, WalletClient
 from pos.payment.outcome import Declined
 from pos.payment.reasons import Reason
@@ -49,139 +50,10 @@ from wallet.voucher import CHALLENGE_SIZE, Voucher
 
 Clock = Callable[[], int]  # milliseconds since the epoch
 
-__all__ = ["ANTI_PASSBACK", "CAPACITY", "PAID", "PREPAID", "Gate", "GateDecision", "GateError", "GateStore"]
+__all__ = ["ANTI_PASSBACK", "CAPACITY", "ONLINE_TICKET", "PAID", "PREPAID", "TICKET_UNSEEN", "Gate", "GateDecision",
+           "GateError", "GateStore"]
 
 _RECONCILED = "ledger_seq_reconciled"  # ledger entries up to here have their passes
-
-
-class GateError(EcnyError):
-    """The gate cannot run (wrong terminal kind, unknown product, unusable gate database)."""
-
-
-class GateStore:
-    """Passes and daily counters in SQLite. Safe to share between threads (one lock)."""
-
-    def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            self.conn = sqlite3.connect(str(path), timeout=30, check_same_thread=False, isolation_level=None)
-            self.conn.execute("PRAGMA journal_mode=WAL")
-            self.conn.execute("PRAGMA synchronous=FULL")
-            self.conn.execute(f"PRAGMA wal_autocheckpoint={AUTOCHECKPOINT_PAGES}")  # checkpoints between taps
-            self.conn.executescript("""
-                CREATE TABLE IF NOT EXISTS passes (
-                    id INTEGER PRIMARY KEY, day INTEGER NOT NULL, wallet_id TEXT NOT NULL, voucher_id TEXT UNIQUE,
-                    sku TEXT NOT NULL, tickets INTEGER NOT NULL, used INTEGER NOT NULL,
-                    bought_ms INTEGER NOT NULL, last_entry_ms INTEGER NOT NULL);
-                CREATE INDEX IF NOT EXISTS passes_wallet ON passes(wallet_id, id);
-                CREATE TABLE IF NOT EXISTS days (day INTEGER PRIMARY KEY, entries INTEGER NOT NULL,
-                                                 sold INTEGER NOT NULL);
-                CREATE TABLE IF NOT EXISTS marks (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
-            """)
-        except sqlite3.DatabaseError as exc:
-            raise GateError(f"cannot open gate database {path}: {exc}") from exc
-        self._lock = threading.Lock()
-        self._writes = 0  # since the last idle-time checkpoint
-
-    def close(self) -> None:
-        self.conn.close()
-
-    def checkpoint(self, every: int = IDLE_CHECKPOINT_COMMITS) -> bool:
-        """Copy the WAL into the database once ``every`` writes have gone by (call it between taps)."""
-        with self._lock:
-            if self._writes < every:
-                return False
-            self.conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-            self._writes = 0
-            return True
-
-    def day_counts(self, day: int) -> tuple[int, int]:
-        """(entries, tickets sold) on ``day``."""
-        with self._lock:
-            row = self.conn.execute("SELECT entries, sold FROM days WHERE day = ?", (day,)).fetchone()
-        return (row[0], row[1]) if row else (0, 0)
-
-    def has_pass(self, voucher_id: str) -> bool:
-        with self._lock:
-            return self.conn.execute("SELECT 1 FROM passes WHERE voucher_id = ?", (voucher_id,)).fetchone() is not None
-
-    def usable_pass(self, wallet_id: str, day: int) -> tuple[int, int, int, int] | None:
-        """(id, tickets, used, last_entry_ms) of the wallet's oldest pass of ``day`` with a ticket left."""
-        with self._lock:
-            return self.conn.execute(
-                "SELECT id, tickets, used, last_entry_ms FROM passes WHERE wallet_id = ? AND day = ? "
-                "AND used < tickets ORDER BY id LIMIT 1", (wallet_id, day)).fetchone()
-
-    def last_entered(self, wallet_id: str) -> tuple[int, int, int] | None:
-        """(tickets, used, last_entry_ms) of the pass the wallet last entered on (anti-passback)."""
-        with self._lock:
-            return self.conn.execute(
-                "SELECT tickets, used, last_entry_ms FROM passes WHERE wallet_id = ? AND used > 0 "
-                "ORDER BY last_entry_ms DESC LIMIT 1", (wallet_id,)).fetchone()
-
-    def _bump_day(self, day: int, entries: int, sold: int) -> None:
-        self.conn.execute("INSERT INTO days (day, entries, sold) VALUES (?, ?, ?) ON CONFLICT(day) DO UPDATE SET "
-                          "entries = entries + excluded.entries, sold = sold + excluded.sold", (day, entries, sold))
-
-    @contextmanager
-    def _transaction(self) -> Iterator[None]:
-        """One durable write (all or nothing) under the lock."""
-        with self._lock:
-            self.conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield
-                self.conn.execute("COMMIT")
-            except BaseException:
-                self.conn.execute("ROLLBACK")
-                raise
-            self._writes += 1
-
-    def _insert_pass(self, day: int, wallet_id: str, voucher_id: str | None, sku: str, tickets: int, used: int,
-                     bought_ms: int, last_entry_ms: int) -> bool:
-        """A new pass; False (and nothing written) when the voucher has one already."""
-        return self.conn.execute(
-            "INSERT INTO passes (day, wallet_id, voucher_id, sku, tickets, used, bought_ms, last_entry_ms) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(voucher_id) DO NOTHING",
-            (day, wallet_id, voucher_id, sku, tickets, used, bought_ms, last_entry_ms)).rowcount == 1
-
-    def _use(self, pass_id: int, day: int, now_ms: int) -> None:
-        self.conn.execute("UPDATE passes SET used = used + 1, last_entry_ms = ? WHERE id = ?", (now_ms, pass_id))
-        self._bump_day(day, 1, 0)
-
-    def buy(self, day: int, wallet_id: str, voucher_id: str | None, sku: str, tickets: int, now_ms: int) -> None:
-        """Record a pass of ``tickets`` with its first entry used (a pass restored for this voucher meanwhile
-        gets the entry; its tickets are sold once)."""
-        with self._transaction():
-            row = self.conn.execute("SELECT id FROM passes WHERE voucher_id = ?", (voucher_id,)).fetchone() \
-                if voucher_id is not None else None
-            if row is not None:
-                self._use(row[0], day, now_ms)
-                return
-            self._insert_pass(day, wallet_id, voucher_id, sku, tickets, 1, now_ms, now_ms)
-            self._bump_day(day, 1, tickets)
-
-    def restore(self, day: int, wallet_id: str, voucher_id: str, sku: str, tickets: int, bought_ms: int) -> bool:
-        """Record the pass of a payment the gate never got to record (no entry used yet); False if it exists."""
-        with self._transaction():
-            added = self._insert_pass(day, wallet_id, voucher_id, sku, tickets, 0, bought_ms, 0)
-            if added:
-                self._bump_day(day, 0, tickets)
-        return added
-
-    def enter(self, pass_id: int, day: int, now_ms: int) -> None:
-        """Use one more ticket of a pass."""
-        with self._transaction():
-            self._use(pass_id, day, now_ms)
-
-    def mark(self, name: str) -> int:
-        with self._lock:
-            row = self.conn.execute("SELECT value FROM marks WHERE name = ?", (name,)).fetchone()
-        return row[0] if row else 0
-
-    def set_mark(self, name: str, value: int) -> None:
-        with self._lock:
-            self.conn.execute("INSERT INTO marks (name, value) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET "
-                              "value = excluded.value", (name, value))
 
 
 class _Held:
@@ -218,6 +90,7 @@ class Gate:
         self.settings = settings or merchant.gate or GateSettings()
         self.clock: Clock = clock or now_ms
         self.store = GateStore(home.terminal_dir(terminal_id) / "gate.db")
+        self.online = OnlineTickets(home, terminal_id, self.store, self.settings)  # tickets sold online
         self.ledger = home.ledger(terminal_id)
         self.ctx = home.context(terminal_id, self.ledger)
         self._reconciled = self.store.mark(_RECONCILED)
@@ -267,27 +140,32 @@ class Gate:
         raise GateError(f"gate {self.terminal_id} sells no {sku!r}; it sells {', '.join(p.sku for p in self.products)}")
 
     def stats(self, now_ms: int | None = None) -> tuple[int, int]:
-        """(entries today, remaining capacity today)."""
-        entries, sold = self.store.day_counts(china_day(self.clock() if now_ms is None else now_ms))
-        return entries, max(0, self.settings.daily_capacity - sold)
+        """(entries today, remaining capacity today: less this gate's sales, the online tickets and the other gates'
+        reported sales)."""
+        day = china_day(self.clock() if now_ms is None else now_ms)
+        entries, sold = self.store.day_counts(day)
+        return entries, max(0, self.settings.daily_capacity - sold - self.online.sold(day))
 
     # -- the rules --------------------------------------------------------------------------------------------------
     def decide_without_payment(self, wallet_id: str, quantity: int, now_ms: int,
                                prove: Callable[[], Reason | None]) -> GateDecision | None:
         """Apply pass, anti-passback and capacity rules; None means "charge the wallet for new tickets".
 
-        A ticket left on one of today's passes is used first (the oldest pass). ``prove`` is asked before that
-        entry is counted (the card's proof of its key); a reason from it stops the visitor and counts nothing."""
+        A ticket left on one of today's passes is used first (the oldest pass; an online ticket is a pass too).
+        ``prove`` is asked before that entry is counted (the card's proof of its key); a reason from it stops the
+        visitor and counts nothing."""
         day = china_day(now_ms)
+        self.online.prepare(wallet_id, now_ms)
         usable = self.store.usable_pass(wallet_id, day)
         if usable is not None:
-            pass_id, tickets, used, last_ms = usable
+            pass_id, tickets, used, last_ms, key = usable
             problem = prove()
             if problem is not None:
                 return self._stop(problem.value, [], wallet_id)
             self.store.enter(pass_id, day, now_ms)
             entries, remaining = self.stats(now_ms)
-            return GateDecision(True, PREPAID, entries, remaining, wallet_id=wallet_id, tickets=tickets,
+            code = ONLINE_TICKET if key and key.startswith(ONLINE) else PREPAID
+            return GateDecision(True, code, entries, remaining, wallet_id=wallet_id, tickets=tickets,
                                 used=used + 1, last_entry_ms=last_ms or None, time_ms=now_ms)
         last = self.store.last_entered(wallet_id)
         if last is not None:
@@ -298,6 +176,10 @@ class Gate:
                                     used=used, last_entry_ms=last_ms, window_s=self.settings.passback_window_s,
                                     time_ms=now_ms)
         entries, remaining = self.stats(now_ms)
+        synced = self.online.unseen(wallet_id, now_ms)  # offline: a ticket bought since the last sync is unseen
+        if synced is not None:
+            return GateDecision(False, TICKET_UNSEEN, entries, remaining, wallet_id=wallet_id, tickets=quantity,
+                                synced_ms=synced or None, window_s=OFFER_S, time_ms=now_ms)
         if quantity > remaining:
             return GateDecision(False, CAPACITY, entries, remaining, wallet_id=wallet_id, tickets=quantity,
                                 time_ms=now_ms)

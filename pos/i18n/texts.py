@@ -348,4 +348,11 @@ TEXTS: dict[str, tuple[str, str]] = {
                        "again and enters on the tickets paid, without paying again"),
     "kept.written": ("存储故障时保留的付款 {voucher}（{amount}）已写入账本",
                      "the payment {voucher} ({amount}) kept after the storage failure is now in the ledger"),
+    # -- tickets sold online, checked at the gate (t15a; docs/tickets.md) --
+    "gate.online": ("网络购票 已用 {used}/{tickets}，请通行", "online ticket {used} of {tickets}: please enter"),
+    "gate.unseen": ("闸机上次同步（{time}）后购买的门票暂无法核验：请现场购票或等待联网",
+                    "ticket bought after the gate's last sync ({time}): buy at the gate or wait for the connection"),
+    "gate.unseen_next": ("{minutes} 分钟内再碰一次即现场购票", "tap again within {minutes} min to buy at the gate"),
+    "eod.online_tickets": ("网络购票入园", "Online tickets used"),
+    "eod.online_tickets_value": ("{entries} 人次（{orders} 单）", "entries {entries} · orders {orders}"),
 }

@@ -110,6 +110,10 @@ def day_report_doc(report: dict[str, Any], shop: Shop, lang: str, time: dt.datet
     for key in ("declined", "voided", "unresolved", "open_intents"):
         doc.pair(tr(f"eod.{key}", lang), str(report[key]), bold=True)
         doc.add(tr(f"eod.{key}_note", lang), indent=2)
+    if "online_tickets" in report:  # a gate of a spot that sells online (pos.gate.online_tickets.day_summary)
+        o = report["online_tickets"]
+        doc.pair(tr("eod.online_tickets", lang), tr("eod.online_tickets_value", lang, entries=o["entries"],
+                                                      orders=o["orders"]), bold=True)
     doc.rule()
     doc.add(tr("eod.items", lang), bold=True)
     if not report["items"]:

@@ -35,6 +35,7 @@ from typing import Any
 
 import httpx
 
+from pos.gate.online_tickets import sync_gate
 from pos.home import Home
 from pos.ledger import Entry, Ledger
 from pos.sync import clockskew
@@ -82,13 +83,15 @@ class SyncResult:
     flagged: list[dict[str, Any]] = field(default_factory=list)  # settled or rejected, timestamp to review
     clock_ahead_ms: int | None = None  # the terminal's clock against the operator's, learnt by this sync
     unresolved: int | None = None  # items reported unresolved to the operator (None: no report was needed)
+    online_tickets: dict[str, Any] | None = None  # a gate's ticket sync (pos.gate.online_tickets.sync_gate)
 
     def to_json(self) -> dict[str, Any]:
         """The ``pos sync --json`` shape."""
         return {"terminal_id": self.terminal_id, "uploaded": self.uploaded, "settled": self.settled,
                 "duplicate": self.duplicate, "rejected": self.rejected, "denylist_version": self.denylist_version,
                 "pending": self.pending, "pending_fen": self.pending_fen, "flagged": self.flagged,
-                "clock_ahead_ms": self.clock_ahead_ms, "unresolved": self.unresolved}
+                "clock_ahead_ms": self.clock_ahead_ms, "unresolved": self.unresolved,
+                "online_tickets": self.online_tickets}
 
 
 def operator_client(home: Home, terminal_id: str, operator_url: str | None, client: OperatorClient | None,
@@ -135,6 +138,7 @@ def sync_once(home: Home, terminal_id: str, operator_url: str | None = None,
             if d.get("added") or d.get("removed"):
                 ledger.apply_denylist(int(d["version"]), list(d.get("added", [])), list(d.get("removed", [])))
             result.unresolved = _report_unresolved(home, terminal_id, ledger, cli)
+            result.online_tickets = sync_gate(home, terminal_id, cli)  # a gate of a spot that sells online
             status = ledger.sync_status()
             result.denylist_version, result.pending, result.pending_fen = (status.denylist_version,
                                                                            status.pending_count, status.pending_fen)

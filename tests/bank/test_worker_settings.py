@@ -8,6 +8,7 @@ from pathlib import Path
 from bank.asgi import settings_from_json, settings_to_json
 from bank.chains import Chain
 from bank.settings import OperatorSettings
+from bank.tickets import TicketSpot
 
 
 def _all_set(tmp_path: Path) -> OperatorSettings:
@@ -15,7 +16,8 @@ def _all_set(tmp_path: Path) -> OperatorSettings:
         db_url="postgresql+psycopg://h/db", pki_dir=tmp_path / "pki", admin_token_path=tmp_path / "t",
         terminal_merchants={"CMGQ0001": "320508000000101"}, fee_bps=7, offline_single_max=50_000,
         fault="after_commit", verify_threads=3, max_batch_bytes=1234, max_json_bytes=567, db_retries=9,
-        chains=(Chain("P1", ("S1", "S2"), "daily"),))
+        chains=(Chain("P1", ("S1", "S2"), "daily"),),
+        ticket_spots={"320508000000301": TicketSpot({"adult": 7000}, 500)})
 
 
 def test_every_setting_reaches_the_workers(tmp_path: Path) -> None:

@@ -99,6 +99,11 @@ class GateScreen(TerminalScreen):
             table.update_cell(p.sku, "name", p.name.get(lang))
         self.redraw()
 
+    def synced(self) -> None:
+        """A sync may have brought online tickets or other gates' sales: the places left change."""
+        self.gapp.counts = self.gapp.gate.stats()
+        self.redraw()
+
     def redraw(self) -> None:
         app = self.gapp
         product = app.gate.product(app.sku)

@@ -14,6 +14,7 @@ from textual.message import Message
 from textual.screen import ModalScreen
 from textual.widgets import DataTable, Input, Static
 
+from pos.gate.online_tickets import day_summary as online_day_summary
 from pos.money import fen_to_yuan_text, format_fen, parse_yuan
 from pos.printer import Document, day_report_doc, receipt_doc, refund_slip_doc
 from pos.printer.slips import Shop
@@ -304,6 +305,7 @@ class ReportScreen(TerminalScreen):
         day = clockskew.today(ahead, self.tapp.now())
         with rt.home.ledger(rt.terminal_id) as ledger:
             self.report = day_report(ledger, day, rt.home.terminal_dir(rt.terminal_id), ahead)
+        self.report.update(online_day_summary(rt.home, rt.terminal_id, day))  # a gate's online tickets used
         self.retranslate()
         self._reconcile(day.isoformat())
 
