@@ -24,6 +24,7 @@ from bank.guard import BodyGuard, install_handlers
 from bank.service import Operator
 from wire import batch
 from wire.batch import UploadItem
+from wire.claims import DiscountClaim
 from wire.errors import BadRequest, Forbidden, OperatorError, UnsupportedMediaType
 from wire.models import (
     AccountAnswer,
@@ -117,7 +118,11 @@ def _settlement_items(body: bytes) -> list[UploadItem]:
     for v in req.vouchers:
         if v.cert not in certs or v.issuer not in certs:
             raise BadRequest(f"certificate {v.cert if v.cert not in certs else v.issuer} not in the request")
-        items.append(UploadItem(_hex(v.voucher), certs[v.cert], certs[v.issuer]))
+        claim = None
+        if v.claim is not None:
+            claim = DiscountClaim(v.claim.campaign_id, v.claim.gross_fen, v.claim.discount_fen, _hex(v.claim.signature))
+            claim.check()
+        items.append(UploadItem(_hex(v.voucher), certs[v.cert], certs[v.issuer], claim))
     return items
 
 
@@ -319,6 +324,7 @@ def create_app(op: Operator) -> FastAPI:
         """A merchant's account: settled, fees, refunds, balance (fen)."""
         return op.account(merchant_id)
 
+    from bank.campaign_routes import add_campaign_routes  # it builds on this module's helpers
     from bank.merchant_routes import add_merchant_routes  # it builds on this module's helpers
     from bank.reconcile_routes import add_reconcile_routes  # its routes use this module's helpers
     from bank.ticket_routes import add_ticket_routes  # here: that module builds on this one's helpers
@@ -326,4 +332,5 @@ def create_app(op: Operator) -> FastAPI:
     add_merchant_routes(app, op)
     add_reconcile_routes(app, op)
     add_ticket_routes(app, op)
+    add_campaign_routes(app, op)
     return app

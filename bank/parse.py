@@ -14,6 +14,7 @@ from wallet.errors import EncodingError
 from wallet.ids import voucher_id as make_voucher_id
 from wallet.voucher import CNY, Voucher, VoucherBody
 from wire.batch import UploadItem
+from wire.claims import DiscountClaim
 
 
 @dataclass(slots=True)
@@ -38,12 +39,17 @@ class Judged:
     reason: str | None = None
     flag: str | None = None  # review_timestamp (see bank.timerules)
     refiled: bool = False  # rejected future_timestamp before: judged again
+    claim: DiscountClaim | None = None  # the terminal's discount claim (bank.claims)
+    claim_answer: dict[str, Any] | None = None
 
     def answer(self) -> dict[str, Any]:
-        """The voucher's answer (a :class:`wire.models.VoucherAnswer` as JSON; ``flag`` only when set)."""
-        out = {"voucher_id": self.voucher_id, "status": self.status, "reason": self.reason}
+        """The voucher's answer (a :class:`wire.models.VoucherAnswer` as JSON; ``flag`` and ``claim`` only when
+        set)."""
+        out: dict[str, Any] = {"voucher_id": self.voucher_id, "status": self.status, "reason": self.reason}
         if self.flag and self.status != "duplicate":
             out["flag"] = self.flag
+        if self.claim_answer is not None:
+            out["claim"] = self.claim_answer
         return out
 
 

@@ -7,6 +7,7 @@ from collections import defaultdict
 
 from sqlalchemy import Engine, and_, select
 
+from bank import claims
 from bank.auth import TerminalRecord
 from bank.schema import read_only, refunds, rejections, review_flags, vouchers
 from wire.errors import BadRequest
@@ -15,7 +16,7 @@ from wire.models import RefundTotals, RejectedTotals, ReportAnswer, SettledTotal
 
 def report(engine: Engine, terminal: TerminalRecord, day: str) -> ReportAnswer:
     """What the operator settled, rejected and refunded for ``terminal`` on ``day`` (YYYY-MM-DD), and the vouchers
-    flagged for review (:mod:`bank.timerules`), per wallet."""
+    flagged for review (:mod:`bank.timerules`), per wallet, and its discount claims (:mod:`bank.claims`)."""
     try:
         dt.date.fromisoformat(day)
     except ValueError:
@@ -51,4 +52,5 @@ def report(engine: Engine, terminal: TerminalRecord, day: str) -> ReportAnswer:
         + [(r.voucher_id, r.amount_fen, f"rejected:{r.reason}") for r in rejected],
         refund_list=[(r.refund_id, r.voucher_id, r.amount_fen) for r in refunded],
         flags=[(r.voucher_id, r.wallet_id, r.amount_fen, r.outcome, r.flag, r.skew_ms) for r in flagged],
+        discounts=claims.day_totals(engine, tid, day),
     )

@@ -23,6 +23,7 @@ from sqlalchemy import (
     MetaData,
     String,
     Table,
+    Text,
     UniqueConstraint,
     create_engine,
     event,
@@ -224,6 +225,53 @@ red_packets = Table(
     Column("created_ms", BigInteger, nullable=False),
     UniqueConstraint("grant_id", "wallet_id", name="red_packets_one_per_wallet"),
     Index("red_packets_wallet", "wallet_id"),
+)
+
+# -- instant discounts (消费立减金): campaigns, the terminals' offline shares, the claims judged (bank.campaigns) --
+campaigns = Table(
+    "campaigns", metadata,
+    Column("campaign_id", String(32), primary_key=True),
+    Column("name_zh", String(64), nullable=False),
+    Column("name_en", String(64), nullable=False),
+    Column("funded_by", String(15), nullable=False),  # operator | the funding merchant's id
+    Column("discount_fen", BigInteger, nullable=False),
+    Column("min_amount_fen", BigInteger, nullable=False),
+    Column("per_wallet_per_day", Integer, nullable=False),
+    Column("merchants", Text, nullable=False),  # JSON list of merchant ids
+    Column("start_day", String(10), nullable=False),
+    Column("end_day", String(10), nullable=False),
+    Column("budget_fen", BigInteger, nullable=False),
+    Column("offline_share_fen", BigInteger, nullable=False),
+    Column("spent_fen", BigInteger, nullable=False),  # paid claims
+    Column("created_ms", BigInteger, nullable=False),
+)
+
+campaign_shares = Table(  # the share of a campaign's budget a terminal holds since its last sync
+    "campaign_shares", metadata,
+    Column("campaign_id", String(32), primary_key=True),
+    Column("terminal_id", String(8), primary_key=True),
+    Column("granted_fen", BigInteger, nullable=False),
+    Column("claimed_fen", BigInteger, nullable=False),  # paid claims of this terminal since the grant
+    Column("grants", Integer, nullable=False),
+    Column("granted_ms", BigInteger, nullable=False),
+)
+
+campaign_claims = Table(
+    "campaign_claims", metadata,
+    Column("voucher_id", String(25), primary_key=True),
+    Column("campaign_id", String(32), nullable=False),
+    Column("terminal_id", String(8), nullable=False),
+    Column("merchant_id", String(15), nullable=False),
+    Column("wallet_id", String(16), nullable=False),
+    Column("day", String(10), nullable=False),  # the voucher's day
+    Column("gross_fen", BigInteger, nullable=False),
+    Column("discount_fen", BigInteger, nullable=False),
+    Column("status", String(8), nullable=False),  # paid | refused
+    Column("reason", String(40)),  # why refused
+    Column("flag", String(40)),  # repeat_wallet_day
+    Column("created_ms", BigInteger, nullable=False),
+    Index("campaign_claims_wallet_day", "campaign_id", "wallet_id", "day"),
+    Index("campaign_claims_terminal_day", "terminal_id", "day"),
 )
 
 

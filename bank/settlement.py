@@ -5,7 +5,8 @@ the authenticated uploader (:mod:`bank.parse`), certificate chain to the operato
 the certificate naming the voucher's wallet, the card's signature, the tier's single limit and the offline single
 cap (:mod:`bank.verify`). Then, inside one transaction per batch, the double-spend rules and the daily limit
 (:mod:`bank.double_spend`, :mod:`bank.commit`). A voucher's day and its ``review_timestamp`` flag follow the time
-rules of :mod:`bank.timerules` (its timestamp alone never rejects it).
+rules of :mod:`bank.timerules` (its timestamp alone never rejects it). The discount claims of the settled vouchers
+are judged last, in the same transaction (:mod:`bank.claims`).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
-from bank import sql, timerules
+from bank import claims, sql, timerules
 from bank.auth import Authenticator, TerminalRecord
 from bank.clock import now_ms
 from bank.commit import Attempt, commit_batch
@@ -65,6 +66,9 @@ class Settlement:
     def check(self, terminal: TerminalRecord, items: Sequence[UploadItem]) -> list[Judged]:
         """Everything before the transaction: parse, answer re-uploads from the books, verify."""
         judged = [parse(i, item, terminal) for i, item in enumerate(items)]
+        for j, item in zip(judged, items):
+            if item.claim is not None:  # a discounted payment: judged after the vouchers (bank.claims)
+                j.claim = item.claim
         timerules.apply(judged, terminal, now_ms())
         open_ = [j for j in judged if j.status is None]
         self._prior_answers(terminal, open_)
@@ -75,9 +79,15 @@ class Settlement:
                raw: list[bytes], attempt: Attempt | None = None) -> None:
         """Judge and write ``candidates`` in the caller's transaction (see :func:`bank.commit.commit_batch`)."""
         attempt = attempt or Attempt(now_ms())
+        t = attempt.t
+
+        def after_vouchers() -> None:
+            timerules.record(conn, terminal, judged, t)
+            claims.settle_claims(conn, terminal, judged, t)
+
         commit_batch(conn, terminal, judged, candidates, raw, fee_bps=self.fee_bps,
                      remember_nonce=self.auth.remember_nonce, fault=self.fault, attempt=attempt,
-                     before_faults=lambda: timerules.record(conn, terminal, judged, attempt.t))
+                     before_faults=after_vouchers)
 
     def _prior_answers(self, terminal: TerminalRecord, open_: list[Judged]) -> None:
         """Answer re-uploads from what is on file: same settled body -> duplicate; same rejected bytes -> same."""

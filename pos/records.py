@@ -37,6 +37,8 @@ class Tx:
     wallet_id: str
     status: str  # pending | settled | rejected
     refunded_fen: int = 0
+    discount_fen: int = 0  # an instant discount (pos.payment.discounts): the gross is amount_fen + discount_fen
+    campaign_id: str | None = None
 
     def matches(self, text: str) -> bool:
         """Whether a search text matches the voucher id, the wallet id or the amount."""
@@ -70,8 +72,9 @@ def transactions(ledger: Ledger, day: dt.date | None = None, ahead_ms: int | Non
             continue
         t = parse_time(e.time)
         vid = e.voucher_id or ""
+        given = e.data.get("discount") or {}
         out.append(Tx(e.seq, vid, t, e.amount_fen, e.wallet_id or "", status.get(vid, "pending"),
-                      refunded.get(vid, 0)))
+                      refunded.get(vid, 0), int(given.get("discount_fen", 0)), given.get("campaign_id")))
     out.reverse()
     return out
 
@@ -189,10 +192,25 @@ def day_report(ledger: Ledger, day: dt.date, terminal_dir: Path | None = None,
                 row["total_fen"] += i.total_fen
     total = sum(t.amount_fen for t in txs)
     return {"day": day.isoformat(), "count": len(txs), "total_fen": total, "by_status": by,
+            "discounts": discount_totals(ledger, [t for t in txs if t.status != "rejected"]),
             "refunded_fen": refunded, "refund_count": len(refunds),
             "net_fen": total - by["rejected"]["total_fen"] - refunded,
             "declined": declined, "voided": len(voids) - declined, "unresolved": len(today("unresolved")),
             "open_intents": len(ledger.open_intents()), "items": sorted(items.values(), key=lambda r: r["sku"])}
+
+
+def discount_totals(ledger: Ledger, txs: list[Tx]) -> dict[str, int]:
+    """The instant discounts of ``txs``: how many, how much, and those the operator refused to pay (its answers
+    recorded at sync)."""
+    given = [t for t in txs if t.discount_fen]
+    refused = []
+    if given:
+        ids = {t.voucher_id for t in given}
+        refused_ids = {e.voucher_id for e in ledger.entries(kind="settlement")
+                       if e.voucher_id in ids and (e.data.get("claim") or {}).get("status") == "refused"}
+        refused = [t for t in given if t.voucher_id in refused_ids]
+    return {"count": len(given), "total_fen": sum(t.discount_fen for t in given), "refused": len(refused),
+            "refused_fen": sum(t.discount_fen for t in refused)}
 
 
 def refund_day(entry: Any) -> str:

@@ -53,10 +53,20 @@ class WireModel(BaseModel):
 
 
 # -- requests -------------------------------------------------------------------------------------------------------
+class ClaimUpload(BaseModel):
+    """A discounted payment's claim on its campaign, signed by the terminal (see wire/claims.py)."""
+
+    campaign_id: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{0,31}$")
+    gross_fen: int = Field(gt=1, le=10**12)
+    discount_fen: int = Field(gt=0, le=0xFFFFFFFF)
+    signature: str = Field(pattern=r"^[0-9a-f]{128}$", description="64 bytes r||s, hex")
+
+
 class VoucherUpload(BaseModel):
     voucher: str = Field(pattern=HEX, max_length=4096, description="the voucher TLV, hex")
     cert: str = Field(pattern=FINGERPRINT, description="SHA-256 fingerprint of the wallet certificate")
     issuer: str = Field(pattern=FINGERPRINT, description="SHA-256 fingerprint of the issuing CA certificate")
+    claim: ClaimUpload | None = None
 
 
 class SettlementRequest(BaseModel):
@@ -89,12 +99,21 @@ class LoadTokenRequest(BaseModel):
 
 
 # -- answers --------------------------------------------------------------------------------------------------------
+class ClaimAnswer(WireModel):
+    campaign_id: str
+    discount_fen: int
+    status: str = Field(description="paid (the merchant is credited the discount) | refused (it is not)")
+    reason: str | None = Field(description="why a claim was refused (docs/campaigns.md)")
+    flag: str | None = Field(description="repeat_wallet_day: paid, over the campaign's per-wallet daily count")
+
+
 class VoucherAnswer(WireModel):
     voucher_id: str | None
     status: str = Field(description="settled | duplicate | rejected")
     reason: str | None
     flag: str | None = Field(default=None, description="review_timestamp: settled or rejected as usual, its "
                                                        "timestamp to be reviewed (see docs/operator.md, Time)")
+    claim: ClaimAnswer | None = Field(default=None, description="the discount claim's outcome (settled vouchers)")
 
 
 class SettlementAnswer(WireModel):
@@ -140,6 +159,16 @@ class RefundTotals(WireModel):
     total_fen: int
 
 
+class DiscountTotals(WireModel):
+    """A day's discount claims of a terminal: paid (of them flagged) and refused, counts and fen."""
+
+    paid: int
+    paid_fen: int
+    flagged: int
+    refused: int
+    refused_fen: int
+
+
 class ReportAnswer(WireModel):
     terminal_id: str
     merchant_id: str
@@ -154,6 +183,7 @@ class ReportAnswer(WireModel):
     flags: list[tuple[str | None, str | None, int, str, str, int]] = Field(
         default_factory=list, description="vouchers to review: [voucher id, wallet id, amount, settled | "
                                           "rejected:REASON, flag, the terminal's clock skew in ms at upload]")
+    discounts: DiscountTotals | None = Field(default=None, description="the day's discount claims (campaigns)")
 
 
 class ProvisionAnswer(WireModel):

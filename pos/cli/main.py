@@ -196,6 +196,8 @@ def cmd_pay(args: argparse.Namespace, home: Home) -> int:
         text = f"DECLINED {outcome.reason.value}: {outcome.message(lang)}"
         if outcome.reason.next_step(lang) and not outcome.pending_recovery:  # that message already says it
             text += f" ({outcome.reason.next_step(lang)})"
+    if outcome.discount_fen:  # an instant discount: the card paid the net
+        text += "\n" + outcome.discount_note(lang)
     if outcome.recovered:
         text += f"\nrecovered earlier torn payments: {', '.join(outcome.recovered)}"
     if args.trace and not args.json:
@@ -251,7 +253,8 @@ class Commands:
 # Modules that add their own commands through ``register(commands: Commands)``.
 COMMAND_MODULES = ("pos.cli.ledger_cmds", "pos.cli.operator_cmds", "pos.cli.readers", "pos.cli.ui_cmds",
                    "pos.cli.fleet_cmds", "pos.cli.scenario_cmds", "pos.cli.merchant_cmds",
-                   "pos.cli.reconcile_cmds", "pos.cli.ticket_cmds", "pos.cli.redpacket_cmds")
+                   "pos.cli.reconcile_cmds", "pos.cli.ticket_cmds", "pos.cli.redpacket_cmds",
+                   "pos.cli.campaign_cmds")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -82,6 +82,8 @@ def cmd_sync(args: argparse.Namespace, home: Home) -> int:
     if t := result.online_tickets:  # a gate of a spot that sells online (docs/tickets.md)
         lines.append(f"online tickets: learnt {t['orders_learnt']} order change(s), reported {t['entries_reported']} "
                      f"entry count(s); today {t['online_sold']} sold online, {t['others_sold']} at other gates")
+    lines += [f"  DISCOUNT {c['voucher_id']}: {c['campaign_id']} {format_fen(c['discount_fen'])} {c['status']}"
+              + "".join(f" ({c[k]})" for k in ("reason", "flag") if c.get(k)) for c in result.claims]
     emit(args, data, "\n".join(lines))
     return EXIT_OK
 
@@ -123,6 +125,11 @@ def cmd_report(args: argparse.Namespace, home: Home) -> int:
     lines += [f"  FLAGGED {f[4]}: {f[0]} wallet {f[1]} {format_fen(f[2])} {f[3]} (terminal clock "
               f"{f[5] / 3_600_000:+.1f} h)" for f in o.get("flags", [])]
     lines += unresolved_lines(data.get("unresolved", {}))
+    td, od = t.get("discounts") or {}, o.get("discounts") or {}
+    if td.get("count") or od.get("paid") or od.get("refused"):  # instant discounts (docs/campaigns.md)
+        lines.append(f"  discounts: terminal {td.get('count', 0)} {format_fen(td.get('total_fen', 0))}; operator "
+                     f"paid {od.get('paid', 0)} {format_fen(od.get('paid_fen', 0))} (flagged "
+                     f"{od.get('flagged', 0)}), refused {od.get('refused', 0)} {format_fen(od.get('refused_fen', 0))}")
     emit(args, data, "\n".join(lines))
     return EXIT_OK if data["matches"] else EXIT_FAILED
 

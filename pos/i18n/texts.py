@@ -355,4 +355,18 @@ TEXTS: dict[str, tuple[str, str]] = {
     "gate.unseen_next": ("{minutes} 分钟内再碰一次即现场购票", "tap again within {minutes} min to buy at the gate"),
     "eod.online_tickets": ("网络购票入园", "Online tickets used"),
     "eod.online_tickets_value": ("{entries} 人次（{orders} 单）", "entries {entries} · orders {orders}"),
+    # -- instant discounts (消费立减金; pos/payment/discounts.py, docs/campaigns.md) --
+    "discount.line": ("立减 {discount} · 实付 {net}", "instant discount {discount} · to pay {net}"),
+    "discount.note": ("立减 {discount} · 原价 {gross} · 实付 {net}",
+                      "instant discount {discount} · gross {gross} · paid {net}"),
+    "result.discount": ("立减", "Instant discount"),
+    "result.discount_value": ("-{discount} · 原价 {gross}", "-{discount} · gross {gross}"),
+    "receipt.gross": ("原价", "Gross"),
+    "receipt.discount": ("立减", "Instant discount"),
+    "receipt.campaign": ("活动", "Campaign"),
+    "eod.discounts": ("消费立减", "Instant discounts"),
+    "eod.discounts_note": ("立减部分由活动在结算时补给商户", "the campaign pays the merchant these at settlement"),
+    "eod.discounts_refused": ("立减未获补贴", "Discounts refused"),
+    "eod.discounts_refused_note": ("运营机构拒付：商户只收到实付金额", "refused by the operator: the merchant "
+                                   "keeps only what the card paid"),
 }

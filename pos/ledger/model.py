@@ -5,7 +5,9 @@ will carry, which is what a torn tap or a crashed terminal needs to recover the 
 left after PAY was sent: names the wallet and counter), ``payment`` (an approved voucher), ``void`` (an intent
 closed unpaid), ``unresolved`` (an intent that cannot be settled here), ``denylist`` (wallets refused from a version
 on), ``settlement`` (the operator's answer for one voucher: data ``status`` settled | duplicate | rejected and
-``reason``), ``sync`` (one completed sync: counts and the denylist version) and ``refund``.
+``reason``), ``sync`` (one completed sync: counts and the denylist version), ``refund`` and ``campaigns`` (the
+instant-discount campaigns and offline shares a sync brought: :mod:`pos.payment.discounts`). A payment or intent
+with an instant discount carries it in data ``discount`` (campaign id, gross, discount; its amount is the net).
 """
 
 from __future__ import annotations

@@ -78,6 +78,31 @@ class SettlementQueries:
             for w in removed:
                 tx.append("denylist", wallet_id=w, data={"version": version, "action": "remove"})
 
+    # -- instant discounts (pos.payment.discounts, pos.sync.campaigns) ---------------------------------------------
+    def last_seq(self) -> int:
+        """The seq of the newest entry (0 for an empty ledger)."""
+        return self._conn.execute("SELECT COALESCE(MAX(seq), 0) FROM entries").fetchone()[0]
+
+    def latest_campaigns(self) -> Entry | None:
+        """The newest ``campaigns`` entry: the campaigns and offline shares the last sync brought."""
+        row = self._conn.execute(f"SELECT {COLS} FROM entries WHERE kind = 'campaigns' ORDER BY seq DESC LIMIT 1"
+                                 ).fetchone()
+        return row_entry(row) if row else None
+
+    def discounts_since(self, seq: int) -> dict[str, int]:
+        """{campaign id: fen} of the discounts of the payments recorded after ``seq`` and of the open intents (a torn
+        or interrupted charge may yet turn out paid)."""
+        pick = ("SELECT json_extract(data, '$.discount.campaign_id'), json_extract(data, '$.discount.discount_fen') "
+                "FROM entries WHERE ")
+        out: dict[str, int] = {}
+        for cid, fen in self._conn.execute(
+                f"{pick}seq > ?1 AND kind = 'payment' AND json_extract(data, '$.discount') IS NOT NULL UNION ALL "
+                f"{pick}seq IN (SELECT seq FROM open_intents) AND json_extract(data, '$.discount') IS NOT NULL",
+                (seq,)):
+            if cid is not None:
+                out[cid] = out.get(cid, 0) + int(fen)
+        return out
+
     def sync_status(self) -> SyncStatus:
         """What the status bar shows: vouchers and money waiting for settlement, last sync, denylist version."""
         pending = self._conn.execute(

@@ -16,6 +16,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 from wallet.errors import EcnyError
 
@@ -39,6 +40,7 @@ class ChargeControl:
         self.clock = clock
         self.stage = WAITING
         self.deadline: float | None = None  # on ``clock``: when the current wait for a card gives up
+        self.offer: Any = None  # the charge's instant discount (pos.payment.discounts.Offer), once decided
         self._lock = threading.Lock()
         self._paying = False
 

@@ -32,6 +32,8 @@ class Outcome:
     trace: list[TraceEntry] = field(default_factory=list)
     time_ms: int = 0
     elapsed_ms: float = 0.0
+    discount_fen: int = 0  # an instant discount: ``amount_fen`` is the net the card pays, the gross is the sum
+    campaign_id: str | None = None
 
     @property
     def approved(self) -> bool:
@@ -59,6 +61,13 @@ class Outcome:
         key = "outcome.recovered_one" if len(self.recovered) == 1 else "outcome.recovered_many"
         return tr(key, lang, amounts=amounts)
 
+    def discount_note(self, lang: str = "en") -> str:
+        """The instant discount in words ("" when none): "立减 ¥5.00 · 原价 ¥35.00 · 实付 ¥30.00"."""
+        if not self.discount_fen:
+            return ""
+        return tr("discount.note", lang, discount=format_fen(self.discount_fen),
+                  gross=format_fen(self.amount_fen + self.discount_fen), net=format_fen(self.amount_fen))
+
     def to_json(self, lang: str = "en", trace: bool = False) -> dict[str, Any]:
         out: dict[str, Any] = {
             "status": self.status, "reason": self.reason.value if self.reason else None,
@@ -70,6 +79,9 @@ class Outcome:
         if self.recovered:
             out["recovered_fen"] = self.recovered_fen
             out["recovery"] = self.recovery_note(lang)
+        if self.discount_fen:
+            out.update(gross_fen=self.amount_fen + self.discount_fen, discount_fen=self.discount_fen,
+                       campaign_id=self.campaign_id, discount=self.discount_note(lang))
         if self.detail:
             out["detail"] = self.detail
         if self.kept_voucher_id:

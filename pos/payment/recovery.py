@@ -88,12 +88,16 @@ class Recovery:
     _kept: str | None
 
     def _record(self, voucher: Voucher, intent_seq: int, cert_der: bytes, issuer_der: bytes) -> Entry:
-        """Commit the payment entry (once per voucher id); it closes the intent in the same transaction. A voucher
-        the ledger refuses (disk full) is kept in memory to be written later (:mod:`pos.payment.unwritten`)."""
+        """Commit the payment entry (once per voucher id), with its intent's instant discount; it closes the intent
+        in the same transaction. A voucher the ledger refuses (disk full) is kept in memory to be written later
+        (:mod:`pos.payment.unwritten`)."""
+        own = self._intent
+        intent = own if own is not None and own.seq == intent_seq else self.ctx.ledger.entry(intent_seq)
+        discount = intent.data.get("discount") if intent is not None else None
         try:
-            return record_payment(self.ctx.ledger, voucher, intent_seq, cert_der, issuer_der)
+            return record_payment(self.ctx.ledger, voucher, intent_seq, cert_der, issuer_der, discount)
         except PaymentNotWritten:
-            KEPT.keep(self.ctx.ledger.path, Unwritten(voucher, intent_seq, cert_der, issuer_der))
+            KEPT.keep(self.ctx.ledger.path, Unwritten(voucher, intent_seq, cert_der, issuer_der, discount))
             if self._intent is not None and intent_seq == self._intent.seq:
                 self._kept = voucher.voucher_id
             raise

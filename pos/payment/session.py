@@ -106,7 +106,7 @@ class PaymentSession(Recovery):
 
     # -- public -----------------------------------------------------------------------------------------------------
     def pay(self, amount_fen: int, timeout: float | None = 30.0, cancel: threading.Event | ChargeControl | None = None,
-            purpose: dict[str, Any] | None = None) -> Outcome:
+            purpose: dict[str, Any] | None = None, discount: dict[str, Any] | None = None) -> Outcome:
         """Prepare a charge of ``amount_fen``, wait for a card and take it. Never raises for anything a card or
         reader does. ``Outcome.elapsed_ms`` is the tap-to-decision time: from the card entering the field.
 
@@ -114,13 +114,13 @@ class PaymentSession(Recovery):
         until PAY is sent: within one APDU, nothing charged, the intent closed void.
 
         ``purpose`` (what the money buys, e.g. a gate's tickets) is recorded with the intent, so whoever finds the
-        payment later (a restart, a recovered torn tap) knows what it was for."""
+        payment later (a restart, a recovered torn tap) knows what it was for; so is ``discount`` (the net is then
+        ``amount_fen``: :mod:`pos.payment.discounts`)."""
         if amount_fen <= 0:
             raise ValueError("amount must be positive")
         self._control = cancel if isinstance(cancel, ChargeControl) else ChargeControl(cancel)
         data: dict[str, Any] = {"challenge": secrets.token_bytes(16).hex(), "owner": OWNER}
-        if purpose:
-            data["purpose"] = purpose
+        data.update({k: v for k, v in (("purpose", purpose), ("discount", discount)) if v})
         with _ACTIVE_LOCK:  # no tap in this process may see the intent before it is registered as running
             intent = self._intent = self.ctx.ledger.append("intent", amount_fen=amount_fen, data=data)
             key = (str(self.ctx.ledger.path), intent.seq)

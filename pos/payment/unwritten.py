@@ -28,6 +28,7 @@ import threading
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from pos.ledger import Entry, Ledger
 from pos.payment.outcome import Declined
@@ -47,6 +48,7 @@ class Unwritten:
     intent_seq: int
     cert_der: bytes
     issuer_der: bytes
+    discount: dict[str, Any] | None = None  # the charge's instant discount (pos.payment.discounts)
 
     @property
     def voucher_id(self) -> str:
@@ -115,7 +117,8 @@ class Kept:
                     if ledger.payment(item.voucher_id) is not None:
                         self._forget(key, item)
                         continue
-                    entry = record_payment(ledger, item.voucher, item.intent_seq, item.cert_der, item.issuer_der)
+                    entry = record_payment(ledger, item.voucher, item.intent_seq, item.cert_der, item.issuer_der,
+                                           item.discount)
                 except Declined as exc:
                     if exc.reason is Reason.TERMINAL_ERROR:
                         return done, exc  # still cannot write: keep it (and the later ones) for the next chance

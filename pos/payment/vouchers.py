@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import sqlite3
 from collections.abc import Callable
+from typing import Any
 
 from pos.ledger import Entry, Ledger, PaymentRecorded
 from pos.payment.outcome import Declined
@@ -90,25 +91,27 @@ def fingerprint(der: bytes) -> str:
     return hashlib.sha256(der).hexdigest()
 
 
-def record_payment(ledger: Ledger, voucher: Voucher, intent_seq: int, cert_der: bytes, issuer_der: bytes) -> Entry:
-    """Commit the payment entry with the card's and issuer's certificates (once per voucher id); it closes the
-    intent in the same transaction. The same voucher again returns its entry; another voucher with the same voucher
-    id is a replayed counter (:class:`Declined`). A ledger that cannot be written (disk full, I/O error) raises
-    :class:`PaymentNotWritten` (``terminal_error``): the card has paid and keeps the voucher in its log, the intent
-    stays open, so the charge reports ``pending_recovery``; the terminal keeps the voucher in memory and writes it
-    when the disk allows (:mod:`pos.payment.unwritten`), else the card's next tap here records it."""
+def record_payment(ledger: Ledger, voucher: Voucher, intent_seq: int, cert_der: bytes, issuer_der: bytes,
+                   discount: dict[str, Any] | None = None) -> Entry:
+    """Commit the payment entry with the card's and issuer's certificates (once per voucher id), and the instant
+    ``discount`` its charge gave (``data.discount``); it closes the intent in the same transaction. The same voucher
+    again returns its entry; another voucher with the same voucher id is a replayed counter (:class:`Declined`). A
+    ledger that cannot be written (disk full, I/O error) raises :class:`PaymentNotWritten` (``terminal_error``): the
+    card has paid and keeps the voucher in its log, the intent stays open, so the charge reports
+    ``pending_recovery``; the terminal keeps the voucher in memory and writes it when the disk allows
+    (:mod:`pos.payment.unwritten`), else the card's next tap here records it."""
     fp, issuer_fp = fingerprint(cert_der), fingerprint(issuer_der)
     b = voucher.body
+    data = {"intent": intent_seq, "voucher": voucher.encode().hex(), "cert": fp, "issuer": issuer_fp,
+            "merchant_id": b.merchant_id, "terminal_id": b.terminal_id, "balance_after_fen": b.balance_after_fen}
+    if discount:
+        data["discount"] = discount
     try:
         with ledger.transaction() as tx:
             tx.add_certificate(fp, cert_der)
             tx.add_certificate(issuer_fp, issuer_der)
-            return tx.append(
-                "payment", voucher_id=voucher.voucher_id, wallet_id=b.wallet_id, counter=b.counter,
-                amount_fen=b.amount_fen,
-                data={"intent": intent_seq, "voucher": voucher.encode().hex(), "cert": fp, "issuer": issuer_fp,
-                      "merchant_id": b.merchant_id, "terminal_id": b.terminal_id,
-                      "balance_after_fen": b.balance_after_fen})
+            return tx.append("payment", voucher_id=voucher.voucher_id, wallet_id=b.wallet_id, counter=b.counter,
+                             amount_fen=b.amount_fen, data=data)
     except (sqlite3.Error, OSError, StorageError) as exc:
         raise PaymentNotWritten(Reason.TERMINAL_ERROR, f"the payment {voucher.voucher_id} could not be written to "
                                 f"the ledger ({exc}); the card has paid: the voucher is kept and written once the "

@@ -54,6 +54,10 @@ def receipt_doc(tx: Tx, sale: Sale, shop: Shop, lang: str, *, balance_after_fen:
         doc.pair(f"  {item.qty} × {format_fen(item.price_fen)}", format_fen(item.total_fen))
     if sale.items:
         doc.rule()
+    if tx.discount_fen:  # an instant discount: the gross, the campaign's part, then what the card paid
+        doc.pair(tr("receipt.gross", lang), format_fen(tx.amount_fen + tx.discount_fen))
+        doc.pair(tr("receipt.discount", lang), "-" + format_fen(tx.discount_fen))
+        doc.pair(tr("receipt.campaign", lang), tx.campaign_id or "-")
     doc.add(tr("receipt.amount", lang), bold=True)
     doc.add(format_fen(tx.amount_fen), align="right", big=True)
     doc.pair(tr("receipt.wallet", lang), last4(tx.wallet_id))
@@ -106,6 +110,13 @@ def day_report_doc(report: dict[str, Any], shop: Shop, lang: str, time: dt.datet
     doc.pair(tr("eod.refunds", lang), f"{report['refund_count']}  -{format_fen(report['refunded_fen'])}")
     doc.pair(tr("eod.net", lang), format_fen(report["net_fen"]), bold=True)
     doc.add(tr("eod.net_note", lang))
+    d = report.get("discounts") or {}
+    if d.get("count"):  # instant discounts: what the campaigns owe the merchant on top of what cards paid
+        doc.pair(tr("eod.discounts", lang), f"{d['count']}  {format_fen(d['total_fen'])}", bold=True)
+        doc.add(tr("eod.discounts_note", lang), indent=2)
+        if d.get("refused"):
+            doc.pair(tr("eod.discounts_refused", lang), f"{d['refused']}  {format_fen(d['refused_fen'])}")
+            doc.add(tr("eod.discounts_refused_note", lang), indent=2)
     doc.rule()
     for key in ("declined", "voided", "unresolved", "open_intents"):
         doc.pair(tr(f"eod.{key}", lang), str(report[key]), bold=True)

@@ -43,14 +43,24 @@ def terminal_report(ledger: Ledger, day: str, ahead_ms: int | None = None,
     reported)."""
     ledger.check()
     status: dict[str, tuple[str, str | None]] = {}
+    claims: dict[str, dict[str, Any]] = {}
     settlements = list(ledger.entries(kind="settlement"))
     for e in settlements:
         status[e.voucher_id or ""] = (e.data.get("status", ""), e.data.get("reason"))
+        if e.data.get("claim"):
+            claims[e.voucher_id or ""] = e.data["claim"]
     days = clockskew.settled_days(settlements)
     vouchers: dict[str, tuple[int, str]] = {}
+    discounts = {"count": 0, "total_fen": 0, "paid": 0, "flagged": 0, "refused": 0, "pending": 0}
     for e in ledger.entries(kind="payment"):
         if clockskew.payment_day(e, ahead_ms, days) != day:
             continue
+        if e.data.get("discount"):  # an instant discount, and what the operator answered its claim
+            discounts["count"] += 1
+            discounts["total_fen"] += int(e.data["discount"]["discount_fen"])
+            claim = claims.get(e.voucher_id or "") or {}
+            discounts[claim.get("status", "pending")] += 1
+            discounts["flagged"] += bool(claim.get("flag"))
         s, reason = status.get(e.voucher_id or "", ("pending", None))
         label = "settled" if s in SETTLED_STATUSES else "pending" if s == "pending" else f"rejected:{reason}"
         vouchers[e.voucher_id or ""] = (e.amount_fen, label)
@@ -70,6 +80,7 @@ def terminal_report(ledger: Ledger, day: str, ahead_ms: int | None = None,
         "rejected": {**part(lambda s: s.startswith("rejected:")), "reasons": dict(reasons)},
         "pending": part(lambda s: s == "pending"),
         "refunds": {"count": len(refunds), "total_fen": sum(refunds.values())},
+        "discounts": discounts,
     }
     return report, vouchers, refunds
 
@@ -132,8 +143,9 @@ def reconcile(home: Home, terminal_id: str, day: str | None = None, operator_url
         if my_refunds.get(rid) != op_refunds.get(rid):
             differences.append({"refund_id": rid, "field": "refund", "terminal": my_refunds.get(rid),
                                 "operator": op_refunds.get(rid), "note": "refunds differ"})
-    operator = {k: theirs[k] for k in ("count", "total_fen", "settled", "rejected", "refunds", "flags")
-                if k in theirs}  # flags: vouchers whose timestamp the operator reviews (docs/operator.md, Time)
+    # flags: vouchers whose timestamp the operator reviews (docs/operator.md, Time); discounts: docs/campaigns.md
+    operator = {k: theirs[k] for k in ("count", "total_fen", "settled", "rejected", "refunds", "flags", "discounts")
+                if k in theirs and theirs[k] is not None}
     answered = answer or {"items": [], "gaps": []}
     unresolved = {"items": [{**{k: local.get(i["intent"], {}).get(k) for k in ("problem", "time")}, **i}
                             for i in answered["items"]], "gaps": answered["gaps"]}

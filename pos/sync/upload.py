@@ -7,7 +7,8 @@ encoded and sent while the operator judges the one before and this thread record
 upload order, each batch's in one transaction, one ``settlement`` entry per voucher; a voucher already answered is
 never answered twice, so two syncs racing on one terminal are harmless. After a failed batch nothing later is
 recorded (what the operator settled of it is answered ``duplicate`` next time). Then the denylist changes since the
-terminal's version are recorded and one ``sync`` entry closes the run.
+terminal's version are recorded, then the campaigns and offline shares of instant discounts
+(:mod:`pos.sync.campaigns`, whose claims go up with the vouchers), and one ``sync`` entry closes the run.
 
 An answer may carry a ``flag`` (``review_timestamp``: the voucher's time was off, see docs/operator.md "Time"): the
 voucher is recorded settled or rejected as its status says, never uploaded again. Every sync keeps the clock offset
@@ -38,6 +39,7 @@ import httpx
 from pos.gate.online_tickets import sync_gate
 from pos.home import Home
 from pos.ledger import Entry, Ledger
+from pos.sync import campaigns as campaign_sync
 from pos.sync import clockskew
 from pos.sync.client import OperatorClient, OperatorRefused, OperatorUnavailable, RetryPolicy
 from wallet.errors import EcnyError
@@ -84,6 +86,8 @@ class SyncResult:
     clock_ahead_ms: int | None = None  # the terminal's clock against the operator's, learnt by this sync
     unresolved: int | None = None  # items reported unresolved to the operator (None: no report was needed)
     online_tickets: dict[str, Any] | None = None  # a gate's ticket sync (pos.gate.online_tickets.sync_gate)
+    claims: list[dict[str, Any]] = field(default_factory=list)  # discount claims answered (pos.sync.campaigns)
+    campaigns: int = 0  # campaigns the terminal applies from now on
 
     def to_json(self) -> dict[str, Any]:
         """The ``pos sync --json`` shape."""
@@ -91,7 +95,7 @@ class SyncResult:
                 "duplicate": self.duplicate, "rejected": self.rejected, "denylist_version": self.denylist_version,
                 "pending": self.pending, "pending_fen": self.pending_fen, "flagged": self.flagged,
                 "clock_ahead_ms": self.clock_ahead_ms, "unresolved": self.unresolved,
-                "online_tickets": self.online_tickets}
+                "online_tickets": self.online_tickets, "claims": self.claims, "campaigns": self.campaigns}
 
 
 def operator_client(home: Home, terminal_id: str, operator_url: str | None, client: OperatorClient | None,
@@ -119,6 +123,7 @@ def sync_once(home: Home, terminal_id: str, operator_url: str | None = None,
     try:
         with home.ledger(terminal_id) as ledger:
             ledger.check()  # a ledger that fails verification uploads nothing (LedgerTampered says what to do)
+            upload_seq = ledger.last_seq()  # read before the outbox: later payments count against the new shares
             outbox = ledger.outbox()
             total, left_fen = len(outbox), sum(e.amount_fen for e in outbox)
             if progress:
@@ -126,7 +131,7 @@ def sync_once(home: Home, terminal_id: str, operator_url: str | None = None,
             certs: dict[str, bytes] = {}
             chunks, versions = known_versions(ledger, outbox, batch_size)
             done = 0
-            for chunk, answer in upload_batches(cli, chunks, lambda c: _batch(ledger, c, certs), depth,
+            for chunk, answer in upload_batches(cli, chunks, lambda c: _batch(ledger, c, certs, cli), depth,
                                                 lambda c: versions[c[0].seq]):
                 offset = getattr(cli, "offset_ms", None)  # learnt from this answer: the clock it was judged by
                 _record(ledger, chunk, answer.get("results"), result, -offset if isinstance(offset, int) else None)
@@ -139,6 +144,7 @@ def sync_once(home: Home, terminal_id: str, operator_url: str | None = None,
                 ledger.apply_denylist(int(d["version"]), list(d.get("added", [])), list(d.get("removed", [])))
             result.unresolved = _report_unresolved(home, terminal_id, ledger, cli)
             result.online_tickets = sync_gate(home, terminal_id, cli)  # a gate of a spot that sells online
+            result.campaigns = campaign_sync.refresh(cli, ledger, upload_seq)
             status = ledger.sync_status()
             result.denylist_version, result.pending, result.pending_fen = (status.denylist_version,
                                                                            status.pending_count, status.pending_fen)
@@ -203,8 +209,9 @@ def remember_clock(home: Home, terminal_id: str, cli: OperatorClient) -> int | N
     return -offset
 
 
-def _batch(ledger: Ledger, chunk: list[Entry], certs: dict[str, bytes]) -> bytes:
-    """The binary batch of ``chunk``: each certificate once (``certs`` caches them by fingerprint across batches)."""
+def _batch(ledger: Ledger, chunk: list[Entry], certs: dict[str, bytes], cli: Any = None) -> bytes:
+    """The binary batch of ``chunk``: each certificate once (``certs`` caches them by fingerprint across batches),
+    with the discount claims of its discounted payments, signed with ``cli``'s terminal key."""
     index: dict[str, int] = {}
     ders: list[bytes] = []
     vouchers: list[tuple[bytes, int, int]] = []
@@ -221,7 +228,8 @@ def _batch(ledger: Ledger, chunk: list[Entry], certs: dict[str, bytes]) -> bytes
                 index[fp] = len(ders)
                 ders.append(der)
         vouchers.append((bytes.fromhex(data["voucher"]), index[data["cert"]], index[data["issuer"]]))
-    return encode_batch(ders, vouchers)
+    claims = [(i, c) for i, e in enumerate(chunk) if "discount" in e.data and (c := campaign_sync.claim_for(e, cli))]
+    return encode_batch(ders, vouchers, claims)
 
 
 def upload_batches(cli: OperatorClient, chunks: Sequence[list[Entry]], encode: Callable[[list[Entry]], bytes],
@@ -293,12 +301,16 @@ def _record(ledger: Ledger, chunk: list[Entry], results: Any, result: SyncResult
             if clockskew.correction_ms(ahead_ms):
                 ts = Voucher.decode(bytes.fromhex(e.data["voucher"])).body.timestamp_ms
                 data["day"] = clockskew.business_day(ts, ahead_ms)
+            if r.get("claim"):
+                data["claim"] = r["claim"]  # the discount claim: paid (maybe flagged) or refused
             tx.append("settlement", voucher_id=e.voucher_id, wallet_id=e.wallet_id, counter=e.counter,
                       amount_fen=e.amount_fen, data=data)
     result.uploaded += len(chunk)
     for e, r in zip(chunk, results):
         if r.get("flag") and r["status"] != "duplicate":
             result.flagged.append({"voucher_id": e.voucher_id, "status": r["status"], "flag": r["flag"]})
+        if r.get("claim"):
+            result.claims.append({"voucher_id": e.voucher_id, **r["claim"]})
         if r["status"] == "settled":
             result.settled += 1
         elif r["status"] == "duplicate":

@@ -74,6 +74,9 @@ class ChargeScreen(TerminalScreen):
             with Center():
                 yield Digits(fen_to_yuan_text(self.amount_fen), id="charge-amount")
             yield Static(Text(format_fen(self.amount_fen), style="bold", justify="center"), id="charge-text")
+            discount = Static(id="discount")  # an instant discount (pos.payment.discounts), once the charge has one
+            discount.display = False
+            yield discount
             yield Static(id="countdown")
         yield KeyBar(self.KEYS)
 
@@ -99,6 +102,11 @@ class ChargeScreen(TerminalScreen):
         self.query_one("#prompt-other", Static).update(
             Text(self.t("charge.retap_hint" if retap else "charge.tap_hint"), justify="center"))
         self.query_one("#countdown", Static).update(Text(self.status_line(), justify="center"))
+        offer = c.offer
+        line = self.query_one("#discount", Static)
+        line.display = offer is not None
+        if offer is not None:
+            line.update(Text(offer.line(self.tapp.lang), style="bold green", justify="center"))
 
     def status_line(self) -> str:
         """The line under the amount: the countdown of the current wait, or what the charge is doing."""
@@ -197,6 +205,8 @@ class ResultScreen(TerminalScreen):
         if o.approved:
             verdict = Text("✔ " + self.t("result.approved"), style="bold", justify="center")
             rows = [(self.t("result.amount"), format_fen(o.amount_fen)),
+                    *([(self.t("result.discount"), self.t("result.discount_value", discount=format_fen(
+                        o.discount_fen), gross=format_fen(o.amount_fen + o.discount_fen)))] if o.discount_fen else []),
                     (self.t("result.wallet"), mask_wallet_id(o.wallet_id) if o.wallet_id else "-"),
                     (self.t("result.balance"), format_fen(o.balance_after_fen or 0))]
             if o.offline_left is not None:
