@@ -47,5 +47,10 @@ def test_claims_settle_on_every_storage(tmp_path: Path, operator_db: str) -> Non
         with shop.admin() as adm:
             assert adm.account("320508000000101")["settled_fen"] == 2 * 3500
             (c,) = CampaignList.model_validate(adm.call("GET", "/v1/admin/campaigns", signed=False)).campaigns
+            statement = adm.call("GET", "/v1/admin/merchants/320508000000101/statements/2026-05-01", signed=False)
         assert (c.spent_fen, c.paid, c.flagged, c.reserved_fen) == (1000, 2, 1, 4000)
         assert c.left_fen == 10_000 - 1000 - 4000
+        totals = statement["totals"]  # the corporate wallet's day: the gross, its discounts, no extra line
+        assert (totals["gross_fen"], totals["discount_fen"], totals["net_fen"]) == (7000, 1000, 7000)
+        assert statement["closing_fen"] == 7000 and [x["kind"] for s in statement["stores"] for x in s["lines"]] == [
+            "payments", "payments"]
