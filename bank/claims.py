@@ -31,13 +31,14 @@ from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
-from sqlalchemy import Connection, Engine, and_, func, insert, select, update
+from sqlalchemy import Connection, Engine, and_, bindparam, func, insert, select, update
 
 from bank import accounts
 from bank.auth import TerminalRecord
 from bank.campaigns import lock_campaigns, outstanding
 from bank.parse import Judged
 from bank.schema import campaign_claims, campaign_shares, campaigns, read_only, terminals, vouchers
+from bank.store import Store
 from wire.claims import DiscountClaim, verify_claim
 from wire.models import DiscountTotals
 
@@ -57,6 +58,17 @@ def answer(campaign_id: str, discount_fen: int, status: str, reason: str | None,
     """A claim's answer (:class:`wire.models.ClaimAnswer` as JSON)."""
     return {"campaign_id": campaign_id, "discount_fen": discount_fen, "status": status, "reason": reason,
             "flag": flag}
+
+
+def check_signatures(store: Store, terminal: TerminalRecord, judged: list[Judged]) -> None:
+    """Mark the claims of ``judged`` the uploading terminal's key signed for their vouchers (``claim_signed``); before
+    the batch's transaction, so the signatures are not checked while it holds the database."""
+    if not judged:
+        return
+    key = store.read(lambda conn: _terminal_key(conn, terminal.terminal_id))
+    for j in judged:
+        j.claim_signed = (key is not None and j.claim is not None
+                          and verify_claim(key, terminal.terminal_id, j.vhash, j.claim))
 
 
 def _terminal_key(conn: Connection, terminal_id: str) -> ec.EllipticCurvePublicKey | None:
@@ -110,7 +122,6 @@ def settle_claims(conn: Connection, terminal: TerminalRecord, judged: list[Judge
                 k.campaign_id.in_(list(rows)), k.wallet_id.in_(wallets), k.day.in_(days), k.status == "paid")
                 .group_by(k.campaign_id, k.wallet_id, k.day)).all():
             paid_before[(cid, wid, day)] = int(n)
-    key = _terminal_key(conn, terminal.terminal_id)
     new_rows: list[dict[str, Any]] = []
     claimed: dict[str, int] = defaultdict(int)
     paid_total = 0
@@ -119,7 +130,7 @@ def settle_claims(conn: Connection, terminal: TerminalRecord, judged: list[Judge
         r = rows.get(c.campaign_id)
         reason: str | None = None
         flag: str | None = None
-        if key is None or not verify_claim(key, terminal.terminal_id, j.vhash, c):
+        if not j.claim_signed:  # checked before the transaction (check_signatures)
             reason = BAD_SIGNATURE
         elif c.gross_fen != j.amount_fen + c.discount_fen:
             reason = BAD_CLAIM
@@ -154,10 +165,10 @@ def settle_claims(conn: Connection, terminal: TerminalRecord, judged: list[Judge
                          "discount_fen": c.discount_fen, "status": status, "reason": reason, "flag": flag,
                          "created_ms": t})
     conn.execute(insert(campaign_claims), new_rows)
-    for new in new_rows:
-        if new["status"] == "paid":
-            conn.execute(update(vouchers).where(vouchers.c.voucher_id == new["voucher_id"])
-                         .values(discount=new["discount_fen"]))
+    paid = [{"v": r["voucher_id"], "d": r["discount_fen"]} for r in new_rows if r["status"] == "paid"]
+    if paid:
+        conn.execute(update(vouchers).where(vouchers.c.voucher_id == bindparam("v")).values(discount=bindparam("d")),
+                     paid)
     for cid, fen in claimed.items():
         conn.execute(update(campaigns).where(campaigns.c.campaign_id == cid).values(spent_fen=spent[cid]))
         if cid in share:

@@ -40,6 +40,7 @@ class Judged:
     flag: str | None = None  # review_timestamp (see bank.timerules)
     refiled: bool = False  # rejected future_timestamp before: judged again
     claim: DiscountClaim | None = None  # the terminal's discount claim (bank.claims)
+    claim_signed: bool = False  # the uploading terminal's key signed the claim for this voucher
     claim_answer: dict[str, Any] | None = None
 
     def answer(self) -> dict[str, Any]:

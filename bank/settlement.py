@@ -73,6 +73,7 @@ class Settlement:
         open_ = [j for j in judged if j.status is None]
         self._prior_answers(terminal, open_)
         self.verifier.verify_all([j for j in open_ if j.status is None], items)
+        claims.check_signatures(self.store, terminal, [j for j in open_ if j.status is None and j.claim is not None])
         return judged
 
     def commit(self, conn: Any, terminal: TerminalRecord, judged: list[Judged], candidates: list[Judged],
