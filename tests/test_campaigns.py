@@ -14,10 +14,12 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from pos.cli.main import main
+from pos.composition import start_embedded_operator
 from pos.home import Home
 from pos.printer import day_report_doc, receipt_doc
 from pos.printer.slips import Shop as SlipShop
 from pos.records import day_report, find, load_sale, parse_time
+from pos.sync.client import OperatorClient
 from tests.support.shop import Shop, shop_session
 from wallet import clock
 from wallet.clock import VirtualClock
@@ -131,31 +133,27 @@ def test_a_discount_is_shown_charged_net_recorded_and_settled_for_the_gross(worl
     assert rep["terminal"]["discounts"]["paid"] == 1 and rep["operator"]["discounts"]["paid_fen"] == 500
 
 
-def test_an_offline_terminal_stops_discounting_when_its_share_is_gone(world: Shop, capsys, tmp_path) -> None:
-    shop = world
-    cards = shop.cards(3)
-    create(shop, capsys, tmp_path)
-    assert pos(shop, capsys, "sync", "--terminal", T1)[0] == 0  # a share of ¥10: two discounts
-    shop.operator.stop()  # offline from here on: the share is all the terminal may give
-    first, second = (pay(shop, capsys, T1, card, "35") for card in cards[:2])
-    assert first["discount_fen"] == second["discount_fen"] == 500
-    third = pay(shop, capsys, T1, cards[2], "35")
-    assert third["amount_fen"] == 3500 and "discount_fen" not in third  # full price
-    assert shop.home.cards.load(cards[2]).balance_fen == 100_000 - 3500
-
-
-def test_the_next_sync_refreshes_the_share_and_settles_what_was_given(world: Shop, capsys, tmp_path) -> None:
+def test_an_offline_terminal_stops_discounting_when_its_share_is_gone_until_its_next_sync(
+        world: Shop, capsys, tmp_path, monkeypatch) -> None:
     shop = world
     cards = shop.cards(4)
     create(shop, capsys, tmp_path)
-    pos(shop, capsys, "sync", "--terminal", T1)
+    assert pos(shop, capsys, "sync", "--terminal", T1)[0] == 0  # a share of ¥10: two discounts
+    shop.operator.stop()  # offline from here on: the share is all the terminal may give
     amounts = [pay(shop, capsys, T1, card, "35")["amount_fen"] for card in cards[:3]]
-    assert amounts == [3000, 3000, 3500]
-    code, synced = pos(shop, capsys, "sync", "--terminal", T1)
-    assert code == 0 and [c["status"] for c in synced["claims"]] == ["paid", "paid"]
-    assert pay(shop, capsys, T1, cards[3], "35")["amount_fen"] == 3000  # a fresh share
-    assert settled_fen(shop) == 3 * 3500
-    assert campaign(shop, capsys)["spent_fen"] == 1000
+    assert amounts == [3000, 3000, 3500]  # the third at full price
+    assert shop.home.cards.load(cards[2]).balance_fen == 100_000 - 3500
+    back = start_embedded_operator(shop.home)  # the operator is back (same books)
+    monkeypatch.setenv("POS_OPERATOR_URL", back.url)
+    try:
+        code, synced = pos(shop, capsys, "sync", "--terminal", T1)
+        assert code == 0 and [c["status"] for c in synced["claims"]] == ["paid", "paid"]
+        assert pay(shop, capsys, T1, cards[3], "35")["amount_fen"] == 3000  # a fresh share
+        with OperatorClient.for_admin(shop.home, back.url) as adm:
+            assert adm.account(MERCHANT)["settled_fen"] == 3 * 3500
+        assert campaign(shop, capsys)["spent_fen"] == 1000
+    finally:
+        back.stop()
 
 
 def test_a_wallets_second_discount_of_the_day_elsewhere_is_paid_and_flagged(world: Shop, capsys, tmp_path) -> None:

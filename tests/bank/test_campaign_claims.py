@@ -1,9 +1,12 @@
-"""Instant-discount claims settled on each storage the operator supports (SQLite and PostgreSQL): a discounted payment
-credited the gross, the campaign's budget charged, a second discount of the wallet that day paid and flagged."""
+"""Instant-discount claims settled on PostgreSQL (the SQLite cases are tests/test_campaigns.py): a discounted payment
+credited the gross, the campaign's budget charged, a second discount of the wallet that day paid and flagged, and the
+merchant's statement whole."""
 
 from __future__ import annotations
 
 from pathlib import Path
+
+import pytest
 
 from pos.campaign_file import load_campaign
 from pos.cards.manage import tap_mock_card
@@ -27,7 +30,8 @@ offline_share: 20.00
 """
 
 
-def test_claims_settle_on_every_storage(tmp_path: Path, operator_db: str) -> None:
+@pytest.mark.parametrize("operator_db", ["postgresql"], indirect=True)  # SQLite: tests/test_campaigns.py
+def test_claims_settle_on_postgresql(tmp_path: Path, operator_db: str) -> None:
     home = Home(tmp_path / "home")
     (tmp_path / "c.yaml").write_text(CAMPAIGN, encoding="utf-8")
     with clock.use(VirtualClock.at("2026-05-01T10:00")), shop_session(home, operator_db) as shop:
