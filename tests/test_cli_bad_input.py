@@ -70,6 +70,7 @@ CASES: list[tuple[str, Callable[[Path], None] | None, list[str]]] = [
     ("yaml-inf", config(SHIPPED.replace("offline_single_max: 500.00", "offline_single_max: .inf")), ["merchants"]),
     ("yaml-sexagesimal", config(SHIPPED.replace("offline_count_max: 10", "offline_count_max: 1:30")),
      ["merchants"]),
+    ("yaml-impossible-date", config(SHIPPED + "\nopened: 2026-02-30\n"), ["merchants"]),
     ("yaml-complex-key", config(SHIPPED + "\n? [a, b]\n: 1\n"), ["merchants"]),
     ("yaml-not-utf8", lambda home: (home / "merchants.yaml").write_bytes(b"operator: \xff\xfe\n"), ["merchants"]),
     ("yaml-deep", config("[" * 20_000 + "]" * 20_000), ["merchants"]),
