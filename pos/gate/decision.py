@@ -43,6 +43,7 @@ class GateDecision:
     outcome: Outcome | None = None
     trace: list[TraceEntry] = field(default_factory=list)
     time_ms: int = 0
+    proof_failed: bool = False  # a wallet with tickets failed AUTHENTICATE: not the holder, nothing was charged
 
     def short(self) -> bool:
         """A capacity refusal with places left, only fewer than the ``tickets`` asked for (not sold out)."""
@@ -51,7 +52,9 @@ class GateDecision:
     def message(self, lang: str) -> str:
         """The reason in plain words."""
         if self.code == PAID:
-            return tr("gate.paid", lang, n=self.tickets)
+            return tr("gate.paid_one", lang) if self.tickets == 1 else tr("gate.paid", lang, n=self.tickets)
+        if self.proof_failed and self.code == Reason.BAD_SIGNATURE.value:
+            return tr("gate.proof_failed", lang)
         if self.code == PREPAID:
             return tr("gate.prepaid", lang, used=self.used, tickets=self.tickets)
         if self.code == ANTI_PASSBACK:
@@ -70,6 +73,8 @@ class GateDecision:
             return tr("gate.walk_through", lang)
         if self.code == ANTI_PASSBACK:
             return tr("gate.passback_next", lang)
+        if self.proof_failed and self.code == Reason.BAD_SIGNATURE.value:
+            return tr("gate.proof_failed_next", lang)
         if self.code == CAPACITY:
             if self.short():
                 return (tr("gate.short_one_next", lang) if self.remaining == 1

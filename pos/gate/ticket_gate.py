@@ -283,7 +283,9 @@ class Gate:
             pass_id, tickets, used, last_ms = usable
             problem = prove()
             if problem is not None:
-                return self._stop(problem.value, [], wallet_id)
+                refused = self._stop(problem.value, [], wallet_id)
+                refused.proof_failed = True
+                return refused
             self.store.enter(pass_id, day, now_ms)
             entries, remaining = self.stats(now_ms)
             return GateDecision(True, PREPAID, entries, remaining, wallet_id=wallet_id, tickets=tickets,

@@ -18,6 +18,8 @@ from textual.screen import ModalScreen, Screen
 from textual.widgets import Static
 
 from pos.i18n import other_language, tr
+from pos.money import format_fen
+from pos.payment.reasons import Reason
 from pos.runtime import Runtime
 from pos.sync.client import RetryPolicy
 from pos.sync.loop import SyncLoop
@@ -111,9 +113,11 @@ class HelpScreen(ModalScreen[None]):
 
     def __init__(self, under: Screen[Any]) -> None:
         super().__init__()
-        keys = list(getattr(under, "keys", None) or getattr(under, "KEYS", []))
-        extra = list(getattr(under, "KEY_HELP", []))
-        self.rows = [*keys, *extra, *(k for k in GLOBAL_HELP if k not in keys)]
+        source = getattr(under, "panel", None) or under  # a screen of panels: the keys of the one on show
+        keys = list(getattr(source, "keys", None) or getattr(source, "KEYS", []))
+        extra = list(getattr(source, "KEY_HELP", []))
+        shared = {"F1", "F3", "^Q", *(key for key, _ in GLOBAL_HELP)}  # said once, at the end
+        self.rows = [*(row for row in [*keys, *extra] if row[0] not in shared), *GLOBAL_HELP]
 
     def compose(self) -> ComposeResult:
         app: TerminalApp = self.app  # type: ignore[assignment]
@@ -182,6 +186,10 @@ class TerminalApp(App[None]):
                 screen.retranslate()
 
     # -- help -------------------------------------------------------------------------------------------------------
+    def action_help_quit(self) -> None:
+        """Ctrl+C (Textual's hint that Ctrl+C does not quit), in the terminal's language."""
+        self.notify(self.t("quit.how"), title=self.t("quit.how_title"))
+
     def action_help(self) -> None:
         """F1 (or ?): every key of the current screen, in the current language; F1 or Esc closes it."""
         if isinstance(self.screen, HelpScreen):
@@ -314,6 +322,21 @@ class TerminalApp(App[None]):
             self._manual_sync = False
             self.poll_status()
         self.redraw_status()
+
+    def describe_tap(self, result: dict[str, Any]) -> str:
+        """A tap's decision (the JSON the tap broker hands back) in the current language, for the tester panel:
+        the verdict, the amount, and the reason of a decline in plain words."""
+        approved = result.get("status") == "approved"
+        words = [self.t("result.approved" if approved else "result.declined")]
+        if amount := int(result.get("amount_fen") or 0):
+            words.append(format_fen(amount))
+        code = result.get("reason")
+        if not approved and code:
+            try:
+                words.append(Reason(code).message(self.lang))
+            except ValueError:  # not a payment's reason code: what the terminal said
+                words.append(str(result.get("message") or code))
+        return " · ".join(words)
 
     def now(self) -> dt.datetime:
         return self.runtime.clock()

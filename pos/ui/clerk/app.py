@@ -10,7 +10,6 @@ from pos.printer import open_printer
 from pos.printer.device import Printer
 from pos.sync.services import Services
 from pos.ui.app import TerminalApp
-from pos.ui.clerk.charge import ChargeScreen
 from pos.ui.clerk.screens import CounterScreen
 from pos.ui.history import HISTORY_TCSS
 from pos.ui.tester import TESTER_TCSS, TesterScreen
@@ -39,8 +38,8 @@ class ClerkApp(TerminalApp):
     async def action_quit(self) -> None:
         """Ctrl+Q. With a charge in progress: before PAY it cancels the charge, then quits; after PAY it waits for
         the outcome, shows it and asks before quitting. Otherwise it quits at once."""
-        charge = next((s for s in self.screen_stack if isinstance(s, ChargeScreen) and s.in_progress), None)
-        if charge is None:
+        counter = next((s for s in self.screen_stack if isinstance(s, CounterScreen)), None)
+        if counter is None or not counter.is_ready or not counter.charge.in_progress:
             self.exit()
         else:
-            charge.quit_when_done()
+            counter.charge.quit_when_done()

@@ -10,6 +10,7 @@ from textual import work
 from textual.message import Message
 
 from pos.gate.ticket_gate import PAID, Gate, GateDecision
+from pos.money import format_fen
 from pos.runtime import Runtime
 from pos.sync.services import Services
 from pos.ui.app import TerminalApp
@@ -46,6 +47,7 @@ class GateApp(TerminalApp):
         self.counts = gate.stats()
         self._halt = threading.Event()
         self.decisions = 0
+        self.last_decision: GateDecision | None = None
 
     def on_mount(self) -> None:
         self.push_screen(GateScreen())
@@ -69,12 +71,25 @@ class GateApp(TerminalApp):
                 continue
             if decision.open:  # this visitor is through: the next one starts on one ticket of the first kind
                 self.sku, self.quantity = self.gate.products[0].sku, 1
+            self.last_decision = decision  # before the tap broker hands the decision to the tester panel
             rt.last_trace = decision.trace
             rt.last_result = decision.to_json("en")
             if rt.broker is not None:
                 rt.broker.decided(rt.last_result)
             self.post_message(GateDecided(decision))
             self.gate.housekeeping()  # while the result shows
+
+    def describe_tap(self, result: dict[str, Any]) -> str:
+        """The gate's words for its last decision: OPEN or STOP, the amount paid, and why."""
+        d = self.last_decision
+        gate = result.get("gate") or {}
+        if d is None or gate.get("code") != d.code:
+            return super().describe_tap(result)
+        words = [self.t("gate.open_short" if d.open else "gate.stop_short")]
+        if d.amount_fen:
+            words.append(format_fen(d.amount_fen))
+        words.append(d.message(self.lang))
+        return " · ".join(words)
 
     def on_gate_decided(self, message: GateDecided) -> None:
         self.decisions += 1
