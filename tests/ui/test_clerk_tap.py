@@ -185,6 +185,7 @@ def test_torn_tap_waits_for_the_same_wallet_with_one_countdown(patient_home: Hom
             assert screen.control.deadline == 1000.0 + RECOVERY_S
             prompt = text_of(screen.query_one("#prompt", Static))
             assert prompt == "The wallet left too soon: hold the same wallet again"
+            assert "Esc stop waiting" in text_of(app.screen.query_one("KeyBar", Static))
             again = await asyncio.to_thread(app.runtime.broker.tap, "c0001")  # type: ignore[union-attr]
             await until(pilot, lambda: showing(app, ResultPanel))
             outcome = on_show(app).outcome  # type: ignore[attr-defined]
