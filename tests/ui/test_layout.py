@@ -1,6 +1,7 @@
 """Layout and language at 80x24 (issue 12, point 6): no table wider than its box (the stray "▏" was a sideways
 scrollbar), notifications above the status bar, Ctrl+C, the cart count, the tester panel's tap results and card
-states, a gate copy without the key and the reconciliation's differences, each in both languages."""
+states, the gate's footer and help, a gate copy without the key and the reconciliation's differences, each in both
+languages."""
 
 from __future__ import annotations
 
@@ -16,7 +17,8 @@ from textual.widgets._toast import ToastRack
 from pos.gate.ticket_gate import Gate
 from pos.home import Home
 from pos.i18n import tr
-from pos.ui.app import TerminalApp
+from pos.records import day_report
+from pos.ui.app import HelpScreen, TerminalApp
 from pos.ui.clerk import ChargePanel, ClerkApp, EntryPanel, ResultPanel
 from pos.ui.gate import GateApp, GateResultScreen, GateScreen
 from pos.ui.history import HistoryScreen
@@ -49,6 +51,14 @@ def test_the_counter_fits_80x24_and_speaks_its_language(home: Home, lang: str) -
         async with app.run_test(size=(80, 24), notifications=True) as pilot:
             await until(pilot, lambda: showing(app, EntryPanel))
             tables_fit(app)
+            bar = text_of(app.screen.query_one("KeyBar", Static))
+            assert f"^Q {tr('key.quit_ctrl', lang)}" in bar and f"F1 {tr('key.help', lang)}" in bar
+            await pilot.press("f1")  # the keys the footer has no room for
+            await until(pilot, lambda: isinstance(app.screen, HelpScreen))
+            help_text = text_of(app.screen.query_one("#help-box", Static))
+            assert tr("key.sync", lang) in help_text and tr("key.tester", lang) in help_text
+            await pilot.press("escape")
+            await until(pilot, lambda: showing(app, EntryPanel))
             await pilot.press("plus")
             hint = text_of(app.screen.query_one("#hint", Static))
             assert hint == tr("counter.hint_cart_one", lang)  # "Cart: 1 item", not "1 items"
@@ -115,8 +125,19 @@ def test_a_gate_copy_without_the_key_is_told_it_is_not_the_buyer(home: Home, lan
         async with app.run_test(size=(80, 24)) as pilot:
             await until(pilot, lambda: showing(app, GateScreen) and app.runtime.broker.armed)  # type: ignore
             tables_fit(app)
+            bar = text_of(app.screen.query_one("KeyBar", Static))
+            assert f"^Q {tr('key.quit_ctrl', lang)}" in bar and f"F1 {tr('key.help', lang)}" in bar
+            await pilot.press("f1")  # the keys the footer has no room for
+            await until(pilot, lambda: isinstance(app.screen, HelpScreen))
+            help_text = text_of(app.screen.query_one("#help-box", Static))
+            assert tr("key.sync", lang) in help_text and tr("key.tester", lang) in help_text
+            await pilot.press("escape")
+            await until(pilot, lambda: showing(app, GateScreen))
             await pilot.press("plus")
             await tap_from_the_panel(app, pilot)  # c0001 buys two tickets and walks in on the first
+            with home.ledger(GATE) as ledger:  # the day's sales by item count the tickets, as a cart's items
+                items = day_report(ledger, app.now().date(), home.terminal_dir(GATE))["items"]
+            assert [(i["sku"], i["qty"]) for i in items] == [("adult", 2)]
             await tap_from_the_panel(app, pilot, "clone_keyless")
             d = app.last_decision
             assert d is not None and not d.open and d.code == "bad_signature" and d.proof_failed

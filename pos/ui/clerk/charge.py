@@ -12,7 +12,7 @@ the receipt, the sync) runs after the result is painted (:meth:`pos.ui.clerk.scr
 from __future__ import annotations
 
 import threading
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from rich.text import Text
 from textual import work
@@ -54,8 +54,8 @@ class ChargePanel(Panel):
     RETAP_KEYS: ClassVar = [("Esc", "key.stop_waiting"), *KEYS[1:]]
     BINDINGS: ClassVar = [Binding("escape", "cancel", show=False)]
 
-    def __init__(self, **kwargs: object) -> None:
-        super().__init__(**kwargs)  # type: ignore[arg-type]
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
         self.amount_fen = 0
         self.items: tuple[Item, ...] = ()  # the cart, kept with the payment for its receipt
         self.cancel = threading.Event()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from pathlib import Path, PurePath
 from typing import Any, ClassVar
@@ -11,6 +12,7 @@ from textual.message import Message
 
 from pos.gate.ticket_gate import PAID, Gate, GateDecision
 from pos.money import format_fen
+from pos.records import Item, Sale, save_sale
 from pos.runtime import Runtime
 from pos.sync.services import Services
 from pos.ui.app import TerminalApp
@@ -77,7 +79,20 @@ class GateApp(TerminalApp):
             if rt.broker is not None:
                 rt.broker.decided(rt.last_result)
             self.post_message(GateDecided(decision))
+            if decision.code == PAID:
+                self._keep_sale(decision)
             self.gate.housekeeping()  # while the result shows
+
+    def _keep_sale(self, d: GateDecision) -> None:
+        """A ticket sale's record, as the counter keeps a cart's: its tickets are the receipt's item line and the
+        day's sales by item."""
+        if d.outcome is None or not d.outcome.voucher_id or d.sku is None:
+            return
+        p = self.gate.product(d.sku)
+        sale = Sale(d.outcome.voucher_id, (Item(p.sku, p.name.zh, p.name.en, d.tickets, p.price),),
+                    d.outcome.offline_left)
+        with contextlib.suppress(OSError):  # the payment and the pass are recorded; only the item line is lost
+            save_sale(self.runtime.home.terminal_dir(self.runtime.terminal_id), sale)
 
     def describe_tap(self, result: dict[str, Any]) -> str:
         """The gate's words for its last decision: OPEN or STOP, the amount paid, and why."""

@@ -47,8 +47,10 @@ class GateScreen(TerminalScreen):
     """Ready: the selected ticket, quantity, entries today and remaining capacity; a red SOLD OUT when none is left
     (a visitor holding tickets still walks in; a tap that would buy is refused before any charge)."""
 
-    KEYS: ClassVar = [("↑↓", "key.product"), ("+-", "key.quantity"), ("F4", "key.history"), ("F5", "key.sync"),
-                      ("F6", "key.report"), ("F2", "key.tester"), ("F3", "key.language")]
+    # The footer names the quit key (80 columns hold no more); F1 lists these and KEY_HELP.
+    KEYS: ClassVar = [("↑↓", "key.product"), ("+-", "key.quantity"), ("F1", "key.help"), ("F3", "key.language"),
+                      ("F4", "key.history"), ("F6", "key.report"), ("^Q", "key.quit_ctrl")]
+    KEY_HELP: ClassVar = [("F5", "key.sync"), ("F2", "key.tester")]
     BINDINGS: ClassVar = [
         Binding("up", "move(-1)", show=False),
         Binding("down", "move(1)", show=False),
