@@ -348,6 +348,8 @@ TEXTS: dict[str, tuple[str, str]] = {
                            "refund {id}: {here} here, {there} at the operator"),
     "report.diff_unparsed": ("运营机构拒收了一笔无法解析的上传", "the operator rejected an upload that does not parse"),
     "key.stop_waiting": ("放弃等待", "stop waiting"),
+    "quit.charge_title": ("正在收款：退出将取消这笔收款", "A charge is open: quitting cancels it"),
+    "quit.charge_hint": ("Enter 取消收款并退出 · Esc 继续收款", "Enter cancels it and quits · Esc goes on"),
     "gate.open_short": ("通行", "OPEN"),
     "gate.stop_short": ("禁止通行", "STOP"),
 }

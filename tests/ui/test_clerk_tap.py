@@ -131,7 +131,10 @@ def test_ctrl_q_before_pay_cancels_then_quits(home: Home) -> None:
             answer = tap(app)
             try:
                 await until(pilot, hold.held.is_set)
-                await pilot.press("ctrl+q")
+                await pilot.press("ctrl+q")  # asks first: the charge goes on meanwhile
+                await until(pilot, lambda: isinstance(app.screen, QuitScreen))
+                assert not screen.quitting and not screen.cancel.is_set()
+                await pilot.press("enter")
                 await until(pilot, lambda: "cancelling" in countdown(screen))
                 assert not app._exit  # it waits for the tap to stop
             finally:
@@ -140,6 +143,24 @@ def test_ctrl_q_before_pay_cancels_then_quits(home: Home) -> None:
             assert (await answer)["reason"] == "cancelled"
         assert kinds(home) == ["intent", "void"]
         assert home.cards.load("c0001").counter == 0
+
+    asyncio.run(scenario())
+
+
+def test_ctrl_q_with_a_charge_open_asks_first_and_esc_goes_on(home: Home) -> None:
+    async def scenario() -> None:
+        app = clerk(home)
+        async with app.run_test(size=(80, 24)) as pilot:
+            screen = await start_charge(app, pilot, "4")
+            await pilot.press("ctrl+q")
+            await until(pilot, lambda: isinstance(app.screen, QuitScreen))
+            assert "A charge is open: quitting cancels it" in text_of(app.screen.query_one("#quit-title", Static))
+            await pilot.press("escape")  # the charge goes on
+            await until(pilot, lambda: showing(app, ChargePanel))
+            assert screen.in_progress and app.runtime.broker.armed  # type: ignore[union-attr]
+            assert (await tap(app))["status"] == "approved"
+            await until(pilot, lambda: showing(app, ResultPanel))
+            assert not app._exit
 
     asyncio.run(scenario())
 
@@ -153,7 +174,7 @@ def test_ctrl_q_after_pay_shows_the_outcome_and_asks(home: Home) -> None:
             answer = tap(app)
             try:
                 await until(pilot, hold.held.is_set)
-                await pilot.press("ctrl+q")
+                await pilot.press("ctrl+q", "ctrl+q")  # asked, and confirmed with Ctrl+Q again
                 await until(pilot, lambda: "quitting once the payment is complete" in countdown(screen))
             finally:
                 hold.release.set()

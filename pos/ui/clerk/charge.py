@@ -169,19 +169,28 @@ class ChargePanel(Panel):
         screen.charge_decided(message.outcome, self.items, quit_after=self._quit)
 
 
-class QuitScreen(ModalScreen[None]):
-    """Quit the terminal? Asked over the outcome of a payment that Ctrl+Q could not cancel."""
+class QuitScreen(ModalScreen[bool]):
+    """Quit the terminal? Asked when Ctrl+Q comes with a charge open (Enter cancels the charge, or lets a PAY under
+    way complete, then quits), and over the outcome of a payment that Ctrl+Q could not cancel (Enter quits)."""
 
     BINDINGS: ClassVar = [Binding("enter", "quit_now", show=False), Binding("escape", "stay", show=False)]
 
+    def __init__(self, charge_open: bool = False) -> None:
+        super().__init__()
+        self.charge_open = charge_open
+
     def compose(self) -> ComposeResult:
         app: TerminalApp = self.app  # type: ignore[assignment]
+        title, hint = ("quit.charge_title", "quit.charge_hint") if self.charge_open else ("quit.title", "quit.hint")
         with Vertical(id="quit-box"):
-            yield Static(Text(app.t("quit.title"), style="bold", justify="center"), id="quit-title")
-            yield Static(Text(app.t("quit.hint"), justify="center"), id="quit-hint")
+            yield Static(Text(app.t(title), style="bold", justify="center"), id="quit-title")
+            yield Static(Text(app.t(hint), justify="center"), id="quit-hint")
 
     def action_quit_now(self) -> None:
-        self.app.exit()
+        if self.charge_open:
+            self.dismiss(True)  # the app cancels the charge (or waits for its PAY), then quits
+        else:
+            self.app.exit()
 
     def action_stay(self) -> None:
-        self.app.pop_screen()
+        self.dismiss(False)
