@@ -348,6 +348,13 @@ TEXTS: dict[str, tuple[str, str]] = {
                            "refund {id}: {here} here, {there} at the operator"),
     "report.diff_unparsed": ("运营机构拒收了一笔无法解析的上传", "the operator rejected an upload that does not parse"),
     "key.stop_waiting": ("放弃等待", "stop waiting"),
+    "error.not_provisioned": ("终端 {terminal} 尚未开通（没有运营机构密钥）：请管理员运行 "
+                              "pos terminal provision {terminal}",
+                              "terminal {terminal} has no operator key yet: ask the supervisor to run "
+                              "pos terminal provision {terminal}"),
+    "error.refund_refused": ("这笔交易尚未结算或已被拒绝，不能退款",
+                             "this payment is not settled (or was rejected): no refund"),
+    "error.operator_refused": ("运营机构拒绝了请求（{code}）", "the operator refused the request ({code})"),
     "quit.charge_title": ("正在收款：退出将取消这笔收款", "A charge is open: quitting cancels it"),
     "quit.charge_hint": ("Enter 取消收款并退出 · Esc 继续收款", "Enter cancels it and quits · Esc goes on"),
     "gate.open_short": ("通行", "OPEN"),

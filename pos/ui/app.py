@@ -21,8 +21,9 @@ from pos.i18n import other_language, tr
 from pos.money import format_fen
 from pos.payment.reasons import Reason
 from pos.runtime import Runtime
-from pos.sync.client import RetryPolicy
+from pos.sync.client import NotProvisioned, OperatorRefused, RetryPolicy
 from pos.sync.loop import SyncLoop
+from pos.sync.refunds import RefundRefused
 from pos.sync.services import OperatorServices, OperatorUnavailable, Services, failure_kind
 from pos.ui.widgets import BARS_TCSS, KeyBar, Keys, StatusBar
 
@@ -49,6 +50,20 @@ class StatusUpdated(Message):
 
 _FAILED = {"offline": "bar.failed_offline", "disk": "bar.failed_disk", "error": "bar.failed_error"}
 _FAILED_F5 = {"offline": "bar.failed_offline_f5", "disk": "bar.failed_disk_f5", "error": "bar.failed_error_f5"}
+
+
+def error_text(app: TerminalApp, exc: BaseException) -> str:
+    """What a failed operator call means, in the app's language (the typed errors a clerk meets; others as they
+    are)."""
+    if isinstance(exc, OperatorUnavailable):
+        return app.t("operator.unavailable")
+    if isinstance(exc, NotProvisioned):
+        return app.t("error.not_provisioned", terminal=app.runtime.terminal_id)
+    if isinstance(exc, RefundRefused):
+        return app.t("error.refund_refused")
+    if isinstance(exc, OperatorRefused):
+        return app.t("error.operator_refused", code=exc.code)
+    return str(exc)
 
 
 class SyncEvent(Message):
@@ -316,8 +331,8 @@ class TerminalApp(App[None]):
             if kind == "offline":
                 self.status = StatusInfo(**{**self.status.__dict__, "online": False})
             if self._manual_sync or (kind != "offline" and self.sync_loop.failures == 1):
-                detail = (self.t("operator.unavailable") if kind == "offline" else
-                          self.t("sync.storage_failed", error=str(event.error)) if kind == "disk" else str(event.error))
+                detail = (self.t("sync.storage_failed", error=str(event.error)) if kind == "disk"
+                          else error_text(self, event.error))
                 self.notify(detail, title=self.t("sync.failed"), severity="error")
             self._manual_sync = False
             self.poll_status()

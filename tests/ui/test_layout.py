@@ -177,3 +177,31 @@ def test_reconciliation_differences_are_said_in_the_clerks_language(lang: str) -
     assert tr("status.missing", lang) in refund and "¥5.00" in refund
     if lang == "zh-CN":
         assert not LATIN_WORD.search(status.replace(voucher, "")) and "differ" not in amount
+
+
+@pytest.mark.parametrize("lang", LANGS)
+def test_operator_errors_are_said_in_the_clerks_language(lang: str) -> None:
+    """A terminal with no key, a refund the operator cannot make, an operator's refusal: no English sentence of the
+    library's on a Chinese screen, and no shell command as the clerk's next step."""
+    from types import SimpleNamespace
+
+    from pos.sync.client import NotProvisioned, OperatorRefused, OperatorUnavailable
+    from pos.sync.refunds import RefundRefused
+    from pos.ui.app import error_text
+
+    app = ClerkApp.__new__(ClerkApp)
+    app.lang = lang
+    app.runtime = SimpleNamespace(terminal_id="CMGQ0001")  # type: ignore[assignment]
+    said = {
+        "not_provisioned": error_text(app, NotProvisioned("terminal CMGQ0001 has no key yet: run `pos terminal ...`")),
+        "refund": error_text(app, RefundRefused("voucher V cannot be refunded: not settled yet")),
+        "refused": error_text(app, OperatorRefused(409, "over_refund", "more than paid")),
+        "offline": error_text(app, OperatorUnavailable("operator not reachable: refused")),
+    }
+    assert said["not_provisioned"] == tr("error.not_provisioned", lang, terminal="CMGQ0001")
+    assert said["refund"] == tr("error.refund_refused", lang)
+    assert said["refused"] == tr("error.operator_refused", lang, code="over_refund")
+    assert said["offline"] == tr("operator.unavailable", lang)
+    if lang == "zh-CN":
+        for text in said.values():
+            assert not LATIN_WORD.search(re.sub(r"pos terminal provision|CMGQ0001|over_refund", "", text)), text

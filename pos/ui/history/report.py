@@ -16,8 +16,7 @@ from textual.widgets import Static
 from pos.money import format_fen
 from pos.printer import Document, day_report_doc
 from pos.records import day_report
-from pos.sync.services import OperatorUnavailable
-from pos.ui.app import TerminalScreen
+from pos.ui.app import TerminalScreen, error_text
 from pos.ui.history.printing import print_document
 from pos.ui.history.screens import shop_of
 from pos.ui.widgets import KeyBar, StatusBar
@@ -94,10 +93,8 @@ class ReportScreen(TerminalScreen):
     def _reconcile(self, day: str) -> None:
         try:
             self.post_message(ReconcileDone(self.tapp.services.reconcile(day), None))
-        except OperatorUnavailable:
-            self.post_message(ReconcileDone(None, self.t("operator.unavailable")))
         except EcnyError as exc:
-            self.post_message(ReconcileDone(None, str(exc)))
+            self.post_message(ReconcileDone(None, error_text(self.tapp, exc)))
 
     def on_reconcile_done(self, message: ReconcileDone) -> None:
         self.reconciliation = message.result

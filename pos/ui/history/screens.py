@@ -18,8 +18,7 @@ from pos.money import fen_to_yuan_text, format_fen, parse_yuan
 from pos.printer import Document, receipt_doc, refund_slip_doc
 from pos.printer.slips import Shop, last4
 from pos.records import STATUSES, Tx, balance_after, find, load_sale, transactions
-from pos.sync.services import OperatorUnavailable
-from pos.ui.app import TerminalApp, TerminalScreen
+from pos.ui.app import TerminalApp, TerminalScreen, error_text
 from pos.ui.history.printing import print_document
 from pos.ui.widgets import KeyBar, StatusBar
 from wallet.errors import EcnyError, InvalidInput
@@ -233,10 +232,8 @@ class HistoryScreen(TerminalScreen):
         try:
             result = self.tapp.services.refund(voucher_id, amount_fen)
             self.post_message(RefundDone(result, None))
-        except OperatorUnavailable:
-            self.post_message(RefundDone(None, self.t("operator.unavailable")))
         except EcnyError as exc:
-            self.post_message(RefundDone(None, str(exc)))
+            self.post_message(RefundDone(None, error_text(self.tapp, exc)))
 
     def on_refund_done(self, message: RefundDone) -> None:
         if message.error:
