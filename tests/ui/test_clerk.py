@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -39,10 +40,12 @@ def test_charge_approved(home: Home) -> None:
         async with app.run_test(size=(80, 24)) as pilot:
             await charge(app, pilot, "1", "2", "full_stop", "3")
             assert "¥12.30" in text_of(app.screen.query_one("#charge-text", Static))
+            assert not gc.isenabled()  # no full collection between the tap and the painted result
             answer = await asyncio.to_thread(app.runtime.broker.tap, "c0001")
             await until(pilot, lambda: showing(app, ResultPanel))
             screen = on_show(app)
             assert isinstance(screen, ResultPanel) and screen.outcome.approved
+            await until(pilot, gc.isenabled)  # back on once the result is painted
             details = text_of(screen.query_one("#details", Static))
             assert "¥12.30" in details and "¥987.70" in details and screen.outcome.voucher_id in details
             assert answer["status"] == "approved" and answer["voucher_id"] == screen.outcome.voucher_id
@@ -87,7 +90,7 @@ def test_cancel_returns_at_once_and_charges_nothing(home: Home) -> None:
             await charge(app, pilot, "8")
             await pilot.press("escape")
             await until(pilot, lambda: showing(app, EntryPanel), timeout=2)
-            assert not app.runtime.broker.armed
+            assert not app.runtime.broker.armed and gc.isenabled()
         with home.ledger(COUNTER) as ledger:
             # The charge's intent is closed unpaid: no payment, nothing held for recovery.
             assert [e.kind for e in ledger.entries()] == ["intent", "void"]

@@ -10,6 +10,7 @@ composed or styled while the customer waits. History, receipts and the report ar
 from __future__ import annotations
 
 import contextlib
+import gc
 from typing import ClassVar
 
 from rich.text import Text
@@ -98,15 +99,27 @@ class CounterScreen(TerminalScreen):
 
     # -- a sale: entry -> charge -> result -> entry -----------------------------------------------------------------
     def start_charge(self, amount_fen: int, items: tuple[Item, ...] = ()) -> None:
-        """Enter on the entry: the reader starts waiting at once, then the charge panel shows."""
+        """Enter on the entry: the reader starts waiting at once, then the charge panel shows.
+
+        Python's cyclic garbage collector is held off from here until the outcome is painted: a full collection
+        of a Textual app's objects stops every thread for 50-200 ms, and it should not land between the tap and
+        the clerk seeing the result (freed memory is still freed at once by reference counting meanwhile)."""
+        self._gc_was_enabled = gc.isenabled()
+        gc.disable()
         self.charge.start(amount_fen, items)
         self._switch(self.charge)
+
+    def _collect_again(self) -> None:
+        if getattr(self, "_gc_was_enabled", False):
+            gc.enable()
+        self._gc_was_enabled = False
 
     def charge_decided(self, outcome: Outcome, items: tuple[Item, ...], quit_after: bool = False) -> None:
         """The charge's worker decided: the outcome on screen first; its record, receipt and sync after the paint."""
         while self.app.screen is not self:  # e.g. the tester panel opened over the charge
             self.app.pop_screen()
         if outcome.reason is Reason.CANCELLED:
+            self._collect_again()
             if quit_after:
                 self.app.exit()
                 return
@@ -129,7 +142,9 @@ class CounterScreen(TerminalScreen):
         self._switch(self.entry)
 
     def _after_result(self, outcome: Outcome, items: tuple[Item, ...]) -> None:
-        """Once the result is painted: an approved sale's record and receipt (off the event loop), then the sync."""
+        """Once the result is painted: the garbage collector back on, an approved sale's record and receipt (off the
+        event loop), then the sync."""
+        self._collect_again()
         if outcome.approved and outcome.voucher_id:
             self._record_sale(outcome, items)
         self.tapp.sale_decided(outcome.approved)
