@@ -47,6 +47,7 @@ class GateDecision:
     outcome: Outcome | None = None
     trace: list[TraceEntry] = field(default_factory=list)
     time_ms: int = 0
+    proof_failed: bool = False  # a wallet with tickets failed AUTHENTICATE: not the holder, nothing was charged
 
     def short(self) -> bool:
         """A capacity refusal with places left, only fewer than the ``tickets`` asked for (not sold out)."""
@@ -55,7 +56,9 @@ class GateDecision:
     def message(self, lang: str) -> str:
         """The reason in plain words."""
         if self.code == PAID:
-            return tr("gate.paid", lang, n=self.tickets)
+            return tr("gate.paid_one", lang) if self.tickets == 1 else tr("gate.paid", lang, n=self.tickets)
+        if self.proof_failed and self.code == Reason.BAD_SIGNATURE.value:
+            return tr("gate.proof_failed", lang)
         if self.code == PREPAID:
             return tr("gate.prepaid", lang, used=self.used, tickets=self.tickets)
         if self.code == ONLINE_TICKET:
@@ -82,6 +85,8 @@ class GateDecision:
             return tr("gate.passback_next", lang)
         if self.code == TICKET_UNSEEN:
             return tr("gate.unseen_next", lang, minutes=max(1, self.window_s // 60))
+        if self.proof_failed and self.code == Reason.BAD_SIGNATURE.value:
+            return tr("gate.proof_failed_next", lang)
         if self.code == CAPACITY:
             if self.short():
                 return (tr("gate.short_one_next", lang) if self.remaining == 1

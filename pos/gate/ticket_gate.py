@@ -161,7 +161,9 @@ class Gate:
             pass_id, tickets, used, last_ms, key = usable
             problem = prove()
             if problem is not None:
-                return self._stop(problem.value, [], wallet_id)
+                refused = self._stop(problem.value, [], wallet_id)
+                refused.proof_failed = True
+                return refused
             self.store.enter(pass_id, day, now_ms)
             entries, remaining = self.stats(now_ms)
             code = ONLINE_TICKET if key and key.startswith(ONLINE) else PREPAID

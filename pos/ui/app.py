@@ -19,10 +19,12 @@ from textual.widgets import Static
 
 from pos.i18n import other_language, tr
 from pos.money import format_fen
+from pos.payment.reasons import Reason
 from pos.payment.unwritten import KEPT
 from pos.runtime import Runtime
-from pos.sync.client import RetryPolicy
+from pos.sync.client import NotProvisioned, OperatorRefused, RetryPolicy
 from pos.sync.loop import SyncLoop
+from pos.sync.refunds import RefundRefused
 from pos.sync.services import OperatorServices, OperatorUnavailable, Services, failure_kind
 from pos.ui.widgets import BARS_TCSS, KeyBar, Keys, StatusBar
 
@@ -49,6 +51,20 @@ class StatusUpdated(Message):
 
 _FAILED = {"offline": "bar.failed_offline", "disk": "bar.failed_disk", "error": "bar.failed_error"}
 _FAILED_F5 = {"offline": "bar.failed_offline_f5", "disk": "bar.failed_disk_f5", "error": "bar.failed_error_f5"}
+
+
+def error_text(app: TerminalApp, exc: BaseException) -> str:
+    """What a failed operator call means, in the app's language (the typed errors a clerk meets; others as they
+    are)."""
+    if isinstance(exc, OperatorUnavailable):
+        return app.t("operator.unavailable")
+    if isinstance(exc, NotProvisioned):
+        return app.t("error.not_provisioned", terminal=app.runtime.terminal_id)
+    if isinstance(exc, RefundRefused):
+        return app.t("error.refund_refused")
+    if isinstance(exc, OperatorRefused):
+        return app.t("error.operator_refused", code=exc.code)
+    return str(exc)
 
 
 class SyncEvent(Message):
@@ -113,9 +129,11 @@ class HelpScreen(ModalScreen[None]):
 
     def __init__(self, under: Screen[Any]) -> None:
         super().__init__()
-        keys = list(getattr(under, "keys", None) or getattr(under, "KEYS", []))
-        extra = list(getattr(under, "KEY_HELP", []))
-        self.rows = [*keys, *extra, *(k for k in GLOBAL_HELP if k not in keys)]
+        source = getattr(under, "panel", None) or under  # a screen of panels: the keys of the one on show
+        keys = list(getattr(source, "keys", None) or getattr(source, "KEYS", []))
+        extra = list(getattr(source, "KEY_HELP", []))
+        shared = {"F1", "F3", "^Q", *(key for key, _ in GLOBAL_HELP)}  # said once, at the end
+        self.rows = [*(row for row in [*keys, *extra] if row[0] not in shared), *GLOBAL_HELP]
 
     def compose(self) -> ComposeResult:
         app: TerminalApp = self.app  # type: ignore[assignment]
@@ -185,6 +203,10 @@ class TerminalApp(App[None]):
                 screen.retranslate()
 
     # -- help -------------------------------------------------------------------------------------------------------
+    def action_help_quit(self) -> None:
+        """Ctrl+C (Textual's hint that Ctrl+C does not quit), in the terminal's language."""
+        self.notify(self.t("quit.how"), title=self.t("quit.how_title"))
+
     def action_help(self) -> None:
         """F1 (or ?): every key of the current screen, in the current language; F1 or Esc closes it."""
         if isinstance(self.screen, HelpScreen):
@@ -320,12 +342,27 @@ class TerminalApp(App[None]):
             if kind == "offline":
                 self.status = StatusInfo(**{**self.status.__dict__, "online": False})
             if self._manual_sync or (kind != "offline" and self.sync_loop.failures == 1):
-                detail = (self.t("operator.unavailable") if kind == "offline" else
-                          self.t("sync.storage_failed", error=str(event.error)) if kind == "disk" else str(event.error))
+                detail = (self.t("sync.storage_failed", error=str(event.error)) if kind == "disk"
+                          else error_text(self, event.error))
                 self.notify(detail, title=self.t("sync.failed"), severity="error")
             self._manual_sync = False
             self.poll_status()
         self.redraw_status()
+
+    def describe_tap(self, result: dict[str, Any]) -> str:
+        """A tap's decision (the JSON the tap broker hands back) in the current language, for the tester panel:
+        the verdict, the amount, and the reason of a decline in plain words."""
+        approved = result.get("status") == "approved"
+        words = [self.t("result.approved" if approved else "result.declined")]
+        if amount := int(result.get("amount_fen") or 0):
+            words.append(format_fen(amount))
+        code = result.get("reason")
+        if not approved and code:
+            try:
+                words.append(Reason(code).message(self.lang))
+            except ValueError:  # not a payment's reason code: what the terminal said
+                words.append(str(result.get("message") or code))
+        return " · ".join(words)
 
     def now(self) -> dt.datetime:
         return self.runtime.clock()

@@ -89,6 +89,15 @@ async def until(pilot: Pilot[Any], condition: Callable[[], bool], timeout: float
         await pilot.pause(0.02)
 
 
-def showing(app: Any, screen_type: type) -> bool:
-    """Whether the app shows a ready screen of ``screen_type``."""
-    return isinstance(app.screen, screen_type) and getattr(app.screen, "is_ready", True)
+def showing(app: Any, kind: type) -> bool:
+    """Whether the app shows a ready screen of type ``kind``, or a ready screen whose panel on show (the counter's
+    entry, charge or result) is of type ``kind``."""
+    screen = app.screen
+    if isinstance(screen, kind):
+        return getattr(screen, "is_ready", True)
+    return getattr(screen, "is_ready", False) and isinstance(getattr(screen, "panel", None), kind)
+
+
+def on_show(app: Any) -> Any:
+    """The panel on show on the app's screen (the counter's entry, charge or result)."""
+    return app.screen.panel

@@ -19,7 +19,7 @@ from pos.ledger import Ledger
 from pos.sync.client import OperatorUnavailable, RetryPolicy
 from pos.sync.services import OperatorServices
 from pos.ui.app import TerminalApp
-from pos.ui.clerk import ChargeScreen, ClerkApp, CounterScreen, ResultScreen
+from pos.ui.clerk import ChargePanel, ClerkApp, EntryPanel, ResultPanel
 from pos.ui.gate import GateApp, GateResultScreen, GateScreen
 from pos.ui.history import HistoryScreen, ReportScreen
 from tests.support.shop import shop_session
@@ -60,7 +60,7 @@ def test_clerk_syncs_in_the_background_after_sales_and_day_end_says_pending(home
             app = ClerkApp(runtime(home), lang="en", services=OperatorServices(home, COUNTER, shop.url),
                            status_interval=0, clock=clock, sync_poll=0.01)
             async with app.run_test(size=(80, 24)) as pilot:
-                await until(pilot, lambda: app.status.pending_count == 1 and showing(app, CounterScreen))
+                await until(pilot, lambda: app.status.pending_count == 1 and showing(app, EntryPanel))
                 assert "pending 1 · ¥12.30" in bar(app) and "last sync never" in bar(app)
                 # end of day before any sync: pending, and F5 (not a shell command) to sync now
                 await pilot.press("f6")
@@ -85,9 +85,9 @@ def test_clerk_syncs_in_the_background_after_sales_and_day_end_says_pending(home
                 assert "pending 0 · ¥0.00" in bar(app) and "last sync never" not in bar(app)
                 # an approved sale while online goes up at once: the clock does not move
                 await pilot.press("2", "enter")
-                await until(pilot, lambda: showing(app, ChargeScreen) and app.runtime.broker.armed)
+                await until(pilot, lambda: showing(app, ChargePanel) and app.runtime.broker.armed)
                 assert (await asyncio.to_thread(app.runtime.broker.tap, card))["status"] == "approved"
-                await until(pilot, lambda: showing(app, ResultScreen) and app.sync_loop.rounds == rounds + 2)
+                await until(pilot, lambda: showing(app, ResultPanel) and app.sync_loop.rounds == rounds + 2)
                 app.poll_status()
                 await until(pilot, lambda: app.status.pending_count == 0 and app.status.pending_fen == 0)
 
@@ -122,7 +122,7 @@ def test_failed_rounds_end_cleanly_and_the_next_round_and_f5_recover(home: Home)
         app = ClerkApp(runtime(home), lang="en", services=services, status_interval=0, clock=clock, sync_poll=0.01,
                        backoff=FixedBackoff())
         async with app.run_test(size=(80, 24)) as pilot:
-            await until(pilot, lambda: showing(app, CounterScreen))
+            await until(pilot, lambda: showing(app, EntryPanel))
 
             async def round_ends(n: int) -> None:
                 await until(pilot, lambda: app.sync_loop.rounds == n and app.sync_progress is None)

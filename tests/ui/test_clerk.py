@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -12,9 +13,9 @@ from textual.widgets import Input, Static
 from ecny_nfc.mock import Faults
 from pos.home import Home
 from pos.payment.reasons import Reason
-from pos.ui.clerk import ChargeScreen, ClerkApp, CounterScreen, ResultScreen
+from pos.ui.clerk import ChargePanel, ClerkApp, CounterScreen, EntryPanel, ResultPanel
 from pos.ui.history import HistoryScreen, ReceiptScreen, RefundScreen
-from tests.ui.conftest import COUNTER, FakeServices, runtime, showing, text_of, until
+from tests.ui.conftest import COUNTER, FakeServices, on_show, runtime, showing, text_of, until
 
 
 def clerk(home: Home, **kwargs: object) -> ClerkApp:
@@ -24,7 +25,7 @@ def clerk(home: Home, **kwargs: object) -> ClerkApp:
 
 async def charge(app: ClerkApp, pilot: object, *keys: str) -> None:
     await pilot.press(*keys, "enter")  # type: ignore[attr-defined]
-    await until(pilot, lambda: showing(app, ChargeScreen))
+    await until(pilot, lambda: showing(app, ChargePanel))
     await until(pilot, lambda: app.runtime.broker.armed)  # type: ignore[arg-type, union-attr]
 
 
@@ -39,10 +40,12 @@ def test_charge_approved(home: Home) -> None:
         async with app.run_test(size=(80, 24)) as pilot:
             await charge(app, pilot, "1", "2", "full_stop", "3")
             assert "¥12.30" in text_of(app.screen.query_one("#charge-text", Static))
+            assert not gc.isenabled()  # no full collection between the tap and the painted result
             answer = await asyncio.to_thread(app.runtime.broker.tap, "c0001")
-            await until(pilot, lambda: showing(app, ResultScreen))
-            screen = app.screen
-            assert isinstance(screen, ResultScreen) and screen.outcome.approved
+            await until(pilot, lambda: showing(app, ResultPanel))
+            screen = on_show(app)
+            assert isinstance(screen, ResultPanel) and screen.outcome.approved
+            await until(pilot, gc.isenabled)  # back on once the result is painted
             details = text_of(screen.query_one("#details", Static))
             assert "¥12.30" in details and "¥987.70" in details and screen.outcome.voucher_id in details
             assert answer["status"] == "approved" and answer["voucher_id"] == screen.outcome.voucher_id
@@ -52,7 +55,7 @@ def test_charge_approved(home: Home) -> None:
             receipt = (home.root / "receipts" / f"{screen.outcome.voucher_id}.txt").read_text()
             assert "¥12.30" in receipt and "pending offline" in receipt and "CMGQ0001" in receipt
             await pilot.press("escape", "enter")
-            assert isinstance(app.screen, CounterScreen) and app.screen.amount_fen == 0
+            assert showing(app, EntryPanel) and app.screen.amount_fen == 0
         assert [p.amount_fen for p in payments(home)] == [1230]
         assert home.cards.load("c0001").balance_fen == 100_000 - 1230
 
@@ -65,14 +68,14 @@ def test_charge_declined_shows_reason_and_next_step(home: Home) -> None:
         async with app.run_test(size=(80, 24)) as pilot:
             await charge(app, pilot, "1", "2")
             await asyncio.to_thread(app.runtime.broker.tap, "c0002")  # holds ¥5.00
-            await until(pilot, lambda: showing(app, ResultScreen))
-            screen = app.screen
-            assert isinstance(screen, ResultScreen)
+            await until(pilot, lambda: showing(app, ResultPanel))
+            screen = on_show(app)
+            assert isinstance(screen, ResultPanel)
             assert screen.outcome.reason is Reason.INSUFFICIENT_BALANCE
             details = text_of(screen.query_one("#details", Static))
             assert "insufficient balance" in details and "ask for another wallet" in details
             await pilot.press("enter")
-            assert isinstance(app.screen, CounterScreen)
+            assert showing(app, EntryPanel)
             assert app.screen.amount_fen == 1200  # kept for another wallet
         assert payments(home) == []
         assert home.cards.load("c0002").balance_fen == 500
@@ -86,8 +89,8 @@ def test_cancel_returns_at_once_and_charges_nothing(home: Home) -> None:
         async with app.run_test(size=(80, 24)) as pilot:
             await charge(app, pilot, "8")
             await pilot.press("escape")
-            await until(pilot, lambda: showing(app, CounterScreen), timeout=2)
-            assert not app.runtime.broker.armed
+            await until(pilot, lambda: showing(app, EntryPanel), timeout=2)
+            assert not app.runtime.broker.armed and gc.isenabled()
         with home.ledger(COUNTER) as ledger:
             # The charge's intent is closed unpaid: no payment, nothing held for recovery.
             assert [e.kind for e in ledger.entries()] == ["intent", "void"]
@@ -101,8 +104,8 @@ def test_timeout_declines_with_no_card(home: Home) -> None:
         app = clerk(home, charge_timeout=0.3)
         async with app.run_test(size=(80, 24)) as pilot:
             await charge(app, pilot, "8")
-            await until(pilot, lambda: showing(app, ResultScreen), timeout=3)
-            assert app.screen.outcome.reason is Reason.NO_CARD
+            await until(pilot, lambda: showing(app, ResultPanel), timeout=3)
+            assert on_show(app).outcome.reason is Reason.NO_CARD
             assert "start the charge again" in text_of(app.screen.query_one("#details", Static))
 
     asyncio.run(scenario())
@@ -114,14 +117,14 @@ def test_torn_tap_then_recovery_on_the_next_tap(home: Home) -> None:
         async with app.run_test(size=(80, 24)) as pilot:
             await charge(app, pilot, "1")
             await asyncio.to_thread(app.runtime.broker.tap, "c0001")
-            await until(pilot, lambda: showing(app, ResultScreen))
+            await until(pilot, lambda: showing(app, ResultPanel))
             pay_apdu = len(app.runtime.last_trace)  # PAY is the last exchange of a clean tap
             await pilot.press("enter")
 
             await charge(app, pilot, "2")
             torn = await asyncio.to_thread(app.runtime.broker.tap, "c0001", Faults(tear_after=pay_apdu))
-            await until(pilot, lambda: showing(app, ResultScreen))
-            outcome = app.screen.outcome
+            await until(pilot, lambda: showing(app, ResultPanel))
+            outcome = on_show(app).outcome
             assert torn["reason"] == "card_removed" and outcome.pending_recovery
             assert "the next tap of this wallet at this terminal settles it" in text_of(
                 app.screen.query_one("#details", Static))
@@ -130,8 +133,8 @@ def test_torn_tap_then_recovery_on_the_next_tap(home: Home) -> None:
 
             await charge(app, pilot, "escape", "3")  # a declined amount stays typed: clear it
             await asyncio.to_thread(app.runtime.broker.tap, "c0001")
-            await until(pilot, lambda: showing(app, ResultScreen))
-            assert app.screen.outcome.approved and len(app.screen.outcome.recovered) == 1
+            await until(pilot, lambda: showing(app, ResultPanel))
+            assert on_show(app).outcome.approved and len(on_show(app).outcome.recovered) == 1
             assert "recovered ¥2.00 from an earlier torn tap" in text_of(app.screen.query_one("#details", Static))
         # the torn ¥2 was taken by the card, so it is recorded once, found on the next tap
         assert sorted(p.amount_fen for p in payments(home)) == [100, 200, 300]
@@ -144,8 +147,9 @@ def test_cart_quantities_and_total(home: Home) -> None:
     async def scenario() -> None:
         app = clerk(home)
         async with app.run_test(size=(80, 24)) as pilot:
-            screen = app.screen
-            assert isinstance(screen, CounterScreen)
+            await until(pilot, lambda: showing(app, EntryPanel))
+            assert isinstance(app.screen, CounterScreen)
+            screen = app.screen.entry
             await pilot.press("plus", "plus", "down", "plus")  # 2 × top-up 30 + 1 × top-up 50
             assert screen.cart == {"topup-30": 2, "topup-50": 1}
             assert screen.amount_fen == 11_000
@@ -158,8 +162,8 @@ def test_cart_quantities_and_total(home: Home) -> None:
             await charge(app, pilot)
             assert app.screen.amount_fen == 3_000
             await asyncio.to_thread(app.runtime.broker.tap, "c0001")
-            await until(pilot, lambda: showing(app, ResultScreen))
-            assert app.screen.outcome.approved and app.screen.outcome.amount_fen == 3_000
+            await until(pilot, lambda: showing(app, ResultPanel))
+            assert on_show(app).outcome.approved and on_show(app).outcome.amount_fen == 3_000
 
     asyncio.run(scenario())
 
@@ -168,13 +172,14 @@ def test_amount_entry_rules(home: Home) -> None:
     async def scenario() -> None:
         app = clerk(home)
         async with app.run_test(size=(80, 24)) as pilot:
-            screen = app.screen
+            await until(pilot, lambda: showing(app, EntryPanel))
+            screen = app.screen.entry
             await pilot.press("full_stop", "5", "full_stop", "0", "7", "9")  # second dot and third decimal refused
             assert screen.typed == "0.50" and screen.amount_fen == 50
             await pilot.press("backspace", "backspace")
             assert screen.typed == "0." and screen.amount_fen == 0
             await pilot.press("enter")  # nothing to charge
-            assert isinstance(app.screen, CounterScreen)
+            assert showing(app, EntryPanel)
 
     asyncio.run(scenario())
 
@@ -187,8 +192,8 @@ def test_refund_from_history_through_the_service(home: Home) -> None:
         async with app.run_test(size=(80, 24)) as pilot:
             await charge(app, pilot, "2", "0")
             await asyncio.to_thread(app.runtime.broker.tap, "c0001")
-            await until(pilot, lambda: showing(app, ResultScreen))
-            voucher = app.screen.outcome.voucher_id
+            await until(pilot, lambda: showing(app, ResultPanel))
+            voucher = on_show(app).outcome.voucher_id
             await pilot.press("enter", "f4")
             await until(pilot, lambda: showing(app, HistoryScreen))
             assert [t.voucher_id for t in app.screen.shown] == [voucher]
@@ -235,7 +240,7 @@ def test_sync_key_reports_progress_and_refreshes(home: Home) -> None:
     async def scenario() -> None:
         app = clerk(home, services=services)
         async with app.run_test(size=(80, 24)) as pilot:
-            await until(pilot, lambda: app.status.online and showing(app, CounterScreen))
+            await until(pilot, lambda: app.status.online and showing(app, EntryPanel))
             bar = app.screen.query_one("StatusBar", Static)
             assert app.status.denylist_version == 0 and "denylist v0" in text_of(bar)
             try:
@@ -269,7 +274,7 @@ def test_language_switch_relabels_every_screen(home: Home) -> None:
             await pilot.press("f3")
             assert text_of(app.screen.query_one("#prompt", Static)) == "Tap the wallet"
             await pilot.press("escape")
-            await until(pilot, lambda: showing(app, CounterScreen))
+            await until(pilot, lambda: showing(app, EntryPanel))
             assert text_of(app.screen.query_one("#amount-label", Static)) == "Amount (yuan)"
 
     asyncio.run(scenario())

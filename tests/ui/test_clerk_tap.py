@@ -20,9 +20,9 @@ from pos.home import Home
 from pos.payment import control as stages
 from pos.payment.reasons import Reason
 from pos.runtime import Runtime
-from pos.ui.clerk import ChargeScreen, ClerkApp, CounterScreen, QuitScreen, ResultScreen
+from pos.ui.clerk import ChargePanel, ClerkApp, EntryPanel, QuitScreen, ResultPanel
 from pos.ui.tester import TesterScreen
-from tests.ui.conftest import COUNTER, FakeServices, make_config, showing, text_of, until
+from tests.ui.conftest import COUNTER, FakeServices, make_config, on_show, showing, text_of, until
 from wallet.protocol import INS_PAY, INS_READ_INFO
 
 RECOVERY_S = 60  # the torn-tap wait here: long enough that no re-tap races it
@@ -58,15 +58,15 @@ def clerk(home: Home, monotonic: Any = None) -> ClerkApp:
     return ClerkApp(rt, lang="en", services=FakeServices(), status_interval=0)  # type: ignore[arg-type]
 
 
-async def start_charge(app: ClerkApp, pilot: Any, *keys: str) -> ChargeScreen:
+async def start_charge(app: ClerkApp, pilot: Any, *keys: str) -> ChargePanel:
     await pilot.press(*keys, "enter")
-    await until(pilot, lambda: showing(app, ChargeScreen) and app.runtime.broker.armed)  # type: ignore[union-attr]
-    screen = app.screen
-    assert isinstance(screen, ChargeScreen)
+    await until(pilot, lambda: showing(app, ChargePanel) and app.runtime.broker.armed)  # type: ignore[union-attr]
+    screen = on_show(app)
+    assert isinstance(screen, ChargePanel)
     return screen
 
 
-def countdown(screen: ChargeScreen) -> str:
+def countdown(screen: ChargePanel) -> str:
     return text_of(screen.query_one("#countdown", Static))
 
 
@@ -91,7 +91,7 @@ def test_esc_on_a_slow_card_before_pay_cancels_at_once(home: Home) -> None:
             answer = tap(app, faults=Faults(delay=3600))
             await until(pilot, lambda: screen.control.stage == stages.READING)
             await pilot.press("escape")
-            await until(pilot, lambda: showing(app, CounterScreen))
+            await until(pilot, lambda: showing(app, EntryPanel))
             assert (await answer)["reason"] == "cancelled"
         assert kinds(home) == ["intent", "void"]
         assert (home.cards.load("c0001").balance_fen, home.cards.load("c0001").counter) == (100_000, 0)
@@ -110,11 +110,11 @@ def test_esc_after_pay_says_completing_and_shows_the_approval(home: Home) -> Non
                 await until(pilot, hold.held.is_set)
                 await pilot.press("escape")
                 await until(pilot, lambda: "can no longer be cancelled" in countdown(screen))
-                assert "completing the payment" in countdown(screen) and showing(app, ChargeScreen)
+                assert "completing the payment" in countdown(screen) and showing(app, ChargePanel)
             finally:
                 hold.release.set()
-            await until(pilot, lambda: showing(app, ResultScreen))
-            assert app.screen.outcome.approved  # type: ignore[attr-defined]
+            await until(pilot, lambda: showing(app, ResultPanel))
+            assert on_show(app).outcome.approved  # type: ignore[attr-defined]
             assert (await answer)["status"] == "approved"
         assert kinds(home) == ["intent", "payment"]
         assert home.cards.load("c0001").balance_fen == 100_000 - 400
@@ -131,7 +131,10 @@ def test_ctrl_q_before_pay_cancels_then_quits(home: Home) -> None:
             answer = tap(app)
             try:
                 await until(pilot, hold.held.is_set)
-                await pilot.press("ctrl+q")
+                await pilot.press("ctrl+q")  # asks first: the charge goes on meanwhile
+                await until(pilot, lambda: isinstance(app.screen, QuitScreen))
+                assert not screen.quitting and not screen.cancel.is_set()
+                await pilot.press("enter")
                 await until(pilot, lambda: "cancelling" in countdown(screen))
                 assert not app._exit  # it waits for the tap to stop
             finally:
@@ -140,6 +143,24 @@ def test_ctrl_q_before_pay_cancels_then_quits(home: Home) -> None:
             assert (await answer)["reason"] == "cancelled"
         assert kinds(home) == ["intent", "void"]
         assert home.cards.load("c0001").counter == 0
+
+    asyncio.run(scenario())
+
+
+def test_ctrl_q_with_a_charge_open_asks_first_and_esc_goes_on(home: Home) -> None:
+    async def scenario() -> None:
+        app = clerk(home)
+        async with app.run_test(size=(80, 24)) as pilot:
+            screen = await start_charge(app, pilot, "4")
+            await pilot.press("ctrl+q")
+            await until(pilot, lambda: isinstance(app.screen, QuitScreen))
+            assert "A charge is open: quitting cancels it" in text_of(app.screen.query_one("#quit-title", Static))
+            await pilot.press("escape")  # the charge goes on
+            await until(pilot, lambda: showing(app, ChargePanel))
+            assert screen.in_progress and app.runtime.broker.armed  # type: ignore[union-attr]
+            assert (await tap(app))["status"] == "approved"
+            await until(pilot, lambda: showing(app, ResultPanel))
+            assert not app._exit
 
     asyncio.run(scenario())
 
@@ -153,14 +174,14 @@ def test_ctrl_q_after_pay_shows_the_outcome_and_asks(home: Home) -> None:
             answer = tap(app)
             try:
                 await until(pilot, hold.held.is_set)
-                await pilot.press("ctrl+q")
+                await pilot.press("ctrl+q", "ctrl+q")  # asked, and confirmed with Ctrl+Q again
                 await until(pilot, lambda: "quitting once the payment is complete" in countdown(screen))
             finally:
                 hold.release.set()
             await until(pilot, lambda: isinstance(app.screen, QuitScreen))
             assert not app._exit
-            result = app.screen_stack[-2]
-            assert isinstance(result, ResultScreen) and result.outcome.approved
+            result = app.screen_stack[-2].panel
+            assert isinstance(result, ResultPanel) and result.outcome.approved
             assert (await answer)["status"] == "approved"
             await pilot.press("enter")
             await until(pilot, lambda: app._exit)
@@ -185,9 +206,10 @@ def test_torn_tap_waits_for_the_same_wallet_with_one_countdown(patient_home: Hom
             assert screen.control.deadline == 1000.0 + RECOVERY_S
             prompt = text_of(screen.query_one("#prompt", Static))
             assert prompt == "The wallet left too soon: hold the same wallet again"
+            assert "Esc stop waiting" in text_of(app.screen.query_one("KeyBar", Static))
             again = await asyncio.to_thread(app.runtime.broker.tap, "c0001")  # type: ignore[union-attr]
-            await until(pilot, lambda: showing(app, ResultScreen))
-            outcome = app.screen.outcome  # type: ignore[attr-defined]
+            await until(pilot, lambda: showing(app, ResultPanel))
+            outcome = on_show(app).outcome  # type: ignore[attr-defined]
             assert outcome.approved and outcome.torn and again["status"] == "approved"
             assert (await torn) == again
         assert kinds(home) == ["intent", "torn", "payment"]
@@ -206,9 +228,9 @@ def test_giving_up_on_a_torn_tap_then_the_next_tap_names_the_amount(patient_home
             torn = tap(app, faults=Faults(tear_at=INS_PAY))
             await until(pilot, lambda: screen.control.stage == stages.RETAP)
             await pilot.press("escape")  # the clerk gives up waiting
-            await until(pilot, lambda: showing(app, ResultScreen))
-            result = app.screen
-            assert isinstance(result, ResultScreen) and result.outcome.reason is Reason.CARD_REMOVED
+            await until(pilot, lambda: showing(app, ResultPanel))
+            result = on_show(app)
+            assert isinstance(result, ResultPanel) and result.outcome.reason is Reason.CARD_REMOVED
             details = text_of(result.query_one("#details", Static))
             settles = "the wallet may have been charged: the next tap of this wallet at this terminal settles it"
             assert settles in details
@@ -217,7 +239,7 @@ def test_giving_up_on_a_torn_tap_then_the_next_tap_names_the_amount(patient_home
 
             await start_charge(app, pilot, "3")
             answer = await asyncio.to_thread(app.runtime.broker.tap, "c0001")  # type: ignore[union-attr]
-            await until(pilot, lambda: showing(app, ResultScreen))
+            await until(pilot, lambda: showing(app, ResultPanel))
             details = text_of(app.screen.query_one("#details", Static))
             assert "recovered ¥20.00 from an earlier torn tap" in details
             assert answer["recovery"] == "recovered ¥20.00 from an earlier torn tap"
@@ -244,8 +266,8 @@ def test_tester_panel_shows_the_card_left_and_taps_it_again(patient_home: Home) 
             result = panel.query_one("#tap-result", Static)
             await until(pilot, lambda: "c0001 left the field (torn tap): tap it again to finish" in text_of(result))
             await pilot.press("enter")  # the same card, no fault
-            await until(pilot, lambda: showing(app, ResultScreen))
-            assert app.screen.outcome.approved  # type: ignore[attr-defined]
+            await until(pilot, lambda: showing(app, ResultPanel))
+            assert on_show(app).outcome.approved  # type: ignore[attr-defined]
         assert kinds(home) == ["intent", "torn", "payment"]
 
     asyncio.run(scenario())

@@ -44,7 +44,7 @@ def test_gate_opens_then_returns_to_ready_on_one_ticket(home: Home) -> None:
             screen = app.screen
             assert screen.decision.open and answer["gate"]["open"]
             assert "OPEN" in shown(app, "#word")
-            assert "2 ticket(s) paid" in shown(app, "#reason")
+            assert "2 tickets paid" in shown(app, "#reason")
             assert "Entries today 1" in shown(app, "#result-stats")
             await until(pilot, lambda: showing(app, GateScreen), timeout=3)  # by itself
             assert "Entries today 1 · 1 place left" in shown(app, "#stats")  # capacity 3, 2 sold

@@ -77,7 +77,8 @@ def test_gate_decisions_read_as_before() -> None:
     def decision(code: str, **kw: int) -> GateDecision:
         return GateDecision(open=code in (PAID, PREPAID), code=code, entries_today=1, remaining=2, **kw)
 
-    assert decision(PAID, tickets=2).message("en") == "2 ticket(s) paid: please enter"
+    assert decision(PAID, tickets=2).message("en") == "2 tickets paid: please enter"
+    assert decision(PAID, tickets=1).message("en") == "1 ticket paid: please enter"
     assert decision(PREPAID, used=1, tickets=3).message("zh-CN") == "已用票 1/3，请通行"
     passback = decision(ANTI_PASSBACK, used=1, tickets=1, window_s=1800)
     assert passback.message("en") == "this wallet already entered within 30 min (1 of 1 tickets used)"

@@ -18,7 +18,7 @@ from pos.printer import Document, PrinterError
 from pos.printer.device import Target
 from pos.runtime import Runtime
 from pos.ui.app import HelpScreen
-from pos.ui.clerk import ChargeScreen, ClerkApp, CounterScreen, ResultScreen
+from pos.ui.clerk import ChargePanel, ClerkApp, EntryPanel, ResultPanel
 from tests.ui.conftest import COUNTER, FakeServices, showing, text_of, until
 
 
@@ -46,17 +46,17 @@ def notes(app: ClerkApp) -> list[str]:
     return [str(n.message) + " " + str(n.title or "") for n in app._notifications]
 
 
-async def pay_cart(app: ClerkApp, pilot: Any, *keys: str) -> ResultScreen:
-    await until(pilot, lambda: showing(app, CounterScreen))
+async def pay_cart(app: ClerkApp, pilot: Any, *keys: str) -> ResultPanel:
+    await until(pilot, lambda: showing(app, EntryPanel))
     await pilot.press(*keys, "enter")
-    await until(pilot, lambda: showing(app, ChargeScreen) and app.runtime.broker.armed)  # type: ignore[union-attr]
+    await until(pilot, lambda: showing(app, ChargePanel) and app.runtime.broker.armed)  # type: ignore[union-attr]
     broker = app.runtime.broker
     assert broker is not None
     answer = await asyncio.to_thread(broker.tap, "c0001", None, 30)
     assert answer["status"] == "approved"
-    await until(pilot, lambda: showing(app, ResultScreen))
-    screen = app.screen
-    assert isinstance(screen, ResultScreen)
+    await until(pilot, lambda: showing(app, ResultPanel))
+    screen = app.screen.panel
+    assert isinstance(screen, ResultPanel)
     return screen
 
 
@@ -71,7 +71,7 @@ def test_a_cart_sale_prints_its_items_and_f7_reprints_them(home: Home, tmp_path:
             assert "Offline payments: 9 left before the wallet must go online" in details
             await until(pilot, lambda: lp.exists() and lp.read_bytes().count(b"\x1dV") == 1)
             await pilot.press("enter")
-            await until(pilot, lambda: showing(app, CounterScreen))
+            await until(pilot, lambda: showing(app, EntryPanel))
             await pilot.press("f7")
             await until(pilot, lambda: lp.read_bytes().count(b"\x1dV") == 2)
         first, second = lp.read_bytes().split(b"\x1dVB\x03")[:2]
@@ -91,10 +91,11 @@ def test_a_printer_out_of_paper_never_holds_up_the_sale(home: Home) -> None:
     async def scenario() -> None:
         app = clerk(home, printer=printer)
         async with app.run_test(size=(80, 24)) as pilot:
-            await pay_cart(app, pilot, "4")  # approved and shown while the printer is still stuck
-            assert printer.docs and not any("out of paper" in n for n in notes(app))
+            await pay_cart(app, pilot, "4")  # approved and shown; the receipt goes out after the result is painted
+            await until(pilot, lambda: bool(printer.docs))  # the printer is stuck on it
+            assert not any("out of paper" in n for n in notes(app))
             await pilot.press("enter")  # the next sale can start
-            await until(pilot, lambda: showing(app, CounterScreen))
+            await until(pilot, lambda: showing(app, EntryPanel))
             printer.go.set()
             await until(pilot, lambda: any("out of paper" in n for n in notes(app)))
             assert any("the sale stands" in n for n in notes(app))
@@ -122,14 +123,18 @@ def test_f1_lists_every_key_of_the_screen_in_its_language(home: Home, lang: str,
     async def scenario() -> None:
         app = clerk(home, lang)
         async with app.run_test(size=(80, 24)) as pilot:
-            await until(pilot, lambda: showing(app, CounterScreen))
+            await until(pilot, lambda: showing(app, EntryPanel))
             await pilot.press("f1")
             await until(pilot, lambda: isinstance(app.screen, HelpScreen))
-            text = text_of(app.screen.query_one("#help-box", Static))
+            box = app.screen.query_one("#help-box", Static)
+            text = text_of(box)
             for word in expected:
                 assert word in text, word
+            keys = [line.split()[0] for line in text.splitlines()[2:-2] if line.strip()]
+            assert len(keys) == len(set(keys)), keys  # one row per key: F1, F3 and Ctrl+Q said once
+            assert len(text.splitlines()) <= box.content_size.height  # down to "Esc or F1 closes", at 80x24
             await pilot.press("escape")
-            await until(pilot, lambda: showing(app, CounterScreen))
+            await until(pilot, lambda: showing(app, EntryPanel))
             await pilot.press("question_mark")
             await until(pilot, lambda: isinstance(app.screen, HelpScreen))
 
@@ -144,14 +149,14 @@ def test_a_charge_over_the_offline_cap_is_flagged_before_the_tap(home: Home, lan
     async def scenario() -> None:
         app = clerk(home, lang)
         async with app.run_test(size=(80, 24)) as pilot:
-            await until(pilot, lambda: showing(app, CounterScreen))
+            await until(pilot, lambda: showing(app, EntryPanel))
             await pilot.press(*"500")
             assert says not in text_of(app.screen.query_one("#hint", Static))  # at the cap: fine
             await pilot.press(*".01")
             assert says in text_of(app.screen.query_one("#hint", Static))
             await pilot.press("enter")
             await pilot.pause(0.05)
-            assert showing(app, CounterScreen)  # no tap is asked for
+            assert showing(app, EntryPanel)  # no tap is asked for
             assert any(says in n for n in notes(app))
         with home.ledger(COUNTER) as ledger:
             assert list(ledger.entries()) == []

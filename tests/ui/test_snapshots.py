@@ -17,7 +17,7 @@ from pos.home import Home
 from pos.payment.outcome import Outcome
 from pos.payment.reasons import Reason
 from pos.runtime import Runtime
-from pos.ui.clerk import ChargeScreen, ClerkApp, CounterScreen, ResultScreen
+from pos.ui.clerk import ChargePanel, ClerkApp, CounterScreen, EntryPanel, ResultPanel
 from pos.ui.gate import GateApp, GateResultScreen, GateScreen
 from pos.ui.history import ReportScreen
 from pos.ui.tester import TesterScreen
@@ -62,6 +62,17 @@ def showing_screen(screen_type: type) -> Any:
     return run_before
 
 
+def on_counter(act: Any, panel_type: type) -> Any:
+    """On the counter once it is ready: ``act(screen)`` (open a charge, show a result), then wait for the panel."""
+
+    async def run_before(pilot: Any) -> None:
+        await until(pilot, lambda: showing(pilot.app, EntryPanel))
+        act(pilot.app.screen)
+        await until(pilot, lambda: showing(pilot.app, panel_type))
+
+    return run_before
+
+
 def pushing(make_screen: Any, screen_type: type) -> Any:
     async def run_before(pilot: Any) -> None:
         await until(pilot, lambda: showing(pilot.app, CounterScreen) or showing(pilot.app, GateScreen))
@@ -74,24 +85,24 @@ def pushing(make_screen: Any, screen_type: type) -> Any:
 @pytest.mark.parametrize("lang", LANGS)
 def test_counter(snap_compare: Any, tmp_path: Path, lang: str) -> None:
     assert snap_compare(clerk(tmp_path, lang), press=["plus", "down", "plus", "plus"],
-                        run_before=showing_screen(CounterScreen))
+                        run_before=showing_screen(EntryPanel))
 
 
 @pytest.mark.parametrize("lang", LANGS)
 def test_charge_waiting_for_tap(snap_compare: Any, tmp_path: Path, lang: str) -> None:
-    assert snap_compare(clerk(tmp_path, lang), run_before=pushing(lambda: ChargeScreen(1230), ChargeScreen))
+    assert snap_compare(clerk(tmp_path, lang), run_before=on_counter(lambda s: s.start_charge(1230), ChargePanel))
 
 
 @pytest.mark.parametrize("lang", LANGS)
 def test_approved(snap_compare: Any, tmp_path: Path, lang: str) -> None:
     outcome = Outcome("approved", 1230, voucher_id=f"{WALLET}-00000001", wallet_id=WALLET, balance_after_fen=98_770)
-    assert snap_compare(clerk(tmp_path, lang), run_before=pushing(lambda: ResultScreen(outcome), ResultScreen))
+    assert snap_compare(clerk(tmp_path, lang), run_before=on_counter(lambda s: s.show_result(outcome), ResultPanel))
 
 
 @pytest.mark.parametrize("lang", LANGS)
 def test_declined(snap_compare: Any, tmp_path: Path, lang: str) -> None:
     outcome = Outcome("declined", 1230, Reason.INSUFFICIENT_BALANCE, wallet_id=WALLET)
-    assert snap_compare(clerk(tmp_path, lang), run_before=pushing(lambda: ResultScreen(outcome), ResultScreen))
+    assert snap_compare(clerk(tmp_path, lang), run_before=on_counter(lambda s: s.show_result(outcome), ResultPanel))
 
 
 @pytest.mark.parametrize("lang", LANGS)
@@ -149,24 +160,24 @@ def long_names_clerk(tmp_path: Path, lang: str) -> ClerkApp:
 @pytest.mark.parametrize("lang", LANGS)
 def test_counter_long_item_name(snap_compare: Any, tmp_path: Path, lang: str) -> None:
     assert snap_compare(long_names_clerk(tmp_path, lang), press=["down"] * 5 + ["plus"],
-                        run_before=showing_screen(CounterScreen))
+                        run_before=showing_screen(EntryPanel))
 
 
 @pytest.mark.parametrize("lang", LANGS)
 def test_counter_over_the_offline_cap(snap_compare: Any, tmp_path: Path, lang: str) -> None:
-    assert snap_compare(clerk(tmp_path, lang), press=[*"99999999.99"], run_before=showing_screen(CounterScreen))
+    assert snap_compare(clerk(tmp_path, lang), press=[*"99999999.99"], run_before=showing_screen(EntryPanel))
 
 
 @pytest.mark.parametrize("lang", LANGS)
 def test_approved_large_amount(snap_compare: Any, tmp_path: Path, lang: str) -> None:
     outcome = Outcome("approved", 9_999_999_999, voucher_id=f"{WALLET}-00000001", wallet_id=WALLET,
                       balance_after_fen=12_785, offline_left=4)
-    assert snap_compare(clerk(tmp_path, lang), run_before=pushing(lambda: ResultScreen(outcome), ResultScreen))
+    assert snap_compare(clerk(tmp_path, lang), run_before=on_counter(lambda s: s.show_result(outcome), ResultPanel))
 
 
 @pytest.mark.parametrize("lang", LANGS)
 def test_help(snap_compare: Any, tmp_path: Path, lang: str) -> None:
-    assert snap_compare(clerk(tmp_path, lang), press=["f1"], run_before=showing_screen(CounterScreen))
+    assert snap_compare(clerk(tmp_path, lang), press=["f1"], run_before=showing_screen(EntryPanel))
 
 
 @pytest.mark.parametrize("lang", LANGS)

@@ -11,10 +11,10 @@ from textual.widgets import DataTable, Input, Static
 from pos.gate.ticket_gate import Gate
 from pos.home import Home
 from pos.scenario import ScenarioFileError, ScenarioResult, parse_scenario, run_scenario
-from pos.ui.clerk import ClerkApp, ResultScreen
+from pos.ui.clerk import ClerkApp, ResultPanel
 from pos.ui.gate import GateApp
 from pos.ui.tester import ScenarioScreen, TesterScreen, TraceScreen
-from tests.ui.conftest import GATE, FakeServices, runtime, showing, text_of, until
+from tests.ui.conftest import GATE, FakeServices, on_show, runtime, showing, text_of, until
 
 
 def clerk(home: Home) -> ClerkApp:
@@ -36,8 +36,8 @@ def test_tester_panel_lists_cards_and_taps_one(home: Home) -> None:
             await pilot.press("escape", "4", "2", "enter", "f2")
             await until(pilot, lambda: showing(app, TesterScreen))
             await pilot.press("enter")  # taps c0001 on the open charge
-            await until(pilot, lambda: showing(app, ResultScreen))
-            assert app.screen.outcome.approved and app.screen.outcome.amount_fen == 4200
+            await until(pilot, lambda: showing(app, ResultPanel))
+            assert on_show(app).outcome.approved and on_show(app).outcome.amount_fen == 4200
             await pilot.press("f2")
             await until(pilot, lambda: showing(app, TesterScreen))
             assert app.screen.cards[0]["balance_fen"] == 100_000 - 4200
@@ -61,24 +61,24 @@ def test_fault_for_the_next_tap_tears_it_and_a_clone_taps_offline(home: Home) ->
             assert app.screen.fault == "tear" and app.screen.faults().tear_after == 1
             assert "pull the card after APDU 1" in text_of(app.screen.query_one("#fault", Static))
             await pilot.press("enter")
-            await until(pilot, lambda: showing(app, ResultScreen))
-            assert app.screen.outcome.reason.value == "card_removed"
-            assert not app.screen.outcome.pending_recovery  # pulled before PAY: not charged
+            await until(pilot, lambda: showing(app, ResultPanel))
+            assert on_show(app).outcome.reason.value == "card_removed"
+            assert not on_show(app).outcome.pending_recovery  # pulled before PAY: not charged
 
             await pilot.press("enter", "enter", "f2")  # pay once with c0001, then with a fresh clone of it
             await until(pilot, lambda: showing(app, TesterScreen))
             await pilot.press("enter")
-            await until(pilot, lambda: showing(app, ResultScreen))
-            assert app.screen.outcome.approved
+            await until(pilot, lambda: showing(app, ResultPanel))
+            assert on_show(app).outcome.approved
             await pilot.press("enter", "2", "enter", "f2")
             await until(pilot, lambda: showing(app, TesterScreen))
             for _ in range(4):
                 await pilot.press("f4")
             assert app.screen.fault == "clone"
             await pilot.press("enter")
-            await until(pilot, lambda: showing(app, ResultScreen))
+            await until(pilot, lambda: showing(app, ResultPanel))
             # offline, a clone with the same keys and state pays (the operator catches it at settlement)
-            assert app.screen.outcome.approved and app.screen.outcome.amount_fen == 200
+            assert on_show(app).outcome.approved and on_show(app).outcome.amount_fen == 200
         clones = [i for i in home.cards.ids() if home.cards.load(i).clone_of == "c0001"]
         assert len(clones) == 1 and home.cards.load(clones[0]).counter == 2
         assert home.cards.load("c0001").counter == 1
@@ -97,8 +97,8 @@ def test_a_copy_without_the_key_is_declined_for_its_signature(home: Home) -> Non
             assert app.screen.fault == "clone_keyless"
             assert "copy without the key" in text_of(app.screen.query_one("#fault", Static))
             await pilot.press("enter")
-            await until(pilot, lambda: showing(app, ResultScreen))
-            assert app.screen.outcome.reason.value == "bad_signature"
+            await until(pilot, lambda: showing(app, ResultPanel))
+            assert on_show(app).outcome.reason.value == "bad_signature"
         copies = [home.cards.load(i) for i in home.cards.ids() if home.cards.load(i).clone_of == "c0001"]
         assert len(copies) == 1 and copies[0].key_pem != home.cards.load("c0001").key_pem
 
@@ -130,8 +130,8 @@ def test_a_scenario_pays_via_ui_on_the_running_counter(home: Home, tmp_path: Pat
             async with app.run_test(size=(80, 24)) as pilot:
                 run = asyncio.create_task(asyncio.to_thread(run_scenario, parse_scenario(f), home.root))
                 await pilot.press("4", "2", "enter")  # the clerk opens the charge the step pays
-                await until(pilot, lambda: showing(app, ResultScreen))
-                assert app.screen.outcome.approved and app.screen.outcome.amount_fen == 4200
+                await until(pilot, lambda: showing(app, ResultPanel))
+                assert on_show(app).outcome.approved and on_show(app).outcome.amount_fen == 4200
                 await pilot.press("enter", "2", "enter")  # the clerk keys 2.00, the step pays 1.00
                 return await asyncio.wait_for(run, 20)
         finally:

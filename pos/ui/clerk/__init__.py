@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from pos.ui.clerk.app import ClerkApp
-from pos.ui.clerk.charge import ChargeScreen, QuitScreen, ResultScreen
+from pos.ui.clerk.charge import ChargePanel, QuitScreen
+from pos.ui.clerk.entry import EntryPanel
+from pos.ui.clerk.result import ResultPanel
 from pos.ui.clerk.screens import CounterScreen
 
-__all__ = ["ChargeScreen", "ClerkApp", "CounterScreen", "QuitScreen", "ResultScreen"]
+__all__ = ["ChargePanel", "ClerkApp", "CounterScreen", "EntryPanel", "QuitScreen", "ResultPanel"]

@@ -10,7 +10,7 @@ from pos.printer import open_printer
 from pos.printer.device import Printer
 from pos.sync.services import Services
 from pos.ui.app import TerminalApp
-from pos.ui.clerk.charge import ChargeScreen
+from pos.ui.clerk.charge import QuitScreen
 from pos.ui.clerk.screens import CounterScreen
 from pos.ui.history import HISTORY_TCSS
 from pos.ui.tester import TESTER_TCSS, TesterScreen
@@ -37,10 +37,22 @@ class ClerkApp(TerminalApp):
         self.push_screen(CounterScreen())
 
     async def action_quit(self) -> None:
-        """Ctrl+Q. With a charge in progress: before PAY it cancels the charge, then quits; after PAY it waits for
-        the outcome, shows it and asks before quitting. Otherwise it quits at once."""
-        charge = next((s for s in self.screen_stack if isinstance(s, ChargeScreen) and s.in_progress), None)
-        if charge is None:
+        """Ctrl+Q. With a charge in progress it asks first; confirmed (Enter, or Ctrl+Q again), before PAY it cancels
+        the charge and quits, after PAY it waits for the outcome, shows it and asks again. Otherwise it quits at
+        once."""
+        counter = next((s for s in self.screen_stack if isinstance(s, CounterScreen)), None)
+        if counter is None or not counter.is_ready or not counter.charge.in_progress:
             self.exit()
-        else:
-            charge.quit_when_done()
+            return
+        charge = counter.charge
+        if charge.quitting:
+            return
+        if isinstance(self.screen, QuitScreen) and self.screen.charge_open:
+            self.screen.action_quit_now()  # Ctrl+Q twice: confirmed
+            return
+
+        def confirmed(quit_now: bool | None) -> None:
+            if quit_now and charge.in_progress:
+                charge.quit_when_done()
+
+        self.push_screen(QuitScreen(charge_open=True), confirmed)

@@ -1,215 +1,176 @@
-"""The clerk's counter screen: amount or cart, sync, history and report (the charge itself: :mod:`.charge`)."""
+"""The clerk's counter screen: one screen for a whole sale, its panels switched in place.
+
+``CounterScreen`` holds the title, the status bar, the key bar and a :class:`~textual.widgets.ContentSwitcher` of
+three panels built once: the entry (:mod:`.entry`: amount or cart), the charge in progress (:mod:`.charge`) and
+the result (:mod:`.result`). Enter -> tap -> approved is two panel switches, never a new screen: nothing is
+composed or styled while the customer waits. History, receipts and the report are screens of their own
+(:mod:`pos.ui.history`), opened from the entry panel.
+"""
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+import contextlib
+import gc
+from typing import ClassVar
 
 from rich.text import Text
+from textual import work
 from textual.app import ComposeResult
-from textual.binding import Binding
-from textual.containers import Horizontal, Vertical
-from textual.widgets import DataTable, Digits, Static
+from textual.widgets import ContentSwitcher, Static
 
-from pos.config import Product
-from pos.money import MAX_AMOUNT_FEN, fen_to_yuan_text, format_fen, parse_yuan
-from pos.records import cart_items, last_voucher
+from pos.payment.outcome import Outcome
+from pos.payment.reasons import Reason
+from pos.records import Item, Sale, last_voucher, save_sale
 from pos.ui.app import TerminalScreen
-from pos.ui.clerk.charge import ChargeScreen
+from pos.ui.clerk.charge import ChargePanel, QuitScreen
+from pos.ui.clerk.entry import EntryPanel
+from pos.ui.clerk.result import ResultPanel
 from pos.ui.history import HistoryScreen, ReportScreen
-from pos.ui.history.screens import print_receipt
-from pos.ui.widgets import KeyBar, StatusBar
-from wallet.errors import InvalidInput
-
-MAX_TYPED = 11  # "99999999.99"
-NAME_WIDTH = 22  # catalog names longer than this wrap (a 30-character name takes two lines)
-
-
-def yuan_digits(fen: int) -> str:
-    """1230 -> '12.30' for the big display."""
-    return fen_to_yuan_text(fen)
+from pos.ui.history.printing import print_document
+from pos.ui.history.screens import print_receipt, receipt_for
+from pos.ui.widgets import KeyBar, Keys, StatusBar
+from pos.ui.widgets.panel import Panel
 
 
 class CounterScreen(TerminalScreen):
-    """Ready for the next sale: type an amount or build a cart from the catalog."""
+    """The counter: entry, charge and result panels in place, under the title and over the status and key bars."""
 
-    # The footer (80 columns hold no more); F1 lists these and KEY_HELP.
-    KEYS: ClassVar = [("Enter", "key.charge"), ("F1", "key.help"), ("F3", "key.language"), ("F4", "key.history"),
-                      ("F6", "key.report"), ("F7", "key.reprint"), ("^Q", "key.quit_ctrl")]
-    KEY_HELP: ClassVar = [("Esc", "key.clear"), ("F2", "key.tester"), ("F5", "key.sync"), ("0-9 .", "help.digits"),
-                      ("↑ ↓", "help.arrows"), ("+ −", "help.plus_minus")]
-    BINDINGS: ClassVar = [
-        *[Binding(str(d), f"type('{d}')", show=False) for d in range(10)],
-        Binding("full_stop", "type('.')", show=False),
-        Binding("backspace", "backspace", show=False),
-        Binding("escape,delete", "clear", show=False),
-        Binding("enter", "charge", show=False),
-        Binding("up", "move(-1)", show=False),
-        Binding("down", "move(1)", show=False),
-        Binding("plus,right,equals_sign", "add(1)", show=False),
-        Binding("minus,left", "add(-1)", show=False),
-        Binding("f4", "history", show=False),
-        Binding("f5", "sync", show=False),
-        Binding("f6", "report", show=False),
-        Binding("f7", "reprint", show=False),
-    ]
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.typed = ""
-        self.cart: dict[str, int] = {}
-
-    @property
-    def catalog(self) -> list[Product]:
-        return list(self.tapp.runtime.merchant.catalog)
+    KEYS: ClassVar = EntryPanel.KEYS
 
     def compose(self) -> ComposeResult:
         yield Static(id="title")
-        with Horizontal(id="body"):
-            with Vertical(id="left"):
-                yield Static(id="amount-label", classes="label")
-                yield Digits("0.00", id="amount")
-                yield Static(id="amount-text")
-                yield Static(id="hint", classes="hint")
-            with Vertical(id="right"):
-                yield Static(id="catalog-label", classes="label")
-                table: DataTable[Any] = DataTable(id="catalog", cursor_type="row", show_header=False)
-                table.can_focus = False
-                yield table
-                yield Static(id="cart-total")
+        with ContentSwitcher(initial="entry-panel", id="sale"):
+            yield EntryPanel(id="entry-panel")
+            yield ChargePanel(id="charge-panel")
+            yield ResultPanel(id="result-panel")
         yield StatusBar()
-        yield KeyBar(self.KEYS)
+        yield KeyBar(list(EntryPanel.KEYS))
 
-    def ready(self) -> None:
-        table = self.query_one("#catalog", DataTable)
-        table.add_column("", key="name", width=NAME_WIDTH)
-        table.add_column("", key="price", width=9)
-        table.add_column("", key="qty", width=3)
-        for p in self.catalog:
-            table.add_row(Text(p.name.get(self.tapp.lang)), Text(format_fen(p.price), justify="right"), "",
-                          key=p.sku, height=None)  # a long name wraps onto a second line, never cut
-        self.retranslate()
+    # -- the panels -------------------------------------------------------------------------------------------------
+    @property
+    def entry(self) -> EntryPanel:
+        return self.query_one(EntryPanel)
 
-    # -- drawing ----------------------------------------------------------------------------------------------------
+    @property
+    def charge(self) -> ChargePanel:
+        return self.query_one(ChargePanel)
+
+    @property
+    def result(self) -> ResultPanel:
+        return self.query_one(ResultPanel)
+
+    @property
+    def panel(self) -> Panel:
+        """The panel on show."""
+        switcher = self.query_one("#sale", ContentSwitcher)
+        return self.query_one(f"#{switcher.current}", Panel)
+
+    @property
+    def keys(self) -> Keys:
+        return self.panel.keys
+
     @property
     def amount_fen(self) -> int:
-        """What Enter would charge: the cart total, else the typed amount (0 when nothing valid)."""
-        if self.cart:
-            prices = {p.sku: p.price for p in self.catalog}
-            return sum(prices[s] * q for s, q in self.cart.items())
-        try:
-            return parse_yuan(self.typed) if self.typed else 0
-        except InvalidInput:
-            return 0
+        """What Enter on the entry would charge."""
+        return self.entry.amount_fen
 
-    @property
-    def offline_cap(self) -> int:
-        """The terminal's offline cap for one payment (merchants.yaml ``risk.offline_single_max``)."""
-        return int(self.tapp.runtime.home.config.risk.offline_single_max)
+    def _switch(self, panel: Panel) -> None:
+        self.query_one("#sale", ContentSwitcher).current = panel.id
+        panel.take_keys()
+        bar = self.query_one(KeyBar)
+        bar.keys = panel.keys
+        bar.retranslate()
+
+    def ready(self) -> None:
+        self.entry.fill()
+        self.retranslate()
+        self.entry.take_keys()
 
     def retranslate(self) -> None:
-        super().retranslate()
         rt = self.tapp.runtime
         lang = self.tapp.lang
         name = rt.terminal.name.get(lang) if rt.terminal.name else rt.terminal_id
         self.query_one("#title", Static).update(
             Text.assemble((f" {rt.merchant.name.get(lang)} ", "bold"), f"· {name} · {rt.terminal_id}"))
-        self.query_one("#amount-label", Static).update(self.t("counter.amount"))
-        self.query_one("#catalog-label", Static).update(self.t("counter.catalog"))
-        table = self.query_one("#catalog", DataTable)
-        for p in self.catalog:
-            table.update_cell(p.sku, "name", Text(p.name.get(lang)), update_width=False)
-        self.redraw()
+        for panel in self.query(Panel):
+            panel.retranslate()
+        self.query_one(KeyBar).keys = self.panel.keys
+        super().retranslate()
 
-    def redraw(self) -> None:
-        fen = self.amount_fen
-        self.query_one("#amount", Digits).update(yuan_digits(fen))
-        self.query_one("#amount-text", Static).update(Text(format_fen(fen), style="bold"))
-        cap = self.offline_cap
-        hint: Text | str
-        if fen > cap:  # the tap would be declined: say so now, with what to do
-            hint = Text(self.t("guard.over_cap", cap=format_fen(cap)), style="bold yellow")
-        elif self.cart:
-            hint = self.t("counter.hint_cart", n=sum(self.cart.values()))
-        elif self.typed:
-            hint = self.t("counter.hint_typed")
-        else:
-            hint = self.t("counter.hint_empty")
-        self.query_one("#hint", Static).update(hint)
-        table = self.query_one("#catalog", DataTable)
-        for p in self.catalog:
-            q = self.cart.get(p.sku, 0)
-            table.update_cell(p.sku, "qty", Text(f"×{q}" if q else "", style="bold"))
-        total = self.t("counter.cart_total", amount=format_fen(fen)) if self.cart else self.t("counter.cart_empty")
-        self.query_one("#cart-total", Static).update(total)
+    # -- a sale: entry -> charge -> result -> entry -----------------------------------------------------------------
+    def start_charge(self, amount_fen: int, items: tuple[Item, ...] = ()) -> None:
+        """Enter on the entry: the reader starts waiting at once, then the charge panel shows.
 
-    # -- keys -------------------------------------------------------------------------------------------------------
-    def action_type(self, ch: str) -> None:
-        if self.cart:
-            self.cart.clear()
-            self.typed = ""
-        t = self.typed
-        if ch == ".":
-            if "." in t:
-                return self.app.bell()
-            t = (t or "0") + "."
-        else:
-            if "." in t and len(t.split(".")[1]) >= 2:
-                return self.app.bell()
-            t = ch if t == "0" else t + ch
-        if len(t) > MAX_TYPED or (t.replace(".", "").isdigit() and self._too_big(t)):
-            return self.app.bell()
-        self.typed = t
-        self.redraw()
+        Python's cyclic garbage collector is held off from here until the outcome is painted: a full collection
+        of a Textual app's objects stops every thread for 50-200 ms, and it should not land between the tap and
+        the clerk seeing the result (freed memory is still freed at once by reference counting meanwhile)."""
+        self._gc_was_enabled = gc.isenabled()
+        gc.disable()
+        self.charge.start(amount_fen, items)
+        self._switch(self.charge)
 
-    @staticmethod
-    def _too_big(t: str) -> bool:
+    def _collect_again(self) -> None:
+        if getattr(self, "_gc_was_enabled", False):
+            gc.enable()
+        self._gc_was_enabled = False
+
+    def charge_decided(self, outcome: Outcome, items: tuple[Item, ...], quit_after: bool = False) -> None:
+        """The charge's worker decided: the outcome on screen first; its record, receipt and sync after the paint."""
+        while self.app.screen is not self:  # e.g. the tester panel opened over the charge
+            self.app.pop_screen()
+        if outcome.reason is Reason.CANCELLED:
+            self._collect_again()
+            if quit_after:
+                self.app.exit()
+                return
+            self.show_entry(new_sale=False)
+            self.app.notify(self.t("charge.cancelled"))
+            return
+        self.show_result(outcome)
+        self.call_after_refresh(self._after_result, outcome, items)
+        if quit_after:
+            self.app.push_screen(QuitScreen())
+
+    def show_result(self, outcome: Outcome) -> None:
+        self.result.show(outcome)
+        self._switch(self.result)
+
+    def show_entry(self, new_sale: bool) -> None:
+        """Back to the entry: cleared for a new sale after an approval, the amount kept after a decline."""
+        if new_sale:
+            self.entry.action_clear()
+        self._switch(self.entry)
+
+    def _after_result(self, outcome: Outcome, items: tuple[Item, ...]) -> None:
+        """Once the result is painted: the garbage collector back on, an approved sale's record and receipt (off the
+        event loop), then the sync."""
+        self._collect_again()
+        if outcome.approved and outcome.voucher_id:
+            self._record_sale(outcome, items)
+        self.tapp.sale_decided(outcome.approved)
+
+    @work(thread=True, group="sale-record", exit_on_error=False)
+    def _record_sale(self, outcome: Outcome, items: tuple[Item, ...]) -> None:
+        """The sale's record for its receipt (the items and the wallet's offline payments left), then the receipt on
+        the printer when one is set: the sale is approved and recorded in the ledger already."""
+        app = self.tapp
+        rt = app.runtime
+        voucher = outcome.voucher_id or ""
         try:
-            return parse_yuan(t.rstrip("."), allow_zero=True) > MAX_AMOUNT_FEN
-        except InvalidInput:
-            return True
+            save_sale(rt.home.terminal_dir(rt.terminal_id), Sale(voucher, items, outcome.offline_left))
+        except OSError as exc:  # the payment is recorded; only its item lines are lost
+            self._from_thread(app.notify, str(exc), severity="warning")
+        if getattr(app, "printer", None) is None:
+            return
+        doc = receipt_for(app, voucher)
+        if doc is not None:
+            self._from_thread(print_document, app, doc, rt.home.root / "receipts" / f"{voucher}.txt")
 
-    def action_backspace(self) -> None:
-        self.typed = self.typed[:-1]
-        self.redraw()
+    def _from_thread(self, fn: object, *args: object, **kwargs: object) -> None:
+        with contextlib.suppress(RuntimeError):  # the app has closed meanwhile
+            self.app.call_from_thread(fn, *args, **kwargs)  # type: ignore[arg-type]
 
-    def action_clear(self) -> None:
-        self.typed = ""
-        self.cart.clear()
-        self.redraw()
-
-    def action_move(self, step: int) -> None:
-        table = self.query_one("#catalog", DataTable)
-        if step < 0:
-            table.action_cursor_up()
-        else:
-            table.action_cursor_down()
-
-    def action_add(self, step: int) -> None:
-        catalog = self.catalog
-        if not catalog:
-            return self.app.bell()
-        table = self.query_one("#catalog", DataTable)
-        sku = catalog[table.cursor_row].sku
-        q = self.cart.get(sku, 0) + step
-        if q < 0 or q > 99:
-            return self.app.bell()
-        self.typed = ""
-        if q:
-            self.cart[sku] = q
-        else:
-            self.cart.pop(sku, None)
-        self.redraw()
-
-    def action_charge(self) -> None:
-        fen = self.amount_fen
-        if fen <= 0:
-            self.notify(self.t("counter.no_amount"), severity="warning")
-            return self.app.bell()
-        if fen > self.offline_cap:
-            self.notify(self.t("guard.over_cap", cap=format_fen(self.offline_cap)), severity="warning")
-            return self.app.bell()
-        self.app.push_screen(ChargeScreen(fen, cart_items(self.catalog, self.cart)))
-
+    # -- the entry's other keys -------------------------------------------------------------------------------------
     def action_reprint(self) -> None:
         """F7: the last receipt again, on the printer (and in HOME/receipts)."""
         rt = self.tapp.runtime
@@ -226,8 +187,5 @@ class CounterScreen(TerminalScreen):
     def action_report(self) -> None:
         self.app.push_screen(ReportScreen())
 
-    def action_sync(self) -> None:
-        self.tapp.action_sync_now()  # the app's background sync loop runs the round (pos/ui/app.py)
-
     def new_sale(self) -> None:
-        self.action_clear()
+        self.show_entry(new_sale=True)

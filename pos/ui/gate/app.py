@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from pathlib import Path, PurePath
 from typing import Any, ClassVar
@@ -10,8 +11,10 @@ from textual import work
 from textual.message import Message
 
 from pos.gate.ticket_gate import PAID, Gate, GateDecision
+from pos.money import format_fen
 from pos.payment.outcome import Outcome
 from pos.payment.reasons import Reason
+from pos.records import Item, Sale, save_sale
 from pos.runtime import Runtime
 from pos.sync.services import Services
 from pos.ui.app import TerminalApp
@@ -49,6 +52,7 @@ class GateApp(TerminalApp):
         self._halt = threading.Event()
         self._faulted = False  # the last tap failed on the terminal's own fault: reconcile before the next
         self.decisions = 0
+        self.last_decision: GateDecision | None = None
 
     def on_mount(self) -> None:
         self.push_screen(GateScreen())
@@ -71,11 +75,14 @@ class GateApp(TerminalApp):
                 continue
             if decision.open:  # this visitor is through: the next one starts on one ticket of the first kind
                 self.sku, self.quantity = self.gate.products[0].sku, 1
+            self.last_decision = decision  # before the tap broker hands the decision to the tester panel
             rt.last_trace = decision.trace
             rt.last_result = decision.to_json("en")
             if rt.broker is not None:
                 rt.broker.decided(rt.last_result)
             self.post_message(GateDecided(decision))
+            if decision.code == PAID:
+                self._keep_sale(decision)
             self.gate.housekeeping()  # while the result shows
 
     def _admit(self) -> GateDecision | None:
@@ -97,6 +104,29 @@ class GateApp(TerminalApp):
             entries, remaining = self.counts
             return GateDecision(False, Reason.TERMINAL_ERROR.value, entries, remaining, sku=self.sku,
                                 outcome=Outcome("declined", 0, Reason.TERMINAL_ERROR, detail=str(exc)))
+
+    def _keep_sale(self, d: GateDecision) -> None:
+        """A ticket sale's record, as the counter keeps a cart's: its tickets are the receipt's item line and the
+        day's sales by item."""
+        if d.outcome is None or not d.outcome.voucher_id or d.sku is None:
+            return
+        p = self.gate.product(d.sku)
+        sale = Sale(d.outcome.voucher_id, (Item(p.sku, p.name.zh, p.name.en, d.tickets, p.price),),
+                    d.outcome.offline_left)
+        with contextlib.suppress(OSError):  # the payment and the pass are recorded; only the item line is lost
+            save_sale(self.runtime.home.terminal_dir(self.runtime.terminal_id), sale)
+
+    def describe_tap(self, result: dict[str, Any]) -> str:
+        """The gate's words for its last decision: OPEN or STOP, the amount paid, and why."""
+        d = self.last_decision
+        gate = result.get("gate") or {}
+        if d is None or gate.get("code") != d.code:
+            return super().describe_tap(result)
+        words = [self.t("gate.open_short" if d.open else "gate.stop_short")]
+        if d.amount_fen:
+            words.append(format_fen(d.amount_fen))
+        words.append(d.message(self.lang))
+        return " · ".join(words)
 
     def on_gate_decided(self, message: GateDecided) -> None:
         self.decisions += 1

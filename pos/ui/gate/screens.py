@@ -47,8 +47,10 @@ class GateScreen(TerminalScreen):
     """Ready: the selected ticket, quantity, entries today and remaining capacity; a red SOLD OUT when none is left
     (a visitor holding tickets still walks in; a tap that would buy is refused before any charge)."""
 
-    KEYS: ClassVar = [("↑↓", "key.product"), ("+-", "key.quantity"), ("F4", "key.history"), ("F5", "key.sync"),
-                      ("F6", "key.report"), ("F2", "key.tester"), ("F3", "key.language")]
+    # The footer names the quit key (80 columns hold no more); F1 lists these and KEY_HELP.
+    KEYS: ClassVar = [("↑↓", "key.product"), ("+-", "key.quantity"), ("F1", "key.help"), ("F3", "key.language"),
+                      ("F4", "key.history"), ("F6", "key.report"), ("^Q", "key.quit_ctrl")]
+    KEY_HELP: ClassVar = [("F5", "key.sync"), ("F2", "key.tester")]
     BINDINGS: ClassVar = [
         Binding("up", "move(-1)", show=False),
         Binding("down", "move(1)", show=False),
@@ -79,10 +81,11 @@ class GateScreen(TerminalScreen):
 
     def ready(self) -> None:
         table = self.query_one("#products", DataTable)
-        table.add_column("", key="name", width=16)
-        table.add_column("", key="price", width=9)
+        table.add_column("", key="name", width=14)  # 28 columns: name, price and their cell padding
+        table.add_column("", key="price", width=10)
         for p in self.gapp.gate.products:
-            table.add_row(p.name.get(self.tapp.lang), Text(format_fen(p.price), justify="right"), key=p.sku)
+            table.add_row(Text(p.name.get(self.tapp.lang)), Text(format_fen(p.price), justify="right"), key=p.sku,
+                          height=None)  # a long name wraps, never cut
         self.retranslate()
 
     def retranslate(self) -> None:
@@ -96,7 +99,7 @@ class GateScreen(TerminalScreen):
         self.query_one("#products-label", Static).update(self.t("gate.products"))
         table = self.query_one("#products", DataTable)
         for p in app.gate.products:
-            table.update_cell(p.sku, "name", p.name.get(lang))
+            table.update_cell(p.sku, "name", Text(p.name.get(lang)), update_width=False)
         self.redraw()
 
     def synced(self) -> None:
@@ -122,7 +125,8 @@ class GateScreen(TerminalScreen):
         else:
             if app.quantity > remaining:
                 short = GateDecision(False, CAPACITY, entries, remaining, tickets=app.quantity)
-                ready.append(short.message(app.lang) + ": " + short.next_step(app.lang) + "\n\n",
+                ready.append(self.t("decline.with_next", message=short.message(app.lang),
+                                    next=short.next_step(app.lang)) + "\n\n",
                              style="bold yellow")
             else:
                 ready.append(self.t("gate.tap") + "\n\n", style="bold")

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pos.ui.history.screens import HistoryScreen, ReceiptScreen, RefundScreen, ReportScreen
+from pos.ui.history.report import ReportScreen
+from pos.ui.history.screens import HistoryScreen, ReceiptScreen, RefundScreen
 
 HISTORY_TCSS = Path(__file__).with_name("history.tcss")
 

@@ -14,18 +14,15 @@ from textual.message import Message
 from textual.screen import ModalScreen
 from textual.widgets import DataTable, Input, Static
 
-from pos.gate.online_tickets import day_summary as online_day_summary
 from pos.money import fen_to_yuan_text, format_fen, parse_yuan
-from pos.printer import Document, day_report_doc, receipt_doc, refund_slip_doc
-from pos.printer.slips import Shop
-from pos.records import STATUSES, Tx, balance_after, day_report, find, load_sale, transactions
+from pos.printer import Document, receipt_doc, refund_slip_doc
+from pos.printer.slips import Shop, last4
+from pos.records import STATUSES, Tx, balance_after, find, load_sale, transactions
 from pos.sync import clockskew
-from pos.sync.services import OperatorUnavailable
-from pos.ui.app import TerminalApp, TerminalScreen
+from pos.ui.app import TerminalApp, TerminalScreen, error_text
 from pos.ui.history.printing import print_document
 from pos.ui.widgets import KeyBar, StatusBar
 from wallet.errors import EcnyError, InvalidInput
-from wallet.ids import mask_wallet_id
 
 FILTERS = ("all", *STATUSES)
 
@@ -186,15 +183,15 @@ class HistoryScreen(TerminalScreen):
             self.t("history.title", filter=self.t("filter." + self.filter)))
         table = self.query_one("#history", DataTable)
         table.clear(columns=True)
-        for key, width in (("history.time", 8), ("history.amount", 11), ("history.wallet", 19),
-                           ("history.status", 8), ("history.voucher", 26)):
+        for key, width in (("history.time", 8), ("history.amount", 12), ("history.wallet", 9),
+                           ("history.status", 9), ("history.voucher", 25)):  # 80 columns, a scrollbar included
             table.add_column(self.t(key), width=width)
         search = self.query_one("#search", Input).value
         self.shown = [t for t in self.rows if (self.filter == "all" or t.status == self.filter) and t.matches(search)]
         for t in self.shown:
             status = self.t("filter." + t.status) + ("↩" if t.refunded_fen else "")
             table.add_row(f"{t.time:%H:%M:%S}", Text(format_fen(t.amount_fen), justify="right"),
-                          mask_wallet_id(t.wallet_id), status, t.voucher_id)
+                          last4(t.wallet_id), status, t.voucher_id)
 
     def on_input_changed(self, event: Input.Changed) -> None:
         self.retranslate()
@@ -237,10 +234,8 @@ class HistoryScreen(TerminalScreen):
         try:
             result = self.tapp.services.refund(voucher_id, amount_fen)
             self.post_message(RefundDone(result, None))
-        except OperatorUnavailable:
-            self.post_message(RefundDone(None, self.t("operator.unavailable")))
         except EcnyError as exc:
-            self.post_message(RefundDone(None, str(exc)))
+            self.post_message(RefundDone(None, error_text(self.tapp, exc)))
 
     def on_refund_done(self, message: RefundDone) -> None:
         if message.error:
@@ -262,112 +257,3 @@ class HistoryScreen(TerminalScreen):
 
     def action_back(self) -> None:
         self.app.pop_screen()
-
-
-class ReconcileDone(Message):
-    def __init__(self, result: dict[str, Any] | None, error: str | None) -> None:
-        super().__init__()
-        self.result = result
-        self.error = error
-
-
-def waiting_for_sync(difference: dict[str, Any]) -> bool:
-    """A reconciliation difference that the next sync resolves: a payment still pending here (not uploaded yet, or
-    settled by the operator and not recorded here yet)."""
-    return difference.get("field") == "status" and difference.get("terminal") == "pending"
-
-
-class ReportScreen(TerminalScreen):
-    """End of day: totals net of refunds, the charges that took no money, torn taps and sales by item (the printable
-    report, P prints it), then the operator's reconciliation when it answers. Payments not
-    uploaded yet are said as such ("3 payments not uploaded yet: F5 syncs now"), not as a mismatch; after a sync the
-    report and the reconciliation are read again."""
-
-    KEYS: ClassVar = [("P", "key.print_paper"), ("Esc", "key.back"), ("F5", "key.sync"), ("F1", "key.help"),
-                      ("F3", "key.language")]
-    BINDINGS: ClassVar = [Binding("escape,enter", "back", show=False), Binding("p", "print", show=False)]
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.report: dict[str, Any] = {}
-        self.reconciliation: dict[str, Any] | None = None
-        self.reconcile_error: str | None = None
-
-    def compose(self) -> ComposeResult:
-        with VerticalScroll():
-            yield Static(id="report")
-        yield StatusBar()
-        yield KeyBar(self.KEYS)
-
-    def ready(self) -> None:
-        rt = self.tapp.runtime
-        ahead = rt.home.clock_ahead_ms(rt.terminal_id)  # the business day, as the operator counts it
-        day = clockskew.today(ahead, self.tapp.now())
-        with rt.home.ledger(rt.terminal_id) as ledger:
-            self.report = day_report(ledger, day, rt.home.terminal_dir(rt.terminal_id), ahead)
-        self.report.update(online_day_summary(rt.home, rt.terminal_id, day))  # a gate's online tickets used
-        self.retranslate()
-        self._reconcile(day.isoformat())
-
-    def synced(self) -> None:
-        self.reconciliation, self.reconcile_error = None, None
-        self.ready()
-
-    @work(thread=True, group="reconcile", exit_on_error=False)
-    def _reconcile(self, day: str) -> None:
-        try:
-            self.post_message(ReconcileDone(self.tapp.services.reconcile(day), None))
-        except OperatorUnavailable:
-            self.post_message(ReconcileDone(None, self.t("operator.unavailable")))
-        except EcnyError as exc:
-            self.post_message(ReconcileDone(None, str(exc)))
-
-    def on_reconcile_done(self, message: ReconcileDone) -> None:
-        self.reconciliation = message.result
-        self.reconcile_error = message.error
-        self.retranslate()
-
-    def retranslate(self) -> None:
-        super().retranslate()
-        r = self.report
-        if not r:
-            return
-        text = Text(self.doc().text() + "\n\n")
-        text.append(self.t("report.reconciliation") + ": ", style="bold")
-        pending = r["by_status"]["pending"]["count"]
-        if self.reconciliation is not None:
-            rec = self.reconciliation
-            diffs = rec.get("differences") or []
-            real = [d for d in diffs if not waiting_for_sync(d)]
-            if rec.get("matches", rec.get("ok")):
-                text.append(self.t("report.matched") + "\n", style="green")
-            elif real:
-                text.append(self.t("report.mismatch") + "\n", style="red")
-            else:
-                text.append(self.t("report.after_sync") + "\n", style="yellow")
-            op = rec.get("operator") or {}
-            if "count" in op:
-                text.append(f"  {self.t('report.operator')}: {op['count']}  "
-                            f"{format_fen(int(op.get('total_fen', 0)))}\n")
-            for d in real[:8]:
-                text.append(f"  {d.get('voucher_id') or d.get('refund_id')}: {d.get('note')}\n", style="yellow")
-        else:
-            text.append((self.reconcile_error or self.t("report.waiting")) + "\n")
-        if pending:
-            note = self.t("report.not_uploaded_one") if pending == 1 else self.t("report.not_uploaded", n=pending)
-            text.append(f"  {note}\n", style="bold yellow")
-        self.query_one("#report", Static).update(text)
-
-    def action_back(self) -> None:
-        self.app.pop_screen()
-
-    def doc(self) -> Document:
-        return day_report_doc(self.report, shop_of(self.tapp), self.tapp.lang, self.tapp.now())
-
-    def action_print(self) -> None:
-        """P: the report on paper (when a printer is set) and in HOME/reports/TERMINAL-DAY.txt."""
-        if not self.report:
-            return self.app.bell()
-        rt = self.tapp.runtime
-        print_document(self.tapp, self.doc(), rt.home.root / "reports" / f"{rt.terminal_id}-{self.report['day']}.txt",
-                       saved_key="report.printed_file")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 from rich.text import Text
@@ -15,12 +16,13 @@ from textual.widgets import DataTable, Static
 from ecny_nfc.mock import Faults
 from pos.cards.manage import describe_card
 from pos.money import format_fen
+from pos.printer.slips import last4
 from pos.ui.app import TerminalScreen
 from pos.ui.tester.scenario import SCREEN_NAME, ScenarioScreen
 from pos.ui.widgets import KeyBar
 from wallet.errors import EcnyError
-from wallet.ids import mask_wallet_id
 
+KEYLESS_NOTE = "clone without the key"  # what the card store notes on a copy without the key (wallet.store)
 FAULTS = ("none", "tear", "corrupt", "slow", "clone", "clone_keyless")
 SLOW_STEP_S = 0.5
 
@@ -65,7 +67,7 @@ class TesterScreen(TerminalScreen):
         self.fault = "none"
         self.fault_n = 3
         self.cards: list[dict[str, Any]] = []
-        self.last = ""
+        self.last: Callable[[], str] | None = None  # what the last tap did, said in the current language
 
     def compose(self) -> ComposeResult:
         yield Static(id="tester-title", classes="label")
@@ -91,19 +93,20 @@ class TesterScreen(TerminalScreen):
         table = self.query_one("#cards", DataTable)
         row = table.cursor_row
         table.clear(columns=True)
-        for key, width in (("tester.card", 6), ("tester.wallet", 19), ("tester.tier", 4), ("tester.balance", 11),
-                           ("tester.counter", 6), ("tester.state", 10)):
+        for key, width in (("tester.card", 6), ("tester.wallet", 9), ("tester.tier", 4), ("tester.balance", 11),
+                           ("tester.counter", 6), ("tester.state", 21)):  # 80 columns, a scrollbar included
             table.add_column(self.t(key), width=width)
         for c in self.cards:
             state = self.t("tester.active" if c["status"] == "active" else "tester.blocked")
             if c["clone_of"]:
-                state = self.t("tester.clone_of", card=c["clone_of"])
-            table.add_row(c["card_id"], mask_wallet_id(c["wallet_id"]), str(c["tier"]),
+                keyless = c.get("note") == KEYLESS_NOTE
+                state = self.t("tester.clone_keyless_of" if keyless else "tester.clone_of", card=c["clone_of"])
+            table.add_row(c["card_id"], last4(c["wallet_id"]), str(c["tier"]),
                           Text(format_fen(c["balance_fen"]), justify="right"), str(c["counter"]), state)
         if self.cards:
             table.move_cursor(row=min(row, len(self.cards) - 1))
         self._draw_fault()
-        self.query_one("#tap-result", Static).update(self.last or self._waiting_hint())
+        self.query_one("#tap-result", Static).update(self.last() if self.last else self._waiting_hint())
 
     def _waiting_hint(self) -> str:
         broker = self.tapp.runtime.broker
@@ -113,7 +116,7 @@ class TesterScreen(TerminalScreen):
 
     def _draw_fault(self) -> None:
         text = Text()
-        text.append(self.t("tester.next_fault") + ": ", style="bold")
+        text.append(self.t("label", label=self.t("tester.next_fault")), style="bold")
         text.append(self.t("fault." + self.fault, n=self.fault_n, s=f"{self.fault_n * SLOW_STEP_S:g}"),
                     style="bold yellow" if self.fault != "none" else "")
         self.query_one("#fault", Static).update(text)
@@ -163,7 +166,7 @@ class TesterScreen(TerminalScreen):
         clone = {"clone": "with_key", "clone_keyless": "without_key"}.get(self.fault)
         faults = self.faults()
         self.fault = "none"  # a fault is for one tap
-        self.last = self.t("tester.tapping", card=card_id)
+        self.last = lambda: self.t("tester.tapping", card=card_id)
         self.retranslate()
         self._tap(card_id, faults, clone)
         return None
@@ -182,17 +185,16 @@ class TesterScreen(TerminalScreen):
             self.post_message(TapDone(card_id, None, str(exc)))
 
     def on_tap_left(self, message: TapLeft) -> None:
-        self.last = self.t("tester.left_field", card=message.card_id)
+        self.last = lambda: self.t("tester.left_field", card=message.card_id)
         self.load()
 
     def on_tap_done(self, message: TapDone) -> None:
         if message.error:
-            self.last = self.t("tester.tap_failed", card=message.card_id, error=message.error)
+            error = message.error
+            self.last = lambda: self.t("tester.tap_failed", card=message.card_id, error=error)
         else:
-            r = message.result or {}
-            verdict = self.t("result.approved") if r.get("status") == "approved" else self.t("result.declined")
-            self.last = f"{message.card_id} → {verdict} {format_fen(int(r.get('amount_fen') or 0))} " \
-                        f"{r.get('reason') or ''}"
+            result = message.result or {}
+            self.last = lambda: f"{message.card_id} → {self.tapp.describe_tap(result)}"
         self.load()
 
 
