@@ -8,7 +8,7 @@ import asyncio
 from textual.widgets import Static
 
 from pos.home import Home
-from pos.ui.clerk import ClerkApp, ResultScreen
+from pos.ui.clerk import ClerkApp, ResultPanel
 from tests.ui.conftest import COUNTER, FakeServices, runtime, showing, text_of, until
 from tests.ui.test_clerk import charge, payments
 
@@ -31,10 +31,10 @@ def test_the_counter_shows_the_discount_before_the_tap_in_both_languages(home: H
             await pilot.press("f3")  # English, before the tap
             await until(pilot, lambda: "instant discount ¥5.00 · to pay ¥30.00" in text_of(line))
             await asyncio.to_thread(app.runtime.broker.tap, "c0001")  # type: ignore[union-attr]
-            await until(pilot, lambda: showing(app, ResultScreen))
+            await until(pilot, lambda: showing(app, ResultPanel))
             assert "Instant discount: -¥5.00 · gross ¥35.00" in text_of(app.screen.query_one("#details", Static))
             await pilot.press("f3")
-            assert "立减: -¥5.00 · 原价 ¥35.00" in text_of(app.screen.query_one("#details", Static))
+            assert "立减：-¥5.00 · 原价 ¥35.00" in text_of(app.screen.query_one("#details", Static))
             await pilot.press("enter", "2", "0", "enter")  # under the minimum: no discount line
             await until(pilot, lambda: app.runtime.broker.armed)  # type: ignore[union-attr]
             await pilot.pause(0.3)

@@ -278,3 +278,16 @@ def test_language_switch_relabels_every_screen(home: Home) -> None:
             assert text_of(app.screen.query_one("#amount-label", Static)) == "Amount (yuan)"
 
     asyncio.run(scenario())
+
+
+def test_leaving_the_app_with_a_charge_open_turns_the_garbage_collector_back_on(home: Home) -> None:
+    """The counter holds the collector off during a sale; an app that ends mid-charge must not leave the process
+    without one."""
+    async def scenario() -> None:
+        app = clerk(home)
+        async with app.run_test(size=(80, 24)) as pilot:
+            await charge(app, pilot, "8")
+            assert not gc.isenabled()  # held off for the sale
+
+    asyncio.run(scenario())
+    assert gc.isenabled()

@@ -16,8 +16,8 @@ from textual.widgets import Static
 from pos.home import Home
 from pos.ledger import Ledger
 from pos.payment.unwritten import KEPT
-from pos.ui.clerk import ChargeScreen, ClerkApp, CounterScreen, ResultScreen
-from tests.ui.conftest import COUNTER, FakeServices, runtime, showing, text_of, until
+from pos.ui.clerk import ChargePanel, ClerkApp, EntryPanel, ResultPanel
+from tests.ui.conftest import COUNTER, FakeServices, on_show, runtime, showing, text_of, until
 
 
 @pytest.fixture(autouse=True)
@@ -51,18 +51,18 @@ def test_a_payment_the_disk_refused_is_said_kept_and_f5_writes_it_once(home: Hom
         app = ClerkApp(runtime(home), lang="en", services=services, status_interval=0, sync_interval=0)
         async with app.run_test(size=(80, 24)) as pilot:
             await pilot.press("7", "enter")
-            await until(pilot, lambda: showing(app, ChargeScreen) and app.runtime.broker.armed)
-            charge = app.screen
-            assert isinstance(charge, ChargeScreen)
+            await until(pilot, lambda: showing(app, ChargePanel) and app.runtime.broker.armed)
+            charge = on_show(app)
+            assert isinstance(charge, ChargePanel)
             tap = asyncio.create_task(asyncio.to_thread(app.runtime.broker.tap, "c0001"))
             await until(pilot, at_write.is_set)
             await pilot.press("escape")
             assert "completing the payment" in charge.status_line() and "cancelling" not in charge.status_line()
             go_on.set()
             answer = await tap
-            await until(pilot, lambda: showing(app, ResultScreen))
-            result = app.screen
-            assert isinstance(result, ResultScreen)
+            await until(pilot, lambda: showing(app, ResultPanel))
+            result = on_show(app)
+            assert isinstance(result, ResultPanel)
             vid = result.outcome.kept_voucher_id
             assert vid and answer["kept_voucher_id"] == vid and answer["pending_recovery"]
             verdict = text_of(result.query_one("#verdict", Static))
@@ -76,7 +76,7 @@ def test_a_payment_the_disk_refused_is_said_kept_and_f5_writes_it_once(home: Hom
             assert "钱包已扣款" in zh and "请腾出终端磁盘空间" in zh
             app.action_switch_language()
             await pilot.press("enter")
-            await until(pilot, lambda: showing(app, CounterScreen))
+            await until(pilot, lambda: showing(app, EntryPanel))
             assert app.screen.amount_fen == 0  # paid: the sale is cleared, not left typed to be charged again
             app.redraw_status()
             assert "1 not written ¥7.00: free disk space" in text_of(app.screen.query_one("StatusBar", Static))
@@ -89,7 +89,7 @@ def test_a_payment_the_disk_refused_is_said_kept_and_f5_writes_it_once(home: Hom
             assert "not written" not in text_of(app.screen.query_one("StatusBar", Static))
             assert payments() == [vid]
             await pilot.press("1", "enter")  # the same customer again: nothing recovered twice
-            await until(pilot, lambda: showing(app, ChargeScreen) and app.runtime.broker.armed)
+            await until(pilot, lambda: showing(app, ChargePanel) and app.runtime.broker.armed)
             again = await asyncio.to_thread(app.runtime.broker.tap, "c0001")
             assert again["status"] == "approved" and again["recovered"] == []
         assert sorted(payments(), key=str) == sorted([vid, again["voucher_id"]])

@@ -114,6 +114,9 @@ class CounterScreen(TerminalScreen):
             gc.enable()
         self._gc_was_enabled = False
 
+    def on_unmount(self) -> None:
+        self._collect_again()  # the app quit with a charge open: the collector is the process's, not the screen's
+
     def charge_decided(self, outcome: Outcome, items: tuple[Item, ...], quit_after: bool = False) -> None:
         """The charge's worker decided: the outcome on screen first; its record, receipt and sync after the paint."""
         while self.app.screen is not self:  # e.g. the tester panel opened over the charge
