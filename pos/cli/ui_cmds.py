@@ -37,18 +37,21 @@ def ensure_demo_cards(home: Home) -> list[str]:
     return issued
 
 
-def start_embedded_operator(home: Home) -> tuple[Any, str | None, str]:
+Note = tuple[str, dict[str, str]]  # a text key of pos.i18n and its fields: said in the UI's language
+
+
+def start_embedded_operator(home: Home) -> tuple[Any, str | None, Note]:
     """Start the home's operator in-process (:mod:`pos.composition`): (handle, its URL, a note)."""
     from pos.composition import start_embedded_operator as start
 
     try:
         op = start(home)
     except EcnyError as exc:
-        return None, None, f"operator not started: {exc}"
-    return op, op.url, f"operator running at {op.url}"
+        return None, None, ("note.operator_failed", {"error": str(exc)})
+    return op, op.url, ("note.operator_running", {"url": op.url})
 
 
-def ensure_provisioned(home: Home, terminal_id: str, operator_url: str | None) -> str | None:
+def ensure_provisioned(home: Home, terminal_id: str, operator_url: str | None) -> Note | None:
     """Give the terminal its operator key on first run (embedded defaults); a note when that fails."""
     from pos.sync.client import provision_terminal, terminal_key_path
 
@@ -57,7 +60,7 @@ def ensure_provisioned(home: Home, terminal_id: str, operator_url: str | None) -
     try:
         provision_terminal(home, terminal_id, operator_url)
     except EcnyError as exc:
-        return f"terminal not provisioned: {exc}"
+        return ("note.not_provisioned", {"error": str(exc)})
     return None
 
 
@@ -76,13 +79,14 @@ def _open_reader(spec: str) -> Any:
     return open_reader(spec)
 
 
-def start_services(args: argparse.Namespace, home: Home, tid: str) -> tuple[Any, Any, str]:
+def start_services(args: argparse.Namespace, home: Home, tid: str) -> tuple[Any, Any, Note]:
     """The embedded operator (unless ``--no-operator``), the terminal provisioned on first run, and the services the
     UI syncs through: (operator handle or None, services, a note for the screen)."""
     from pos.sync.services import OperatorServices
 
+    note: Note
     if args.no_operator:
-        operator, url, note = None, None, "operator: not started (--no-operator)"
+        operator, url, note = None, None, ("note.no_operator", {})
     else:
         operator, url, note = start_embedded_operator(home)
         if operator is not None:
@@ -136,13 +140,13 @@ def cmd_gate(args: argparse.Namespace, home: Home) -> int:
     return EXIT_OK
 
 
-def _serve(app: Any, runtime: Any, issued: list[str], note: str) -> None:
+def _serve(app: Any, runtime: Any, issued: list[str], note: Note) -> None:
     """Run a terminal UI until it quits: its tap socket open, the demo cards and the operator note shown first."""
     try:
         runtime.listen()
         if issued:
-            app.call_later(app.notify, f"demo cards: {', '.join(issued)}")
-        app.call_later(app.notify, note)
+            app.call_later(lambda: app.notify(app.t("note.demo_cards", cards=", ".join(issued))))
+        app.call_later(lambda: app.notify(app.t(note[0], **note[1])))
         app.run()
     finally:
         runtime.close()

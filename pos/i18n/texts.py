@@ -398,4 +398,10 @@ TEXTS: dict[str, tuple[str, str]] = {
     "quit.charge_hint": ("Enter 取消收款并退出 · Esc 继续收款", "Enter cancels it and quits · Esc goes on"),
     "gate.open_short": ("通行", "OPEN"),
     "gate.stop_short": ("禁止通行", "STOP"),
+    # -- what a UI says as it starts (pos/cli/ui_cmds.py) --
+    "note.demo_cards": ("已发放演示卡：{cards}", "demo cards: {cards}"),
+    "note.operator_running": ("运营机构服务已在 {url} 运行", "operator running at {url}"),
+    "note.operator_failed": ("运营机构服务未能启动：{error}", "operator not started: {error}"),
+    "note.no_operator": ("未启动运营机构服务（--no-operator）", "operator: not started (--no-operator)"),
+    "note.not_provisioned": ("终端尚未开通：{error}", "terminal not provisioned: {error}"),
 }

@@ -107,7 +107,7 @@ def day_report_doc(report: dict[str, Any], shop: Shop, lang: str, time: dt.datet
     for status in STATUSES:
         b = report["by_status"][status]
         doc.pair("  " + tr("status." + status, lang), f"{b['count']}  {format_fen(b['total_fen'])}")
-    doc.pair(tr("eod.refunds", lang), f"{report['refund_count']}  -{format_fen(report['refunded_fen'])}")
+    doc.pair(tr("eod.refunds", lang), f"{report['refund_count']}  {format_fen(-report['refunded_fen'])}")
     doc.pair(tr("eod.net", lang), format_fen(report["net_fen"]), bold=True)
     doc.add(tr("eod.net_note", lang))
     d = report.get("discounts") or {}
