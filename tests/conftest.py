@@ -1,7 +1,12 @@
-"""Shared fixtures: a fresh home with the shipped merchants.yaml, cards, a terminal context and a mock reader."""
+"""Shared fixtures: a fresh home with the shipped merchants.yaml, cards, a terminal context and a mock reader.
+
+Every test starts from the same environment, whatever the shell that runs pytest exported and whatever a test
+before it (in the same pytest-xdist worker) left: see ``_own_environment``.
+"""
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,6 +25,25 @@ from wallet.limits import OfflineCaps
 # No property test may depend on how fast the machine is: hypothesis's per-example deadline is off everywhere.
 settings.register_profile("ecny", deadline=None)
 settings.load_profile("ecny")
+
+# The variables the terminal and the operator read. None is inherited: the home, the config, the language, the clock,
+# the operator and its settings are what each test says, never what a developer's shell happens to have exported.
+OUTSIDE_SETTINGS = ("POS_HOME", "POS_CONFIG", "POS_LANG", "POS_NOW", "POS_OPERATOR_URL", "POS_OPERATOR_ADMIN_TOKEN",
+                    "ECNY_OPERATOR_FAULT", "ECNY_OPERATOR_SETTINGS", "ECNY_OPERATOR_DB", "ECNY_OPERATOR_PKI",
+                    "ECNY_OPERATOR_FEE_BPS")
+_default_homes = itertools.count(1)
+
+
+@pytest.fixture(autouse=True)
+def _own_environment(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """No test sees the caller's settings or touches the user's data or reader locks: the default home (a command
+    without ``--home``) is a fresh directory per test, reader locks live in this run's (this worker's) temp dir."""
+    for name in OUTSIDE_SETTINGS:
+        monkeypatch.delenv(name, raising=False)
+    base = tmp_path_factory.getbasetemp()
+    monkeypatch.setenv("POS_HOME", str(base / "default-homes" / str(next(_default_homes))))
+    monkeypatch.setenv("ECNY_READER_LOCKS", str(base / "reader-locks"))
+
 
 COUNTER = "CMGQ0001"
 COUNTER_2 = "CMGQ0002"
