@@ -1,7 +1,7 @@
 """Shared fixtures: a fresh home with the shipped merchants.yaml, cards, a terminal context and a mock reader.
 
 Every test starts from the same environment, whatever the shell that runs pytest exported and whatever a test
-before it (in the same pytest-xdist worker) left: see ``_own_environment``.
+before it (in the same pytest-xdist worker) left: see ``_own_environment`` and ``_wall_clock_between_tests``.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from pos.home import Home
 from pos.ledger import Ledger
 from pos.payment.outcome import Outcome
 from pos.payment.session import PaymentSession, TerminalContext
+from wallet import clock
 from wallet.card import WalletApplet
 from wallet.issuance import issue_card
 from wallet.limits import OfflineCaps
@@ -43,6 +44,17 @@ def _own_environment(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.T
     base = tmp_path_factory.getbasetemp()
     monkeypatch.setenv("POS_HOME", str(base / "default-homes" / str(next(_default_homes))))
     monkeypatch.setenv("ECNY_READER_LOCKS", str(base / "reader-locks"))
+
+
+@pytest.fixture(autouse=True)
+def _wall_clock_between_tests() -> Iterator[None]:
+    """The process clock is the wall clock when a test ends (``clock.use`` restores it): a test that leaves another
+    (or a thread of it still inside ``clock.use``) fails, and the next test in this worker starts on the wall clock."""
+    yield
+    left = clock.current()
+    if not isinstance(left, clock.WallClock):
+        clock.set_clock(clock.WallClock())
+        pytest.fail(f"the test left the process clock on {left!r}")
 
 
 COUNTER = "CMGQ0001"
