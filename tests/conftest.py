@@ -1,11 +1,12 @@
 """Shared fixtures: a fresh home with the shipped merchants.yaml, cards, a terminal context and a mock reader.
 
 Every test starts from the same environment, whatever the shell that runs pytest exported and whatever a test
-before it (in the same pytest-xdist worker) left: see ``_own_environment`` and ``_wall_clock_between_tests``.
+before it (in the same pytest-xdist worker) left: see ``_own_environment`` and ``_process_state_between_tests``.
 """
 
 from __future__ import annotations
 
+import gc
 import itertools
 from collections.abc import Iterator
 from pathlib import Path
@@ -47,14 +48,20 @@ def _own_environment(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.T
 
 
 @pytest.fixture(autouse=True)
-def _wall_clock_between_tests() -> Iterator[None]:
-    """The process clock is the wall clock when a test ends (``clock.use`` restores it): a test that leaves another
-    (or a thread of it still inside ``clock.use``) fails, and the next test in this worker starts on the wall clock."""
+def _process_state_between_tests() -> Iterator[None]:
+    """The process-wide state a test may change is back when it ends: the clock is the wall clock (``clock.use``
+    restores it) and the garbage collector runs (a sale holds it off). A test that leaves either otherwise, itself or
+    through a thread still running, fails; the next test in this worker starts with them restored."""
     yield
-    left = clock.current()
-    if not isinstance(left, clock.WallClock):
+    left: list[str] = []
+    if not isinstance(clock.current(), clock.WallClock):
+        left.append(f"the process clock on {clock.current()!r}")
         clock.set_clock(clock.WallClock())
-        pytest.fail(f"the test left the process clock on {left!r}")
+    if not gc.isenabled():
+        left.append("the garbage collector off")
+        gc.enable()
+    if left:
+        pytest.fail(f"the test left {' and '.join(left)}")
 
 
 COUNTER = "CMGQ0001"
