@@ -37,14 +37,18 @@ _default_homes = itertools.count(1)
 
 
 @pytest.fixture(autouse=True)
-def _own_environment(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
-    """No test sees the caller's settings or touches the user's data or reader locks: the default home (a command
-    without ``--home``) is a fresh directory per test, reader locks live in this run's (this worker's) temp dir."""
-    for name in OUTSIDE_SETTINGS:
-        monkeypatch.delenv(name, raising=False)
-    base = tmp_path_factory.getbasetemp()
-    monkeypatch.setenv("POS_HOME", str(base / "default-homes" / str(next(_default_homes))))
-    monkeypatch.setenv("ECNY_READER_LOCKS", str(base / "reader-locks"))
+def _own_environment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """No test sees the caller's settings (nor one a test before it left) or touches the user's data or reader
+    locks: the default home (a command without ``--home``) is a fresh directory per test, reader locks live in this
+    run's (this worker's) temp dir. Its own MonkeyPatch: a test's ``monkeypatch.undo()`` cannot bring back a value
+    removed here."""
+    with pytest.MonkeyPatch.context() as env:
+        for name in OUTSIDE_SETTINGS:
+            env.delenv(name, raising=False)
+        base = tmp_path_factory.getbasetemp()
+        env.setenv("POS_HOME", str(base / "default-homes" / str(next(_default_homes))))
+        env.setenv("ECNY_READER_LOCKS", str(base / "reader-locks"))
+        yield
 
 
 @pytest.fixture(autouse=True)
