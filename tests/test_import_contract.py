@@ -188,6 +188,10 @@ RULES: dict[str, Callable[[Graph], list[str]]] = {
 }
 
 
+# The project's import graph is scanned once: the tests that read it run in one pytest-xdist worker.
+pytestmark = pytest.mark.xdist_group("import-graph")
+
+
 @pytest.fixture(scope="module")
 def graph() -> Graph:
     return scan(ROOT)

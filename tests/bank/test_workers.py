@@ -36,6 +36,8 @@ from wire import signing
 from wire.models import SettlementRequest
 
 SERVE = "from pos.cli.main import main; raise SystemExit(main())"
+# The module's operator processes start once: its tests run in one pytest-xdist worker.
+pytestmark = pytest.mark.xdist_group("operator-workers")
 
 
 def _free_port() -> int:

@@ -2,7 +2,9 @@
 
 The PC/SC tests run their own pcscd for the session: socket-activated (LISTEN_FDS) on a unix socket in a temporary
 directory that the client library finds through PCSCLITE_CSOCK_NAME, with a vpcd reader on free TCP ports. So they
-neither need nor disturb a system pcscd (which may hold real readers) and several test runs can go at once.
+neither need nor disturb a system pcscd (which may hold real readers) and several test runs can go at once. Within
+a run on pytest-xdist workers, the tests that use it are one group (see ``pytest_collection_modifyitems``), so only
+one worker starts a pcscd.
 When pcscd, the vpcd driver or pyscard is missing the PC/SC tests skip with the reason; with
 ECNY_REQUIRE_READER_STACKS=1 (set by .ci/run) they fail instead.
 """
@@ -65,12 +67,6 @@ def terminal(tmp_path: Path) -> Iterator[Terminal]:
         ctx = home.context(COUNTER, ledger)
         ctx.recovery_timeout = 5.0
         yield Terminal(home, ledger, ctx)
-
-
-@pytest.fixture(autouse=True)
-def _private_reader_locks(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Reader locks in a per-session directory, so parallel test runs never see each other's readers as busy."""
-    monkeypatch.setenv("ECNY_READER_LOCKS", str(tmp_path_factory.getbasetemp() / "reader-locks"))
 
 
 class Stack:
@@ -146,6 +142,14 @@ class PcscStack(Stack):
         from ecny_nfc.pcsc_reader import PcscReader
 
         return PcscReader(self.pcscd.slots[0] if name is None else name)
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the marks
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test that uses the private pcscd runs in one xdist worker (``--dist loadgroup``): one pcscd a run."""
+    for item in items:
+        if "pcscd" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group("pcscd"))
 
 
 @pytest.fixture(scope="session")
