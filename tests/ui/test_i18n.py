@@ -131,3 +131,4 @@ def test_the_scan_sees_chinese_literals_but_not_docstrings(tmp_path: Path) -> No
                     encoding="utf-8")
     assert cjk_literals(path) == [7]
     assert cjk_literals(TRANSLATION_LAYER / "texts.py")  # the table itself is full of them
+    assert cjk_literals(TRANSLATION_LAYER / "scene_texts.py")
