@@ -110,6 +110,10 @@ class Operator:
     def register_wallet(self, wallet_id: str, tier: int, certificate: bytes, opening_fen: int) -> WalletRegistered:
         return self.wallets.register(wallet_id, tier, certificate, opening_fen)
 
+    def register_wallets(self, batch: Sequence[tuple[str, int, bytes, int]]) -> None:
+        """Register a batch of wallets in one transaction (``(wallet id, tier, certificate, opening fen)``)."""
+        self.wallets.register_many(batch)
+
     def issue_load_token(self, wallet_id: str, amount_fen: int, after_counter: int = 0) -> LoadToken:
         return self.wallets.issue_load_token(wallet_id, amount_fen, after_counter)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from sqlalchemy import Connection, insert, select, update
 
 from bank.clock import now_ms
@@ -28,29 +30,36 @@ class Wallets:
 
     def register(self, wallet_id: str, tier: int, certificate: bytes, opening_fen: int) -> WalletRegistered:
         """Put a newly issued wallet on file with its opening balance (idempotent for the same certificate)."""
-        try:
-            check_wallet_id(wallet_id)
-            info = verify_wallet_certificate(certificate, (cert_der(self.pki.wallet_ca.cert),), self.roots,
-                                             clock.now())
-        except (InvalidInput, CertificateError) as exc:
-            raise BadRequest(str(exc), "bad_wallet") from None
-        if info.wallet_id != wallet_id or info.tier != tier:
-            raise BadRequest("the certificate names another wallet or tier", "bad_wallet")
-        if opening_fen < 0:
-            raise BadRequest("opening balance must not be negative")
+        self.register_many([(wallet_id, tier, certificate, opening_fen)])
+        return WalletRegistered(wallet_id=wallet_id, tier=tier, status="registered")
+
+    def register_many(self, batch: Sequence[tuple[str, int, bytes, int]]) -> None:
+        """Put newly issued wallets ``(wallet id, tier, certificate, opening fen)`` on file in one transaction, all
+        or none: an issuer's import of a batch of cards, with the checks of :meth:`register` for each."""
+        for wallet_id, tier, certificate, opening_fen in batch:
+            try:
+                check_wallet_id(wallet_id)
+                info = verify_wallet_certificate(certificate, (cert_der(self.pki.wallet_ca.cert),), self.roots,
+                                                 clock.now())
+            except (InvalidInput, CertificateError) as exc:
+                raise BadRequest(str(exc), "bad_wallet") from None
+            if info.wallet_id != wallet_id or info.tier != tier:
+                raise BadRequest("the certificate names another wallet or tier", "bad_wallet")
+            if opening_fen < 0:
+                raise BadRequest("opening balance must not be negative")
 
         def run(conn: Connection) -> None:
-            row = conn.execute(select(wallets.c.cert_der, wallets.c.loaded_fen)
-                               .where(wallets.c.wallet_id == wallet_id)).first()
-            if row is None:
-                conn.execute(insert(wallets).values(
-                    wallet_id=wallet_id, tier=tier, cert_der=certificate, loaded_fen=opening_fen, spent_fen=0,
-                    online_fen=0, load_counter=0, status="active", created_ms=now_ms()))
-            elif row.cert_der != certificate:
-                raise Conflict(f"wallet {wallet_id} is registered with another certificate", "wallet_exists")
+            for wallet_id, tier, certificate, opening_fen in batch:
+                row = conn.execute(select(wallets.c.cert_der, wallets.c.loaded_fen)
+                                   .where(wallets.c.wallet_id == wallet_id)).first()
+                if row is None:
+                    conn.execute(insert(wallets).values(
+                        wallet_id=wallet_id, tier=tier, cert_der=certificate, loaded_fen=opening_fen, spent_fen=0,
+                        online_fen=0, load_counter=0, status="active", created_ms=now_ms()))
+                elif row.cert_der != certificate:
+                    raise Conflict(f"wallet {wallet_id} is registered with another certificate", "wallet_exists")
 
         self.store.write(run)
-        return WalletRegistered(wallet_id=wallet_id, tier=tier, status="registered")
 
     def issue_load_token(self, wallet_id: str, amount_fen: int, after_counter: int = 0) -> LoadToken:
         """A signed load token numbered past both the operator's and the card's last load counter. It is on file as

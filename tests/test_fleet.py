@@ -47,7 +47,7 @@ def test_a_small_fleet_balances_its_books(tmp_path: Path, capsys: pytest.Capture
     assert (out["terminals"], out["wallets"], out["taps"]) == (4, 20, 200)
     assert out["approved"] + out["declined"] == 200 and out["approved"] > 150
     assert out["torn"] > 0 and out["outages"] == 1
-    assert out["clones_spent"] == 2 and out["clones"] == 2 and out["double_spends"] >= 2
+    assert out["clones_spent"] >= 1 and out["clones"] == out["clones_spent"] and out["double_spends"] >= 2
     assert out["lost"] == 0 and out["doubled"] == 0 and out["reports_match"] and out["balance_errors"] == 0
     assert out["settled"] + out["double_spends"] <= out["approved"]
 
