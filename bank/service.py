@@ -126,6 +126,10 @@ class Operator:
     def wallet(self, wallet_id: str) -> WalletAnswer:
         return self.wallets.get(wallet_id)
 
+    def wallets_spent(self, wallet_ids: Sequence[str]) -> dict[str, int]:
+        """What each of these wallets has spent, in one read (wallets not on file are left out)."""
+        return self.wallets.spent(wallet_ids)
+
     # -- settlement and what follows --------------------------------------------------------------------------------
     def settle(self, terminal: TerminalRecord, items: Sequence[UploadItem]) -> list[dict[str, Any]]:
         return self.settlement.settle(terminal, items)

@@ -63,7 +63,8 @@ def _lose_one_voucher(home: Home, terminal_ids: list[str]) -> None:
 def test_a_lost_voucher_fails_the_run(tmp_path: Path, operator_of: Callable[[FleetOptions], str]) -> None:
     opts = FleetOptions(terminals=2, wallets=4, taps=16, seed=3, shards=1)
     url = operator_of(opts)
-    result = run_fleet(FleetRun(tmp_path / "fleet", opts, url, before_sync=_lose_one_voucher, progress=False))
+    result = run_fleet(FleetRun(tmp_path / "fleet", opts, url, before_sync=_lose_one_voucher, progress=False,
+                                local_back_office=True))  # the in-process operator keeps its books in the home
     # the terminal's ledger now fails verification, so it uploads nothing: every voucher it took is missing at the
     # operator, its report does not match, and the card the payment was deleted for does not balance
     assert result["lost"] >= 1 and result["balance_errors"] >= 1 and result["reports_matching"] == 1

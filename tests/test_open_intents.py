@@ -12,9 +12,9 @@ import pytest
 from ecny_nfc.mock import MockReader
 from pos.ledger import Ledger
 from pos.payment.pay_marks import PayMark, marks_dir, read_marks, write_mark
-from pos.payment.recovery import SWEEP_EVERY
 from pos.payment.process import BOOT_ID
 from pos.payment.reasons import Reason
+from pos.payment.recovery import SWEEP_EVERY
 from pos.payment.session import PaymentSession
 from tests.conftest import Taps, payments
 from wallet.card import WalletApplet

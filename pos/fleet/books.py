@@ -26,8 +26,8 @@ from typing import Any, Protocol
 
 import httpx
 
-from pos.fleet.play import Cards, Journal
 from pos.fleet.plan import OPENING_FEN, FleetOptions, cloned, terminal_ids
+from pos.fleet.play import Cards, Journal
 from pos.home import Home
 from pos.ledger import LedgerTampered
 from pos.sync.client import OperatorClient, OperatorUnavailable, RetryPolicy
@@ -43,11 +43,11 @@ DOUBLE_SPEND = "double_spend"
 
 
 class BackOffice(Protocol):
-    """What the books need of an operator's back office: register wallets, read a wallet's record."""
+    """What the books need of an operator's back office: register wallets, read what wallets have spent."""
 
     def register(self, batch: Sequence[tuple[str, int, bytes, int]]) -> None: ...
 
-    def wallet(self, wallet_id: str) -> WalletAnswer: ...
+    def spent(self, wallet_ids: Sequence[str]) -> dict[str, int]: ...
 
 
 class _Http:
@@ -69,8 +69,10 @@ class _Http:
         with ThreadPoolExecutor(SYNC_THREADS) as pool:
             list(pool.map(lambda w: self._client().register_wallet(*w), batch))
 
-    def wallet(self, wallet_id: str) -> WalletAnswer:
-        return self._client().wallet(wallet_id)
+    def spent(self, wallet_ids: Sequence[str]) -> dict[str, int]:
+        with ThreadPoolExecutor(SYNC_THREADS) as pool:
+            answers: list[WalletAnswer] = list(pool.map(lambda w: self._client().wallet(w), wallet_ids))
+        return {a.wallet_id: a.spent_fen for a in answers}
 
     def close(self) -> None:
         for cli in self._clients:
@@ -86,9 +88,9 @@ class _Local:
     def register(self, batch: Sequence[tuple[str, int, bytes, int]]) -> None:
         self._op.register_wallets(batch)
 
-    def wallet(self, wallet_id: str) -> WalletAnswer:
-        answer: WalletAnswer = self._op.wallet(wallet_id)
-        return answer
+    def spent(self, wallet_ids: Sequence[str]) -> dict[str, int]:
+        out: dict[str, int] = self._op.wallets_spent(wallet_ids)
+        return out
 
 
 @contextmanager
@@ -247,7 +249,7 @@ def check_books(home: Home, opts: FleetOptions, tids: list[str], url: str, day: 
     counters: dict[int, bytearray] = {}  # wallet -> settled count per counter
     settled_fen: dict[int, int] = {}
     spent_by: dict[int, set[bool]] = {}  # cloned wallet -> who spent (original False, clone True)
-    lost = double_spends = matches = strays = 0
+    lost = double_spends = matches = strays = settled = 0
     with ThreadPoolExecutor(SYNC_THREADS) as pool:
         for books in pool.map(lambda t: _terminal_books(home, opts, t, url, day, journal), tids):
             matches += books.matches
@@ -255,6 +257,7 @@ def check_books(home: Home, opts: FleetOptions, tids: list[str], url: str, day: 
             double_spends += books.double_spends
             for wallet, clone in books.clone_spends:
                 spent_by.setdefault(wallet, set()).add(clone)
+            settled += len(books.settled)
             for wallet_id, counter, amount in books.settled:
                 w = by_id.get(wallet_id, -1)
                 if w < 0:  # settled from a wallet this shard never issued
@@ -270,9 +273,10 @@ def check_books(home: Home, opts: FleetOptions, tids: list[str], url: str, day: 
     with OperatorClient.for_terminal(home, tids[0], url, retry=SYNC_RETRY) as cli:
         denied = set(cli.denylist(0).added)
     balance_errors = clones_caught = 0
+    spent_on_file = office.spent([a.state.wallet_id for a in cards.originals.values()])
     for w, applet in cards.originals.items():
         state = applet.state
-        on_file = office.wallet(state.wallet_id).spent_fen
+        on_file = spent_on_file.get(state.wallet_id, -1)
         if cloned(opts, w):
             spent = 2 * OPENING_FEN - state.balance_fen - cards.clones[w].state.balance_fen
             balance_errors += on_file > spent or settled_fen.get(w, 0) != on_file
@@ -281,7 +285,7 @@ def check_books(home: Home, opts: FleetOptions, tids: list[str], url: str, day: 
             spent = OPENING_FEN - state.balance_fen
             balance_errors += on_file != spent or settled_fen.get(w, 0) != spent
     clones_spent = sum(1 for s in spent_by.values() if len(s) == 2)
-    return {"lost": lost, "doubled": doubled, "double_spends": double_spends, "clones": clones_caught,
-            "clones_spent": clones_spent, "balance_errors": balance_errors, "reports_matching": matches,
-            "strays": strays}
+    return {"settled": settled, "lost": lost, "doubled": doubled, "double_spends": double_spends,
+            "clones": clones_caught, "clones_spent": clones_spent, "balance_errors": balance_errors,
+            "reports_matching": matches, "strays": strays}
 

@@ -33,6 +33,7 @@ from wallet.card import CardState, WalletApplet
 from wallet.protocol import INS_PAY
 
 BATCH_TAPS = 64  # a terminal's taps per durable commit of its ledger
+CACHE_KIB = 256  # each open ledger's page cache (a shard holds hundreds open)
 JOURNAL_LINES = 64  # lines buffered per terminal before they are appended to its journal
 
 
@@ -114,11 +115,23 @@ class FleetTerminal:
         if is_gate(terminal_id):
             self.gate = Gate(home, terminal_id)
             self.ledger: Ledger = self.gate.ledger
+            context = self.gate.ctx
         else:
             self.ledger = home.ledger(terminal_id)
-            self.ctx = home.context(terminal_id, self.ledger)
+            self.ctx = context = home.context(terminal_id, self.ledger)
+        self.ledger.limit_cache(CACHE_KIB)
+        # The clock offset learnt at the last sync, read once a day: a terminal reads it at every tap (a sync may run
+        # in another process), but a shard's terminals only sync between its days.
+        self._home = home
+        self._ahead: tuple[int | None] | None = None
+        context.clock_ahead_ms = self._clock_ahead_ms
         self._batch: Batch | None = None
         self._held = 0
+
+    def _clock_ahead_ms(self) -> int | None:
+        if self._ahead is None:
+            self._ahead = (self._home.clock_ahead_ms(self.terminal_id),)
+        return self._ahead[0]
 
     def pay(self, reader: MockReader, amount_fen: int) -> tuple[bool, str | None, int, str]:
         """One charge (a gate: one ticket): (approved, voucher id, amount, decline reason)."""
@@ -146,6 +159,7 @@ class FleetTerminal:
             batch, self._batch = self._batch, None
             batch.end()
             self._held = 0
+        self._ahead = None  # a sync may come next: read the offset again
 
     def close(self) -> None:
         self.end_batch()

@@ -229,8 +229,8 @@ def run_fleet(run: FleetRun) -> dict[str, Any]:
         finally:
             shards.close()
         operator_rss = _peak_rss_mb(operator_pid)
-    total = {k: sum(b[k] for b in books) for k in ("lost", "doubled", "double_spends", "clones", "clones_spent",
-                                                   "balance_errors", "reports_matching", "strays")}
+    total = {k: sum(b[k] for b in books) for k in ("settled", "lost", "doubled", "double_spends", "clones",
+                                                   "clones_spent", "balance_errors", "reports_matching", "strays")}
     failures = [f for s in synced for f in s.failures]
     declines: dict[str, int] = {}
     for r in played:
@@ -241,7 +241,8 @@ def run_fleet(run: FleetRun) -> dict[str, Any]:
                      and total["clones"] == total["clones_spent"] and total["strays"] == 0)
     return {"terminals": len(tids), "wallets": opts.wallets, "taps": n_taps,
             "approved": sum(r.approved for r in played), "declined": sum(r.declined for r in played),
-            "declines": declines, "torn": sum(r.torn for r in played), "settled": sum(s.settled for s in synced),
+            "declines": declines, "torn": sum(r.torn for r in played),
+            "settled_in_syncs": sum(s.settled for s in synced),  # the syncs' own count (an interrupted one's is lost)
             "duplicates": sum(s.duplicates for s in synced), **total, "reports_match": reports_match,
             "outages": sum(s.outages for s in synced), "sync_failures": failures,
             "seconds": round(seconds, 2), "taps_per_s": round(n_taps / seconds, 1) if seconds else 0.0,

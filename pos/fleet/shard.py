@@ -10,6 +10,7 @@ terminals at the end of each day and checks its books (:mod:`pos.fleet.books`).
 
 from __future__ import annotations
 
+import gc
 import resource
 import sys
 import time
@@ -29,7 +30,6 @@ from pos.fleet.books import (
     register_all,
     sync_terminals,
 )
-from pos.fleet.play import Cards, FleetTerminal, Journal, ShardResult, play_tap
 from pos.fleet.plan import (
     OPENING_FEN,
     FleetOptions,
@@ -41,9 +41,11 @@ from pos.fleet.plan import (
     shard_wallets,
     taps,
 )
+from pos.fleet.play import Cards, FleetTerminal, Journal, ShardResult, play_tap
 from pos.home import Home
 from pos.sync.client import provision_terminal
 from wallet.issuance import issue_card
+from wallet.pki import cert_der
 
 PROGRESS_LINES = 20  # progress lines per shard and day
 
@@ -91,12 +93,14 @@ class Shard:
         with ThreadPoolExecutor(SYNC_THREADS) as pool:
             list(pool.map(lambda tid: provision_terminal(self.home, tid, self.spec.url), self.mine.values()))
         pki, caps = self.home.pki, self.home.config.risk.caps
+        issuer_der = cert_der(pki.wallet_ca.cert)  # one copy for every card
         mine = shard_wallets(self.opts, self.spec.shard)
         every = max(1, len(mine) // 10)
 
         def issued() -> Iterator[tuple[str, int, bytes, int]]:
             for n, w in enumerate(mine, 1):
                 state = issue_card(pki, card_id(w), 1, OPENING_FEN, caps)
+                state.issuer_der = issuer_der
                 copy = replace(state, card_id=clone_card_id(w), clone_of=state.card_id) if cloned(self.opts, w) \
                     else None
                 self.cards.add(w, state, clone=copy)
@@ -105,7 +109,10 @@ class Shard:
                     self._say(f"{n}/{len(mine)} wallets issued and registered")
 
         with self._office() as office:
-            return register_all(office, issued())
+            done = register_all(office, issued())
+        gc.collect()
+        gc.freeze()  # the cards stay for the run: out of the collector's scans, as a terminal's start-up objects
+        return done
 
     def play(self, day: int) -> ShardResult:
         """Play the shard's taps of ``day``, then commit every terminal's batch."""
