@@ -48,16 +48,16 @@ def pct(values: list[float], p: float) -> float:
 
 
 def build_history(path: Path, entries: int) -> float:
-    """A ledger of ``entries`` entries (intent, payment, settlement per tap) through the ledger's own code."""
+    """A ledger of ``entries`` entries (rounded down to a multiple of three: an intent, a payment and its settlement
+    per tap) through the ledger's own code."""
     t0 = time.perf_counter()
     voucher = secrets.token_hex(170)  # the size of a real voucher
     issuer = secrets.token_hex(32)
     with Ledger(path) as led, led.batch() as batch:
-        seq = 0
-        tap = 0
-        while seq < entries:
+        taps, tap = entries // 3, 0
+        while tap < taps:
             with led.transaction() as tx:
-                for _ in range(min(PER_TX, entries - seq) // 3):
+                for _ in range(min(PER_TX // 3, taps - tap)):
                     wallet = f"0991{tap // TAPS_PER_WALLET:012d}"
                     counter = tap % TAPS_PER_WALLET + 1
                     cert = secrets.token_hex(32)
@@ -72,11 +72,10 @@ def build_history(path: Path, entries: int) -> float:
                                     "balance_after_fen": 10**6})
                     tx.append("settlement", voucher_id=vid, wallet_id=wallet, counter=counter, amount_fen=1234,
                               data={"status": "settled", "reason": None})
-                    seq += 3
                     tap += 1
-            if seq % (10 * PER_TX) < 3:
+            if tap % (10 * PER_TX // 3) < PER_TX // 3:
                 batch.flush()
-                print(f"  history: {seq:,} entries", flush=True)
+                print(f"  history: {3 * tap:,} entries", flush=True)
         led.verify()  # a checkpoint at its end, as after a sync
     return time.perf_counter() - t0
 
@@ -115,7 +114,7 @@ def main() -> None:
                    Ledger(tmp / "orphans" / "ledger.db")]
         open_intents(ledgers[2], args.intents, "torn")
         open_intents(ledgers[3], args.intents, "orphan")
-        assert big.stat().st_size > 0 and ledgers[1].count() >= args.entries
+        assert ledgers[1].count() >= args.entries - 2
         contexts: list[TerminalContext] = []
         for led in ledgers:
             ctx = home.context(TERMINAL, led)
