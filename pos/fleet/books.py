@@ -250,8 +250,12 @@ def check_books(home: Home, opts: FleetOptions, tids: list[str], url: str, day: 
     settled_fen: dict[int, int] = {}
     spent_by: dict[int, set[bool]] = {}  # cloned wallet -> who spent (original False, clone True)
     lost = double_spends = matches = strays = settled = 0
+    chunks = [tids[i:i + 4 * SYNC_THREADS] for i in range(0, len(tids), 4 * SYNC_THREADS)]
     with ThreadPoolExecutor(SYNC_THREADS) as pool:
-        for books in pool.map(lambda t: _terminal_books(home, opts, t, url, day, journal), tids):
+        # a few terminals at a time: a terminal's books hold its day, and finished ones must not pile up unread
+        every = (books for chunk in chunks for books in pool.map(
+            lambda t: _terminal_books(home, opts, t, url, day, journal), chunk))
+        for books in every:
             matches += books.matches
             lost += books.lost
             double_spends += books.double_spends

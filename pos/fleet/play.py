@@ -9,7 +9,8 @@ the fleet's own, for speed, and are not what a terminal or a card does:
   they are the fleet's scratch wallets, issued for the run and checked against the operator at its end;
 - **each terminal's ledger runs in batch mode** (:meth:`pos.ledger.Ledger.batch`): the transactions of up to
   ``BATCH_TAPS`` of its taps commit together, sealed and checked as one by one, durable at each flush and at the end
-  of the day. A gate's pass database still commits each sale.
+  of the day; between batches the ledger checkpoints its write-ahead log as a terminal does between taps. A gate's
+  pass database still commits each sale.
 
 Every approved payment is written to the terminal's journal (``HOME/fleet/journal/TID.txt``, one line: voucher id,
 amount, wallet, original or clone), which the books are checked against; lines are buffered per terminal and
@@ -148,7 +149,9 @@ class FleetTerminal:
             out = PaymentSession(self.ctx, reader).pay(amount_fen, timeout=1.0)
         self._held += 1
         if self._held >= BATCH_TAPS:
-            self._batch.flush()
+            self._batch.end()
+            self.ledger.checkpoint()  # the WAL into the database between taps, as a terminal does when idle
+            self._batch.begin()
             self._held = 0
         reason = out.reason.value if out.reason is not None else ""
         return out.approved, out.voucher_id, out.amount_fen, reason

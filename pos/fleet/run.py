@@ -251,6 +251,7 @@ def run_fleet(run: FleetRun) -> dict[str, Any]:
             "phases_s": {k: round(v, 2) for k, v in phases.items()},
             "shard_play_cpu_s": [round(sum(r.cpu_seconds for r in played if r.shard == s), 2)
                                  for s in range(opts.shards)],
+            "shard_play_rss_mb": [round(max(r.rss_mb for r in played if r.shard == s), 1) for s in range(opts.shards)],
             "shard_rss_mb": [round(r, 1) for r in shard_rss], "operator_rss_mb": operator_rss,
             "this_process_rss_mb": round(peak_rss_mb(), 1)}
 
