@@ -7,10 +7,11 @@ PostgreSQL, in interleaved rounds, against the raw ECDSA P-256 verify ceiling me
 The vouchers are made once (as benchmarks/sync_throughput.py does: signed with the cards' keys, recorded in one
 terminal's ledger). Two operators run side by side, one worker and two workers, each on its own copy of the database
 (a schema of its own, dropped afterwards) with the terminal and the wallets on file and no vouchers. The outbox is
-cut into ``--rounds`` rounds and a first one that warms both up and is not counted; each round is posted to both operators in turn (which goes first alternates), by
-``--streams`` clients at once (several terminals syncing together), binary batches as the terminal sends them.
-The bar of issue 14: two workers at least 1.3x one, taken as the median of the rounds' ratios. It needs the machine's
-two cores free of other work: a second worker has nothing to gain when they are busy.
+cut into ``--rounds`` rounds and a first one that warms both up and is not counted; each round is posted to both
+operators in turn (which goes first alternates), by ``--streams`` clients at once (several terminals syncing
+together), binary batches as the terminal sends them. The bar of issue 14: two workers at least 1.3x one, taken as
+the median of the rounds' ratios. It needs the machine's two cores free of other work: a second worker has nothing
+to gain when they are busy.
 """
 
 from __future__ import annotations

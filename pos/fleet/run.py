@@ -5,6 +5,7 @@ books, and where the time went."""
 from __future__ import annotations
 
 import multiprocessing
+import secrets
 import socket
 import subprocess
 import sys
@@ -192,7 +193,9 @@ def run_fleet(run: FleetRun) -> dict[str, Any]:
     local = run.local_back_office if run.local_back_office is not None else run.operator == EMBEDDED
     phases: dict[str, float] = {}
     with operator_for(run) as (url, operator_pid):
-        specs = [ShardSpec(str(run.home), opts, s, url, local, run.db_url, run.progress) for s in range(opts.shards)]
+        base = secrets.randbelow(10**11)  # the run's wallet ids: consecutive from a random start
+        specs = [ShardSpec(str(run.home), opts, s, url, local, run.db_url, run.progress, base)
+                 for s in range(opts.shards)]
         shards = _Shards(specs)
         try:
             _say(run, f"fleet: operator {url}; {opts.shards} shard(s) provisioning {len(tids)} terminals, issuing "

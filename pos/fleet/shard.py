@@ -40,6 +40,7 @@ from pos.fleet.plan import (
     shard_terminals,
     shard_wallets,
     taps,
+    wallet_id,
 )
 from pos.fleet.play import Cards, FleetTerminal, Journal, ShardResult, play_tap
 from pos.home import Home
@@ -61,6 +62,7 @@ class ShardSpec:
     local_back_office: bool  # register and look up wallets in-process on the operator's database
     db_url: str | None
     progress: bool
+    wallet_base: int = 0  # the run's first wallet id (plan.wallet_id)
 
 
 def peak_rss_mb() -> float:
@@ -99,7 +101,8 @@ class Shard:
 
         def issued() -> Iterator[tuple[str, int, bytes, int]]:
             for n, w in enumerate(mine, 1):
-                state = issue_card(pki, card_id(w), 1, OPENING_FEN, caps)
+                state = issue_card(pki, card_id(w), 1, OPENING_FEN, caps,
+                                   wallet_id=wallet_id(self.spec.wallet_base, w))
                 state.issuer_der = issuer_der
                 copy = replace(state, card_id=clone_card_id(w), clone_of=state.card_id) if cloned(self.opts, w) \
                     else None
