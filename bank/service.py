@@ -121,6 +121,10 @@ class Operator:
     def register_wallet(self, wallet_id: str, tier: int, certificate: bytes, opening_fen: int) -> WalletRegistered:
         return self.wallets.register(wallet_id, tier, certificate, opening_fen)
 
+    def register_wallets(self, batch: Sequence[tuple[str, int, bytes, int]]) -> None:
+        """Register a batch of wallets in one transaction (``(wallet id, tier, certificate, opening fen)``)."""
+        self.wallets.register_many(batch)
+
     def issue_load_token(self, wallet_id: str, amount_fen: int, after_counter: int = 0) -> LoadToken:
         return self.wallets.issue_load_token(wallet_id, amount_fen, after_counter)
 
@@ -136,6 +140,10 @@ class Operator:
     def credit_online(self, credit_id: str, wallet_id: str, amount_fen: int) -> OnlineBalanceAnswer:
         """Top up the wallet's online balance once per ``credit_id`` (:func:`bank.online.credit`)."""
         return online.credit(self.store, credit_id, wallet_id, amount_fen)
+
+    def wallets_spent(self, wallet_ids: Sequence[str]) -> dict[str, int]:
+        """What each of these wallets has spent, in one read (wallets not on file are left out)."""
+        return self.wallets.spent(wallet_ids)
 
     # -- settlement and what follows --------------------------------------------------------------------------------
     def settle(self, terminal: TerminalRecord, items: Sequence[UploadItem]) -> list[dict[str, Any]]:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from sqlalchemy import Connection, insert, select, update
 
 from bank import redpackets
 from bank.clock import now_ms
 from bank.schema import load_tokens, read_only, wallets
+from bank.sql import IN_CHUNK
 from bank.store import Store
 from wallet import clock
 from wallet.certs import verify_wallet_certificate
@@ -29,29 +32,45 @@ class Wallets:
 
     def register(self, wallet_id: str, tier: int, certificate: bytes, opening_fen: int) -> WalletRegistered:
         """Put a newly issued wallet on file with its opening balance (idempotent for the same certificate)."""
-        try:
-            check_wallet_id(wallet_id)
-            info = verify_wallet_certificate(certificate, (cert_der(self.pki.wallet_ca.cert),), self.roots,
-                                             clock.now())
-        except (InvalidInput, CertificateError) as exc:
-            raise BadRequest(str(exc), "bad_wallet") from None
-        if info.wallet_id != wallet_id or info.tier != tier:
-            raise BadRequest("the certificate names another wallet or tier", "bad_wallet")
-        if opening_fen < 0:
-            raise BadRequest("opening balance must not be negative")
+        self.register_many([(wallet_id, tier, certificate, opening_fen)])
+        return WalletRegistered(wallet_id=wallet_id, tier=tier, status="registered")
+
+    def register_many(self, batch: Sequence[tuple[str, int, bytes, int]]) -> None:
+        """Put newly issued wallets ``(wallet id, tier, certificate, opening fen)`` on file in one transaction, all
+        or none: an issuer's import of a batch of cards, with the checks of :meth:`register` for each."""
+        for wallet_id, tier, certificate, opening_fen in batch:
+            try:
+                check_wallet_id(wallet_id)
+                info = verify_wallet_certificate(certificate, (cert_der(self.pki.wallet_ca.cert),), self.roots,
+                                                 clock.now())
+            except (InvalidInput, CertificateError) as exc:
+                raise BadRequest(str(exc), "bad_wallet") from None
+            if info.wallet_id != wallet_id or info.tier != tier:
+                raise BadRequest("the certificate names another wallet or tier", "bad_wallet")
+            if opening_fen < 0:
+                raise BadRequest("opening balance must not be negative")
 
         def run(conn: Connection) -> None:
-            row = conn.execute(select(wallets.c.cert_der, wallets.c.loaded_fen)
-                               .where(wallets.c.wallet_id == wallet_id)).first()
-            if row is None:
-                conn.execute(insert(wallets).values(
-                    wallet_id=wallet_id, tier=tier, cert_der=certificate, loaded_fen=opening_fen, spent_fen=0,
-                    online_fen=0, load_counter=0, status="active", created_ms=now_ms()))
-            elif row.cert_der != certificate:
-                raise Conflict(f"wallet {wallet_id} is registered with another certificate", "wallet_exists")
+            ids = [b[0] for b in batch]
+            on_file: dict[str, bytes | None] = {}
+            for i in range(0, len(ids), IN_CHUNK):
+                rows = conn.execute(select(wallets.c.wallet_id, wallets.c.cert_der)
+                                    .where(wallets.c.wallet_id.in_(ids[i:i + IN_CHUNK])))
+                on_file.update((r[0], r[1]) for r in rows)
+            new = []
+            t = now_ms()
+            for wallet_id, tier, certificate, opening_fen in batch:
+                if wallet_id not in on_file:
+                    on_file[wallet_id] = certificate
+                    new.append({"wallet_id": wallet_id, "tier": tier, "cert_der": certificate,
+                                "loaded_fen": opening_fen, "spent_fen": 0, "online_fen": 0, "load_counter": 0,
+                                "status": "active", "created_ms": t})
+                elif on_file[wallet_id] != certificate:
+                    raise Conflict(f"wallet {wallet_id} is registered with another certificate", "wallet_exists")
+            if new:
+                conn.execute(insert(wallets), new)
 
         self.store.write(run)
-        return WalletRegistered(wallet_id=wallet_id, tier=tier, status="registered")
 
     def issue_load_token(self, wallet_id: str, amount_fen: int, after_counter: int = 0) -> LoadToken:
         """A signed load token numbered past both the operator's and the card's last load counter. It is on file as
@@ -96,6 +115,17 @@ class Wallets:
         return WalletAnswer(wallet_id=row.wallet_id, tier=row.tier, status=row.status, loaded_fen=row.loaded_fen,
                             spent_fen=row.spent_fen, online_fen=row.online_fen, load_counter=row.load_counter,
                             revoked_reason=row.revoked_reason)
+
+    def spent(self, wallet_ids: Sequence[str]) -> dict[str, int]:
+        """What each wallet on file has spent (settled offline), by wallet id, in one read: a back office's bulk
+        look-up (the fleet simulator's books). Wallets not on file are left out."""
+        out: dict[str, int] = {}
+        with read_only(self.store.engine) as conn:
+            for i in range(0, len(wallet_ids), IN_CHUNK):
+                rows = conn.execute(select(wallets.c.wallet_id, wallets.c.spent_fen)
+                                    .where(wallets.c.wallet_id.in_(wallet_ids[i:i + IN_CHUNK])))
+                out.update((r[0], int(r[1])) for r in rows)
+        return out
 
 
 def settle_load(conn: Connection, wallet_id: str, load_counter: int, status: str) -> LoadAnswer:

@@ -2,7 +2,9 @@
 
     .venv/bin/python benchmarks/fleet.py [--terminals 20] [--gates 4] [--wallets 500] [--taps 5000] [...]
 
-Any other ``pos fleet run`` option is passed through (``--workers 2 --db postgresql+psycopg://...``).
+Any other ``pos fleet run`` option is passed through (``--workers 2 --db postgresql+psycopg://...``); issue 14's run
+is ``--terminals 1000 --gates 20 --wallets 100000 --taps 1000000 --days 2 --clones 0.01 --tears 0.01
+--outages 0.05`` (figures in docs/scale.md).
 """
 
 from __future__ import annotations

@@ -12,9 +12,10 @@ import pytest
 
 from pos.cli.main import main
 from pos.composition import start_embedded_operator
-from pos.fleet.plan import FleetOptions, taps, write_config
+from pos.fleet.plan import FleetOptions, taps, wallet_id, write_config
 from pos.fleet.run import FleetRun, balanced, run_fleet
 from pos.home import Home
+from wallet.ids import check_wallet_id
 
 KEYS = {"terminals", "wallets", "taps", "approved", "declined", "settled", "duplicates", "double_spends", "clones",
         "lost", "doubled", "reports_match", "seconds", "taps_per_s", "settled_per_s"}
@@ -47,7 +48,7 @@ def test_a_small_fleet_balances_its_books(tmp_path: Path, capsys: pytest.Capture
     assert (out["terminals"], out["wallets"], out["taps"]) == (4, 20, 200)
     assert out["approved"] + out["declined"] == 200 and out["approved"] > 150
     assert out["torn"] > 0 and out["outages"] == 1
-    assert out["clones_spent"] == 2 and out["clones"] == 2 and out["double_spends"] >= 2
+    assert out["clones_spent"] >= 1 and out["clones"] == out["clones_spent"] and out["double_spends"] >= 2
     assert out["lost"] == 0 and out["doubled"] == 0 and out["reports_match"] and out["balance_errors"] == 0
     assert out["settled"] + out["double_spends"] <= out["approved"]
 
@@ -63,7 +64,8 @@ def _lose_one_voucher(home: Home, terminal_ids: list[str]) -> None:
 def test_a_lost_voucher_fails_the_run(tmp_path: Path, operator_of: Callable[[FleetOptions], str]) -> None:
     opts = FleetOptions(terminals=2, wallets=4, taps=16, seed=3, shards=1)
     url = operator_of(opts)
-    result = run_fleet(FleetRun(tmp_path / "fleet", opts, url, before_sync=_lose_one_voucher, progress=False))
+    result = run_fleet(FleetRun(tmp_path / "fleet", opts, url, before_sync=_lose_one_voucher, progress=False,
+                                local_back_office=True))  # the in-process operator keeps its books in the home
     # the terminal's ledger now fails verification, so it uploads nothing: every voucher it took is missing at the
     # operator, its report does not match, and the card the payment was deleted for does not balance
     assert result["lost"] >= 1 and result["balance_errors"] >= 1 and result["reports_matching"] == 1
@@ -93,3 +95,10 @@ def test_taps_stream_from_the_seed_and_clones_alternate() -> None:
     mine = [t for t in first if t.wallet == 0]
     assert [t.use_clone for t in mine] == [i % 2 == 1 for i in range(len(mine))]
     assert not any(t.use_clone for t in first if t.wallet != 0)
+
+
+def test_a_runs_wallet_ids_are_distinct_and_well_formed() -> None:
+    """Consecutive from the run's random start (random ids collide: 100,000 in 10^11, once in twenty runs)."""
+    for base in (0, 10**11 - 3):
+        ids = [wallet_id(base, w) for w in range(1000)]
+        assert len(set(ids)) == 1000 and all(check_wallet_id(i) == i for i in ids)

@@ -11,9 +11,10 @@ import pytest
 
 from ecny_nfc.mock import MockReader
 from pos.ledger import Ledger
-from pos.payment.pay_marks import PayMark, marks_dir, write_mark
+from pos.payment.pay_marks import PayMark, marks_dir, read_marks, write_mark
 from pos.payment.process import BOOT_ID
 from pos.payment.reasons import Reason
+from pos.payment.recovery import SWEEP_EVERY
 from pos.payment.session import PaymentSession
 from tests.conftest import Taps, payments
 from wallet.card import WalletApplet
@@ -170,3 +171,11 @@ def _reader(card: WalletApplet) -> MockReader:
     reader = MockReader()
     reader.present(card)
     return reader
+
+
+def test_the_marks_of_plain_charges_are_swept_as_they_go(taps: Taps) -> None:
+    """Every plain charge writes two entries (intent, payment), so its intent's seq keeps one parity: the sweep
+    still comes round, and the marks of closed charges do not pile up beside the ledger."""
+    for _ in range(3 * SWEEP_EVERY):
+        assert taps.pay(taps.card(), 100).approved
+    assert 0 < len(read_marks(taps.ctx.ledger.path)) <= SWEEP_EVERY

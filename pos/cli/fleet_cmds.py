@@ -26,7 +26,7 @@ def cmd_fleet_run(args: argparse.Namespace, home: Home) -> int:
 
     opts = FleetOptions(terminals=args.terminals, wallets=args.wallets, taps=args.taps, gates=args.gates,
                         days=args.days, clones=args.clones, tears=args.tears, outages=args.outages, seed=args.seed,
-                        shards=args.shards or min(args.terminals, os.cpu_count() or 1))
+                        shards=args.shards or min(args.terminals, args.wallets, os.cpu_count() or 1))
     result = run_fleet(FleetRun(home.root, opts, args.operator, args.workers, args.db, progress=not args.quiet))
     ok = balanced(result)
     text = (f"{result['taps']} taps on {result['terminals']} terminals by {result['wallets']} wallets: "

@@ -1,61 +1,129 @@
-"""Issuing and provisioning for a fleet, syncing it (some terminals through an operator outage) and checking the
-books against the operator over HTTP.
+"""A shard's back office and books: registering its wallets, syncing its terminals (some through an operator
+outage), and checking its books against the operator.
 
-The books balance when every approved payment in the shards' journals is in its terminal's operator report exactly
-once (settled, or rejected as a clone's double spend), no voucher is settled at two terminals, every clone that
-spent at two terminals is on the operator's denylist, every terminal's report matches the operator's, and every
-honest card's balance agrees with what the operator settled from it.
+Wallets are registered in batches of ``REGISTER_BATCH`` in one transaction each, by the operator's back office
+in-process on the operator's own database (``local``: what an issuer's import of a card batch does; the fleet's
+embedded operator serves that database), or one by one over HTTP (an operator at a URL). Syncs and reports always
+go over HTTP.
+
+A shard's books balance when every approved payment in its terminals' journals is in its terminal's operator
+report (settled, or rejected as a clone's double spend), no voucher is settled twice, every clone that spent at two
+terminals is on the operator's denylist, every terminal's report matches the operator's, and every honest card's
+balance agrees with what the operator settled from it, both in the reports and in the wallet's record. The books
+hold one terminal's report at a time and, per wallet, a byte per voucher counter: nothing grows with the taps but
+that byte.
 """
 
 from __future__ import annotations
 
 import random
-import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
-from pathlib import Path
-from typing import Any
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import httpx
 
-from pos.fleet.plan import OPENING_FEN, FleetOptions, card_id, clone_card_id, cloned, terminal_ids
+from pos.fleet.plan import OPENING_FEN, FleetOptions, cloned, terminal_ids
+from pos.fleet.play import Cards, Journal
 from pos.home import Home
 from pos.ledger import LedgerTampered
-from pos.sync.client import OperatorClient, OperatorUnavailable, RetryPolicy, provision_terminal
-from pos.sync.reports import reconcile, today
+from pos.sync.client import OperatorClient, OperatorUnavailable, RetryPolicy
+from pos.sync.reports import reconcile
 from pos.sync.upload import sync_once
-from wallet.card import CardState
-from wallet.issuance import issue_card
+from wallet.ids import parse_voucher_id
+from wire.models import ReportAnswer, WalletAnswer
 
-ISSUE_CHUNK = 500
+REGISTER_BATCH = 1000
 SYNC_THREADS = 4
 SYNC_RETRY = RetryPolicy(attempts=6, base=0.05, cap=1.0)
 DOUBLE_SPEND = "double_spend"
 
 
-def issue_wallets(home: Home, opts: FleetOptions, url: str) -> int:
-    """Issue the wallets (tier 1) into the card store, register them with the operator, copy the clones."""
-    store = home.cards
-    caps = home.config.risk.caps
-    made = 0
-    with OperatorClient.for_admin(home, url, retry=SYNC_RETRY) as admin:
-        for start in range(0, opts.wallets, ISSUE_CHUNK):
-            for w in range(start, min(opts.wallets, start + ISSUE_CHUNK)):
-                state = issue_card(home.pki, card_id(w), 1, OPENING_FEN, caps)
-                store.add(state)
-                admin.register_wallet(state.wallet_id, state.tier, state.cert_der, state.balance_fen)
-                if cloned(opts, w):
-                    store.add(replace(state, card_id=clone_card_id(w), clone_of=state.card_id))
-                made += 1
-            print(f"  {made}/{opts.wallets} wallets issued", file=sys.stderr, flush=True)
-    return made
+class BackOffice(Protocol):
+    """What the books need of an operator's back office: register wallets, read what wallets have spent."""
+
+    def register(self, batch: Sequence[tuple[str, int, bytes, int]]) -> None: ...
+
+    def spent(self, wallet_ids: Sequence[str]) -> dict[str, int]: ...
 
 
-def provision_all(home: Home, opts: FleetOptions, url: str) -> None:
-    with ThreadPoolExecutor(SYNC_THREADS) as pool:
-        list(pool.map(lambda tid: provision_terminal(home, tid, url), terminal_ids(opts)))
+class _Http:
+    """The back office over HTTP (an operator at a URL): one request per wallet."""
+
+    def __init__(self, home: Home, url: str) -> None:
+        self._local = threading.local()
+        self._clients: list[OperatorClient] = []
+        self._home, self._url = home, url
+
+    def _client(self) -> OperatorClient:
+        cli = getattr(self._local, "cli", None)
+        if cli is None:
+            cli = self._local.cli = OperatorClient.for_admin(self._home, self._url, retry=SYNC_RETRY)
+            self._clients.append(cli)
+        return cli
+
+    def register(self, batch: Sequence[tuple[str, int, bytes, int]]) -> None:
+        with ThreadPoolExecutor(SYNC_THREADS) as pool:
+            list(pool.map(lambda w: self._client().register_wallet(*w), batch))
+
+    def spent(self, wallet_ids: Sequence[str]) -> dict[str, int]:
+        with ThreadPoolExecutor(SYNC_THREADS) as pool:
+            answers: list[WalletAnswer] = list(pool.map(lambda w: self._client().wallet(w), wallet_ids))
+        return {a.wallet_id: a.spent_fen for a in answers}
+
+    def close(self) -> None:
+        for cli in self._clients:
+            cli.close()
+
+
+class _Local:
+    """The operator's back office in-process, on the database the fleet's operator serves."""
+
+    def __init__(self, op: Any) -> None:
+        self._op = op
+
+    def register(self, batch: Sequence[tuple[str, int, bytes, int]]) -> None:
+        self._op.register_wallets(batch)
+
+    def spent(self, wallet_ids: Sequence[str]) -> dict[str, int]:
+        out: dict[str, int] = self._op.wallets_spent(wallet_ids)
+        return out
+
+
+@contextmanager
+def back_office(home: Home, url: str, local: bool, db_url: str | None) -> Iterator[BackOffice]:
+    """The operator's back office: in-process on its database (``local``, ``db_url`` or the home's SQLite), or
+    over HTTP at ``url``."""
+    if local:
+        from pos.composition import local_operator
+
+        with local_operator(home, db_url) as op:
+            yield _Local(op)
+        return
+    http = _Http(home, url)
+    try:
+        yield http
+    finally:
+        http.close()
+
+
+def register_all(office: BackOffice, wallets: Iterator[tuple[str, int, bytes, int]]) -> int:
+    """Register the wallets in batches; returns how many."""
+    batch: list[tuple[str, int, bytes, int]] = []
+    done = 0
+    for w in wallets:
+        batch.append(w)
+        if len(batch) >= REGISTER_BATCH:
+            office.register(batch)
+            done += len(batch)
+            batch = []
+    if batch:
+        office.register(batch)
+        done += len(batch)
+    return done
 
 
 def outage_terminals(opts: FleetOptions) -> set[str]:
@@ -89,15 +157,14 @@ class SyncTotals:
     rejected: int = 0
     outages: int = 0
     pending: int = 0
+    seconds: float = 0.0
     failures: list[str] = field(default_factory=list)
 
 
-def sync_shard(home_dir: str, opts: FleetOptions, shard: int, url: str, with_outages: bool) -> SyncTotals:
-    """Sync the shard's terminals, several at once; a terminal chosen for an outage first syncs through one that
-    cuts the operator off after its first batch, then again. Runs in a pool process."""
-    home = Home(Path(home_dir))
-    tids = [t for i, t in enumerate(terminal_ids(opts)) if i % opts.shards == shard]
-    down = outage_terminals(opts) if with_outages else set()
+def sync_terminals(home: Home, opts: FleetOptions, tids: list[str], url: str, with_outages: bool) -> SyncTotals:
+    """Sync the terminals, several at once; a terminal chosen for an outage first syncs through one that cuts the
+    operator off after its first batch, then again."""
+    down = outage_terminals(opts) & set(tids) if with_outages else set()
     totals = SyncTotals()
     lock = threading.Lock()
 
@@ -106,11 +173,13 @@ def sync_shard(home_dir: str, opts: FleetOptions, shard: int, url: str, with_out
             try:
                 sync_once(home, tid, url, transport=_Outage(1), retry=RetryPolicy(attempts=1), batch_size=5)
             except OperatorUnavailable:
-                totals.outages += 1
+                with lock:
+                    totals.outages += 1
         try:
             r = sync_once(home, tid, url, retry=SYNC_RETRY)
         except Exception as exc:  # a terminal that cannot sync is a failure of the run, not of the simulator
-            totals.failures.append(f"{tid}: {type(exc).__name__}: {exc}")
+            with lock:
+                totals.failures.append(f"{tid}: {type(exc).__name__}: {exc}")
             return
         with lock:
             totals.uploaded += r.uploaded
@@ -124,68 +193,103 @@ def sync_shard(home_dir: str, opts: FleetOptions, shard: int, url: str, with_out
     return totals
 
 
-def _journal(paths: list[Path]) -> Iterator[tuple[str, str, int, int, bool]]:
-    for path in paths:
-        if path.exists():
-            with path.open(encoding="utf-8") as f:
-                for line in f:
-                    tid, vid, amount, wallet, clone = line.split()
-                    yield tid, vid, int(amount), int(wallet), clone == "1"
+class _ReportOnce(OperatorClient):
+    """A terminal's client that fetches its report once: for the reconciliation, then for the books."""
+
+    kept: ReportAnswer | None = None
+
+    def report(self, day: str) -> ReportAnswer:
+        if self.kept is None or self.kept.date != day:
+            self.kept = super().report(day)
+        return self.kept
 
 
-def check_books(home: Home, opts: FleetOptions, url: str, journals: list[Path]) -> dict[str, Any]:
-    """Compare the journals, the terminals' ledgers and the cards with the operator (see the module docstring)."""
-    day = today()
-    tids = terminal_ids(opts)
-    outcome: dict[str, dict[str, str]] = {}  # terminal -> voucher -> operator label
-    matches = 0
-    with ThreadPoolExecutor(SYNC_THREADS) as pool:
-        for tid, data, report in pool.map(lambda t: _terminal_books(home, t, url, day), tids):
-            matches += bool(data["matches"])
-            outcome[tid] = report
-    settled_at: dict[str, int] = {}
-    for report in outcome.values():
-        for vid, label in report.items():
-            if label == "settled":
-                settled_at[vid] = settled_at.get(vid, 0) + 1
-    lost = doubled = double_spends = 0
-    spent_by_clones: dict[int, set[bool]] = {}
-    for tid, vid, _amount, wallet, clone in _journal(journals):
-        found = outcome.get(tid, {}).get(vid)
+@dataclass
+class _TerminalBooks:
+    matches: bool
+    lost: int = 0
+    double_spends: int = 0
+    clone_spends: list[tuple[int, bool]] = field(default_factory=list)  # (wallet, by the clone) of cloned wallets
+    settled: list[tuple[str, int, int]] = field(default_factory=list)  # (wallet id, counter, amount)
+
+
+def _terminal_books(home: Home, opts: FleetOptions, tid: str, url: str, day: str,
+                    journal: Journal) -> _TerminalBooks:
+    with _ReportOnce.for_terminal(home, tid, url, retry=SYNC_RETRY) as cli:
+        assert isinstance(cli, _ReportOnce)
+        try:
+            matches = bool(reconcile(home, tid, day, client=cli)["matches"])
+        except LedgerTampered:  # a ledger that fails verification refuses to report: its books cannot match
+            matches = False
+        report = cli.report(day)
+    books = _TerminalBooks(matches)
+    outcome: dict[str, str] = {}
+    for vid, amount, label in report.vouchers:
+        if vid is None:
+            continue
+        outcome[vid] = label
+        parts = parse_voucher_id(vid) if label == "settled" else None
+        if parts is not None:
+            books.settled.append((parts[0], parts[1], amount))
+    for vid, _amount, wallet, clone in journal.read(tid):
+        found = outcome.get(vid)
         if found is None or (found != "settled" and DOUBLE_SPEND not in found and not cloned(opts, wallet)):
-            lost += 1
+            books.lost += 1
         elif DOUBLE_SPEND in found:
-            double_spends += 1
+            books.double_spends += 1
         if cloned(opts, wallet):
-            spent_by_clones.setdefault(wallet, set()).add(clone)
-    doubled = sum(n - 1 for n in settled_at.values() if n > 1)
+            books.clone_spends.append((wallet, clone))
+    return books
+
+
+def check_books(home: Home, opts: FleetOptions, tids: list[str], url: str, day: str, journal: Journal,
+                cards: Cards, office: BackOffice, say: Callable[[str], None]) -> dict[str, Any]:
+    """A shard's books (see the module docstring): its terminals, its cards, the operator's records of them."""
+    by_id = {a.state.wallet_id: w for w, a in cards.originals.items()}
+    counters: dict[int, bytearray] = {}  # wallet -> settled count per counter
+    settled_fen: dict[int, int] = {}
+    spent_by: dict[int, set[bool]] = {}  # cloned wallet -> who spent (original False, clone True)
+    lost = double_spends = matches = strays = settled = 0
+    chunks = [tids[i:i + 4 * SYNC_THREADS] for i in range(0, len(tids), 4 * SYNC_THREADS)]
+    with ThreadPoolExecutor(SYNC_THREADS) as pool:
+        # a few terminals at a time: a terminal's books hold its day, and finished ones must not pile up unread
+        every = (books for chunk in chunks for books in pool.map(
+            lambda t: _terminal_books(home, opts, t, url, day, journal), chunk))
+        for books in every:
+            matches += books.matches
+            lost += books.lost
+            double_spends += books.double_spends
+            for wallet, clone in books.clone_spends:
+                spent_by.setdefault(wallet, set()).add(clone)
+            settled += len(books.settled)
+            for wallet_id, counter, amount in books.settled:
+                w = by_id.get(wallet_id, -1)
+                if w < 0:  # settled from a wallet this shard never issued
+                    strays += 1
+                    continue
+                seen = counters.setdefault(w, bytearray())
+                if len(seen) <= counter:
+                    seen.extend(bytes(counter + 1 - len(seen)))
+                seen[counter] = min(255, seen[counter] + 1)
+                settled_fen[w] = settled_fen.get(w, 0) + amount
+    say("checking the cards against the operator's wallet records")
+    doubled = sum(n - 1 for seen in counters.values() for n in seen if n > 1)
     with OperatorClient.for_terminal(home, tids[0], url, retry=SYNC_RETRY) as cli:
         denied = set(cli.denylist(0).added)
-    balance_errors = 0
-    clones_caught = 0
-    with OperatorClient.for_admin(home, url, retry=SYNC_RETRY) as admin:
-        for w in range(opts.wallets):
-            state = home.cards.load(card_id(w))
-            on_file = admin.wallet(state.wallet_id)
-            if cloned(opts, w):
-                copy: CardState = home.cards.load(clone_card_id(w))
-                spent = 2 * OPENING_FEN - state.balance_fen - copy.balance_fen
-                balance_errors += on_file.spent_fen > spent
-                clones_caught += len(spent_by_clones.get(w, ())) == 2 and state.wallet_id in denied
-            else:
-                balance_errors += on_file.spent_fen != OPENING_FEN - state.balance_fen
-    clones_spent = sum(1 for s in spent_by_clones.values() if len(s) == 2)
-    return {"lost": lost, "doubled": doubled, "double_spends": double_spends, "clones": clones_caught,
-            "clones_spent": clones_spent, "balance_errors": balance_errors,
-            "reports_match": matches == len(tids) and balance_errors == 0 and clones_caught == clones_spent,
-            "reports_matching": matches}
+    balance_errors = clones_caught = 0
+    spent_on_file = office.spent([a.state.wallet_id for a in cards.originals.values()])
+    for w, applet in cards.originals.items():
+        state = applet.state
+        on_file = spent_on_file.get(state.wallet_id, -1)
+        if cloned(opts, w):
+            spent = 2 * OPENING_FEN - state.balance_fen - cards.clones[w].state.balance_fen
+            balance_errors += on_file > spent or settled_fen.get(w, 0) != on_file
+            clones_caught += len(spent_by.get(w, ())) == 2 and state.wallet_id in denied
+        else:
+            spent = OPENING_FEN - state.balance_fen
+            balance_errors += on_file != spent or settled_fen.get(w, 0) != spent
+    clones_spent = sum(1 for s in spent_by.values() if len(s) == 2)
+    return {"settled": settled, "lost": lost, "doubled": doubled, "double_spends": double_spends,
+            "clones": clones_caught, "clones_spent": clones_spent, "balance_errors": balance_errors,
+            "reports_matching": matches, "strays": strays}
 
-
-def _terminal_books(home: Home, tid: str, url: str, day: str) -> tuple[str, dict[str, Any], dict[str, str]]:
-    try:
-        data = reconcile(home, tid, day, url, retry=SYNC_RETRY)
-    except LedgerTampered as exc:  # a ledger that fails verification refuses to report: its books cannot match
-        data = {"matches": False, "problems": exc.problems}
-    with OperatorClient.for_terminal(home, tid, url, retry=SYNC_RETRY) as cli:
-        report = cli.report(day)
-    return tid, data, {vid: label for vid, _amount, label in report.vouchers if vid}

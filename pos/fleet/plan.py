@@ -2,6 +2,10 @@
 
 The taps are generated from the seed, never listed: any process can replay the same sequence and keep the taps of
 its own terminals, so memory does not grow with the number of taps.
+
+A run is split into ``shards`` (one process each): shard ``s`` owns the terminals at positions ``i % shards == s``
+and the wallets ``w % shards == s``, and a wallet taps only at terminals of its own shard (a city's districts), so a
+shard holds its cards in memory and no card is ever in two processes.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import yaml
 
 from pos.i18n import tr
 from wallet.errors import InvalidInput
+from wallet.ids import WALLET_PREFIX, luhn_digit
 
 GATE_PRICE_FEN = 500  # one ticket at a fleet gate
 AMOUNTS_FEN = (150, 300, 800, 1250, 2000, 3990, 6800, 12000)  # counter amounts, drawn at random
@@ -42,6 +47,8 @@ class FleetOptions:
     def check(self) -> None:
         if self.terminals < 1 or self.wallets < 1 or self.taps < 0 or self.days < 1 or self.shards < 1:
             raise InvalidInput("--terminals, --wallets and --days must be 1 or more, --taps 0 or more")
+        if self.shards > min(self.terminals, self.wallets):
+            raise InvalidInput("--shards must not be more than --terminals or --wallets")
         if not 0 <= self.gates <= self.terminals:
             raise InvalidInput("--gates must be between 0 and --terminals")
         if self.terminals > 999_999 or self.wallets > 99_999_999:
@@ -64,6 +71,14 @@ def is_gate(terminal_id: str) -> bool:
     return terminal_id.startswith("FG")
 
 
+def wallet_id(base: int, wallet: int) -> str:
+    """The wallet id of wallet number ``wallet`` in a run whose ids start at ``base`` (drawn at random per run):
+    consecutive, so the shards' wallets never collide (random ids would: 100,000 of them in 10^11 collide once in
+    twenty runs)."""
+    body = WALLET_PREFIX + f"{(base + wallet) % 10 ** (15 - len(WALLET_PREFIX)):0{15 - len(WALLET_PREFIX)}d}"
+    return body + luhn_digit(body)
+
+
 def card_id(wallet: int) -> str:
     """The card of wallet number ``wallet`` (0-based); its clone, if any, is :func:`clone_card_id`."""
     return f"c{wallet + 1:08d}"
@@ -71,6 +86,16 @@ def card_id(wallet: int) -> str:
 
 def clone_card_id(wallet: int) -> str:
     return f"c{wallet + 1 + 100_000_000:09d}"
+
+
+def shard_wallets(opts: FleetOptions, shard: int) -> range:
+    """The wallets (numbers) shard ``shard`` owns."""
+    return range(shard, opts.wallets, opts.shards)
+
+
+def shard_terminals(opts: FleetOptions, shard: int) -> list[tuple[int, str]]:
+    """The terminals (position, id) shard ``shard`` owns."""
+    return [(i, t) for i, t in enumerate(terminal_ids(opts)) if i % opts.shards == shard]
 
 
 def cloned(opts: FleetOptions, wallet: int) -> bool:
@@ -123,15 +148,19 @@ class Tap:
 
 
 def taps(opts: FleetOptions) -> Iterator[Tap]:
-    """Every tap of the run, in order, from the seed. A cloned wallet's taps alternate between the original and the
-    clone, so both spend the same counters at different terminals."""
+    """Every tap of the run, in order, from the seed: a terminal, then a wallet of the terminal's shard. A cloned
+    wallet's taps alternate between the original and the clone, so both spend the same counters at different
+    terminals."""
     rng = random.Random(opts.seed)
     seen: dict[int, int] = {}
     n_clone = round(opts.clones * opts.wallets)
     per_day = -(-opts.taps // opts.days) if opts.taps else 1
+    shards = opts.shards
+    in_shard = [len(shard_wallets(opts, s)) for s in range(shards)]
     for i in range(opts.taps):
         terminal = rng.randrange(opts.terminals)
-        wallet = rng.randrange(opts.wallets)
+        shard = terminal % shards
+        wallet = rng.randrange(in_shard[shard]) * shards + shard
         amount = rng.choice(AMOUNTS_FEN)
         tear = rng.random() < opts.tears
         use_clone = False

@@ -4,7 +4,8 @@ Modules: :mod:`~pos.ledger.store` (the :class:`Ledger`), :mod:`~pos.ledger.trans
 :mod:`~pos.ledger.queries` (outbox, settlements, refunds, denylist, sync status), :mod:`~pos.ledger.intents` (the
 open-intents table and its in-memory view), :mod:`~pos.ledger.chain` (hashes, entry times),
 :mod:`~pos.ledger.verify` (the head check before every write, incremental and full verification),
-:mod:`~pos.ledger.seal` (the key file and the seals), :mod:`~pos.ledger.schema` (migrations), :mod:`~pos.ledger.model`.
+:mod:`~pos.ledger.seal` (the key file and the seals), :mod:`~pos.ledger.schema` (migrations), :mod:`~pos.ledger.model`,
+:mod:`~pos.ledger.batch` (the fleet simulator's batch mode: many transactions in one durable commit).
 """
 
 from pos.ledger.chain import utc_now

@@ -5,7 +5,8 @@ seq and hash) is kept with an HMAC under a key stored beside the database (:mod:
 :meth:`Ledger.verify` finds any edit, insertion or deletion made behind the ledger's back, including a cut-off tail.
 Triggers refuse UPDATE and DELETE of entries. A payment is recorded at most once per voucher id (a partial unique
 index on the wallet id and counter it is made of), and settlement state changes are new entries. Writes go through
-:meth:`Ledger.transaction` (several entries at once) or :meth:`Ledger.append` (one entry, its own transaction).
+:meth:`Ledger.transaction` (several entries at once) or :meth:`Ledger.append` (one entry, its own transaction);
+the fleet simulator alone groups many transactions into one durable commit (:meth:`Ledger.batch`).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any
 import sqlite_utils
 from filelock import FileLock
 
+from pos.ledger.batch import Batch
 from pos.ledger.chain import DATA_JSON, entry_hash, utc_now
 from pos.ledger.intents import OpenIntents
 from pos.ledger.model import (
@@ -115,6 +117,7 @@ class Ledger(SettlementQueries):
         # has committed since, the head a write extends is the one this connection wrote and checked
         self._sealed: tuple[int, str, int] | None = None
         self._written: tuple[int, str] | None = None
+        self._in_batch = False  # transactions are savepoints of a batch (pos.ledger.batch)
 
     def close(self) -> None:
         self._conn.close()
@@ -134,6 +137,11 @@ class Ledger(SettlementQueries):
         self._commits = 0
         return True
 
+    def limit_cache(self, kib: int) -> None:
+        """Cap this connection's page cache at ``kib`` KiB (SQLite's default is 2 MiB): for a process that holds
+        hundreds of ledgers open, the fleet simulator's shards."""
+        self._conn.execute(f"PRAGMA cache_size = -{max(1, int(kib))}")
+
     def durability(self) -> tuple[str, int]:
         """This connection's journal mode and synchronous level (``("wal", 2)``: WAL, FULL)."""
         return (self._conn.execute("PRAGMA journal_mode").fetchone()[0],
@@ -145,6 +153,11 @@ class Ledger(SettlementQueries):
         ends and rolls back if it raises."""
         return Transaction(self)
 
+    def batch(self) -> Batch:
+        """The fleet simulator's batch mode, never a terminal's: ``with ledger.batch() as b:`` groups the
+        transactions of many taps into one durable commit (:mod:`pos.ledger.batch` says what that gives up)."""
+        return Batch(self)
+
     def append(self, kind: str, **fields: Any) -> Entry:
         """Append one entry durably (its own transaction); fields as :meth:`Transaction.append`."""
         with Transaction(self) as tx:
@@ -154,10 +167,10 @@ class Ledger(SettlementQueries):
         if self.readonly:
             raise LedgerError(f"the ledger {self.path} is open read-only")
         self._head_checked = False
-        self._conn.execute("BEGIN IMMEDIATE")
+        self._conn.execute("SAVEPOINT tx" if self._in_batch else "BEGIN IMMEDIATE")
 
     def _commit(self) -> None:
-        self._conn.execute("COMMIT")
+        self._conn.execute("RELEASE tx" if self._in_batch else "COMMIT")
         if self._written is not None:
             self._sealed = (*self._written, self._conn.execute("PRAGMA data_version").fetchone()[0])
             self._written = None
@@ -165,7 +178,10 @@ class Ledger(SettlementQueries):
         self._intents.committed()
 
     def _rollback(self) -> None:
-        if self._conn.in_transaction:
+        if self._in_batch:
+            self._conn.execute("ROLLBACK TO tx")
+            self._conn.execute("RELEASE tx")
+        elif self._conn.in_transaction:
             self._conn.execute("ROLLBACK")
         self._known_certs.clear()
         self._intents.rolled_back()

@@ -109,7 +109,9 @@ class Recovery:
         assert intent is not None
         path = self.ctx.ledger.path
         try:
-            if intent.seq % SWEEP_EVERY == 0:  # stale marks only wait: sweeping them is kept out of most taps
+            # stale marks only wait: sweeping them is kept out of most taps. Two residues, not one: a plain charge
+            # writes two entries, so its intent's seq keeps one parity and would never hit a single residue
+            if intent.seq % SWEEP_EVERY < 2:
                 sweep_marks(path, {i.seq for i in self.ctx.ledger.open_intents()})
             write_mark(path, PayMark(intent.seq, bytes.fromhex(intent.data["challenge"]), wallet_id, counter))
         except OSError as exc:
