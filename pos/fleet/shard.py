@@ -175,16 +175,16 @@ def serve(conn: Connection, spec: ShardSpec) -> None:
     except BaseException:
         conn.send(("error", traceback.format_exc()))
         return
-    conn.send(("ok", None))
-    while True:
-        try:
+    try:
+        conn.send(("ok", None))
+        while True:
             name, args = conn.recv()
-        except EOFError:  # the run is gone
-            shard.close()
-            return
-        try:
-            conn.send(("ok", getattr(shard, name)(*args)))
-        except BaseException:
-            conn.send(("error", traceback.format_exc()))
-        if name == "close":
-            return
+            try:
+                answer = ("ok", getattr(shard, name)(*args))
+            except Exception:
+                answer = ("error", traceback.format_exc())
+            conn.send(answer)
+            if name == "close":
+                return
+    except (EOFError, BrokenPipeError, KeyboardInterrupt):  # the run is gone: close the ledgers and go quietly
+        shard.close()
