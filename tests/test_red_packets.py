@@ -5,30 +5,22 @@ id."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from pos.cli.main import main
 from pos.home import Home
 from tests.support.shop import Shop, shop_session
+from tests.test_tickets import Cli as TicketCli
 from wallet import clock
 
 DAY = "2026-05-01"
 
 
-class Cli:
-    def __init__(self, root: Path, capsys: pytest.CaptureFixture[str]) -> None:
-        self.root = root
-        self.capsys = capsys
-
-    def __call__(self, *args: str) -> tuple[int, dict[str, Any]]:
-        code = main(["--home", str(self.root), *args, "--json"])
-        out = self.capsys.readouterr().out
-        return code, json.loads(out) if out.strip() else {}
+class Cli(TicketCli):
+    """The tickets tests' CLI, with a card's red packets."""
 
     def packets(self, card: str) -> list[tuple[int, str]]:
         return [(p["amount_fen"], p["status"]) for p in self("card", "show", card)[1]["red_packets"]]
