@@ -18,7 +18,7 @@ from wallet.ids import check_wallet_id
 from wallet.limits import TIER_LIMITS
 from wallet.pki import OperatorPki, cert_der
 from wallet.protocol import LoadToken
-from wire.errors import BadRequest, Conflict, Forbidden, NotFound
+from wire.errors import BadRequest, Conflict, Forbidden, NotFound, WalletExists
 from wire.models import LoadAnswer, WalletAnswer, WalletRegistered
 
 
@@ -31,13 +31,18 @@ class Wallets:
         self.roots = (cert_der(pki.root.cert),)
 
     def register(self, wallet_id: str, tier: int, certificate: bytes, opening_fen: int) -> WalletRegistered:
-        """Put a newly issued wallet on file with its opening balance (idempotent for the same certificate)."""
+        """Put a newly issued wallet on file with its opening balance (idempotent for the same certificate). The
+        operator is the authority on wallet ids: an id on file with another certificate is refused
+        (:class:`~wire.errors.WalletExists`, 409 ``wallet_exists``) and the wallet on file stays as it is; two
+        registrations of one id racing leave one on file (the wallets table's primary key, the transaction re-run
+        after the race)."""
         self.register_many([(wallet_id, tier, certificate, opening_fen)])
         return WalletRegistered(wallet_id=wallet_id, tier=tier, status="registered")
 
     def register_many(self, batch: Sequence[tuple[str, int, bytes, int]]) -> None:
         """Put newly issued wallets ``(wallet id, tier, certificate, opening fen)`` on file in one transaction, all
-        or none: an issuer's import of a batch of cards, with the checks of :meth:`register` for each."""
+        or none: an issuer's import of a batch of cards, with the checks of :meth:`register` for each. A refusal
+        names every wallet id of the batch on file with another certificate (``WalletExists.wallet_ids``)."""
         for wallet_id, tier, certificate, opening_fen in batch:
             try:
                 check_wallet_id(wallet_id)
@@ -58,6 +63,7 @@ class Wallets:
                                     .where(wallets.c.wallet_id.in_(ids[i:i + IN_CHUNK])))
                 on_file.update((r[0], r[1]) for r in rows)
             new = []
+            taken: list[str] = []
             t = now_ms()
             for wallet_id, tier, certificate, opening_fen in batch:
                 if wallet_id not in on_file:
@@ -66,7 +72,10 @@ class Wallets:
                                 "loaded_fen": opening_fen, "spent_fen": 0, "online_fen": 0, "load_counter": 0,
                                 "status": "active", "created_ms": t})
                 elif on_file[wallet_id] != certificate:
-                    raise Conflict(f"wallet {wallet_id} is registered with another certificate", "wallet_exists")
+                    taken.append(wallet_id)
+            if taken:
+                more = f" (and {len(taken) - 1} more of the batch)" if len(taken) > 1 else ""
+                raise WalletExists(f"wallet {taken[0]} is registered with another certificate{more}", taken)
             if new:
                 conn.execute(insert(wallets), new)
 

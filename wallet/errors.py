@@ -6,6 +6,8 @@ can catch them all in one place and tell them apart by type.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 
 class EcnyError(Exception):
     """Base class of every error ecny-pos raises on purpose."""
@@ -54,3 +56,17 @@ class StorageError(EcnyError):
     def __init__(self, message: str, path: str | None = None) -> None:
         super().__init__(message)
         self.path = path
+
+
+class WalletIdTaken(EcnyError):
+    """The operator has a wallet id on file with another card's certificate: the card that drew it must be issued
+    again under a fresh id. ``wallet_ids``: the ids refused."""
+
+    def __init__(self, message: str, wallet_ids: Sequence[str] = ()) -> None:
+        super().__init__(message)
+        self.wallet_ids = tuple(wallet_ids)
+
+
+class WalletIdsExhausted(EcnyError):
+    """A card drew wallet ids the operator had on file every time it was issued again, up to the issuer's bound
+    (:data:`wallet.issuance.ISSUE_ATTEMPTS`): the issue failed."""

@@ -3,7 +3,9 @@ body ``{"error": {"code", "message"}}``."""
 
 from __future__ import annotations
 
-from wallet.errors import EcnyError, InvalidInput
+from collections.abc import Sequence
+
+from wallet.errors import EcnyError, InvalidInput, WalletIdTaken
 
 
 class OperatorError(EcnyError):
@@ -54,6 +56,17 @@ class Conflict(OperatorError):
 
     status = 409
     code = "conflict"
+
+
+class WalletExists(Conflict, WalletIdTaken):
+    """A wallet id the registration names is on file with another certificate (409 ``wallet_exists``): the operator
+    keeps the wallet it has; the issuer issues the card again under a fresh id. ``wallet_ids``: the ids refused."""
+
+    code = "wallet_exists"
+
+    def __init__(self, message: str, wallet_ids: Sequence[str] = ()) -> None:
+        super().__init__(message)
+        self.wallet_ids = tuple(wallet_ids)
 
 
 class UnsupportedMediaType(OperatorError):

@@ -1,6 +1,7 @@
 """Tester operations on mock cards: issue (every tier, expired or foreign certificates), load, clone, describe.
 
-Issuing registers each wallet with the operator (its opening balance is what the operator counts as loaded), and a
+Issuing registers each wallet with the operator (its opening balance is what the operator counts as loaded); a card
+whose wallet id the operator has on file already is issued again under a fresh id (:func:`register_cards`). A
 load asks the operator for a signed load token. When the operator cannot be reached, both fall back to the home's
 operator in-process (``local``, by default the embedded one: the CA under HOME/pki and its SQLite database, as the
 composition root builds it), so the tester's tools work offline.
@@ -9,7 +10,9 @@ composition root builds it), so the tester's tools work offline.
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import os
+from collections.abc import Callable
 from typing import Any
 
 from ecny_nfc.mock import Faults, MockReader
@@ -29,8 +32,8 @@ from pos.sync.client import (
 )
 from wallet.card import CardState
 from wallet.clock import now_ms
-from wallet.errors import EcnyError, InvalidInput
-from wallet.issuance import issue_card
+from wallet.errors import EcnyError, InvalidInput, WalletIdTaken
+from wallet.issuance import issue_card, register_issued
 from wallet.limits import tier_limits
 from wallet.protocol import STATUS_ACTIVE, LoadToken
 from wire.errors import NotFound
@@ -69,13 +72,32 @@ def issue_cards(home: Home, tier: int, balance_fen: int, count: int = 1, *, expi
                 store.remove(s.card_id)
             raise
     if register and not foreign and not expired:
-        try:
-            register_wallets(home, out, operator_url, local)
-        except BaseException:
-            for s in out:  # a card the operator does not know would be refused at settlement: none at all
-                store.remove(s.card_id)
-            raise
+        out = register_cards(home, out, lambda batch: register_wallets(home, batch, operator_url, local))
     return out
+
+
+def register_cards(home: Home, states: list[CardState], register: Callable[[list[CardState]], object],
+                   now: dt.datetime | None = None) -> list[CardState]:
+    """Register the wallets of cards just written to the home's store (``register(batch)``, as
+    :func:`register_wallets`), through :func:`~wallet.issuance.register_issued`: a card whose wallet id the operator
+    has on file with another certificate is issued again under the same card id (certified at ``now``, as it was)
+    and its file rewritten before it is registered, so the file holds the card the operator knows. Returns the
+    states as registered; when registration fails, the cards' files are removed (a card the operator does not know
+    would be refused at settlement: none at all)."""
+    caps = home.config.risk.caps
+
+    def reissue(old: CardState) -> CardState:
+        state = issue_card(home.pki, old.card_id, old.tier, old.balance_fen, caps, now=now)
+        state.note = old.note
+        home.cards.save(state)
+        return state
+
+    try:
+        return register_issued(states, register, reissue)
+    except BaseException:
+        for s in states:
+            home.cards.remove(s.card_id)
+        raise
 
 
 def check_issue(tier: int, balance_fen: int) -> None:
@@ -93,18 +115,32 @@ def check_issue(tier: int, balance_fen: int) -> None:
 
 def register_wallets(home: Home, states: list[CardState], operator_url: str | None = None,
                      local: LocalOperator = embedded_back_office) -> str:
-    """Put wallets on file at the operator; returns "operator", or "local" when ``local`` did it."""
+    """Put wallets on file at the operator; returns "operator", or "local" when ``local`` did it. Raises
+    :class:`~wallet.errors.WalletIdTaken` naming the wallet ids that operator has on file with other certificates
+    (the others are on file): it is the authority on them, so such a refusal never falls back to ``local``."""
+    taken: list[str] = []
+
+    def one(register: Callable[..., object], s: CardState) -> None:
+        try:
+            register(s.wallet_id, s.tier, s.cert_der, s.balance_fen)
+        except WalletIdTaken:
+            taken.append(s.wallet_id)
+
+    where = "operator"
     try:
         with OperatorClient.for_admin(home, operator_url, retry=RetryPolicy(attempts=1), timeout=5.0) as cli:
             for s in states:
-                cli.register_wallet(s.wallet_id, s.tier, s.cert_der, s.balance_fen)
-        return "operator"
+                one(cli.register_wallet, s)
     except (OperatorUnavailable, OperatorRefused):
-        pass  # not reachable, or another operator (another home) answers on that port: use the embedded one
-    with local(home) as op:
-        for s in states:
-            op.register_wallet(s.wallet_id, s.tier, s.cert_der, s.balance_fen)
-    return "local"
+        # not reachable, or another operator (another home) answers on that port: use the embedded one
+        where = "local"
+        taken.clear()
+        with local(home) as op:
+            for s in states:
+                one(op.register_wallet, s)
+    if taken:
+        raise WalletIdTaken(f"the operator has wallet {taken[0]} on file with another certificate", taken)
+    return where
 
 
 def operator_load_token(home: Home, state: CardState, amount_fen: int, operator_url: str | None = None,

@@ -46,6 +46,7 @@ ERROR_KINDS: dict[str, tuple[str, int]] = {
     "CardStoreError": ("card_store", EXIT_FAILED),
     "OperatorUnavailable": ("operator_unavailable", EXIT_FAILED),
     "OperatorRefused": ("operator_refused", EXIT_FAILED),
+    "WalletIdsExhausted": ("wallet_ids_exhausted", EXIT_FAILED),
     "ReaderError": ("reader", EXIT_FAILED),
     "EcnyError": ("failed", EXIT_FAILED),
 }

@@ -1,7 +1,8 @@
 """A shard's back office and books: registering its wallets, syncing its terminals (some through an operator
 outage), and checking its books against the operator.
 
-Wallets are registered in batches of ``REGISTER_BATCH`` in one transaction each, by the operator's back office
+Wallets are registered in batches of ``REGISTER_BATCH`` in one transaction each (a card whose wallet id the operator
+has on file already is issued again under a random id, and its batch registered again), by the operator's back office
 in-process on the operator's own database (``local``: what an issuer's import of a card batch does; the fleet's
 embedded operator serves that database), or one by one over HTTP (an operator at a URL). Syncs and reports always
 go over HTTP.
@@ -33,7 +34,10 @@ from pos.ledger import LedgerTampered
 from pos.sync.client import OperatorClient, OperatorUnavailable, RetryPolicy
 from pos.sync.reports import reconcile
 from pos.sync.upload import sync_once
+from wallet.card import CardState
+from wallet.errors import WalletIdTaken
 from wallet.ids import parse_voucher_id
+from wallet.issuance import register_issued
 from wire.models import ReportAnswer, WalletAnswer
 
 REGISTER_BATCH = 1000
@@ -66,8 +70,17 @@ class _Http:
         return cli
 
     def register(self, batch: Sequence[tuple[str, int, bytes, int]]) -> None:
+        def one(w: tuple[str, int, bytes, int]) -> str | None:
+            try:
+                self._client().register_wallet(*w)
+            except WalletIdTaken:
+                return w[0]
+            return None
+
         with ThreadPoolExecutor(SYNC_THREADS) as pool:
-            list(pool.map(lambda w: self._client().register_wallet(*w), batch))
+            taken = [t for t in pool.map(one, batch) if t is not None]
+        if taken:
+            raise WalletIdTaken(f"the operator has wallet {taken[0]} on file with another certificate", taken)
 
     def spent(self, wallet_ids: Sequence[str]) -> dict[str, int]:
         with ThreadPoolExecutor(SYNC_THREADS) as pool:
@@ -110,20 +123,31 @@ def back_office(home: Home, url: str, local: bool, db_url: str | None) -> Iterat
         http.close()
 
 
-def register_all(office: BackOffice, wallets: Iterator[tuple[str, int, bytes, int]]) -> int:
-    """Register the wallets in batches; returns how many."""
-    batch: list[tuple[str, int, bytes, int]] = []
+def register_all(office: BackOffice, states: Iterator[CardState], reissue: Callable[[CardState], CardState],
+                 registered: Callable[[CardState], None]) -> int:
+    """Register the cards' wallets in batches; a card whose wallet id the operator has on file already is issued
+    again (``reissue``, :func:`wallet.issuance.register_issued`). ``registered(state)`` gets each card as
+    registered. Returns how many."""
+    def register(batch: list[CardState]) -> None:
+        office.register([(s.wallet_id, s.tier, s.cert_der, s.balance_fen) for s in batch])
+
+    batch: list[CardState] = []
     done = 0
-    for w in wallets:
-        batch.append(w)
+    for state in states:
+        batch.append(state)
         if len(batch) >= REGISTER_BATCH:
-            office.register(batch)
-            done += len(batch)
+            done += _register_batch(batch, register, reissue, registered)
             batch = []
     if batch:
-        office.register(batch)
-        done += len(batch)
+        done += _register_batch(batch, register, reissue, registered)
     return done
+
+
+def _register_batch(batch: list[CardState], register: Callable[[list[CardState]], None],
+                    reissue: Callable[[CardState], CardState], registered: Callable[[CardState], None]) -> int:
+    for state in register_issued(batch, register, reissue):
+        registered(state)
+    return len(batch)
 
 
 def outage_terminals(opts: FleetOptions) -> set[str]:

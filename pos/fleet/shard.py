@@ -45,6 +45,7 @@ from pos.fleet.plan import (
 from pos.fleet.play import Cards, FleetTerminal, Journal, ShardResult, play_tap
 from pos.home import Home
 from pos.sync.client import provision_terminal
+from wallet.card import CardState
 from wallet.issuance import issue_card
 from wallet.pki import cert_der
 
@@ -91,28 +92,33 @@ class Shard:
         return back_office(self.home, self.spec.url, self.spec.local_back_office, self.spec.db_url)
 
     def issue(self) -> int:
-        """Provision the shard's terminals, issue its wallets (and the clones' copies), register them."""
+        """Provision the shard's terminals, issue its wallets (and the clones' copies), register them. The run's
+        wallet ids are consecutive; a card whose id the operator has on file already (an earlier run's on the same
+        database) is issued again under a random one (:func:`pos.fleet.books.register_all`)."""
         with ThreadPoolExecutor(SYNC_THREADS) as pool:
             list(pool.map(lambda tid: provision_terminal(self.home, tid, self.spec.url), self.mine.values()))
         pki, caps = self.home.pki, self.home.config.risk.caps
         issuer_der = cert_der(pki.wallet_ca.cert)  # one copy for every card
         mine = shard_wallets(self.opts, self.spec.shard)
+        number = {card_id(w): w for w in mine}
         every = max(1, len(mine) // 10)
 
-        def issued() -> Iterator[tuple[str, int, bytes, int]]:
-            for n, w in enumerate(mine, 1):
-                state = issue_card(pki, card_id(w), 1, OPENING_FEN, caps,
-                                   wallet_id=wallet_id(self.spec.wallet_base, w))
-                state.issuer_der = issuer_der
-                copy = replace(state, card_id=clone_card_id(w), clone_of=state.card_id) if cloned(self.opts, w) \
-                    else None
-                self.cards.add(w, state, clone=copy)
-                yield state.wallet_id, state.tier, state.cert_der, state.balance_fen
-                if n % every == 0:
-                    self._say(f"{n}/{len(mine)} wallets issued and registered")
+        def issue(w: int, wallet: str | None) -> CardState:
+            state = issue_card(pki, card_id(w), 1, OPENING_FEN, caps, wallet_id=wallet)
+            state.issuer_der = issuer_der
+            return state
+
+        def registered(state: CardState) -> None:
+            w = number[state.card_id]
+            copy = replace(state, card_id=clone_card_id(w), clone_of=state.card_id) if cloned(self.opts, w) \
+                else None
+            self.cards.add(w, state, clone=copy)
+            if len(self.cards.originals) % every == 0:
+                self._say(f"{len(self.cards.originals)}/{len(mine)} wallets issued and registered")
 
         with self._office() as office:
-            done = register_all(office, issued())
+            done = register_all(office, (issue(w, wallet_id(self.spec.wallet_base, w)) for w in mine),
+                                lambda old: issue(number[old.card_id], None), registered)
         gc.collect()
         gc.freeze()  # the cards stay for the run: out of the collector's scans, as a terminal's start-up objects
         return done

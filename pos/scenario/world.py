@@ -16,7 +16,14 @@ from typing import Any
 import httpx
 
 from ecny_nfc.mock import Faults, MockReader
-from pos.cards.manage import LoadRefused, apply_load, check_issue, register_wallets, tap_mock_card
+from pos.cards.manage import (
+    LoadRefused,
+    apply_load,
+    check_issue,
+    register_cards,
+    register_wallets,
+    tap_mock_card,
+)
 from pos.cards.tap_socket import TerminalNotRunning, ping, send_tap
 from pos.composition import start_embedded_operator
 from pos.gate.ticket_gate import Gate
@@ -179,16 +186,15 @@ class World:
                 out.append(state)
         live = spec.expires_at is None or spec.expires_at > self.clock.now_ms()
         if not (spec.foreign or spec.expired) and live:
-            self._register(out)
+            out = register_cards(self.home, out, self._register, now=issued_at)  # fresh ids for ids on file
         return out
 
     def _register(self, states: list[CardState]) -> None:
-        """Put new wallets on file at the operator (the embedded one directly: no HTTP round trip per card)."""
+        """Put new wallets on file at the operator (the embedded one directly, the batch in one transaction)."""
         if self.embedded is None:
             register_wallets(self.home, states, self.url or NOWHERE)
             return
-        for s in states:
-            self.embedded.operator.register_wallet(s.wallet_id, s.tier, s.cert_der, s.balance_fen)
+        self.embedded.operator.register_wallets([(s.wallet_id, s.tier, s.cert_der, s.balance_fen) for s in states])
 
     def pay(self, a: PayStep) -> dict[str, Any]:
         card_id = self.card(a.card)

@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from pydantic import ValidationError
 
 from wallet import clock
-from wallet.errors import EcnyError, InvalidInput
+from wallet.errors import EcnyError, InvalidInput, WalletIdTaken
 from wallet.keys import key_from_pem
 from wallet.protocol import LoadToken
 from wire import signing
@@ -77,6 +77,14 @@ class OperatorRefused(EcnyError):
 
 class OperatorBadInput(OperatorRefused, InvalidInput):
     """The operator found the request malformed or the thing asked for unknown (400, 404)."""
+
+
+class WalletIdRefused(OperatorRefused, WalletIdTaken):
+    """The operator has the wallet id on file with another certificate (409 ``wallet_exists``)."""
+
+    def __init__(self, wallet_id: str, message: str) -> None:
+        super().__init__(409, "wallet_exists", message)
+        self.wallet_ids = (wallet_id,)
 
 
 class ClockSkew(OperatorRefused):
@@ -322,9 +330,15 @@ class OperatorClient:
         return self._call(TerminalStatus, "POST", f"/v1/admin/terminals/{terminal_id}/revoke", {}, signed=False)
 
     def register_wallet(self, wallet_id: str, tier: int, certificate: bytes, opening_fen: int) -> WalletRegistered:
-        return self._call(WalletRegistered, "POST", "/v1/admin/wallets", {
-            "wallet_id": wallet_id, "tier": tier, "certificate": certificate.hex(),
-            "opening_balance_fen": opening_fen}, signed=False)
+        """Put a wallet on file; :class:`WalletIdRefused` when its id is on file with another certificate."""
+        try:
+            return self._call(WalletRegistered, "POST", "/v1/admin/wallets", {
+                "wallet_id": wallet_id, "tier": tier, "certificate": certificate.hex(),
+                "opening_balance_fen": opening_fen}, signed=False)
+        except OperatorRefused as exc:
+            if exc.code != "wallet_exists":
+                raise
+            raise WalletIdRefused(wallet_id, str(exc).split(": ", 1)[-1]) from None
 
     def wallet(self, wallet_id: str) -> WalletAnswer:
         return self._call(WalletAnswer, "GET", f"/v1/admin/wallets/{wallet_id}", signed=False)
