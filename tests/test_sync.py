@@ -97,6 +97,44 @@ def test_progress_reports_count_and_amount_left(shop: Shop) -> None:
                                                                    (5, 0, 0)]
 
 
+def test_sync_reads_the_outbox_page_by_page_up_to_where_it_started(shop: Shop, monkeypatch) -> None:
+    """A sync never holds the whole outbox: it reads it a few batches at a time, up to the last entry on file when
+    it started; a payment taken during the sync waits for the next one. Each voucher is settled exactly once."""
+    from pos.ledger import Ledger
+    from pos.sync import upload
+
+    cards = shop.cards(2)
+    for i, amount in enumerate([100, 200, 300, 400, 500]):
+        shop.pay(T1, cards[i % 2], amount)
+    monkeypatch.setattr(upload, "PAGE_BATCHES", 1)
+    pages: list[int] = []
+    real_page = Ledger.outbox_page
+
+    def page(self, after_seq: int, through_seq: int, limit: int):  # type: ignore[no-untyped-def]
+        got = real_page(self, after_seq, through_seq, limit)
+        pages.append(len(got))
+        return got
+
+    def whole(self, limit=None):  # type: ignore[no-untyped-def]
+        raise AssertionError("the sync read the whole outbox")
+
+    monkeypatch.setattr(Ledger, "outbox_page", page)
+    monkeypatch.setattr(Ledger, "outbox", whole)
+    paid_during: list[str] = []
+
+    def progress(p: SyncProgress) -> None:
+        if p.done and not paid_during:  # the clerk takes a payment while the sync runs
+            paid_during.append(shop.pay(T1, cards[0], 700).voucher_id or "")
+
+    first = sync_once(shop.home, T1, shop.url, progress, batch_size=2)
+    assert pages == [2, 2, 1, 0]  # pages of one batch of two, never more
+    assert (first.settled, first.pending, first.pending_fen) == (5, 1, 700)
+    second = sync_once(shop.home, T1, shop.url, batch_size=2)
+    assert (second.settled, second.duplicate, second.pending) == (1, 0, 0)
+    with shop.admin() as adm:
+        assert adm.account("320508000000101")["settled_fen"] == 2200
+
+
 def test_background_loop_syncs_and_can_be_triggered(shop: Shop) -> None:
     (card,) = shop.cards(1)
     done = threading.Event()

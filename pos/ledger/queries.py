@@ -32,6 +32,22 @@ class SettlementQueries:
             sql += f" LIMIT {int(limit)}"
         return [row_entry(r) for r in self._conn.execute(sql)]
 
+    def outbox_page(self, after_seq: int, through_seq: int, limit: int) -> list[Entry]:
+        """The outbox's payments with ``after_seq < seq <= through_seq``, at most ``limit``, in seq order: a sync
+        reads its outbox page by page (its memory does not grow with the outbox)."""
+        sql = f"""SELECT {COLS} FROM entries p WHERE p.kind = 'payment' AND p.seq > ? AND p.seq <= ? AND NOT EXISTS
+                  (SELECT 1 FROM entries s WHERE s.kind = 'settlement' AND s.voucher_id = p.voucher_id)
+                  ORDER BY p.seq LIMIT ?"""
+        return [row_entry(r) for r in self._conn.execute(sql, (after_seq, through_seq, int(limit)))]
+
+    def outbox_totals(self, through_seq: int) -> tuple[int, int]:
+        """How many payments up to ``through_seq`` the outbox holds, and their amount (fen)."""
+        row = self._conn.execute(
+            """SELECT COUNT(*), COALESCE(SUM(amount_fen), 0) FROM entries p WHERE p.kind = 'payment' AND p.seq <= ?
+               AND NOT EXISTS (SELECT 1 FROM entries s WHERE s.kind = 'settlement' AND s.voucher_id = p.voucher_id)""",
+            (through_seq,)).fetchone()
+        return int(row[0]), int(row[1])
+
     def answered(self, voucher_ids: Collection[str | None]) -> set[str]:
         """Of ``voucher_ids``, those with a ``settlement`` entry. Inside a transaction this reads under the write
         lock, so a check-then-append there cannot race another writer."""

@@ -29,7 +29,7 @@ import bisect
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -49,6 +49,7 @@ from wire.models import SettlementAnswer
 
 BATCH_SIZE = 500
 PIPELINE_DEPTH = 2  # batches in flight once the first one is answered
+PAGE_BATCHES = 20  # batches of the outbox read from the ledger at a time (a sync's memory does not grow with it)
 SETTLED_STATUSES = ("settled", "duplicate")
 
 
@@ -123,15 +124,16 @@ def sync_once(home: Home, terminal_id: str, operator_url: str | None = None,
     try:
         with home.ledger(terminal_id) as ledger:
             ledger.check()  # a ledger that fails verification uploads nothing (LedgerTampered says what to do)
-            upload_seq = ledger.last_seq()  # read before the outbox: later payments count against the new shares
-            outbox = ledger.outbox()
-            total, left_fen = len(outbox), sum(e.amount_fen for e in outbox)
+            upload_seq = ledger.last_seq()  # the outbox up to here; later payments wait for the next sync and count
+            # against the new campaign shares
+            total, left_fen = ledger.outbox_totals(upload_seq)
             if progress:
                 progress(SyncProgress(0, total, total, left_fen))
             certs: dict[str, bytes] = {}
-            chunks, versions = known_versions(ledger, outbox, batch_size)
+            versions: dict[int, int] = {}
             done = 0
-            for chunk, answer in upload_batches(cli, chunks, lambda c: _batch(ledger, c, certs, cli), depth,
+            for chunk, answer in upload_batches(cli, _outbox_chunks(ledger, upload_seq, batch_size, versions),
+                                                lambda c: _batch(ledger, c, certs, cli), depth,
                                                 lambda c: versions[c[0].seq]):
                 offset = getattr(cli, "offset_ms", None)  # learnt from this answer: the clock it was judged by
                 _record(ledger, chunk, answer.get("results"), result, -offset if isinstance(offset, int) else None)
@@ -157,6 +159,18 @@ def sync_once(home: Home, terminal_id: str, operator_url: str | None = None,
             cli.close()
     result.elapsed_s = time.perf_counter() - t0
     return result
+
+
+def _outbox_chunks(ledger: Ledger, through_seq: int, batch_size: int, versions: dict[int, int],
+                   ) -> Iterator[list[Entry]]:
+    """The outbox up to ``through_seq`` in batches (:func:`known_versions`), read from the ledger
+    ``PAGE_BATCHES`` batches at a time; each batch's denylist version goes into ``versions``."""
+    after = 0
+    while page := ledger.outbox_page(after, through_seq, batch_size * PAGE_BATCHES):
+        after = page[-1].seq
+        chunks, page_versions = known_versions(ledger, page, batch_size)
+        versions.update(page_versions)
+        yield from chunks
 
 
 def known_versions(ledger: Ledger, outbox: list[Entry], batch_size: int = BATCH_SIZE,
@@ -232,7 +246,7 @@ def _batch(ledger: Ledger, chunk: list[Entry], certs: dict[str, bytes], cli: Any
     return encode_batch(ders, vouchers, claims)
 
 
-def upload_batches(cli: OperatorClient, chunks: Sequence[list[Entry]], encode: Callable[[list[Entry]], bytes],
+def upload_batches(cli: OperatorClient, chunks: Iterable[list[Entry]], encode: Callable[[list[Entry]], bytes],
                    depth: int = PIPELINE_DEPTH, version: Callable[[list[Entry]], int] | None = None,
                    ) -> Iterator[tuple[list[Entry], SettlementAnswer]]:
     """Each chunk with the operator's answer to it, in order: the first chunk alone, then ``depth`` in flight.
@@ -243,19 +257,20 @@ def upload_batches(cli: OperatorClient, chunks: Sequence[list[Entry]], encode: C
     answer is dropped here is answered ``duplicate`` when it goes up again. ``version`` gives the denylist version
     a chunk was taken under (sent with it when above 0).
     """
-    if not chunks:
+    rest = iter(chunks)
+    first = next(rest, None)
+    if first is None:
         return
 
     def declared(chunk: list[Entry]) -> int | None:
         return (version(chunk) or None) if version is not None else None  # 0 goes unsaid
 
-    yield chunks[0], cli.settle_batch(encode(chunks[0]), denylist_version=declared(chunks[0]))
-    if depth <= 1 or len(chunks) == 1:
-        for chunk in chunks[1:]:
+    yield first, cli.settle_batch(encode(first), denylist_version=declared(first))
+    if depth <= 1:
+        for chunk in rest:
             yield chunk, cli.settle_batch(encode(chunk), denylist_version=declared(chunk))
         return
     cancel = threading.Event()
-    rest = iter(chunks[1:])
     in_flight: deque[tuple[list[Entry], Future[SettlementAnswer]]] = deque()
     with ThreadPoolExecutor(depth, thread_name_prefix="sync-upload") as pool:
 
