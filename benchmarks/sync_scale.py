@@ -15,7 +15,8 @@ folder (ledger and key) is kept at each size. Then, for each size, from that cop
   batches, recording the answers (one settlement entry per voucher). ``waiting_for_operator`` is the rest of the
   time until the last answer is recorded (the terminal's thread waiting for answers); ``after_upload`` the denylist
   fetch, the unresolved report, the campaigns, the status and the sync entry. The child reports its RSS before the
-  sync, right after the outbox is read and at its peak; the operator's CPU seconds during the sync come from /proc;
+  sync, right after the outbox's first page is read and at its peak; the operator's CPU seconds during the sync
+  come from /proc;
 - no-op: ``pos sync`` again in a new child, nothing left to upload;
 - checks: the operator's vouchers of the terminal are the ledger's payments, each once; every payment has exactly
   one settlement entry, and it says settled; the outbox is empty.
@@ -88,8 +89,8 @@ class Parts:
                 self.calls[part] += 1
                 if part in ("outbox_read", "record"):
                     self.upload_done = t1
-                if name == "outbox":
-                    self.rss_after_outbox = rss_mib()
+                if name == "outbox_page" and not self.rss_after_outbox:
+                    self.rss_after_outbox = rss_mib()  # after the first page (the sync reads the outbox in pages)
 
         setattr(owner, name, timed)
 
@@ -103,7 +104,8 @@ def child(root: str, url: str) -> None:
     parts = Parts()
     parts.wrap(upload, "sync_once", "sync_once")
     parts.wrap(Ledger, "check", "verify")
-    parts.wrap(Ledger, "outbox", "outbox_read")
+    parts.wrap(Ledger, "outbox_totals", "outbox_read")
+    parts.wrap(Ledger, "outbox_page", "outbox_read")
     parts.wrap(upload, "known_versions", "outbox_read")
     parts.wrap(upload, "_batch", "encode")
     parts.wrap(upload, "_record", "record")
