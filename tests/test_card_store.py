@@ -132,3 +132,27 @@ def test_unknown_or_bad_card_ids_make_no_lock_files(tmp_path: Path) -> None:
     with pytest.raises(CardNotFound), home.cards.open("c0098"):
         pass
     assert sorted(p.name for p in tmp_path.rglob("*")) == before
+
+
+def test_a_batch_lists_the_card_directory_once_and_numbers_after_what_is_there(tmp_path: Path, monkeypatch) -> None:
+    """Issuing a batch reads the card directory once, not once per card (10,000 cards stay linear), and the ids
+    still follow the highest number on file, reservations included."""
+    from wallet.store import CardStore
+
+    home = Home(tmp_path)
+    home.cards.root.mkdir(parents=True, exist_ok=True)
+    (home.cards.root / "c0007.reserved").touch()  # a reservation on file: its number is taken
+    listings = []
+    real_ids = CardStore.ids
+
+    def ids(self):  # type: ignore[no-untyped-def]
+        listings.append(1)
+        return real_ids(self)
+
+    monkeypatch.setattr(CardStore, "ids", ids)
+    issued = issue_cards(home, 4, 10_000, 5)
+    assert [s.card_id for s in issued] == ["c0008", "c0009", "c0010", "c0011", "c0012"]
+    assert len(listings) == 1
+    listings.clear()
+    assert [s.card_id for s in issue_cards(home, 4, 10_000, 2)] == ["c0013", "c0014"]
+    assert len(listings) == 1

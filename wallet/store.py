@@ -84,6 +84,7 @@ class CardStore:
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
+        self._next: int | None = None  # inside :meth:`allocating`: the next card number (0: not read yet)
 
     def _path(self, card_id: str) -> Path:
         if not _CARD_ID.match(card_id):
@@ -132,9 +133,13 @@ class CardStore:
 
     def new_id(self) -> str:
         """Allocate the next card id (callers hold :meth:`allocating`)."""
-        numbers = [int(i[1:]) for i in self.ids()]
-        reserved = [int(p.stem[1:]) for p in self.root.glob("c*.reserved")]
-        n = max(numbers + reserved, default=0) + 1
+        n = self._next
+        if not n:  # the directory is listed once per allocation, not once per card
+            numbers = [int(i[1:]) for i in self.ids()]
+            reserved = [int(p.stem[1:]) for p in self.root.glob("c*.reserved")]
+            n = max(numbers + reserved, default=0) + 1
+        if self._next is not None:
+            self._next = n + 1
         card_id = f"c{n:04d}"
         try:
             (self.root / f"{card_id}.reserved").touch()
@@ -154,9 +159,11 @@ class CardStore:
             raise CardStoreError(f"card store {self.root} is locked by another command") from exc
         except OSError as exc:
             raise os_error(exc, self.root) from exc
+        self._next = 0
         try:
             yield
         finally:
+            self._next = None
             for p in self.root.glob("c*.reserved"):
                 p.unlink(missing_ok=True)
             lock.release()
