@@ -47,6 +47,8 @@ ERROR_KINDS: dict[str, tuple[str, int]] = {
     "OperatorUnavailable": ("operator_unavailable", EXIT_FAILED),
     "OperatorRefused": ("operator_refused", EXIT_FAILED),
     "ReaderError": ("reader", EXIT_FAILED),
+    "TerminalNotRunning": ("terminal_not_running", EXIT_FAILED),  # pos card tap: nothing listens at HOME/run/TID.sock
+    "TapRefused": ("tap_refused", EXIT_FAILED),  # the running terminal did not take the tap
     "EcnyError": ("failed", EXIT_FAILED),
 }
 
