@@ -32,6 +32,19 @@ SCENE_TEXTS: dict[str, tuple[str, str]] = {
                        "again and enters on the tickets paid, without paying again"),
     "kept.written": ("存储故障时保留的付款 {voucher}（{amount}）已写入账本",
                      "the payment {voucher} ({amount}) kept after the storage failure is now in the ledger"),
+    # -- Ctrl+Q while payments are kept (pos/ui/clerk/quit.py) --
+    "quit.kept_title": ("⚠ 尚有 {n} 笔已扣款的付款未写入账本，共 {amount}",
+                        "⚠ Not written to the ledger yet: {n} paid · {amount}"),
+    "quit.kept_body": ("卡已付款，但终端磁盘拒绝了写入。现在退出，每笔付款只有在同一钱包再次于本终端碰卡时"
+                       "才会记入账本；顾客若不再来，商户的钱就只留在卡内交易记录里",
+                       "Each was charged to the customer's wallet, but the terminal's disk refused to record it. Quit "
+                       "now and a payment is recorded only when its wallet taps at this terminal again: a customer who "
+                       "never comes back leaves the merchant's money on the card's log"),
+    "quit.kept_todo": ("请腾出磁盘空间，然后按 F5 写入（或等待下次同步），再退出",
+                       "Free disk space, then press F5 to write (or wait for the next sync), then quit"),
+    "quit.kept_hint": ("Enter 或 Ctrl+Q 仍然退出 · F5 立即写入 · Esc 留下",
+                       "Enter or Ctrl+Q quits anyway · F5 writes now · Esc stays"),
+    "quit.kept_still": ("仍未写入：磁盘仍拒绝写入", "Still not written: the disk still refuses"),
     # -- a tap from the tester panel that reached no decision (pos/ui/tester/screens.py) --
     "tester.refused_not_waiting": ("{card} 未碰卡：终端 {terminal} 未在等待碰卡。请先发起收款（输入金额，按回车）",
                                    "{card} not tapped: terminal {terminal} is not waiting for a tap. Open a charge "
