@@ -51,10 +51,28 @@ def charging(rt: Runtime, amount_fen: int) -> tuple[threading.Thread, list[Outco
 
 
 def test_no_running_terminal_is_a_clear_error(home: Home, capsys: pytest.CaptureFixture[str]) -> None:
-    with pytest.raises(TerminalNotRunning, match=f"no terminal {TID} is running"):
+    with pytest.raises(TerminalNotRunning, match=f"no terminal {TID} is running") as raised:
         send_tap(home, TID, "c0001", timeout=1)
+    assert raised.value.terminal_id == TID and raised.value.path == str(socket_path(home, TID))
     assert main(["--home", str(home.root), "card", "tap", "c0001", "--terminal", TID]) == 1
     assert f"no terminal {TID} is running" in capsys.readouterr().err
+    path = socket_path(home, TID)  # a socket file left by a terminal that died: nobody answers
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("")
+    assert main(["--home", str(home.root), "--json", "card", "tap", "c0001", "--terminal", TID]) == 1
+    out, err = capsys.readouterr()
+    assert json.loads(out) == {"code": "terminal_not_running", "error": err.removeprefix("pos: error: ").strip()}
+    assert f"nothing answers at {path}: Connection refused" in err and f"`pos run --terminal {TID}`" in err
+
+
+def test_a_home_too_deep_for_a_socket_is_said_not_a_traceback(tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    home = Home(tmp_path / ("x" * 100))
+    issue_cards(home, 4, 100, 1)
+    assert main(["--home", str(home.root), "--json", "card", "tap", "c0001", "--terminal", TID]) == 1
+    out, err = capsys.readouterr()
+    assert json.loads(out)["code"] == "terminal_not_running" and "Traceback" not in err
+    assert "too long for a Unix socket" in err and "use a shorter --home" in err
 
 
 def test_tap_from_another_shell_gives_the_pay_json(terminal: Runtime, home: Home,
@@ -91,9 +109,13 @@ def test_a_running_terminal_keeps_one_ledger_connection_across_customers(termina
     capsys.readouterr()
 
 
-def test_a_terminal_not_waiting_refuses_the_tap(terminal: Runtime, home: Home) -> None:
-    with pytest.raises(TapRefused, match="not waiting"):
+def test_a_terminal_not_waiting_refuses_the_tap(terminal: Runtime, home: Home,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(TapRefused, match="not waiting") as raised:
         send_tap(home, TID, "c0001", timeout=2)
+    assert raised.value.why == "not_waiting" and raised.value.terminal_id == TID
+    assert main(["--home", str(home.root), "--json", "card", "tap", "c0001", "--terminal", TID]) == 1
+    assert json.loads(capsys.readouterr().out)["code"] == "tap_refused"
     with pytest.raises(EcnyError):
         send_tap(home, TID, "c0099", timeout=1)  # unknown card: refused before the socket
 

@@ -41,6 +41,14 @@ class CardStoreError(EcnyError):
     """The mock card store cannot find, lock or persist a card."""
 
 
+class CardBusy(CardStoreError):
+    """The card is locked by another tap (another process or thread holds it in the field)."""
+
+    def __init__(self, card_id: str) -> None:
+        super().__init__(f"card {card_id} is busy in another tap")
+        self.card_id = card_id
+
+
 class CardNotFound(CardStoreError, InvalidInput):
     """No card with that id in the store."""
 

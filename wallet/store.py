@@ -21,7 +21,7 @@ from pathlib import Path
 from filelock import FileLock, Timeout
 
 from wallet.card import CardState, WalletApplet
-from wallet.errors import CardNotFound, CardStoreError, EcnyError, InvalidInput, StorageError
+from wallet.errors import CardBusy, CardNotFound, CardStoreError, EcnyError, InvalidInput, StorageError
 from wallet.files import write_atomic
 from wallet.keys import key_to_pem, new_key
 
@@ -195,7 +195,7 @@ class CardStore:
         try:
             lock = self._lock(card_id).acquire(timeout=timeout)
         except Timeout as exc:
-            raise CardStoreError(f"card {card_id} is busy in another tap") from exc
+            raise CardBusy(card_id) from exc
         except OSError as exc:
             raise os_error(exc, self.root) from exc
         with lock:

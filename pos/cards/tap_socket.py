@@ -34,14 +34,27 @@ from wallet.card import WalletApplet
 from wallet.errors import EcnyError, InvalidInput
 
 MAX_SOCKET_PATH = 100  # sun_path is 108 bytes on Linux, 104 on macOS
+TOO_LONG = "the path is too long for a Unix socket"
 
 
 class TerminalNotRunning(EcnyError):
-    """No terminal with that id is listening in this home directory."""
+    """No terminal with that id is listening in this home directory: nothing answers at its socket ``path``;
+    ``detail`` is what the operating system said (no such file, connection refused, a path too long)."""
+
+    def __init__(self, message: str, terminal_id: str = "", path: str = "", detail: str = "") -> None:
+        super().__init__(message)
+        self.terminal_id, self.path, self.detail = terminal_id, path, detail
 
 
 class TapRefused(EcnyError):
-    """The terminal is running but did not take the tap (not waiting for one, card busy, no decision in time)."""
+    """The terminal is running but did not take the tap. ``why`` says which, for a translated message:
+    ``not_waiting`` (a counter with no charge open), ``no_decision`` (none within ``seconds``), ``stopped`` (the
+    terminal stopped waiting before it read the card), ``no_answer`` (the socket), ``refused`` (the terminal's own
+    words, in the message)."""
+
+    def __init__(self, message: str, why: str = "refused", terminal_id: str = "", seconds: float = 0.0) -> None:
+        super().__init__(message)
+        self.why, self.terminal_id, self.seconds = why, terminal_id, seconds
 
 
 def socket_path(home: Home, terminal_id: str) -> Path:
@@ -146,7 +159,8 @@ class TapBroker:
         """Present stored card ``card_id`` and return the terminal's decision (JSON). ``on_left`` is called (from
         the terminal's thread) when the card leaves the field mid-tap: the terminal then waits for a re-tap."""
         if not self._armed:
-            raise TapRefused(f"terminal {self.terminal_id} is not waiting for a tap: start a charge first")
+            raise TapRefused(f"terminal {self.terminal_id} is not waiting for a tap: start a charge first",
+                             "not_waiting", self.terminal_id)
         waiter = _Waiter(card_id, on_left=on_left)
         with self.home.cards.open(card_id, timeout=5) as applet:
             with self._lock:
@@ -157,9 +171,11 @@ class TapBroker:
             with self._lock:
                 if waiter in self._waiters:
                     self._waiters.remove(waiter)
-            raise TapRefused(f"terminal {self.terminal_id} gave no decision within {timeout:g} s")
+            raise TapRefused(f"terminal {self.terminal_id} gave no decision within {timeout:g} s", "no_decision",
+                             self.terminal_id, timeout)
         if waiter.result is None:
-            raise TapRefused(f"terminal {self.terminal_id} stopped waiting before it read card {card_id}")
+            raise TapRefused(f"terminal {self.terminal_id} stopped waiting before it read card {card_id}", "stopped",
+                             self.terminal_id)
         return waiter.result
 
 
@@ -223,6 +239,8 @@ class TapServer:
             timeout = float(request.get("timeout", 60))
             try:
                 return {"ok": True, "result": self.broker.tap(card, timeout=timeout)}
+            except TapRefused as exc:
+                return {"ok": False, "error": str(exc), "why": exc.why, "seconds": exc.seconds}
             except EcnyError as exc:
                 return {"ok": False, "error": str(exc)}
         return {"ok": False, "error": f"unknown op {op!r}"}
@@ -237,13 +255,19 @@ class TapServer:
 
 
 def _request(path: Path, request: dict[str, Any], timeout: float) -> dict[str, Any]:
+    """One request and its answer over the socket at ``path``. Nothing listening there (no file, a file left by a
+    terminal that died, a path a Unix socket cannot have) is :class:`TerminalNotRunning`; a terminal that answers
+    nothing in ``timeout`` seconds or drops the connection is :class:`TapRefused` (``no_answer``)."""
+    if len(str(path)) > MAX_SOCKET_PATH:  # the terminal could not have opened it either (TapServer.start)
+        raise TerminalNotRunning(f"{path} is too long for a Unix socket: use a shorter --home", path=str(path),
+                                 detail=TOO_LONG)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.settimeout(timeout)
     try:
         try:
             sock.connect(str(path))
-        except (FileNotFoundError, ConnectionRefusedError) as exc:
-            raise TerminalNotRunning(str(exc)) from None
+        except (FileNotFoundError, ConnectionRefusedError) as exc:  # no file, or one left by a terminal that died
+            raise TerminalNotRunning(str(exc), path=str(path), detail=exc.strerror or str(exc)) from None
         sock.sendall(json.dumps(request).encode() + b"\n")
         data = b""
         while not data.endswith(b"\n"):
@@ -252,12 +276,20 @@ def _request(path: Path, request: dict[str, Any], timeout: float) -> dict[str, A
                 break
             data += chunk
     except TimeoutError:
-        raise TapRefused(f"no answer from {path} within {timeout:g} s") from None
+        raise TapRefused(f"no answer from {path} within {timeout:g} s", "no_answer", seconds=timeout) from None
+    except ConnectionError as exc:  # the terminal went away mid-request (connection reset, broken pipe)
+        raise TapRefused(f"{path} dropped the connection ({exc.strerror or exc})", "no_answer") from None
     finally:
         sock.close()
     if not data:
-        raise TapRefused(f"{path} closed the connection without an answer")
-    return json.loads(data)
+        raise TapRefused(f"{path} closed the connection without an answer", "no_answer")
+    try:
+        answer = json.loads(data)
+    except ValueError:
+        raise TapRefused(f"{path} answered something that is not JSON", "no_answer") from None
+    if not isinstance(answer, dict):
+        raise TapRefused(f"{path} answered something that is not a JSON object", "no_answer")
+    return answer
 
 
 def ping(home: Home, terminal_id: str, timeout: float = 2.0) -> dict[str, Any]:
@@ -267,16 +299,24 @@ def ping(home: Home, terminal_id: str, timeout: float = 2.0) -> dict[str, Any]:
 
 
 def send_tap(home: Home, terminal_id: str, card_id: str, timeout: float = 60.0) -> dict[str, Any]:
-    """Tap ``card_id`` on running terminal ``terminal_id``; return its decision (``pos pay --json`` shape)."""
+    """Tap ``card_id`` on running terminal ``terminal_id``; return its decision (``pos pay --json`` shape).
+    Raises :class:`TerminalNotRunning` (saying how to start it) or :class:`TapRefused`."""
     home.terminal(terminal_id)
     home.cards.load(card_id)  # a clear error for an unknown card before bothering the terminal
     path = socket_path(home, terminal_id)
     try:
         answer = _request(path, {"op": "tap", "card": card_id, "timeout": timeout}, timeout=timeout + 5)
-    except TerminalNotRunning:
-        raise TerminalNotRunning(
-            f"no terminal {terminal_id} is running in {home.root}: start it with "
-            f"`pos run --terminal {terminal_id}` (or `pos gate --terminal {terminal_id}`)") from None
+    except TerminalNotRunning as exc:
+        todo = ("no terminal can listen there: use a shorter --home" if exc.detail == TOO_LONG else
+                f"start it with `pos run --terminal {terminal_id}` (or `pos gate --terminal {terminal_id}`)")
+        raise TerminalNotRunning(f"no terminal {terminal_id} is running in {home.root} (nothing answers at {path}: "
+                                 f"{exc.detail}): {todo}", terminal_id, str(path), exc.detail) from None
+    except TapRefused as exc:
+        raise TapRefused(str(exc), exc.why, terminal_id, exc.seconds) from None
     if not answer.get("ok"):
-        raise TapRefused(str(answer.get("error", "the terminal refused the tap")))
+        why = answer.get("why")
+        seconds = answer.get("seconds")
+        raise TapRefused(str(answer.get("error", "the terminal refused the tap")),
+                         why if isinstance(why, str) else "refused", terminal_id,
+                         float(seconds) if isinstance(seconds, (int, float)) else 0.0)
     return answer["result"]

@@ -48,6 +48,8 @@ ERROR_KINDS: dict[str, tuple[str, int]] = {
     "OperatorRefused": ("operator_refused", EXIT_FAILED),
     "WalletIdsExhausted": ("wallet_ids_exhausted", EXIT_FAILED),
     "ReaderError": ("reader", EXIT_FAILED),
+    "TerminalNotRunning": ("terminal_not_running", EXIT_FAILED),  # pos card tap: nothing listens at HOME/run/TID.sock
+    "TapRefused": ("tap_refused", EXIT_FAILED),  # the running terminal did not take the tap
     "EcnyError": ("failed", EXIT_FAILED),
 }
 

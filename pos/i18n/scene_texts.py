@@ -1,5 +1,6 @@
-"""The texts of the terminal's clock, of payments kept after a storage failure, and of the pilot's other scenes
-(tickets sold online, instant discounts): ``key: (zh-CN, en)``, part of :data:`pos.i18n.texts.TEXTS`."""
+"""The texts of the terminal's clock, of payments kept after a storage failure (and quitting with some), of a
+tester's tap that reached no decision, and of the pilot's other scenes (tickets sold online, instant discounts):
+``key: (zh-CN, en)``, part of :data:`pos.i18n.texts.TEXTS`."""
 
 from __future__ import annotations
 
@@ -31,6 +32,32 @@ SCENE_TEXTS: dict[str, tuple[str, str]] = {
                        "again and enters on the tickets paid, without paying again"),
     "kept.written": ("存储故障时保留的付款 {voucher}（{amount}）已写入账本",
                      "the payment {voucher} ({amount}) kept after the storage failure is now in the ledger"),
+    # -- Ctrl+Q while payments are kept (pos/ui/clerk/quit.py) --
+    "quit.kept_title": ("⚠ 尚有 {n} 笔已扣款的付款未写入账本，共 {amount}",
+                        "⚠ Not written to the ledger yet: {n} paid · {amount}"),
+    "quit.kept_body": ("卡已付款，但终端磁盘拒绝了写入。现在退出，每笔付款只有在同一钱包再次于本终端碰卡时"
+                       "才会记入账本；顾客若不再来，商户的钱就只留在卡内交易记录里",
+                       "Each was charged to the customer's wallet, but the terminal's disk refused to record it. Quit "
+                       "now and a payment is recorded only when its wallet taps at this terminal again: a customer who "
+                       "never comes back leaves the merchant's money on the card's log"),
+    "quit.kept_todo": ("请腾出磁盘空间，然后按 F5 写入（或等待下次同步），再退出",
+                       "Free disk space, then press F5 to write (or wait for the next sync), then quit"),
+    "quit.kept_hint": ("Enter 或 Ctrl+Q 仍然退出 · F5 立即写入 · Esc 留下",
+                       "Enter or Ctrl+Q quits anyway · F5 writes now · Esc stays"),
+    "quit.kept_still": ("仍未写入：磁盘仍拒绝写入", "Still not written: the disk still refuses"),
+    # -- a tap from the tester panel that reached no decision (pos/ui/tester/screens.py) --
+    "tester.refused_not_waiting": ("{card} 未碰卡：终端 {terminal} 未在等待碰卡。请先发起收款（输入金额，按回车）",
+                                   "{card} not tapped: terminal {terminal} is not waiting for a tap. Open a charge "
+                                   "first (amount, Enter)"),
+    "tester.refused_no_decision": ("{card}：终端 {terminal} 在 {s} 秒内没有给出结果，请查看终端屏幕",
+                                   "{card}: terminal {terminal} gave no decision within {s} s: look at its screen"),
+    "tester.refused_stopped": ("{card} 未扣款：终端 {terminal} 在读卡前已停止等待（收款已取消或超时）。"
+                               "请重新发起收款再碰",
+                               "{card} not charged: terminal {terminal} stopped waiting before it read the card "
+                               "(charge cancelled or timed out). Open a charge and tap again"),
+    "tester.card_busy": ("{card} 正在另一次碰卡中（例如另一个窗口的 pos card tap）：等它结束再碰",
+                         "{card} is held in another tap (e.g. pos card tap from another shell): tap again once it "
+                         "ends"),
     # -- tickets sold online, checked at the gate (t15a; docs/tickets.md) --
     "gate.online": ("网络购票 已用 {used}/{tickets}，请通行", "online ticket {used} of {tickets}: please enter"),
     "gate.unseen": ("闸机上次同步（{time}）后购买的门票暂无法核验：请现场购票或等待联网",

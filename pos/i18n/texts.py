@@ -133,7 +133,7 @@ TEXTS: dict[str, tuple[str, str]] = {
     "tester.not_armed": ("终端未在收款：请先发起收款", "The terminal is not waiting for a tap: start a charge"),
     "tester.no_mock": ("此终端使用真实读卡器，无法模拟碰卡", "This terminal uses a real reader: no mock taps"),
     "tester.tapping": ("{card} 已放到读卡区…", "{card} is in the field…"),
-    "tester.tap_failed": ("{card}：{error}", "{card}: {error}"),
+    "tester.tap_failed": ("{card}：在终端 {terminal} 上碰卡失败", "{card}: the tap on terminal {terminal} failed"),
     "fault.none": ("无", "none"),
     "fault.tear": ("第 {n} 条指令后移开钱包", "pull the card after APDU {n}"),
     "fault.corrupt": ("损坏第 {n} 条应答", "corrupt response {n}"),

@@ -15,6 +15,7 @@ from pos.ui.clerk import ClerkApp, ResultPanel
 from pos.ui.gate import GateApp
 from pos.ui.tester import ScenarioScreen, TesterScreen, TraceScreen
 from tests.ui.conftest import GATE, FakeServices, on_show, runtime, showing, text_of, until
+from wallet.errors import CardBusy, StorageError
 
 
 def clerk(home: Home) -> ClerkApp:
@@ -105,6 +106,45 @@ def test_a_copy_without_the_key_is_declined_for_its_signature(home: Home) -> Non
     asyncio.run(scenario())
 
 
+def test_a_tap_the_terminal_does_not_take_is_said_in_the_panel_s_language(home: Home) -> None:
+    """The charge closed between Enter and the card reaching the field (the worker meets a terminal no longer
+    waiting), a card held by another tap, any other failure: what failed and what to do, translated; the error's own
+    words only as a second line where the first does not say it all."""
+    async def scenario() -> None:
+        app = clerk(home)
+        async with app.run_test(size=(80, 24)) as pilot:
+            await pilot.press("f2")
+            await until(pilot, lambda: showing(app, TesterScreen))
+            panel = app.screen
+            assert isinstance(panel, TesterScreen)
+            panel._tap("c0001", None, None)  # the worker, with no charge open
+            result = panel.query_one("#tap-result", Static)
+            await until(pilot, lambda: "not tapped" in text_of(result))
+            assert text_of(result) == ("c0001 not tapped: terminal CMGQ0001 is not waiting for a tap. Open a charge "
+                                       "first (amount, Enter)")
+            await pilot.press("f3")
+            await until(pilot, lambda: "未碰卡" in text_of(result))
+            assert "终端 CMGQ0001 未在等待碰卡" in text_of(result) and "not waiting" not in text_of(result)
+            assert panel.tap_failed("c0001", CardBusy("c0001")).plain.startswith("c0001 正在另一次碰卡中")
+            other = panel.tap_failed("c0001", StorageError("the disk holding /x is full: free some space")).plain
+            assert other == "c0001：在终端 CMGQ0001 上碰卡失败\nthe disk holding /x is full: free some space"
+            assert home.cards.load("c0001").counter == 0
+
+    asyncio.run(scenario())
+
+
+def test_enter_on_a_terminal_with_a_real_reader_says_there_is_no_mock_tap(home: Home) -> None:
+    async def scenario() -> None:
+        app = clerk(home)
+        app.runtime.broker = None  # what a terminal on a real reader has: no broker to present mock cards to
+        async with app.run_test(size=(80, 24)) as pilot:
+            await pilot.press("4", "enter", "f2")
+            await until(pilot, lambda: showing(app, TesterScreen))
+            await pilot.press("enter")
+            await until(pilot, lambda: any("real reader: no mock taps" in str(n.message) for n in app._notifications))
+            assert app.runtime.last_trace == []
+
+    asyncio.run(scenario())
 VIA_UI = """\
 name: via ui
 operator: none

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from pos.ui.clerk.app import ClerkApp
-from pos.ui.clerk.charge import ChargePanel, QuitScreen
+from pos.ui.clerk.charge import ChargePanel
 from pos.ui.clerk.entry import EntryPanel
+from pos.ui.clerk.quit import QuitScreen
 from pos.ui.clerk.result import ResultPanel
 from pos.ui.clerk.screens import CounterScreen
 

@@ -1,4 +1,5 @@
-"""The charge in progress (waiting for a tap, a torn wallet's re-tap), and quitting in the middle of one.
+"""The charge in progress (waiting for a tap, a torn wallet's re-tap); Ctrl+Q in the middle of one quits once it is
+decided (the question is :class:`pos.ui.clerk.quit.QuitScreen`).
 
 The panel renders the charge's :class:`~pos.payment.control.ChargeControl`: where the charge stands (waiting for
 a card, reading it, paying, waiting for the torn wallet) and the one deadline the session waits to. Esc cancels
@@ -20,7 +21,6 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Center, Vertical
 from textual.message import Message
-from textual.screen import ModalScreen
 from textual.timer import Timer
 from textual.widgets import Digits, Static
 
@@ -29,7 +29,6 @@ from pos.payment import control as stages
 from pos.payment.control import ChargeControl
 from pos.payment.outcome import Outcome
 from pos.records import Item
-from pos.ui.app import TerminalApp
 from pos.ui.widgets import KeyBar, Keys
 from pos.ui.widgets.panel import Panel
 
@@ -176,30 +175,3 @@ class ChargePanel(Panel):
             self._ticker.pause()
         screen: CounterScreen = self.screen  # type: ignore[assignment]
         screen.charge_decided(message.outcome, self.items, quit_after=self._quit)
-
-
-class QuitScreen(ModalScreen[bool]):
-    """Quit the terminal? Asked when Ctrl+Q comes with a charge open (Enter cancels the charge, or lets a PAY under
-    way complete, then quits), and over the outcome of a payment that Ctrl+Q could not cancel (Enter quits)."""
-
-    BINDINGS: ClassVar = [Binding("enter", "quit_now", show=False), Binding("escape", "stay", show=False)]
-
-    def __init__(self, charge_open: bool = False) -> None:
-        super().__init__()
-        self.charge_open = charge_open
-
-    def compose(self) -> ComposeResult:
-        app: TerminalApp = self.app  # type: ignore[assignment]
-        title, hint = ("quit.charge_title", "quit.charge_hint") if self.charge_open else ("quit.title", "quit.hint")
-        with Vertical(id="quit-box"):
-            yield Static(Text(app.t(title), style="bold", justify="center"), id="quit-title")
-            yield Static(Text(app.t(hint), justify="center"), id="quit-hint")
-
-    def action_quit_now(self) -> None:
-        if self.charge_open:
-            self.dismiss(True)  # the app cancels the charge (or waits for its PAY), then quits
-        else:
-            self.app.exit()
-
-    def action_stay(self) -> None:
-        self.dismiss(False)

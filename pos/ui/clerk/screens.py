@@ -22,8 +22,9 @@ from pos.payment.outcome import Outcome
 from pos.payment.reasons import Reason
 from pos.records import Item, Sale, last_voucher, save_sale
 from pos.ui.app import TerminalScreen
-from pos.ui.clerk.charge import ChargePanel, QuitScreen
+from pos.ui.clerk.charge import ChargePanel
 from pos.ui.clerk.entry import EntryPanel
+from pos.ui.clerk.quit import QuitScreen
 from pos.ui.clerk.result import ResultPanel
 from pos.ui.history import HistoryScreen, ReportScreen
 from pos.ui.history.printing import print_document

@@ -15,20 +15,23 @@ from textual.widgets import DataTable, Static
 
 from ecny_nfc.mock import Faults
 from pos.cards.manage import describe_card
+from pos.cards.tap_socket import TapRefused
 from pos.money import format_fen
 from pos.printer.slips import last4
 from pos.ui.app import TerminalScreen
 from pos.ui.tester.scenario import SCREEN_NAME, ScenarioScreen
 from pos.ui.widgets import KeyBar
-from wallet.errors import EcnyError
+from wallet.errors import CardBusy, EcnyError
 
 KEYLESS_NOTE = "clone without the key"  # what the card store notes on a copy without the key (wallet.store)
 FAULTS = ("none", "tear", "corrupt", "slow", "clone", "clone_keyless")
 SLOW_STEP_S = 0.5
+REFUSED = {"not_waiting": "tester.refused_not_waiting", "no_decision": "tester.refused_no_decision",
+           "stopped": "tester.refused_stopped"}  # TapRefused.why -> what the panel says
 
 
 class TapDone(Message):
-    def __init__(self, card_id: str, result: dict[str, Any] | None, error: str | None) -> None:
+    def __init__(self, card_id: str, result: dict[str, Any] | None, error: EcnyError | None) -> None:
         super().__init__()
         self.card_id = card_id
         self.result = result
@@ -67,7 +70,7 @@ class TesterScreen(TerminalScreen):
         self.fault = "none"
         self.fault_n = 3
         self.cards: list[dict[str, Any]] = []
-        self.last: Callable[[], str] | None = None  # what the last tap did, said in the current language
+        self.last: Callable[[], str | Text] | None = None  # what the last tap did, said in the current language
 
     def compose(self) -> ComposeResult:
         yield Static(id="tester-title", classes="label")
@@ -157,7 +160,10 @@ class TesterScreen(TerminalScreen):
 
     def action_tap(self) -> None:
         broker = self.tapp.runtime.broker
-        if broker is None or not self.cards:
+        if broker is None:  # a real reader: there is nothing to present a mock card to
+            self.notify(self.t("tester.no_mock"), severity="warning")
+            return self.app.bell()
+        if not self.cards:
             return self.app.bell()
         if not broker.armed:
             self.notify(self.t("tester.not_armed"), severity="warning")
@@ -182,20 +188,35 @@ class TesterScreen(TerminalScreen):
                                    on_left=lambda: self.post_message(TapLeft(card_id)))
             self.post_message(TapDone(card_id, result, None))
         except EcnyError as exc:
-            self.post_message(TapDone(card_id, None, str(exc)))
+            self.post_message(TapDone(card_id, None, exc))
 
     def on_tap_left(self, message: TapLeft) -> None:
         self.last = lambda: self.t("tester.left_field", card=message.card_id)
         self.load()
 
     def on_tap_done(self, message: TapDone) -> None:
-        if message.error:
+        if message.error is not None:
             error = message.error
-            self.last = lambda: self.t("tester.tap_failed", card=message.card_id, error=error)
+            self.last = lambda: self.tap_failed(message.card_id, error)
         else:
             result = message.result or {}
             self.last = lambda: f"{message.card_id} → {self.tapp.describe_tap(result)}"
         self.load()
+
+    def tap_failed(self, card_id: str, exc: EcnyError) -> Text:
+        """Why a tap from the panel did not reach a decision, in the current language, and what to do; the error's
+        own (English) words in a second, dim line when the first line does not already say it all."""
+        terminal = self.tapp.runtime.terminal_id
+        if isinstance(exc, TapRefused) and exc.why in REFUSED:
+            line, detail = self.t(REFUSED[exc.why], card=card_id, terminal=terminal, s=f"{exc.seconds:g}"), ""
+        elif isinstance(exc, CardBusy):
+            line, detail = self.t("tester.card_busy", card=card_id), ""
+        else:
+            line, detail = self.t("tester.tap_failed", card=card_id, terminal=terminal), str(exc)
+        text = Text(line, style="bold yellow")
+        if detail:
+            text.append("\n" + detail, style="dim")
+        return text
 
 
 class TraceScreen(TerminalScreen):
