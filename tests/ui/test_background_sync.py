@@ -161,7 +161,7 @@ def test_the_gate_has_history_sync_and_a_day_report(home: Home, monkeypatch: pyt
             async with app.run_test(size=(80, 24)) as pilot:
                 await until(pilot, lambda: showing(app, GateScreen) and app.runtime.broker.armed)
                 # the ledger's disk is full for reading the outbox: the round the sale starts fails and says so
-                monkeypatch.setattr(Ledger, "outbox", lambda *a, **k: (_ for _ in ()).throw(
+                monkeypatch.setattr(Ledger, "outbox_totals", lambda *a, **k: (_ for _ in ()).throw(
                     sqlite3.OperationalError("database or disk is full")))
                 assert (await asyncio.to_thread(app.runtime.broker.tap, card))["gate"]["open"]
                 await until(pilot, lambda: showing(app, GateResultScreen))
