@@ -32,7 +32,7 @@ SCENE_TEXTS: dict[str, tuple[str, str]] = {
                        "again and enters on the tickets paid, without paying again"),
     "kept.written": ("存储故障时保留的付款 {voucher}（{amount}）已写入账本",
                      "the payment {voucher} ({amount}) kept after the storage failure is now in the ledger"),
-    # -- Ctrl+Q while payments are kept (pos/ui/clerk/quit.py) --
+    # -- Ctrl+Q while payments are kept (pos/ui/quit.py) --
     "quit.kept_title": ("⚠ 尚有 {n} 笔已扣款的付款未写入账本，共 {amount}",
                         "⚠ Not written to the ledger yet: {n} paid · {amount}"),
     "quit.kept_body": ("卡已付款，但终端磁盘拒绝了写入。现在退出，每笔付款只有在同一钱包再次于本终端碰卡时"

@@ -7,7 +7,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import PurePath
+from pathlib import Path, PurePath
 from typing import Any, ClassVar
 
 from rich.text import Text
@@ -160,7 +160,7 @@ class TerminalApp(App[None]):
     """
 
     ENABLE_COMMAND_PALETTE = False
-    CSS_PATH: ClassVar[list[str | PurePath]] = [BARS_TCSS]
+    CSS_PATH: ClassVar[list[str | PurePath]] = [BARS_TCSS, Path(__file__).with_name("quit.tcss")]
     TESTER_SCREEN: ClassVar[type[Screen[Any]] | None] = None
     BINDINGS: ClassVar = [
         Binding("f2", "tester", "tester", show=False),

@@ -50,3 +50,52 @@ def test_the_gate_says_a_storage_failure_keeps_reading_and_never_charges_twice(
         assert home.cards.load("c0001").balance_fen == 100_000 - 7000  # charged once
 
     asyncio.run(scenario())
+
+
+def test_ctrl_q_at_the_gate_writes_a_kept_ticket_payment_or_warns_about_it(
+        home: Home, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A ticket the card paid but the disk refused is kept; Ctrl+Q tries to write it, warns while the disk still
+    refuses (Esc stays), and once space is freed a Ctrl+Q writes it, once, and quits."""
+    from pos.payment.unwritten import KEPT
+    from pos.ui.quit import QuitScreen
+    from tests.ui.conftest import text_of
+
+    real_append = Ledger._append
+    full = {"on": True}
+
+    def no_payment(led: Ledger, kind: str, **fields: object):  # type: ignore[no-untyped-def]
+        if kind == "payment" and full["on"]:
+            raise sqlite3.OperationalError("database or disk is full")
+        return real_append(led, kind, **fields)
+
+    def payments() -> int:
+        with home.ledger(GATE, readonly=True) as led:
+            return len(list(led.entries(kind="payment")))
+
+    async def scenario() -> None:
+        gate = Gate(home, GATE)
+        app = GateApp(runtime(home, GATE), gate, lang="en", services=FakeServices(), hold_s=0.3, sync_interval=0)
+        async with app.run_test(size=(80, 24)) as pilot:
+            await until(pilot, lambda: showing(app, GateScreen) and app.runtime.broker.armed)
+            monkeypatch.setattr(Ledger, "_append", no_payment)
+            answer = await tap(app, pilot, "c0001")
+            assert not answer["gate"]["open"] and answer.get("kept_voucher_id")
+            await until(pilot, lambda: showing(app, GateScreen))
+            await pilot.press("ctrl+q")
+            await until(pilot, lambda: isinstance(app.screen, QuitScreen) and app.screen.drawn)
+            title = text_of(app.screen.query_one("#quit-title"))
+            assert "Not written to the ledger yet: 1 paid" in title and "¥70.00" in title
+            await pilot.press("escape")
+            await until(pilot, lambda: not isinstance(app.screen, QuitScreen))
+            assert app.is_running and app.kept() == (1, 7000)
+            full["on"] = False  # space freed
+            await pilot.press("ctrl+q")
+            await until(pilot, lambda: not app.is_running)
+        gate.close()
+        assert payments() == 1 and app.kept() == (0, 0)
+
+    KEPT.clear()
+    try:
+        asyncio.run(scenario())
+    finally:
+        KEPT.clear()

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pos.ui.clerk.app import ClerkApp
 from pos.ui.clerk.charge import ChargePanel
 from pos.ui.clerk.entry import EntryPanel
-from pos.ui.clerk.quit import QuitScreen
 from pos.ui.clerk.result import ResultPanel
 from pos.ui.clerk.screens import CounterScreen
+from pos.ui.quit import QuitScreen
 
 __all__ = ["ChargePanel", "ClerkApp", "CounterScreen", "EntryPanel", "QuitScreen", "ResultPanel"]

@@ -1,5 +1,5 @@
 """The charge in progress (waiting for a tap, a torn wallet's re-tap); Ctrl+Q in the middle of one quits once it is
-decided (the question is :class:`pos.ui.clerk.quit.QuitScreen`).
+decided (the question is :class:`pos.ui.quit.QuitScreen`).
 
 The panel renders the charge's :class:`~pos.payment.control.ChargeControl`: where the charge stands (waiting for
 a card, reading it, paying, waiting for the torn wallet) and the one deadline the session waits to. Esc cancels

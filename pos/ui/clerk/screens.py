@@ -24,11 +24,11 @@ from pos.records import Item, Sale, last_voucher, save_sale
 from pos.ui.app import TerminalScreen
 from pos.ui.clerk.charge import ChargePanel
 from pos.ui.clerk.entry import EntryPanel
-from pos.ui.clerk.quit import QuitScreen
 from pos.ui.clerk.result import ResultPanel
 from pos.ui.history import HistoryScreen, ReportScreen
 from pos.ui.history.printing import print_document
 from pos.ui.history.screens import print_receipt, receipt_for
+from pos.ui.quit import QuitScreen
 from pos.ui.widgets import KeyBar, Keys, StatusBar
 from pos.ui.widgets.panel import Panel
 

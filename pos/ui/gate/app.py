@@ -20,6 +20,7 @@ from pos.sync.services import Services
 from pos.ui.app import TerminalApp
 from pos.ui.gate.screens import GateResultScreen, GateScreen
 from pos.ui.history import HISTORY_TCSS
+from pos.ui.quit import KeptGuard
 from pos.ui.tester import TESTER_TCSS, TesterScreen
 
 GATE_TCSS = Path(__file__).with_name("gate.tcss")
@@ -33,10 +34,11 @@ class GateDecided(Message):
         self.decision = decision
 
 
-class GateApp(TerminalApp):
+class GateApp(KeptGuard, TerminalApp):
     """The gate terminal: a reader loop in a worker thread decides every tap. Each visitor who walks in leaves the
     ready screen on one ticket of the first kind for the next; a refused visitor keeps the selection to try again.
-    Its payments are in its own ledger, like a counter's: history (F4), sync (F5) and the day's report (F6)."""
+    Its payments are in its own ledger, like a counter's: history (F4), sync (F5) and the day's report (F6). Ctrl+Q
+    writes the payments the disk refused first, and warns about any it still cannot (:class:`KeptGuard`)."""
 
     CSS_PATH: ClassVar[list[str | PurePath]] = [*TerminalApp.CSS_PATH, GATE_TCSS, HISTORY_TCSS, TESTER_TCSS]
     TESTER_SCREEN = TesterScreen
