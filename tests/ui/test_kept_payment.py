@@ -135,6 +135,11 @@ async def pay_kept(app: ClerkApp, pilot: object, yuan: str) -> str:
     return str(answer["kept_voucher_id"])
 
 
+def quiet_clerk(home: Home) -> ClerkApp:
+    """A counter with no background sync or status polling: only the keys pressed write what is kept."""
+    return ClerkApp(runtime(home), lang="en", services=FakeServices(), status_interval=0, sync_interval=0)
+
+
 def quit_text(app: ClerkApp) -> str:
     return " ".join(text_of(app.screen.query_one(f"#quit-{part}", Static)) for part in ("title", "body", "todo", "hint")
                     if app.screen.query_one(f"#quit-{part}", Static).display)
@@ -145,7 +150,7 @@ def test_ctrl_q_with_a_kept_payment_warns_esc_stays_and_ctrl_q_again_quits(home:
     disk = FullDisk(monkeypatch)
 
     async def scenario() -> None:
-        app = ClerkApp(runtime(home), lang="en", services=FakeServices(), status_interval=0, sync_interval=0)
+        app = quiet_clerk(home)
         async with app.run_test(size=(80, 24)) as pilot:
             await pay_kept(app, pilot, "7")
             await pilot.press("enter")  # the sale is over; the counter is idle, the payment kept
@@ -186,7 +191,7 @@ def test_ctrl_q_writes_a_kept_payment_once_the_disk_allows_and_quits(home: Home,
     disk = FullDisk(monkeypatch)
 
     async def scenario() -> None:
-        app = ClerkApp(runtime(home), lang="en", services=FakeServices(), status_interval=0, sync_interval=0)
+        app = quiet_clerk(home)
         async with app.run_test(size=(80, 24)) as pilot:
             vid = await pay_kept(app, pilot, "7")
             disk.on = False  # space freed
@@ -203,7 +208,7 @@ def test_f5_on_the_warning_writes_the_kept_payment_then_enter_quits(home: Home,
     disk = FullDisk(monkeypatch)
 
     async def scenario() -> None:
-        app = ClerkApp(runtime(home), lang="en", services=FakeServices(), status_interval=0, sync_interval=0)
+        app = quiet_clerk(home)
         async with app.run_test(size=(80, 24)) as pilot:
             vid = await pay_kept(app, pilot, "7")
             await pilot.press("ctrl+q")
@@ -236,7 +241,7 @@ def test_ctrl_q_during_a_payment_the_disk_refuses_warns_over_its_outcome(home: H
     monkeypatch.setattr(Ledger, "_append", append)
 
     async def scenario() -> None:
-        app = ClerkApp(runtime(home), lang="en", services=FakeServices(), status_interval=0, sync_interval=0)
+        app = quiet_clerk(home)
         async with app.run_test(size=(80, 24)) as pilot:
             await pilot.press("7", "enter")
             await until(pilot, lambda: showing(app, ChargePanel) and app.runtime.broker.armed)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import pytest
 from textual.widgets import DataTable, Input, Static
@@ -22,13 +23,19 @@ def clerk(home: Home) -> ClerkApp:
     return ClerkApp(runtime(home), lang="en", services=FakeServices(), status_interval=0)
 
 
+async def open_panel(app: ClerkApp, pilot: Any) -> TesterScreen:
+    """F2: the tester panel, on show."""
+    await pilot.press("f2")
+    await until(pilot, lambda: showing(app, TesterScreen))
+    assert isinstance(app.screen, TesterScreen)
+    return app.screen
+
+
 def test_tester_panel_lists_cards_and_taps_one(home: Home) -> None:
     async def scenario() -> None:
         app = clerk(home)
         async with app.run_test(size=(80, 24)) as pilot:
-            await pilot.press("f2")
-            await until(pilot, lambda: showing(app, TesterScreen))
-            panel = app.screen
+            panel = await open_panel(app, pilot)
             assert [c["card_id"] for c in panel.cards] == ["c0001", "c0002"]
             assert panel.query_one("#cards", DataTable).row_count == 2
             assert "not waiting" in text_of(panel.query_one("#tap-result", Static))
@@ -113,10 +120,7 @@ def test_a_tap_the_terminal_does_not_take_is_said_in_the_panel_s_language(home: 
     async def scenario() -> None:
         app = clerk(home)
         async with app.run_test(size=(80, 24)) as pilot:
-            await pilot.press("f2")
-            await until(pilot, lambda: showing(app, TesterScreen))
-            panel = app.screen
-            assert isinstance(panel, TesterScreen)
+            panel = await open_panel(app, pilot)
             panel._tap("c0001", None, None)  # the worker, with no charge open
             result = panel.query_one("#tap-result", Static)
             await until(pilot, lambda: "not tapped" in text_of(result))
