@@ -3,6 +3,10 @@ wallet id, the card's signature and the tier's limits, on the settling thread an
 
 `cryptography` releases the GIL while it verifies, so the checks of one card overlap with those of another and
 with the Python work of the thread that holds the GIL.
+
+Each card's verified chain is remembered in a bounded :class:`bank.chaincache.ChainCache` (the cards used most
+recently), so a card's chain is verified once while the card keeps coming back, and the operator's memory does not
+grow with the number of cards it has seen.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from bank.chaincache import CHAIN_CACHE_SIZE, KEY_CACHE_SIZE, ChainCache, Window, card_digest
 from bank.clock import ms
 from bank.parse import Judged
 from bank.reasons import (
@@ -27,29 +32,30 @@ from bank.reasons import (
     WALLET_MISMATCH,
 )
 from wallet import suites
-from wallet.certs import WalletCertInfo, chain_validity, verify_wallet_certificate
+from wallet.certs import chain_validity, verify_wallet_certificate
 from wallet.errors import CertificateError, SignatureError
 from wallet.limits import TIER_LIMITS
 from wire.batch import UploadItem
 
 VERIFY_THREADS = max(1, min(4, os.cpu_count() or 1))  # the settling thread and its helpers
 VERIFY_CHUNK = 32  # vouchers per verification task (whole cards)
-MAX_CACHED_CHAINS = 100_000
 
 Ready = tuple[Judged, ec.EllipticCurvePublicKey, int, bytes]  # a voucher whose chain passed: key, tier, leaf
 
 
 class Verifier:
-    """Re-verifies vouchers against the operator's ``roots``; caches each card's verified chain."""
+    """Re-verifies vouchers against the operator's ``roots``; caches the verified chains of the ``chain_cache``
+    cards used most recently and the key objects of ``key_cache`` of them (see :mod:`bank.chaincache`)."""
 
     def __init__(self, roots: tuple[bytes, ...], offline_single_max: int | None,
-                 threads: int = VERIFY_THREADS) -> None:
+                 threads: int = VERIFY_THREADS, chain_cache: int = CHAIN_CACHE_SIZE,
+                 key_cache: int = KEY_CACHE_SIZE) -> None:
         self.roots = roots
         self.offline_single_max = offline_single_max
         self.threads = threads
         self.pool: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
-        self._chains: dict[tuple[bytes, bytes], tuple[int, int, WalletCertInfo]] = {}  # card -> window (ms), info
+        self.chains = ChainCache(chain_cache, key_cache)
 
     def start(self) -> None:
         """Start the helper threads now rather than in the first batch."""
@@ -129,20 +135,22 @@ class Verifier:
         to ``out`` with its card's key and tier; one that fails is rejected. The chain is verified once per card
         (see :meth:`_card_window`); each voucher is then only checked against the chain's validity window."""
         leaf, issuer = card
-        window: tuple[int, int, WalletCertInfo] | None = None
+        digest = card_digest(leaf, issuer)
+        window: Window | None = None
+        key: ec.EllipticCurvePublicKey | None = None
         for j in group:
             ts = j.timestamp_ms  # a timestamp never rejects a voucher (bank.timerules flags it for review)
-            if window is None or not window[0] <= ts <= window[1]:
+            if window is None or not window.not_before <= ts <= window.not_after:
                 try:
-                    window = self._card_window(leaf, issuer, ts)
+                    window, key = self._card_window(digest, leaf, issuer, ts, key)
                 except CertificateError as exc:
                     j.status, j.reason = "rejected", exc.reason
                     continue
-            info = window[2]
-            if info.wallet_id != j.wallet_id:
+            if window.wallet_id != j.wallet_id:
                 j.status, j.reason = "rejected", WALLET_MISMATCH
                 continue
-            out.append((j, info.public_key, info.tier, leaf))
+            assert key is not None
+            out.append((j, key, window.tier, leaf))
 
     def _check_signatures(self, chunk: list[Ready]) -> None:
         """The card's signature (:func:`wallet.suites.verify`, as the terminal checks it), then the tier's single
@@ -166,16 +174,18 @@ class Verifier:
             j.tier = tier
             j.cert_der = leaf
 
-    def _card_window(self, leaf: bytes, issuer: bytes, ts: int) -> tuple[int, int, WalletCertInfo]:
-        """A card's chain verified at ``ts`` (ms), once per card: cached with the window (ms) in which every
-        certificate of the chain is valid. Raises :class:`CertificateError` when the chain fails at ``ts``."""
-        hit = self._chains.get((leaf, issuer))
-        if hit is not None and hit[0] <= ts <= hit[1]:
-            return hit
+    def _card_window(self, digest: bytes, leaf: bytes, issuer: bytes, ts: int,
+                     key: ec.EllipticCurvePublicKey | None) -> tuple[Window, ec.EllipticCurvePublicKey]:
+        """A card's chain verified at ``ts`` (ms), once per card while it stays in the cache, with the window (ms)
+        in which every certificate of the chain is valid, and the card's key (``key`` when the caller already
+        has it). Raises :class:`CertificateError` when the chain fails at ``ts``."""
+        hit = self.chains.get(digest)
+        if hit is not None and hit[0].not_before <= ts <= hit[0].not_after:
+            window, kept = hit
+            return window, key or kept or self.chains.key(digest, window)
         at = dt.datetime.fromtimestamp(ts / 1000, dt.UTC)
         info = verify_wallet_certificate(leaf, (issuer,), self.roots, at)
         not_before, not_after = chain_validity(leaf, (issuer,), self.roots)
-        if len(self._chains) > MAX_CACHED_CHAINS:
-            self._chains.clear()
-        hit = self._chains[(leaf, issuer)] = (ms(not_before), ms(not_after), info)
-        return hit
+        window = Window(ms(not_before), ms(not_after), info.wallet_id, info.tier, info.public_point)
+        self.chains.put(digest, window, info.public_key)
+        return window, info.public_key

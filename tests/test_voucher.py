@@ -105,6 +105,16 @@ def test_wallet_chain_verifies_to_the_root() -> None:
     assert (info.wallet_id, info.tier) == ("0991000000000008", 4)
 
 
+def test_the_public_point_read_from_the_der_is_the_keys() -> None:
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+    for _ in range(20):
+        info = verify_wallet_certificate(_wallet_cert(PKI), [cert_der(PKI.wallet_ca.cert)],
+                                         [cert_der(PKI.root.cert)], CHECKED_AT)
+        assert info.public_point == info.public_key.public_bytes(Encoding.X962, PublicFormat.UncompressedPoint)
+        assert len(info.public_point) == 65 and info.public_point[0] == 4
+
+
 def test_foreign_ca_is_unknown_issuer_even_with_the_same_names() -> None:
     foreign = OperatorPki.create(now=ISSUED_AT)  # same subject names, other keys
     with pytest.raises(CertificateError) as exc:

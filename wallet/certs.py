@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID, ObjectIdentifier
 
@@ -37,6 +37,7 @@ class WalletCertInfo:
     public_key: ec.EllipticCurvePublicKey
     not_before: dt.datetime
     not_after: dt.datetime
+    public_point: bytes  # the same key as an uncompressed P-256 point (X9.62, 65 bytes)
 
 
 @functools.lru_cache(maxsize=8192)
@@ -71,6 +72,9 @@ _OID_SERIAL_NUMBER = oid_der(NameOID.SERIAL_NUMBER.dotted_string)
 _OID_EKU = oid_der(x509.oid.ExtensionOID.EXTENDED_KEY_USAGE.dotted_string)
 _OID_TIER = oid_der(OID_WALLET_TIER.dotted_string)
 _OID_KP_WALLET = oid_der(OID_KP_WALLET.dotted_string)
+# a P-256 SubjectPublicKeyInfo's content up to the key: id-ecPublicKey, prime256v1, then a BIT STRING of 66 bytes
+# with no unused bits (an uncompressed point follows: 04, X, Y)
+_P256_SPKI_HEAD = bytes.fromhex("301306072a8648ce3d020106082a8648ce3d030107034200")
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,12 +93,13 @@ class _Parsed:
     subject: bytes
     issuer: bytes
     extensions: dict[bytes, bytes]  # extnID (OID content octets) -> the whole Extension
+    spki: bytes  # the SubjectPublicKeyInfo's content (algorithm and key)
 
 
-def _der_fields(der: bytes) -> tuple[bytes, bytes, bytes, bytes, dict[bytes, bytes]]:
-    """The TBS bytes, the signature, the issuer and subject Names (DER) and the extensions of a DER certificate,
-    each extension kept whole (decode it with :func:`_extension_value`): a tap reads two of them, by the OID at
-    their head."""
+def _der_fields(der: bytes) -> tuple[bytes, bytes, bytes, bytes, dict[bytes, bytes], bytes]:
+    """The TBS bytes, the signature, the issuer and subject Names (DER), the extensions and the SubjectPublicKeyInfo's
+    content of a DER certificate, each extension kept whole (decode it with :func:`_extension_value`): a tap reads
+    two of them, by the OID at their head."""
     (tbs_tag, tbs_value), _, (sig_tag, sig_value) = tlv.decode(tlv.decode_one(der, 0x30))
     if tbs_tag != 0x30 or sig_tag != 0x03 or not sig_value or sig_value[0] != 0:
         raise EncodingError("not a certificate")
@@ -112,7 +117,7 @@ def _der_fields(der: bytes) -> tuple[bytes, bytes, bytes, bytes, dict[bytes, byt
                 raise EncodingError("repeated extension")
             extensions[oid] = ext
     return (tlv.encode(0x30, tbs_value), sig_value[1:], tlv.encode(0x30, fields[2][1]), tlv.encode(0x30, fields[4][1]),
-            extensions)
+            extensions, fields[5][1])
 
 
 def _extension_value(ext: bytes) -> bytes:
@@ -138,10 +143,10 @@ def _name_attribute(name_der: bytes, oid: bytes) -> str | None:
 def _parsed(der: bytes) -> _Parsed:
     cert = _parse(der)
     try:
-        tbs, signature, issuer, subject, extensions = _der_fields(der)
+        tbs, signature, issuer, subject, extensions, spki = _der_fields(der)
     except (EncodingError, IndexError, ValueError) as exc:
         raise CertificateError("bad_certificate", "certificate fields do not parse") from exc
-    return _Parsed(cert, tbs, signature, subject, issuer, extensions)
+    return _Parsed(cert, tbs, signature, subject, issuer, extensions, spki)
 
 
 @functools.lru_cache(maxsize=64)
@@ -276,7 +281,12 @@ def _wallet_info(leaf_der: bytes) -> WalletCertInfo:
     key = cert.public_key()
     if not isinstance(key, ec.EllipticCurvePublicKey) or not isinstance(key.curve, ec.SECP256R1):
         raise CertificateError("bad_certificate", "wallet key is not P-256")
-    return WalletCertInfo(serial, raw[2], key, *_validity(leaf_der))
+    spki, head = parsed.spki, len(_P256_SPKI_HEAD)
+    if len(spki) == head + 65 and spki[head] == 0x04 and spki.startswith(_P256_SPKI_HEAD):
+        point = spki[head:]  # as the certificate carries it (the key parsed from it above)
+    else:  # another encoding of the point (compressed, say)
+        point = key.public_bytes(serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint)
+    return WalletCertInfo(serial, raw[2], key, *_validity(leaf_der), point)
 
 
 def find_issuer(leaf_der: bytes, candidates: Iterable[bytes]) -> bytes | None:
