@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import time
 
 import pytest
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
@@ -21,19 +20,21 @@ from wallet.voucher import CNY, Voucher, VoucherBody
 from wire.batch import UploadItem
 
 TERMINAL = TerminalRecord("CMGQ0001", "320508000000101")
-PKI = OperatorPki.create(now=dt.datetime.now(dt.UTC) - dt.timedelta(days=30))  # CAs older than the cards
-FOREIGN = OperatorPki.create("Someone Else")
+T0 = dt.datetime(2026, 6, 1, 12, tzinfo=dt.UTC)  # the tests' instant: no reading of the clock
+PKI = OperatorPki.create(now=T0 - dt.timedelta(days=30))  # CAs older than the cards
+FOREIGN = OperatorPki.create("Someone Else", now=T0)
 ROOTS = (cert_der(PKI.root.cert),)
 ISSUER = cert_der(PKI.wallet_ca.cert)
-NOW = time.time_ns() // 1_000_000
+NOW = int(T0.timestamp() * 1000)
 DAY = 86_400_000
+CARD_VALIDITY = (T0 - dt.timedelta(minutes=5), T0 + dt.timedelta(days=5 * 365))
 
 
 class Card:
     def __init__(self, n: int, valid: tuple[dt.datetime, dt.datetime] | None = None) -> None:
         self.wallet_id = f"0991{n:012d}"
         self.key = new_key()
-        cert = PKI.wallet_ca.issue_wallet_cert(self.wallet_id, 4, self.key.public_key(), *(valid or (None, None)))
+        cert = PKI.wallet_ca.issue_wallet_cert(self.wallet_id, 4, self.key.public_key(), *(valid or CARD_VALIDITY))
         self.leaf = cert_der(cert)
         self.counter = 0
 
