@@ -74,6 +74,11 @@ class WalletIdTaken(EcnyError):
         super().__init__(message)
         self.wallet_ids = tuple(wallet_ids)
 
+    @classmethod
+    def of(cls, wallet_ids: Sequence[str]) -> WalletIdTaken:
+        """The refusal of ``wallet_ids`` (at least one), said by the first."""
+        return cls(f"the operator has wallet {wallet_ids[0]} on file with another certificate", wallet_ids)
+
 
 class WalletIdsExhausted(EcnyError):
     """A card drew wallet ids the operator had on file every time it was issued again, up to the issuer's bound

@@ -139,7 +139,7 @@ def register_wallets(home: Home, states: list[CardState], operator_url: str | No
             for s in states:
                 one(op.register_wallet, s)
     if taken:
-        raise WalletIdTaken(f"the operator has wallet {taken[0]} on file with another certificate", taken)
+        raise WalletIdTaken.of(taken)
     return where
 
 

@@ -80,7 +80,7 @@ class _Http:
         with ThreadPoolExecutor(SYNC_THREADS) as pool:
             taken = [t for t in pool.map(one, batch) if t is not None]
         if taken:
-            raise WalletIdTaken(f"the operator has wallet {taken[0]} on file with another certificate", taken)
+            raise WalletIdTaken.of(taken)
 
     def spent(self, wallet_ids: Sequence[str]) -> dict[str, int]:
         with ThreadPoolExecutor(SYNC_THREADS) as pool:
