@@ -153,6 +153,6 @@ class KeptGuard:
 
     def redraw_status(self) -> None:
         super().redraw_status()  # type: ignore[misc]
-        screen = getattr(self, "screen", None)
-        if isinstance(screen, QuitScreen):
-            screen.redraw()  # a sync round may have written what the warning counts
+        stack = self.screen_stack  # type: ignore[attr-defined]  # (``screen`` raises once the app has none left)
+        if stack and isinstance(stack[-1], QuitScreen):
+            stack[-1].redraw()  # a sync round may have written what the warning counts

@@ -257,3 +257,11 @@ def test_ctrl_q_during_a_payment_the_disk_refuses_warns_over_its_outcome(home: H
             await until(pilot, lambda: app._exit)
 
     asyncio.run(scenario())
+
+
+def test_a_status_update_after_the_last_screen_is_gone_is_ignored(home: Home) -> None:
+    """A sync round's status can arrive while the app shuts down, with no screen left: nothing to redraw, no
+    ScreenStackError."""
+    app = quiet_clerk(home)
+    assert app.screen_stack == []
+    app.redraw_status()
